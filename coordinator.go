@@ -1,0 +1,442 @@
+package pgcoord
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/hash"
+)
+
+// Defaults of Config.
+const (
+	DefaultHeartbeatInterval       = time.Second
+	DefaultInitialReconnectBackoff = 100 * time.Millisecond
+	DefaultMaxReconnectBackoff     = 60 * time.Second
+	DefaultLockSessions            = 4
+	DefaultMaxWaitSessions         = 32
+)
+
+// Config configures a Coordinator. Every field is optional except one of
+// ConnString and Pool.
+type Config struct {
+	// ConnString is a pgx connection string (URL or key=value; PG* environment
+	// variables apply). Either ConnString or Pool is required.
+	ConnString string
+	// Pool supplies the connection settings instead of ConnString, so an app
+	// can reuse its pool's configuration. The coordinator opens its own
+	// dedicated sessions from Pool's ConnConfig and never borrows a pooled
+	// connection to hold a lock: pgxpool would hand a connection still holding
+	// session locks to the next borrower.
+	Pool *pgxpool.Pool
+	// AgentID identifies this agent. Default: a random UUID.
+	AgentID string
+	// Prefix is prepended to AgentID to form the member id, and to every lock
+	// name to form the full name whose key is locked. Coordinators with
+	// different prefixes never conflict. Default: "".
+	Prefix string
+	// HeartbeatInterval is how often the member row is refreshed and every
+	// session holding locks is checked. Default 1s.
+	HeartbeatInterval time.Duration
+	// InitialReconnectBackoff is the first wait before reconnecting a broken
+	// control session; waits double (with jitter) up to MaxReconnectBackoff.
+	// Default 100ms.
+	InitialReconnectBackoff time.Duration
+	// MaxReconnectBackoff caps the reconnect wait. Default 60s.
+	MaxReconnectBackoff time.Duration
+	// SkipMigrations stops Start from applying the embedded migrations; Start
+	// then only checks that the schema is present. Default false.
+	SkipMigrations bool
+	// Logger receives the coordinator's logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// LockSessions is how many dedicated sessions hold the locks taken
+	// without waiting; many locks share each. Default 4.
+	LockSessions int
+	// MaxWaitSessions caps the sessions that wait on the server for contended
+	// locks (a lock granted after a wait stays on its wait session until
+	// released). Waiters beyond the cap queue in-process. Default 32.
+	MaxWaitSessions int
+}
+
+// Coordinator is a member of the coordination group: it owns a control
+// session (heartbeat, member row, name registry), a few lock sessions and a
+// small pool of wait sessions, and hands out Locks. Create it with New, then
+// Start it; it is safe for concurrent use.
+type Coordinator struct {
+	cfg        Config
+	connConfig *pgx.ConnConfig
+	memberID   string
+	memberKey  int64
+	memberHi   int32
+	memberLo   int32
+	sessionTag string
+	log        *slog.Logger
+	q          *db.Queries
+
+	// lifeMu serialises Start and Stop.
+	lifeMu sync.Mutex
+	// state is one of stateNew, stateStarted, stateStopped.
+	state atomic.Int32
+	// runCtx is cancelled by Stop: it ends the heartbeat and every wait.
+	runCtx    context.Context
+	cancelRun context.CancelFunc
+	hbDone    chan struct{}
+
+	control *session
+	lockSs  []*session
+	waits   waitPool
+	local   localTable
+	names   nameCache
+
+	// active is true while the control session works; lastBeat is when the
+	// backend last answered a heartbeat (unix nanos).
+	active   atomic.Bool
+	lastBeat atomic.Int64
+	// registered is set once this coordinator took its member lock, so a
+	// failed Start never marks another live member's row stopped.
+	registered bool
+
+	// mu guards the hold bookkeeping of every session.
+	mu sync.Mutex
+}
+
+const (
+	stateNew int32 = iota
+	stateStarted
+	stateStopped
+)
+
+// New validates cfg and returns a Coordinator. It does no I/O.
+func New(cfg Config) (*Coordinator, error) {
+	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, DefaultHeartbeatInterval)
+	cfg.InitialReconnectBackoff = cmp.Or(cfg.InitialReconnectBackoff, DefaultInitialReconnectBackoff)
+	cfg.MaxReconnectBackoff = cmp.Or(cfg.MaxReconnectBackoff, DefaultMaxReconnectBackoff)
+	cfg.LockSessions = cmp.Or(cfg.LockSessions, DefaultLockSessions)
+	cfg.MaxWaitSessions = cmp.Or(cfg.MaxWaitSessions, DefaultMaxWaitSessions)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.AgentID == "" {
+		cfg.AgentID = uuid.NewString()
+	}
+	if err := validateConfig(&cfg); err != nil {
+		return nil, err
+	}
+	connConfig, err := baseConnConfig(&cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	c := &Coordinator{
+		cfg:        cfg,
+		connConfig: connConfig,
+		memberID:   cfg.Prefix + cfg.AgentID,
+		q:          db.New(),
+	}
+	c.memberKey, c.memberHi, c.memberLo = hash.MemberKey(c.memberID)
+	// application_name ties every session of this member to its row (see the
+	// held_locks view); it is capped at 63 bytes, so it is a hash, not the id.
+	c.sessionTag = fmt.Sprintf("pgcoord:%016x", uint64(hash.Key("session\x00"+c.memberID)))
+	c.log = cfg.Logger.With(slog.String("member", c.memberID))
+	c.local.init()
+	c.names.init()
+	c.waits.init(c, cfg.MaxWaitSessions)
+	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
+	return c, nil
+}
+
+func validateConfig(cfg *Config) error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case cfg.ConnString == "" && cfg.Pool == nil:
+		return bad("ConnString", "one of ConnString and Pool is required")
+	case cfg.ConnString != "" && cfg.Pool != nil:
+		return bad("ConnString", "set ConnString or Pool, not both")
+	case cfg.HeartbeatInterval < 0:
+		return bad("HeartbeatInterval", "must be positive, got %v", cfg.HeartbeatInterval)
+	case cfg.HeartbeatInterval < 10*time.Millisecond:
+		return bad("HeartbeatInterval", "must be at least 10ms, got %v", cfg.HeartbeatInterval)
+	case cfg.InitialReconnectBackoff < 0:
+		return bad("InitialReconnectBackoff", "must be positive, got %v", cfg.InitialReconnectBackoff)
+	case cfg.MaxReconnectBackoff < 0:
+		return bad("MaxReconnectBackoff", "must be positive, got %v", cfg.MaxReconnectBackoff)
+	case cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff:
+		return bad("InitialReconnectBackoff", "%v is above MaxReconnectBackoff %v",
+			cfg.InitialReconnectBackoff, cfg.MaxReconnectBackoff)
+	case cfg.LockSessions < 0 || cfg.LockSessions > 64:
+		return bad("LockSessions", "must be between 1 and 64, got %d", cfg.LockSessions)
+	case cfg.MaxWaitSessions < 0 || cfg.MaxWaitSessions > 1024:
+		return bad("MaxWaitSessions", "must be between 1 and 1024, got %d", cfg.MaxWaitSessions)
+	}
+	if err := validateName(cfg.Prefix + cfg.AgentID); err != nil {
+		return bad("AgentID", "member id %v", err)
+	}
+	return nil
+}
+
+// baseConnConfig parses the connection settings once, in New, so that a bad
+// connection string fails before any I/O. pgx keeps passwords out of its
+// parse errors.
+func baseConnConfig(cfg *Config) (*pgx.ConnConfig, error) {
+	if cfg.Pool != nil {
+		return cfg.Pool.Config().ConnConfig.Copy(), nil
+	}
+	cc, err := pgx.ParseConfig(cfg.ConnString)
+	if err != nil {
+		return nil, fmt.Errorf("%w: ConnString: %w", ErrInvalidConfig, err)
+	}
+	return cc, nil
+}
+
+// MemberID returns Prefix+AgentID.
+func (c *Coordinator) MemberID() string { return c.memberID }
+
+// Start connects, applies the migrations (unless SkipMigrations), registers
+// the member and starts the heartbeat. A second Start is a no-op; Start after
+// Stop returns an error wrapping ErrNotStarted (make a new Coordinator).
+// When ctx ends first, Start returns its error and leaves nothing open.
+func (c *Coordinator) Start(ctx context.Context) (err error) {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	switch c.state.Load() {
+	case stateStarted:
+		return nil
+	case stateStopped:
+		return fmt.Errorf("%w: coordinator was stopped; create a new one with New", ErrNotStarted)
+	}
+	defer func() {
+		if err != nil {
+			c.closeSessions(context.WithoutCancel(ctx))
+		}
+	}()
+
+	if !c.cfg.SkipMigrations {
+		if err := migrateWith(ctx, c.connConfig, c.log); err != nil {
+			return err
+		}
+	}
+	c.control = newSession(c, sessionControl)
+	if err := c.control.connect(ctx); err != nil {
+		return err
+	}
+	if err := c.checkSchema(ctx); err != nil {
+		return err
+	}
+	if err := c.registerMember(ctx, true); err != nil {
+		return err
+	}
+	c.lockSs = make([]*session, c.cfg.LockSessions)
+	for i := range c.lockSs {
+		c.lockSs[i] = newSession(c, sessionLock)
+		if err := c.lockSs[i].connect(ctx); err != nil {
+			return err
+		}
+	}
+	if err := c.checkSessionLocks(ctx); err != nil {
+		return err
+	}
+
+	c.active.Store(true)
+	c.lastBeat.Store(time.Now().UnixNano())
+	c.state.Store(stateStarted)
+	c.hbDone = make(chan struct{})
+	go c.heartbeatLoop()
+	c.log.Info("pgcoord: member started", slog.Int("lock_sessions", len(c.lockSs)))
+	return nil
+}
+
+// checkSchema makes sure the migrated schema is there, so that
+// SkipMigrations on an empty database fails with advice, not with a missing
+// relation deep inside an Acquire.
+func (c *Coordinator) checkSchema(ctx context.Context) error {
+	return c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		present, err := c.q.SchemaPresent(ctx, conn)
+		if err != nil {
+			return fmt.Errorf("pgcoord: checking schema: %w", err)
+		}
+		if !present {
+			return fmt.Errorf("%w: schema pgcoord not found; run `pgcoord migrate` or pgcoord.Migrate(ctx, connString), or leave SkipMigrations false", ErrSchemaMissing)
+		}
+		v, err := c.q.SchemaVersion(ctx, conn)
+		if err != nil {
+			return fmt.Errorf("pgcoord: checking schema version: %w", err)
+		}
+		if v.Dirty || v.Version < int64(schemaVersion) {
+			return fmt.Errorf("%w: schema pgcoord is at version %d (dirty=%v), this pgcoord needs %d; run `pgcoord migrate`",
+				ErrSchemaMissing, v.Version, v.Dirty, schemaVersion)
+		}
+		return nil
+	})
+}
+
+// registerMember takes the member lock on the control session and writes the
+// member row. restart begins a new life (Start); a reconnect keeps started_at.
+func (c *Coordinator) registerMember(ctx context.Context, restart bool) error {
+	return c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		return c.registerMemberLocked(ctx, conn, restart)
+	})
+}
+
+func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, restart bool) error {
+	ok, err := c.q.TryMemberLock(ctx, conn, db.TryMemberLockParams{Key1: c.memberHi, Key2: c.memberLo})
+	if err != nil {
+		return fmt.Errorf("pgcoord: taking member lock: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q is running elsewhere (see pgcoord.live_members)", ErrMemberExists, c.memberID)
+	}
+	host, _ := os.Hostname()
+	err = c.q.RegisterMember(ctx, conn, db.RegisterMemberParams{
+		MemberID:         c.memberID,
+		Prefix:           c.cfg.Prefix,
+		AgentID:          c.cfg.AgentID,
+		Hostname:         host,
+		Pid:              int32(os.Getpid()),
+		HeartbeatSeconds: c.cfg.HeartbeatInterval.Seconds(),
+		SessionTag:       c.sessionTag,
+		MemberKey:        c.memberKey,
+		Restart:          restart,
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: registering member: %w", err)
+	}
+	c.registered = true
+	return nil
+}
+
+// checkSessionLocks refuses connections on which session advisory locks are
+// not locks. Behind a transaction-pooling proxy the server end of a client
+// connection changes between transactions and several client connections
+// share one server session, so the member lock would not be visible on the
+// "same" session and the coordinator's sessions would report the same
+// backend pids.
+func (c *Coordinator) checkSessionLocks(ctx context.Context) error {
+	seen := map[uint32]bool{}
+	for _, s := range append([]*session{c.control}, c.lockSs...) {
+		var pid int32
+		err := s.do(ctx, func(ctx context.Context, conn *pgx.Conn) (err error) {
+			pid, err = c.q.BackendPID(ctx, conn)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if seen[uint32(pid)] {
+			return fmt.Errorf("%w: two sessions share server backend %d; a transaction-pooling proxy (PgBouncer pool_mode=transaction) is in the way: connect directly or through session pooling", ErrSessionLocksUnsupported, pid)
+		}
+		seen[uint32(pid)] = true
+	}
+	return c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		held, err := c.q.HoldsMemberLock(ctx, conn, db.HoldsMemberLockParams{Key1: c.memberHi, Key2: c.memberLo})
+		if err != nil {
+			return err
+		}
+		if !held {
+			return fmt.Errorf("%w: the member lock vanished between two statements on one connection; a transaction-pooling proxy (PgBouncer pool_mode=transaction) is in the way: connect directly or through session pooling", ErrSessionLocksUnsupported)
+		}
+		return nil
+	})
+}
+
+// IsActive reports whether the coordinator is started and its backend
+// answered within the liveness window (three heartbeat intervals).
+func (c *Coordinator) IsActive() bool {
+	if c.state.Load() != stateStarted || !c.active.Load() {
+		return false
+	}
+	since := time.Since(time.Unix(0, c.lastBeat.Load()))
+	return since <= 3*c.cfg.HeartbeatInterval
+}
+
+func (c *Coordinator) running() bool { return c.state.Load() == stateStarted }
+
+// Stop releases every held lock (others see them free when Stop returns),
+// marks the member stopped and closes every session. Holds released this way
+// count as lost: their Lost channels close, since the critical sections they
+// guarded are no longer protected. Stop is idempotent. ctx bounds the polite
+// part (unlock, member row); sessions are closed whatever happens, which
+// releases their locks on the server too.
+func (c *Coordinator) Stop(ctx context.Context) error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.state.Load() != stateStarted {
+		c.state.Store(stateStopped)
+		return nil
+	}
+	c.state.Store(stateStopped)
+	c.active.Store(false)
+	c.cancelRun()
+	<-c.hbDone
+
+	ctx = context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second+2*c.cfg.HeartbeatInterval)
+	defer cancel()
+	errs := c.closeSessions(ctx)
+	c.log.Info("pgcoord: member stopped")
+	return errors.Join(errs...)
+}
+
+// closeSessions releases everything: lock and wait sessions first (so the
+// locks are free before the member is marked stopped), then the control
+// session with the member row and member lock.
+func (c *Coordinator) closeSessions(ctx context.Context) []error {
+	var errs []error
+	var wg sync.WaitGroup
+	var emu sync.Mutex
+	all := append(append([]*session(nil), c.lockSs...), c.waits.all()...)
+	for _, s := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.close(ctx, errStopped); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	c.waits.closing.Wait()
+	if c.control != nil && c.registered {
+		err := c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			if err := c.q.MarkStopped(ctx, conn, c.memberID); err != nil {
+				return err
+			}
+			_, err := c.q.MemberUnlock(ctx, conn, db.MemberUnlockParams{Key1: c.memberHi, Key2: c.memberLo})
+			return err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pgcoord: marking member stopped: %w", err))
+		}
+	}
+	if c.control != nil {
+		_ = c.control.close(ctx, errStopped)
+	}
+	return errs
+}
+
+// errStopped is the loss cause of holds ended by Stop.
+var errStopped = fmt.Errorf("%w: %w", ErrLockLost, ErrNotStarted)
+
+var defaultCoordinator atomic.Pointer[Coordinator]
+
+// SetDefault sets the global coordinator used by NewLock and Synchronized
+// when none is given, like cinder.coordination.COORDINATOR.
+func SetDefault(c *Coordinator) { defaultCoordinator.Store(c) }
+
+// Default returns the global coordinator, or nil when none was set.
+func Default() *Coordinator { return defaultCoordinator.Load() }

@@ -1,0 +1,48 @@
+package pgcoord
+
+import (
+	"errors"
+
+	"github.com/pgcoord/pgcoord/internal/tmpl"
+)
+
+// Sentinel errors. Check them with errors.Is: the errors pgcoord returns wrap
+// them with detail (which lock, which field, which template).
+var (
+	// ErrLockAcquireFailed is wrapped by Synchronized when a lock could not be
+	// taken (busy under NoWait, timed out, or an error); fn did not run.
+	ErrLockAcquireFailed = errors.New("pgcoord: lock acquire failed")
+	// ErrNotHeld is returned by Release of a lock that this Lock does not hold.
+	ErrNotHeld = errors.New("pgcoord: lock not held")
+	// ErrAlreadyHeld is returned by Acquire on a Lock that already holds (or
+	// is acquiring) its lock: locks are not reentrant.
+	ErrAlreadyHeld = errors.New("pgcoord: lock already held by this Lock")
+	// ErrLockLost means a hold ended without Release: its session died, was
+	// cut off, or the coordinator stopped. Lost() was closed when it happened.
+	ErrLockLost = errors.New("pgcoord: lock lost")
+	// ErrNotStarted is returned for work on a coordinator that is not started
+	// (or already stopped).
+	ErrNotStarted = errors.New("pgcoord: coordinator not started")
+	// ErrKeyCollision is returned when a lock name's key is already registered
+	// under another name: the two names would silently share one lock.
+	ErrKeyCollision = errors.New("pgcoord: lock key collision")
+	// ErrTemplate is wrapped by every lock-name template error.
+	ErrTemplate = tmpl.ErrTemplate
+	// ErrMemberExists is returned by Start when a live member with the same
+	// member id (Prefix+AgentID) is already running.
+	ErrMemberExists = errors.New("pgcoord: member already exists")
+
+	// ErrInvalidConfig is wrapped by New for a Config it cannot use.
+	ErrInvalidConfig = errors.New("pgcoord: invalid config")
+	// ErrInvalidName is returned for a lock name that is empty, too long, not
+	// UTF-8 or contains a NUL byte.
+	ErrInvalidName = errors.New("pgcoord: invalid lock name")
+	// ErrSchemaMissing is returned by Start with SkipMigrations set when the
+	// pgcoord schema is absent, dirty or too old.
+	ErrSchemaMissing = errors.New("pgcoord: schema not migrated")
+	// ErrSessionLocksUnsupported is returned by Start when the server end of
+	// a connection changes between statements (a transaction-pooling proxy
+	// such as PgBouncer in transaction mode): session advisory locks would
+	// not be locks there.
+	ErrSessionLocksUnsupported = errors.New("pgcoord: session advisory locks unsupported on this connection")
+)

@@ -1,0 +1,105 @@
+package pgcoord
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// localTable does exclusion between the Locks of one coordinator. PostgreSQL
+// session locks are reentrant, so two Locks of one name sharing a lock
+// session would both "get" it; instead at most one Lock per key is acquiring
+// or holding in this process, and the others wait here, in-process. That also
+// means only one goroutine per process waits on the server for a name.
+type localTable struct {
+	mu      sync.Mutex
+	entries map[int64]*localEntry
+}
+
+// localEntry marks a key as claimed; freed is closed when the claim ends.
+type localEntry struct {
+	freed chan struct{}
+}
+
+func (t *localTable) init() { t.entries = map[int64]*localEntry{} }
+
+// claim takes key for the caller. With noWait it returns nil at once when
+// another Lock has it; otherwise it waits until the key is free, ctx ends
+// (returning ctx's error) or deadline passes (nil, nil). A zero deadline
+// means no deadline.
+func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline time.Time) (*localEntry, error) {
+	var timer *time.Timer
+	var timeout <-chan time.Time
+	for {
+		t.mu.Lock()
+		e, busy := t.entries[key]
+		if !busy {
+			e = &localEntry{freed: make(chan struct{})}
+			t.entries[key] = e
+			t.mu.Unlock()
+			if timer != nil {
+				timer.Stop()
+			}
+			return e, nil
+		}
+		t.mu.Unlock()
+		if noWait {
+			return nil, nil
+		}
+		if !deadline.IsZero() && timer == nil {
+			timer = time.NewTimer(time.Until(deadline))
+			timeout = timer.C
+		}
+		select {
+		case <-e.freed:
+		case <-timeout:
+			return nil, nil
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// free ends the claim e on key and wakes its waiters.
+func (t *localTable) free(key int64, e *localEntry) {
+	t.mu.Lock()
+	if t.entries[key] == e {
+		delete(t.entries, key)
+	}
+	t.mu.Unlock()
+	close(e.freed)
+}
+
+// nameCache remembers the names this coordinator has registered in
+// pgcoord.locks, so each name costs one registry write per process, not one
+// per acquire. It is bounded: a service locking ever-new names (one per
+// volume id, say) must not grow without limit.
+type nameCache struct {
+	mu    sync.Mutex
+	names map[int64]string
+}
+
+const nameCacheMax = 1 << 16
+
+func (n *nameCache) init() { n.names = map[int64]string{} }
+
+func (n *nameCache) known(key int64, name string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	got, ok := n.names[key]
+	return ok && got == name
+}
+
+func (n *nameCache) add(key int64, name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.names) >= nameCacheMax {
+		// Dropping everything is crude but keeps the bound without LRU
+		// bookkeeping on the hot path; re-registering is one cheap upsert.
+		clear(n.names)
+	}
+	n.names[key] = name
+}

@@ -1,0 +1,461 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/hash"
+	"github.com/pgcoord/pgcoord/internal/tmpl"
+)
+
+// MaxNameLen is the longest full lock name (Prefix+Name) in bytes. The name
+// registry's unique index limits how long a name can be; 2 KiB stays clear of
+// it.
+const MaxNameLen = 2048
+
+// Blocking says how Acquire waits for a busy lock: Wait, NoWait or Timeout(d).
+// The zero value is Wait.
+type Blocking struct {
+	mode    blockMode
+	timeout time.Duration
+}
+
+type blockMode uint8
+
+const (
+	blockWait blockMode = iota
+	blockNoWait
+	blockTimeout
+)
+
+var (
+	// Wait blocks until the lock is acquired or ctx is done.
+	Wait = Blocking{mode: blockWait}
+	// NoWait tries once and returns at once.
+	NoWait = Blocking{mode: blockNoWait}
+)
+
+// Timeout waits at most d; d <= 0 is NoWait.
+func Timeout(d time.Duration) Blocking {
+	if d <= 0 {
+		return NoWait
+	}
+	return Blocking{mode: blockTimeout, timeout: d}
+}
+
+// String describes the blocking mode.
+func (b Blocking) String() string {
+	switch b.mode {
+	case blockNoWait:
+		return "NoWait"
+	case blockTimeout:
+		return fmt.Sprintf("Timeout(%v)", b.timeout)
+	default:
+		return "Wait"
+	}
+}
+
+// Lock is a named distributed lock. Create it with NewLock or
+// Coordinator.GetLock. A Lock holds at most one hold at a time and is not
+// reentrant; Locks for the same name exclude each other whether they live in
+// one goroutine, one coordinator or different processes. A Lock is safe for
+// concurrent use, but Acquire from two goroutines on one Lock gives the
+// second ErrAlreadyHeld: give each goroutine its own Lock.
+type Lock struct {
+	c    *Coordinator
+	name string
+	full string
+	key  int64
+	// err is a name error found at construction by GetLock (which cannot
+	// return one); Acquire returns it.
+	err error
+
+	mu        sync.Mutex
+	acquiring bool
+	hold      *hold
+	// lost is the Lost channel of the current or last hold.
+	lost chan struct{}
+}
+
+// hold is one acquisition of a lock: it lives on one session until Release
+// or loss.
+type hold struct {
+	lock  *Lock
+	key   int64
+	sess  *session
+	entry *localEntry
+	token int64
+
+	lost     chan struct{}
+	lostOnce sync.Once
+	// The fields below are guarded by the coordinator's mu.
+	ended   bool
+	cause   error
+	onLost  []func(error)
+	removed bool
+}
+
+// NewLock returns a Lock whose name is the template name formatted with data
+// (see the package doc for the syntax). c nil means Default(). It does no I/O.
+func NewLock(name string, data any, c *Coordinator) (*Lock, error) {
+	if c == nil {
+		c = Default()
+		if c == nil {
+			return nil, fmt.Errorf("%w: no coordinator given and no default set (SetDefault)", ErrNotStarted)
+		}
+	}
+	t, err := tmpl.Parse(name)
+	if err != nil {
+		return nil, err
+	}
+	formatted, err := t.Format(nil, data)
+	if err != nil {
+		return nil, err
+	}
+	l := c.newLock(formatted)
+	if l.err != nil {
+		return nil, l.err
+	}
+	return l, nil
+}
+
+// GetLock returns a Lock for name, used as it is (not a template), like
+// Cinder's Coordinator.get_lock. An invalid name makes Acquire fail with
+// ErrInvalidName.
+func (c *Coordinator) GetLock(name string) *Lock {
+	return c.newLock(name)
+}
+
+func (c *Coordinator) newLock(name string) *Lock {
+	full := c.cfg.Prefix + name
+	l := &Lock{c: c, name: name, full: full, key: hash.Key(full), lost: make(chan struct{})}
+	if name == "" {
+		l.err = fmt.Errorf("%w: empty name", ErrInvalidName)
+	} else if err := validateName(full); err != nil {
+		l.err = err
+	}
+	return l
+}
+
+func validateName(full string) error {
+	switch {
+	case full == "":
+		return fmt.Errorf("%w: empty name", ErrInvalidName)
+	case len(full) > MaxNameLen:
+		return fmt.Errorf("%w: %d bytes, longer than MaxNameLen (%d)", ErrInvalidName, len(full), MaxNameLen)
+	case !utf8.ValidString(full):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidName)
+	}
+	for i := 0; i < len(full); i++ {
+		if full[i] == 0 {
+			return fmt.Errorf("%w: contains a NUL byte (PostgreSQL text cannot hold it)", ErrInvalidName)
+		}
+	}
+	return nil
+}
+
+// Name returns the formatted name, without the coordinator's Prefix.
+func (l *Lock) Name() string { return l.name }
+
+// Key returns the advisory-lock key of Prefix+Name (see pgcoord.lock_key).
+func (l *Lock) Key() int64 { return l.key }
+
+// Lost returns a channel closed when the current hold is lost: its session
+// died or was cut off, or the coordinator stopped. A normal Release does not
+// close it. Before the first Acquire, and after a hold ended by Release, it
+// returns the last hold's channel (never closed in that case).
+func (l *Lock) Lost() <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lost
+}
+
+// Token returns the fencing token of the current hold, 0 when not held.
+// Tokens of successive holds of one name, by any member, strictly increase:
+// pass it to a store that rejects writes carrying a token lower than one it
+// has seen, and a holder that lost its lock without knowing cannot clobber
+// its successor's work.
+func (l *Lock) Token() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hold == nil {
+		return 0
+	}
+	return l.hold.token
+}
+
+// Acquire takes the lock. It returns (true, nil) when acquired; (false, nil)
+// when the lock is busy under NoWait or stayed busy for the whole Timeout;
+// (false, ctx.Err()) when ctx ends first; (false, ErrAlreadyHeld) when this
+// Lock already holds it; (false, ErrNotStarted) before Start or after Stop.
+//
+// Waiting happens on the server (pg_advisory_lock, woken as soon as the
+// holder releases or its session dies), on a wait session that holds nothing
+// else: cancelling ctx closes that session and so costs no other hold.
+func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
+	if l.err != nil {
+		return false, l.err
+	}
+	if !l.c.running() {
+		return false, ErrNotStarted
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	l.mu.Lock()
+	if l.acquiring || (l.hold != nil && !l.c.holdLost(l.hold)) {
+		l.mu.Unlock()
+		return false, ErrAlreadyHeld
+	}
+	// A lost hold that was never Released is simply replaced.
+	l.hold = nil
+	l.acquiring = true
+	l.mu.Unlock()
+
+	h, err := l.c.acquire(ctx, l, b)
+
+	l.mu.Lock()
+	l.acquiring = false
+	if h != nil {
+		l.hold = h
+		l.lost = h.lost
+	}
+	l.mu.Unlock()
+	return h != nil, err
+}
+
+// Release releases the lock. It returns ErrNotHeld when this Lock does not
+// hold it, and an error wrapping ErrLockLost when the hold had been lost (the
+// lock was not protecting anything since then). ctx's cancellation is
+// ignored: a lock is always released, bounded by an internal timeout.
+func (l *Lock) Release(ctx context.Context) error {
+	l.mu.Lock()
+	h := l.hold
+	l.hold = nil
+	l.mu.Unlock()
+	if h == nil {
+		return ErrNotHeld
+	}
+	return l.c.release(context.WithoutCancel(ctx), h)
+}
+
+// acquire claims the key in-process, then on the server: one try on a lock
+// session, then, if allowed to wait, a server-side wait on a wait session.
+func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, error) {
+	var deadline time.Time
+	if b.mode == blockTimeout {
+		deadline = time.Now().Add(b.timeout)
+	}
+	// Stop must end waits promptly; waits watch runCtx through ctx.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopWatch := context.AfterFunc(c.runCtx, cancel)
+	defer stopWatch()
+
+	entry, err := c.local.claim(ctx, l.key, b.mode == blockNoWait, deadline)
+	if entry == nil {
+		return nil, c.stoppedOr(err)
+	}
+	h := &hold{lock: l, key: l.key, entry: entry, lost: make(chan struct{})}
+	done := false
+	defer func() {
+		if !done {
+			c.local.free(l.key, entry)
+		}
+	}()
+
+	s := c.lockSs[uint64(l.key)%uint64(len(c.lockSs))]
+	err = s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		if err := c.register(ctx, conn, l); err != nil {
+			return err
+		}
+		tok, err := c.q.TryLock(ctx, conn, l.key)
+		if err != nil || tok == 0 {
+			return err
+		}
+		h.token = tok
+		return c.addHold(s, h)
+	})
+	if err != nil {
+		return nil, c.stoppedOr(err)
+	}
+	if h.token != 0 {
+		done = true
+		return h, nil
+	}
+	if b.mode == blockNoWait {
+		return nil, nil
+	}
+	ok, err := c.wait(ctx, h, deadline)
+	if !ok {
+		return nil, c.stoppedOr(err)
+	}
+	done = true
+	return h, nil
+}
+
+// stoppedOr turns the cancellation caused by Stop into ErrNotStarted.
+func (c *Coordinator) stoppedOr(err error) error {
+	if err != nil && !c.running() {
+		return ErrNotStarted
+	}
+	return err
+}
+
+// register makes sure l's name owns its key in the registry.
+func (c *Coordinator) register(ctx context.Context, conn *pgx.Conn, l *Lock) error {
+	if c.names.known(l.key, l.full) {
+		return nil
+	}
+	var got string
+	var err error
+	for range 3 {
+		got, err = c.q.RegisterLockName(ctx, conn, db.RegisterLockNameParams{Key: l.key, Name: l.full})
+		if !errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("pgcoord: registering lock name %q: %w", l.full, err)
+	}
+	if got != l.full {
+		return fmt.Errorf("%w: %q and %q both hash to key %d", ErrKeyCollision, l.full, got, l.key)
+	}
+	c.names.add(l.key, l.full)
+	return nil
+}
+
+// addHold records h on s. It refuses once Stop has begun: Stop releases
+// every session's locks after it, so the server lock cannot outlive Stop.
+func (c *Coordinator) addHold(s *session, h *hold) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.running() {
+		return ErrNotStarted
+	}
+	h.sess = s
+	s.holds[h] = struct{}{}
+	return nil
+}
+
+func (c *Coordinator) holdLost(h *hold) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return h.ended && h.cause != nil
+}
+
+// loseHolds ends every hold on s as lost: Lost channels close and
+// loss callbacks run before the in-process claim is freed, so no other Lock
+// of this process can take the name before its old holder was told.
+func (c *Coordinator) loseHolds(s *session, cause error) {
+	c.mu.Lock()
+	var lost []*hold
+	for h := range s.holds {
+		delete(s.holds, h)
+		h.ended = true
+		h.cause = cause
+		lost = append(lost, h)
+	}
+	c.mu.Unlock()
+	for _, h := range lost {
+		h.signalLost(cause)
+		c.local.free(h.key, h.entry)
+		if s.kind == sessionWait {
+			c.waits.put(s, false)
+		}
+	}
+	if len(lost) > 0 {
+		c.log.Warn("pgcoord: locks lost", "count", len(lost), "session", s.kind.String(), "cause", cause)
+	}
+}
+
+func (h *hold) signalLost(cause error) {
+	h.lostOnce.Do(func() {
+		close(h.lost)
+		for _, f := range h.onLost {
+			f(cause)
+		}
+	})
+}
+
+// onLoss registers f to run when h is lost, or runs it now if h already was.
+func (c *Coordinator) onLoss(h *hold, f func(error)) {
+	c.mu.Lock()
+	if !h.ended {
+		h.onLost = append(h.onLost, f)
+		c.mu.Unlock()
+		return
+	}
+	cause := h.cause
+	c.mu.Unlock()
+	if cause != nil {
+		f(cause)
+	}
+}
+
+// release unlocks h on its session and frees the in-process claim.
+func (c *Coordinator) release(ctx context.Context, h *hold) error {
+	c.mu.Lock()
+	if h.ended {
+		cause := h.cause
+		c.mu.Unlock()
+		if cause != nil {
+			return cause
+		}
+		return ErrNotHeld
+	}
+	s := h.sess
+	c.mu.Unlock()
+
+	var released bool
+	err := s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		c.mu.Lock()
+		ended := h.ended
+		c.mu.Unlock()
+		if ended {
+			return nil
+		}
+		var err error
+		released, err = c.q.Unlock(ctx, conn, h.key)
+		return err
+	})
+
+	c.mu.Lock()
+	if h.ended {
+		// Lost meanwhile (the session broke): loseHolds did the bookkeeping.
+		cause := h.cause
+		c.mu.Unlock()
+		if cause == nil {
+			cause = ErrLockLost
+		}
+		return cause
+	}
+	h.ended = true
+	delete(s.holds, h)
+	if err == nil && !released {
+		// The server says this session did not hold it: something unlocked it
+		// behind our back (pg_advisory_unlock_all, DISCARD ALL).
+		h.cause = fmt.Errorf("%w: the server no longer held %q", ErrLockLost, h.lock.full)
+	}
+	cause := h.cause
+	c.mu.Unlock()
+
+	if cause != nil {
+		h.signalLost(cause)
+	}
+	c.local.free(h.key, h.entry)
+	if s.kind == sessionWait {
+		c.waits.put(s, err == nil)
+	}
+	if err != nil {
+		return fmt.Errorf("pgcoord: releasing %q: %w", h.lock.full, err)
+	}
+	return cause
+}

@@ -1,0 +1,144 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/pgcoord/pgcoord/internal/pgtemp"
+)
+
+// testURL is the superuser URL of the test database: PGCOORD_TEST_DATABASE_URL,
+// or a throwaway server started by TestMain.
+var testURL string
+
+// testPool is a plain pgx pool for the tests' own queries (pg_locks,
+// pg_terminate_backend), separate from anything the coordinators own.
+var testPool *pgxpool.Pool
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv(childRoleEnv); role != "" {
+		os.Exit(runChild(role))
+	}
+	url, cleanup, err := pgtemp.FromEnv("PGCOORD_TEST_DATABASE_URL", pgtemp.Options{})
+	if err != nil {
+		// Never skip: no database is a failure, with the reason.
+		fmt.Fprintln(os.Stderr, "FAIL: pgcoord's tests need PostgreSQL:", err)
+		os.Exit(1)
+	}
+	testURL = url
+	code := func() int {
+		defer cleanup()
+		ctx := context.Background()
+		if err := Migrate(ctx, testURL); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: migrating the test database:", err)
+			return 1
+		}
+		testPool, err = pgxpool.New(ctx, testURL)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: connecting to the test database:", err)
+			return 1
+		}
+		defer testPool.Close()
+		return m.Run()
+	}()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: goroutines leaked:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+var prefixSeq atomic.Int64
+
+// testPrefix gives each test its own lock namespace, so tests can run in
+// parallel against one database without seeing each other's locks.
+func testPrefix(t testing.TB) string {
+	return fmt.Sprintf("%s#%d/", t.Name(), prefixSeq.Add(1))
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newCoord starts a coordinator on the test database with prefix and a
+// short heartbeat, and stops it when the test ends.
+func newCoord(t testing.TB, prefix string, mods ...func(*Config)) *Coordinator {
+	t.Helper()
+	cfg := Config{
+		ConnString:        testURL,
+		Prefix:            prefix,
+		HeartbeatInterval: 200 * time.Millisecond,
+		SkipMigrations:    true,
+		Logger:            quietLogger(),
+		LockSessions:      2,
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	c, err := New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx(t)))
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	return c
+}
+
+// ctx returns a context that ends with the test or after a minute.
+func ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func mustAcquire(t testing.TB, l *Lock, b Blocking) {
+	t.Helper()
+	ok, err := l.Acquire(ctx(t), b)
+	require.NoError(t, err)
+	require.True(t, ok, "acquire %q", l.Name())
+}
+
+func requireBusy(t testing.TB, l *Lock) {
+	t.Helper()
+	ok, err := l.Acquire(ctx(t), NoWait)
+	require.NoError(t, err)
+	require.False(t, ok, "%q should be busy", l.Name())
+}
+
+// heldBy returns the backend pid holding key (granted), or 0.
+func heldBy(t testing.TB, key int64) int32 {
+	t.Helper()
+	var pid int32
+	err := testPool.QueryRow(ctx(t), `SELECT pid FROM pgcoord.held_locks WHERE key = $1 AND granted`, key).Scan(&pid)
+	if err == pgx.ErrNoRows {
+		return 0
+	}
+	require.NoError(t, err)
+	return pid
+}
+
+func requireClosedWithin(t testing.TB, ch <-chan struct{}, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+		return
+	default:
+	}
+	select {
+	case <-ch:
+	case <-time.After(d):
+		t.Fatalf("%s: not signalled within %v", what, d)
+	}
+}
+
+func quoteAll(s []string) string { return "'" + strings.Join(s, "','") + "'" }

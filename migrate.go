@@ -1,0 +1,134 @@
+package pgcoord
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"regexp"
+
+	"github.com/golang-migrate/migrate/v4"
+	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/hash"
+)
+
+// migrationFiles are the numbered golang-migrate files, embedded so that the
+// library needs nothing on disk.
+//
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// schemaVersion is the migration version this code needs (the highest file).
+const schemaVersion = 1
+
+var migrationName = regexp.MustCompile(`^[0-9]{4}_[a-z0-9_]+\.(up|down)\.sql$`)
+
+// Migrate applies pgcoord's embedded migrations to the database at
+// connString: schema pgcoord, with golang-migrate's table
+// pgcoord.schema_migrations, so an app's own migrations are never touched.
+// Several processes may migrate at once: they take turns on an advisory lock.
+// Start calls it unless Config.SkipMigrations is set.
+func Migrate(ctx context.Context, connString string) error {
+	cc, err := pgx.ParseConfig(connString)
+	if err != nil {
+		return fmt.Errorf("%w: ConnString: %w", ErrInvalidConfig, err)
+	}
+	return migrateWith(ctx, cc, slog.Default())
+}
+
+func migrateWith(ctx context.Context, cc *pgx.ConnConfig, log *slog.Logger) error {
+	if err := checkMigrationNames(migrationFiles); err != nil {
+		return err
+	}
+	cc = cc.Copy()
+	cc.RuntimeParams["application_name"] = "pgcoord-migrate"
+	if err := ensureSchema(ctx, cc); err != nil {
+		return err
+	}
+
+	sqlDB := stdlib.OpenDB(*cc)
+	defer sqlDB.Close()
+	driver, err := pgxmigrate.WithInstance(sqlDB, &pgxmigrate.Config{
+		SchemaName:      "pgcoord",
+		MigrationsTable: "schema_migrations",
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: migrate: %w", err)
+	}
+	src, err := iofs.New(migrationFiles, "migrations")
+	if err != nil {
+		return fmt.Errorf("pgcoord: migrate: %w", err)
+	}
+	m, err := migrate.NewWithInstance("iofs", src, "pgx5", driver)
+	if err != nil {
+		return fmt.Errorf("pgcoord: migrate: %w", err)
+	}
+	defer m.Close()
+
+	done := make(chan error, 1)
+	go func() { done <- m.Up() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		// golang-migrate takes no ctx; stop it between migrations.
+		m.GracefulStop <- true
+		<-done
+		return ctx.Err()
+	}
+	if err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		return fmt.Errorf("pgcoord: migrate: %w", err)
+	}
+	version, dirty, _ := m.Version()
+	log.Debug("pgcoord: schema migrated", slog.Uint64("version", uint64(version)), slog.Bool("dirty", dirty))
+	return nil
+}
+
+// ensureSchema creates schema pgcoord, which must exist before
+// golang-migrate creates its table in it. The transaction-scoped advisory
+// lock keeps processes starting together from racing on CREATE SCHEMA.
+func ensureSchema(ctx context.Context, cc *pgx.ConnConfig) error {
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("pgcoord: migrate: connecting: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	q := db.New()
+	exists, err := q.SchemaExists(ctx, conn)
+	if err != nil || exists {
+		return err
+	}
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if err := q.MigrationLock(ctx, tx, hash.Key("pgcoord\x00create-schema")); err != nil {
+			return err
+		}
+		if err := q.CreateSchema(ctx, tx); err != nil {
+			return fmt.Errorf("pgcoord: migrate: creating schema pgcoord: %w", err)
+		}
+		return nil
+	})
+}
+
+// checkMigrationNames refuses badly named files: golang-migrate would skip
+// them silently and the schema would miss a step.
+func checkMigrationNames(fsys fs.FS) error {
+	entries, err := fs.ReadDir(fsys, "migrations")
+	if err != nil {
+		return fmt.Errorf("pgcoord: migrations: %w", err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		if !migrationName.MatchString(e.Name()) {
+			return fmt.Errorf("pgcoord: migrations: %q is not named NNNN_name.up.sql or NNNN_name.down.sql", e.Name())
+		}
+	}
+	return nil
+}

@@ -1,0 +1,39 @@
+-- name: TryLock :one
+-- One round trip: the try and, when it succeeds, the fencing token. 0 means busy.
+SELECT (CASE WHEN pg_try_advisory_lock(sqlc.arg(key)::bigint)
+             THEN nextval('pgcoord.fencing_token')
+             ELSE 0 END)::bigint AS token;
+
+-- name: WaitLock :one
+-- Waits on the server for at most timeout_ms; 0 means the wait timed out.
+SELECT pgcoord.wait_lock(sqlc.arg(key)::bigint, sqlc.arg(timeout_ms)::integer)::bigint AS token;
+
+-- name: Unlock :one
+SELECT pg_advisory_unlock(sqlc.arg(key)::bigint) AS released;
+
+-- name: UnlockAll :exec
+SELECT pg_advisory_unlock_all();
+
+-- name: RegisterLockName :one
+-- Registers key -> name, returning the name registered under key: a different
+-- name means a key collision. No row comes back only when a concurrent insert
+-- of the same key committed after this statement's snapshot; callers retry.
+WITH ins AS (
+    INSERT INTO pgcoord.locks (key, name) VALUES (sqlc.arg(key), sqlc.arg(name))
+    ON CONFLICT DO NOTHING
+    RETURNING locks.name
+)
+SELECT ins.name FROM ins
+UNION ALL
+SELECT l.name FROM pgcoord.locks l WHERE l.key = sqlc.arg(key)
+LIMIT 1;
+
+-- name: LockKey :one
+SELECT pgcoord.lock_key(sqlc.arg(name)::text)::bigint AS key;
+
+-- name: ListHeldLocks :many
+SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS mode,
+       coalesce(h.member_id, '')::text AS member_id, h.granted::boolean AS granted,
+       h.since::timestamptz AS since, h.pid::integer AS pid
+FROM pgcoord.held_locks h
+ORDER BY h.name, h.granted DESC, h.since;

@@ -1,0 +1,197 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// sessionKind says what a session is for.
+type sessionKind int
+
+const (
+	// sessionControl runs the heartbeat, the member row and holds the member lock.
+	sessionControl sessionKind = iota
+	// sessionLock holds the locks taken without a server-side wait; many per session.
+	sessionLock
+	// sessionWait waits on the server for one contended lock and then holds
+	// it. It never holds any other lock, so cancelling its wait (pgx closes
+	// the connection on cancel) costs nobody a hold.
+	sessionWait
+)
+
+func (k sessionKind) String() string {
+	return [...]string{"control", "lock", "wait"}[k]
+}
+
+// session is one dedicated connection owned by the coordinator, never part of
+// any pool. One goroutine uses it at a time (sem). When its connection breaks,
+// every hold on it is lost at once, and lock and wait sessions dial again on
+// their next use; the control session is redialled by the heartbeat, which
+// must also retake the member lock.
+type session struct {
+	c    *Coordinator
+	kind sessionKind
+	// sem is a one-slot semaphore: a mutex whose Lock can give up with ctx.
+	sem chan struct{}
+
+	// conn is guarded by sem; nil while disconnected.
+	conn *pgx.Conn
+	// closed is guarded by sem: a closed session never dials again.
+	closed bool
+
+	// holds is guarded by c.mu.
+	holds map[*hold]struct{}
+}
+
+func newSession(c *Coordinator, kind sessionKind) *session {
+	return &session{c: c, kind: kind, sem: make(chan struct{}, 1), holds: map[*hold]struct{}{}}
+}
+
+func (s *session) lock(ctx context.Context) error {
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *session) unlock() { <-s.sem }
+
+// opTimeout bounds one statement on a session when the caller's ctx has no
+// deadline, so a black-holed connection cannot hang an Acquire or Release.
+func (c *Coordinator) opTimeout() time.Duration {
+	return 5*time.Second + 2*c.cfg.HeartbeatInterval
+}
+
+// do runs fn on the session's connection, dialling first where allowed. If
+// the connection breaks during fn, the session's holds are reported lost.
+func (s *session) do(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.unlock()
+	return s.doLocked(ctx, fn)
+}
+
+func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	if s.closed {
+		return ErrNotStarted
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
+		defer cancel()
+	}
+	if s.conn == nil || s.conn.IsClosed() {
+		if s.conn != nil {
+			s.broken(fmt.Errorf("%w: session closed", ErrLockLost))
+		}
+		if s.kind == sessionControl && s.c.state.Load() == stateStarted {
+			return fmt.Errorf("pgcoord: control session is reconnecting")
+		}
+		if err := s.dial(ctx); err != nil {
+			return err
+		}
+	}
+	conn := s.conn
+	err := fn(ctx, conn)
+	if err != nil && conn.IsClosed() {
+		// pgx closes the connection on network errors and on cancellation;
+		// either way the server ends the session and with it every lock.
+		s.broken(fmt.Errorf("%w: %s session broke: %w", ErrLockLost, s.kind, err))
+	}
+	return err
+}
+
+// connect dials now (Start opens every session up front so that bad settings
+// fail Start, not the first Acquire).
+func (s *session) connect(ctx context.Context) error {
+	if err := s.lock(ctx); err != nil {
+		return err
+	}
+	defer s.unlock()
+	if s.conn != nil && !s.conn.IsClosed() {
+		return nil
+	}
+	return s.dial(ctx)
+}
+
+// dial opens the connection; called with sem held.
+func (s *session) dial(ctx context.Context) error {
+	cc := s.c.connConfig.Copy()
+	cc.RuntimeParams["application_name"] = s.c.sessionTag
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		// pgconn's errors name host, user and database, never the password.
+		return fmt.Errorf("pgcoord: connecting %s session: %w", s.kind, err)
+	}
+	s.conn = conn
+	return nil
+}
+
+// broken drops the connection and reports every hold on it lost; called with
+// sem held.
+func (s *session) broken(cause error) {
+	if s.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = s.conn.Close(ctx)
+		cancel()
+		s.conn = nil
+	}
+	s.c.loseHolds(s, cause)
+}
+
+// check pings a session that may hold locks; a failed ping means its locks
+// are gone. A session busy past ctx is left to its own statement's deadline.
+func (s *session) check(ctx context.Context) {
+	if err := s.lock(ctx); err != nil {
+		return
+	}
+	defer s.unlock()
+	if s.conn == nil || s.closed {
+		return
+	}
+	if s.conn.IsClosed() {
+		s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
+		return
+	}
+	if err := s.conn.Ping(ctx); err != nil {
+		s.broken(fmt.Errorf("%w: %s session failed its check: %w", ErrLockLost, s.kind, err))
+	}
+}
+
+// close releases the session's locks (signalling their loss first, so no
+// holder learns of it after someone else got the lock), closes the
+// connection and keeps the session from dialling again.
+func (s *session) close(ctx context.Context, cause error) error {
+	if err := s.lock(ctx); err != nil {
+		return fmt.Errorf("pgcoord: closing %s session: %w", s.kind, err)
+	}
+	defer s.unlock()
+	s.closed = true
+	s.c.loseHolds(s, cause)
+	if s.conn == nil {
+		return nil
+	}
+	var err error
+	if s.kind != sessionControl && !s.conn.IsClosed() {
+		// Closing alone would free the locks too, but only once the server
+		// notices; unlocking first makes them free when Stop returns.
+		err = s.c.q.UnlockAll(ctx, s.conn)
+	}
+	_ = s.conn.Close(ctx)
+	s.conn = nil
+	if err != nil {
+		return fmt.Errorf("pgcoord: releasing locks of %s session: %w", s.kind, err)
+	}
+	return nil
+}

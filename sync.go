@@ -1,0 +1,234 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pgcoord/pgcoord/internal/tmpl"
+)
+
+// SyncOption configures Synchronized and Synchronize.
+type SyncOption func(*syncOptions)
+
+type syncOptions struct {
+	blocking Blocking
+	c        *Coordinator
+	names    []string
+}
+
+// WithBlocking sets how each lock is waited for. Default Wait. A Timeout is
+// one budget for all the locks together.
+func WithBlocking(b Blocking) SyncOption { return func(o *syncOptions) { o.blocking = b } }
+
+// WithCoordinator sets the coordinator. Default: Default() at call time.
+func WithCoordinator(c *Coordinator) SyncOption { return func(o *syncOptions) { o.c = c } }
+
+// WithNames adds more lock-name templates, like Cinder's
+// synchronized(*lock_names): every lock is held while fn runs.
+func WithNames(more ...string) SyncOption {
+	return func(o *syncOptions) { o.names = append(o.names, more...) }
+}
+
+func newSyncOptions(name string, opts []SyncOption) *syncOptions {
+	o := &syncOptions{blocking: Wait, names: []string{name}}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return o
+}
+
+func (o *syncOptions) coordinator() (*Coordinator, error) {
+	if o.c != nil {
+		return o.c, nil
+	}
+	if c := Default(); c != nil {
+		return c, nil
+	}
+	return nil, fmt.Errorf("%w: no coordinator given and no default set (SetDefault)", ErrNotStarted)
+}
+
+func parseAll(names []string) ([]*tmpl.Template, error) {
+	ts := make([]*tmpl.Template, len(names))
+	for i, n := range names {
+		t, err := tmpl.Parse(n)
+		if err != nil {
+			return nil, err
+		}
+		ts[i] = t
+	}
+	return ts, nil
+}
+
+func formatAll(ts []*tmpl.Template, fname string, data any) ([]string, error) {
+	extra := map[string]any{"f_name": fname}
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		s, err := t.Format(extra, data)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// Synchronized runs fn while holding the lock named by the template name
+// (and those added by WithNames), formatted with data; f_name is fn's short
+// name. All templates are formatted first: a template error (wrapping
+// ErrTemplate) takes no lock and does not run fn. Names are de-duplicated and
+// acquired in sorted order, so two callers never deadlock on each other's
+// locks. When a lock cannot be taken (busy under NoWait, timed out, or an
+// error) the locks already taken are released, fn does not run, and the
+// error wraps ErrLockAcquireFailed and names the lock; unlike Cinder, fn
+// never runs unlocked.
+//
+// fn's ctx is cancelled with cause ErrLockLost when any of its locks is lost;
+// Synchronized then returns an error wrapping ErrLockLost even when fn
+// returned nil. The locks are released when fn returns or panics (the panic
+// goes on after the release).
+func Synchronized(ctx context.Context, name string, data any, fn func(ctx context.Context) error, opts ...SyncOption) error {
+	o := newSyncOptions(name, opts)
+	ts, err := parseAll(o.names)
+	if err != nil {
+		return err
+	}
+	names, err := formatAll(ts, funcName(fn), data)
+	if err != nil {
+		return err
+	}
+	c, err := o.coordinator()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrLockAcquireFailed, err)
+	}
+	return c.synchronized(ctx, o.blocking, names, fn)
+}
+
+// Synchronize wraps fn so that each call runs under the locks named by the
+// templates, formatted with f_name (fn's short name) and the fields of arg,
+// as Synchronized does. The templates are parsed and checked against the
+// type A here, when the wrapper is built: an unknown field or bad syntax
+// panics now, at start-up, not on the first call.
+func Synchronize[A any](name string, fn func(ctx context.Context, arg A) error, opts ...SyncOption) func(ctx context.Context, arg A) error {
+	o := newSyncOptions(name, opts)
+	ts, err := parseAll(o.names)
+	if err != nil {
+		panic(err)
+	}
+	typ := reflect.TypeFor[A]()
+	for _, t := range ts {
+		if err := t.Check([]string{"f_name"}, typ); err != nil {
+			panic(err)
+		}
+	}
+	fname := funcName(fn)
+	return func(ctx context.Context, arg A) error {
+		names, err := formatAll(ts, fname, arg)
+		if err != nil {
+			return err
+		}
+		c, err := o.coordinator()
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrLockAcquireFailed, err)
+		}
+		return c.synchronized(ctx, o.blocking, names, func(ctx context.Context) error { return fn(ctx, arg) })
+	}
+}
+
+// synchronized is the shared body of Synchronized and Synchronize.
+func (c *Coordinator) synchronized(ctx context.Context, b Blocking, names []string, fn func(ctx context.Context) error) (err error) {
+	slices.Sort(names)
+	names = slices.Compact(names)
+	locks := make([]*Lock, len(names))
+	for i, n := range names {
+		locks[i] = c.newLock(n)
+		if locks[i].err != nil {
+			return fmt.Errorf("%w: %q: %w", ErrLockAcquireFailed, n, locks[i].err)
+		}
+	}
+
+	var deadline time.Time
+	if b.mode == blockTimeout {
+		deadline = time.Now().Add(b.timeout)
+	}
+	var taken []*Lock
+	releaseAll := func() error {
+		var errs []error
+		for i := len(taken) - 1; i >= 0; i-- {
+			if err := taken[i].Release(ctx); err != nil && !errors.Is(err, ErrLockLost) {
+				errs = append(errs, err)
+			}
+		}
+		taken = nil
+		return errors.Join(errs...)
+	}
+	for _, l := range locks {
+		lb := b
+		if !deadline.IsZero() {
+			lb = Timeout(time.Until(deadline))
+		}
+		ok, err := l.Acquire(ctx, lb)
+		if !ok {
+			_ = releaseAll()
+			if err == nil {
+				err = fmt.Errorf("busy (%v)", b)
+			}
+			return fmt.Errorf("%w: %q: %w", ErrLockAcquireFailed, l.name, err)
+		}
+		taken = append(taken, l)
+	}
+
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var lostMu sync.Mutex
+	var lostName string
+	for _, l := range locks {
+		l.mu.Lock()
+		h := l.hold
+		l.mu.Unlock()
+		if h == nil {
+			continue
+		}
+		c.onLoss(h, func(error) {
+			lostMu.Lock()
+			if lostName == "" {
+				lostName = l.name
+			}
+			lostMu.Unlock()
+			cancel(ErrLockLost)
+		})
+	}
+	// A plain defer releases on panic too, and the panic then goes on.
+	defer func() {
+		relErr := releaseAll()
+		lostMu.Lock()
+		lost := lostName
+		lostMu.Unlock()
+		if lost != "" {
+			err = errors.Join(fmt.Errorf("%w: %q was lost while the function ran", ErrLockLost, lost), err)
+		}
+		if relErr != nil {
+			err = errors.Join(err, relErr)
+		}
+	}()
+	return fn(fnCtx)
+}
+
+// funcName returns the short name of fn, for the f_name template field:
+// "(*VolumeManager).DeleteVolume-fm" becomes "DeleteVolume".
+func funcName(fn any) string {
+	f := runtime.FuncForPC(reflect.ValueOf(fn).Pointer())
+	if f == nil {
+		return ""
+	}
+	name := f.Name()
+	name = name[strings.LastIndexByte(name, '/')+1:]
+	name = strings.TrimSuffix(name, "-fm")
+	return name[strings.LastIndexByte(name, '.')+1:]
+}
