@@ -99,7 +99,6 @@ type hold struct {
 	ended   bool
 	cause   error
 	onLost  []func(error)
-	removed bool
 }
 
 // NewLock returns a Lock whose name is the template name formatted with data

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -141,4 +140,11 @@ func requireClosedWithin(t testing.TB, ch <-chan struct{}, d time.Duration, what
 	}
 }
 
-func quoteAll(s []string) string { return "'" + strings.Join(s, "','") + "'" }
+// connect opens a plain connection for a test, closed when it ends.
+func connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx(t), url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}

@@ -221,7 +221,9 @@ func (c *Coordinator) synchronized(ctx context.Context, b Blocking, names []stri
 }
 
 // funcName returns the short name of fn, for the f_name template field:
-// "(*VolumeManager).DeleteVolume-fm" becomes "DeleteVolume".
+// "pkg.(*VolumeManager).DeleteVolume-fm" becomes "DeleteVolume". A closure
+// is named after the function it was written in ("pkg.extend.func1" becomes
+// "extend"): "func1" would tell nobody anything.
 func funcName(fn any) string {
 	f := runtime.FuncForPC(reflect.ValueOf(fn).Pointer())
 	if f == nil {
@@ -230,5 +232,28 @@ func funcName(fn any) string {
 	name := f.Name()
 	name = name[strings.LastIndexByte(name, '/')+1:]
 	name = strings.TrimSuffix(name, "-fm")
-	return name[strings.LastIndexByte(name, '.')+1:]
+	name = strings.ReplaceAll(name, "[...]", "") // generic instantiations
+	parts := strings.Split(name, ".")[1:]        // drop the package
+	for len(parts) > 1 && isClosurePart(parts[len(parts)-1]) {
+		parts = parts[:len(parts)-1]
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return parts[len(parts)-1]
+}
+
+// isClosurePart reports whether p is a compiler-made closure name part
+// ("func1", or "2" in "func1.2" for nested closures).
+func isClosurePart(p string) bool {
+	p = strings.TrimPrefix(p, "func")
+	if p == "" {
+		return false
+	}
+	for _, r := range p {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,151 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+)
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc  string
+		cfg   Config
+		field string
+	}{
+		{"no connection", Config{}, "ConnString"},
+		{"negative heartbeat", Config{ConnString: testURL, HeartbeatInterval: -time.Second}, "HeartbeatInterval"},
+		{"tiny heartbeat", Config{ConnString: testURL, HeartbeatInterval: time.Microsecond}, "HeartbeatInterval"},
+		{"negative initial backoff", Config{ConnString: testURL, InitialReconnectBackoff: -1}, "InitialReconnectBackoff"},
+		{"negative max backoff", Config{ConnString: testURL, MaxReconnectBackoff: -1}, "MaxReconnectBackoff"},
+		{"initial above max", Config{ConnString: testURL, InitialReconnectBackoff: time.Minute, MaxReconnectBackoff: time.Second}, "InitialReconnectBackoff"},
+		{"too many lock sessions", Config{ConnString: testURL, LockSessions: 1000}, "LockSessions"},
+		{"negative wait sessions", Config{ConnString: testURL, MaxWaitSessions: -2}, "MaxWaitSessions"},
+		{"bad connection string", Config{ConnString: "postgres://u:pw@%zz/db"}, "ConnString"},
+		{"unknown key=value setting", Config{ConnString: "host=localhost sslmode=sometimes"}, "ConnString"},
+		{"member id not UTF-8", Config{ConnString: testURL, AgentID: "\xff"}, "AgentID"},
+	} {
+		c, err := New(tc.cfg)
+		require.Nil(t, c, tc.desc)
+		require.ErrorIs(t, err, ErrInvalidConfig, tc.desc)
+		require.Contains(t, err.Error(), tc.field, tc.desc)
+	}
+	pool, err := pgxpool.New(context.Background(), testURL)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = New(Config{ConnString: testURL, Pool: pool})
+	require.ErrorIs(t, err, ErrInvalidConfig, "both ConnString and Pool")
+}
+
+func TestNewFillsDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{ConnString: testURL})
+	require.NoError(t, err)
+	require.Equal(t, DefaultHeartbeatInterval, c.cfg.HeartbeatInterval)
+	require.Equal(t, DefaultInitialReconnectBackoff, c.cfg.InitialReconnectBackoff)
+	require.Equal(t, DefaultMaxReconnectBackoff, c.cfg.MaxReconnectBackoff)
+	require.Equal(t, DefaultLockSessions, c.cfg.LockSessions)
+	require.NotEmpty(t, c.cfg.AgentID)
+	require.False(t, c.IsActive())
+}
+
+// A coordinator can take its settings from an app's pool, and holds its
+// locks on its own sessions, never on the pool's connections.
+func TestStartFromPool(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(ctx(t), testURL)
+	require.NoError(t, err)
+	defer pool.Close()
+	p := testPrefix(t)
+	c := newCoord(t, p, func(cfg *Config) { cfg.ConnString = ""; cfg.Pool = pool })
+	l := c.GetLock("pooled")
+	mustAcquire(t, l, NoWait)
+	holder := heldBy(t, l.Key())
+	conn, err := pool.Acquire(ctx(t))
+	require.NoError(t, err)
+	require.NotEqual(t, holder, int32(conn.Conn().PgConn().PID()))
+	conn.Release()
+	require.NoError(t, l.Release(ctx(t)))
+}
+
+func TestStartUnreachable(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{ConnString: "postgres://nobody:hunter2-secret@127.0.0.1:1/db?connect_timeout=2", Logger: quietLogger()})
+	require.NoError(t, err)
+	err = c.Start(ctx(t))
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "hunter2-secret")
+	require.False(t, c.IsActive())
+	ok, err := c.GetLock("x").Acquire(ctx(t), NoWait)
+	require.False(t, ok)
+	require.ErrorIs(t, err, ErrNotStarted)
+}
+
+// withUser returns testURL with another user and password.
+func withUser(t testing.TB, base, user, password string) string {
+	u, err := url.Parse(base)
+	require.NoError(t, err)
+	u.User = url.UserPassword(user, password)
+	return u.String()
+}
+
+func TestStartWrongPasswordHidesIt(t *testing.T) {
+	t.Parallel()
+	role := fmt.Sprintf("pwtest_%d", prefixSeq.Add(1))
+	_, err := testPool.Exec(ctx(t), fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD 'right-pw-123'`, role))
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = testPool.Exec(context.Background(), `DROP ROLE `+role) })
+	secret := "Wr0ng-Secret-Value"
+	for _, cs := range []string{
+		withUser(t, testURL, role, secret),
+		strings.Replace(withUser(t, testURL, role, ""), "postgres://", "postgres://", 1) + "&password=" + secret,
+	} {
+		c, err := New(Config{ConnString: cs, Logger: quietLogger()})
+		require.NoError(t, err)
+		err = c.Start(ctx(t))
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "password authentication failed")
+		require.NotContains(t, err.Error(), secret)
+		require.NoError(t, c.Stop(ctx(t)))
+	}
+}
+
+// SkipMigrations on a database without the schema fails with advice.
+func TestSkipMigrationsWithoutSchema(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	c, err := New(Config{ConnString: dbURL, SkipMigrations: true, Logger: quietLogger()})
+	require.NoError(t, err)
+	err = c.Start(ctx(t))
+	require.ErrorIs(t, err, ErrSchemaMissing)
+	require.Contains(t, err.Error(), "pgcoord migrate")
+	// Nothing was left open (a closed session's backend exits a moment
+	// after the client hangs up).
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, testPool.QueryRow(ctx(t),
+			`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, c.sessionTag).Scan(&n))
+		return n == 0
+	}, 5*time.Second, 20*time.Millisecond)
+}
+
+// freshDatabase creates an empty database for one test and drops it after.
+func freshDatabase(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("pgcoord_test_%d", prefixSeq.Add(1))
+	_, err := testPool.Exec(ctx(t), `CREATE DATABASE `+name)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = testPool.Exec(context.Background(), `DROP DATABASE `+name+` WITH (FORCE)`)
+	})
+	u, err := url.Parse(testURL)
+	require.NoError(t, err)
+	u.Path = "/" + name
+	return u.String()
+}

@@ -1,0 +1,55 @@
+package pgcoord
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtemp"
+)
+
+// The backend goes away and comes back: holders are told, IsActive is false
+// meanwhile, and the coordinator reconnects by itself with backoff. It runs
+// on a server of its own, since it stops that server.
+func TestReconnectAfterServerOutage(t *testing.T) {
+	t.Parallel()
+	srv, err := pgtemp.Start(pgtemp.Options{})
+	require.NoError(t, err)
+	defer srv.Close()
+	require.NoError(t, Migrate(ctx(t), srv.URL()))
+
+	c, err := New(Config{
+		ConnString:              srv.URL(),
+		HeartbeatInterval:       100 * time.Millisecond,
+		InitialReconnectBackoff: 20 * time.Millisecond,
+		MaxReconnectBackoff:     200 * time.Millisecond,
+		Logger:                  quietLogger(),
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx(t)))
+	defer c.Stop(context.Background())
+	l := c.GetLock("through-outage")
+	mustAcquire(t, l, NoWait)
+	require.True(t, c.IsActive())
+
+	require.NoError(t, srv.StopServer())
+	requireClosedWithin(t, l.Lost(), 5*time.Second, "Lost during outage")
+	require.Eventually(t, func() bool { return !c.IsActive() }, 5*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, l.Release(ctx(t)), ErrLockLost)
+	ok, err := c.GetLock("during").Acquire(ctx(t), NoWait)
+	require.False(t, ok)
+	require.Error(t, err, "acquire while the server is down fails, it does not hang")
+
+	require.NoError(t, srv.StartServer())
+	require.Eventually(t, c.IsActive, 10*time.Second, 10*time.Millisecond)
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(ctx(t)))
+
+	conn := connect(t, srv.URL())
+	var live bool
+	require.NoError(t, conn.QueryRow(ctx(t),
+		`SELECT EXISTS (SELECT 1 FROM pgcoord.live_members WHERE member_id = $1)`, c.MemberID()).Scan(&live))
+	require.True(t, live, "member registered again after the outage")
+}
