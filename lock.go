@@ -96,9 +96,9 @@ type hold struct {
 	lost     chan struct{}
 	lostOnce sync.Once
 	// The fields below are guarded by the coordinator's mu.
-	ended   bool
-	cause   error
-	onLost  []func(error)
+	ended  bool
+	cause  error
+	onLost []func(error)
 }
 
 // NewLock returns a Lock whose name is the template name formatted with data
