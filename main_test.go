@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	testURL = url
+	os.Setenv("PGCOORD_EXAMPLE_URL", url)
 	code := func() int {
 		defer cleanup()
 		ctx := context.Background()

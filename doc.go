@@ -1,0 +1,71 @@
+// Package pgcoord gives Go services on PostgreSQL what OpenStack Cinder's
+// coordination module gives Cinder: named distributed locks, a Synchronized
+// wrapper whose lock names are templates over the call's arguments, and a
+// Coordinator whose heartbeat keeps a members table current and reconnects
+// with jittered backoff. It is built on PostgreSQL session advisory locks, so
+// a team that has Postgres needs no etcd, ZooKeeper or Redis.
+//
+// # Sessions
+//
+// A Coordinator owns its connections; none of them is ever in a pool, since
+// a pooled connection would carry its session locks to the next borrower:
+//
+//   - the control session runs the heartbeat, writes the member row and
+//     holds the member lock (a two-int advisory lock, a key space that never
+//     meets lock keys) that makes a second live member with the same id fail;
+//   - a few lock sessions (Config.LockSessions, default 4) hold the locks
+//     taken without waiting; many locks share each. NoWait is one round trip
+//     (pg_try_advisory_lock and the fencing token together);
+//   - wait sessions (at most Config.MaxWaitSessions) wait on the server with
+//     pg_advisory_lock for one contended lock each, and then hold it. The
+//     server wakes them as soon as the holder releases or dies, in FIFO
+//     order, with no polling. They wait in slices of at most a second
+//     (lock_timeout), so no waiter holds a snapshot open long enough to hold
+//     back VACUUM or CREATE INDEX CONCURRENTLY. A wait session holds no other
+//     lock, so cancelling a wait (pgx closes the connection) costs nobody a
+//     hold.
+//
+// PostgreSQL session locks are reentrant, so exclusion between Locks of one
+// process is done in-process, per name: at most one Lock per name is
+// acquiring or holding in a process, and only it talks to the server.
+//
+// # Loss
+//
+// A hold ends without Release when its session dies (server restart,
+// pg_terminate_backend, a broken network) or the coordinator stops. The
+// heartbeat checks every session holding locks each HeartbeatInterval, and
+// any statement that finds its connection broken reports it at once; the
+// hold's Lost channel is closed and Synchronized cancels its function's
+// context with cause ErrLockLost. Release of a lost hold returns an error
+// wrapping ErrLockLost. Fencing tokens (Lock.Token) come from a sequence
+// taken while the lock is held, so successive holds of one name always get
+// larger tokens, across members and server restarts.
+//
+// # Keys
+//
+// A lock's key is the first 8 bytes of SHA-256 of its full name
+// (Prefix+Name), big-endian, as a signed int64; the SQL function
+// pgcoord.lock_key computes the same. The first use of a name registers it
+// in pgcoord.locks, which refuses a second name with the same key
+// (ErrKeyCollision). Holding a lock writes nothing: pgcoord.held_locks reads
+// holders and waiters from pg_locks, tied to members by the application_name
+// of their sessions.
+//
+// # Templates
+//
+// Lock names given to NewLock, Synchronized and Synchronize are Python
+// str.format templates, as Cinder writes them: "foo-{volume.id}",
+// "{f_name}-{vol.id}-{snap[name]}". A field is a name followed by any chain
+// of .attr and [key]; a name or .attr is a map key, a struct field (exact,
+// then the unique case-insensitive match) or a method with no arguments; a
+// [key] is a map key or, when all digits, an index. "{{" and "}}" are
+// literal braces. Conversions (!r, !s) and format specs are refused with
+// ErrTemplate, as are unknown names, nil pointers and bad indexes.
+//
+// # Cancellation
+//
+// Every call that talks to the server takes a context. Cancelling the
+// context of a waiting Acquire closes that wait's session (and nothing else).
+// Release and Stop ignore cancellation of their context (a lock is always
+// released); an internal timeout bounds them instead.
+package pgcoord

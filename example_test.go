@@ -1,0 +1,77 @@
+package pgcoord_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/pgcoord/pgcoord"
+)
+
+// exampleCoordinator starts a coordinator on the test database (an example
+// in a real program would use its own connection string).
+func exampleCoordinator(agent string) *pgcoord.Coordinator {
+	c, err := pgcoord.New(pgcoord.Config{
+		ConnString: os.Getenv("PGCOORD_EXAMPLE_URL"),
+		Prefix:     "example/",
+		AgentID:    agent,
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		panic(err)
+	}
+	return c
+}
+
+func ExampleLock() {
+	ctx := context.Background()
+	a, b := exampleCoordinator("a"), exampleCoordinator("b")
+	defer a.Stop(ctx)
+	defer b.Stop(ctx)
+
+	la, _ := pgcoord.NewLock("volume-{id}", map[string]string{"id": "7"}, a)
+	lb := b.GetLock("volume-7")
+
+	ok, err := la.Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("a acquired:", ok, err)
+	ok, err = lb.Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("b acquired while a holds:", ok, err)
+	fmt.Println("release:", la.Release(ctx))
+	ok, err = lb.Acquire(ctx, pgcoord.Wait)
+	fmt.Println("b acquired after release:", ok, err)
+	fmt.Println("release again:", lb.Release(ctx), lb.Release(ctx))
+	// Output:
+	// a acquired: true <nil>
+	// b acquired while a holds: false <nil>
+	// release: <nil>
+	// b acquired after release: true <nil>
+	// release again: <nil> pgcoord: lock not held
+}
+
+type Volume struct{ ID string }
+
+type DeleteRequest struct{ Vol Volume }
+
+func ExampleSynchronize() {
+	ctx := context.Background()
+	c := exampleCoordinator("sync")
+	defer c.Stop(ctx)
+
+	// The template is checked against DeleteRequest here, at start-up.
+	deleteVolume := pgcoord.Synchronize("{f_name}-{vol.id}",
+		func(ctx context.Context, req DeleteRequest) error {
+			fmt.Println("deleting", req.Vol.ID)
+			return nil
+		}, pgcoord.WithCoordinator(c))
+
+	if err := deleteVolume(ctx, DeleteRequest{Vol: Volume{ID: "v1"}}); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// deleting v1
+}
