@@ -267,12 +267,43 @@ func (s *Server) runningLocked() bool {
 	}
 	select {
 	case <-s.pm.done:
-		s.pm = nil
-		_ = os.Remove(s.ownerPidPath)
-		return false
 	default:
+		if processAlive(s.pm.cmd.Process.Pid) {
+			return true
+		}
+		// Dead but not yet reaped by our Wait goroutine; that is imminent.
+		<-s.pm.done
+	}
+	s.pm = nil
+	_ = os.Remove(s.ownerPidPath)
+	return false
+}
+
+// processAlive reports whether our child pid is running, as opposed to a
+// zombie waiting to be reaped: after an external SIGKILL the waiter goroutine
+// may lag a little, and StartServer must not mistake the corpse for a server.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		// No /proc: trust the waiter goroutine; a reaped pid has no entry.
+		return !errors.Is(err, os.ErrNotExist) || !procMounted()
+	}
+	// The state follows the parenthesised command name, which may itself
+	// contain parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
 		return true
 	}
+	switch b[i+2] {
+	case 'Z', 'X', 'x':
+		return false
+	}
+	return true
+}
+
+func procMounted() bool {
+	_, err := os.Stat("/proc/self/stat")
+	return err == nil
 }
 
 // Close stops the server (immediate) and removes the temp directory. Idempotent.
@@ -377,6 +408,9 @@ func FromEnv(envVar string, opts Options) (url string, cleanup func(), err error
 var (
 	errClosed    = errors.New("pgtemp: server is closed")
 	errPortInUse = errors.New("pgtemp: port already in use")
+	// errOldChildren means children of a killed postmaster still hold its
+	// shared memory; they notice the death and exit within moments.
+	errOldChildren = errors.New("pgtemp: processes of the previous postmaster are still running")
 )
 
 // initdb creates the cluster and installs our pg_hba.conf.
@@ -423,16 +457,28 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 }
 
 // startSamePortLocked starts the postmaster on the port it had, retrying
-// briefly in case something grabbed the port while the server was down.
+// briefly in case something grabbed the port while the server was down, or
+// children of a postmaster that was killed (by a fault test, the OOM killer)
+// have not exited yet.
 func (s *Server) startSamePortLocked() error {
-	var err error
-	for attempt := 1; attempt <= portAttempts; attempt++ {
-		if err = s.startLocked(); !errors.Is(err, errPortInUse) {
+	portTries := 0
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		err := s.startLocked()
+		switch {
+		case errors.Is(err, errPortInUse):
+			if portTries++; portTries >= portAttempts {
+				return err
+			}
+		case errors.Is(err, errOldChildren):
+			if time.Now().After(deadline) {
+				return err
+			}
+		default:
 			return err
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return err
 }
 
 // startLocked starts the postmaster on s.port and waits until it is ready.
@@ -485,6 +531,9 @@ func (s *Server) waitReady(pm *postmaster, logStart int64) error {
 			runLog := s.logSince(logStart)
 			if strings.Contains(runLog, "Address already in use") || strings.Contains(runLog, "could not bind") {
 				return fmt.Errorf("%w: %d", errPortInUse, s.port)
+			}
+			if strings.Contains(runLog, "pre-existing shared memory block") {
+				return fmt.Errorf("%w: %s", errOldChildren, tailLines(runLog, 2))
 			}
 			return fmt.Errorf("pgtemp: postgres exited during startup (%v); server log:\n%s", pm.cmd.ProcessState, tailLines(s.logTail(), 40))
 		default:

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestMigrateThenMembers(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, "migrate")
+	require.Equal(t, exitOK, r.code)
+	require.Equal(t, "pgcoord schema is up to date\n", r.stdout)
+
+	prefix := testPrefix(t)
+	c := newCoord(t, prefix, "members-test")
+	member := regexp.MustCompile(regexp.QuoteMeta(c.MemberID()) + ` .* yes\n`)
+
+	r = runCLI(t, "members")
+	require.Equal(t, exitOK, r.code)
+	require.Regexp(t, `^MEMBER_ID +HOSTNAME +PID +STARTED_AT +LAST_HEARTBEAT +HEARTBEAT_AGE +LIVE\n`, r.stdout)
+	require.Regexp(t, member, r.stdout)
+
+	require.NoError(t, c.Stop(context.Background()))
+	r = runCLI(t, "members")
+	require.Equal(t, exitOK, r.code)
+	require.NotContains(t, r.stdout, c.MemberID(), "a stopped member is not live")
+
+	r = runCLI(t, "members", "--all")
+	require.Equal(t, exitOK, r.code)
+	require.Regexp(t, regexp.QuoteMeta(c.MemberID())+` .* no \(stopped\)\n`, r.stdout)
+}
+
+func TestLocksShowsHeldLock(t *testing.T) {
+	t.Parallel()
+	prefix := testPrefix(t)
+	c := newCoord(t, prefix, "locks-test")
+	l := holdLock(t, c, "nightly-report")
+
+	r := runCLI(t, "locks")
+	require.Equal(t, exitOK, r.code)
+	require.Regexp(t, `^NAME +KEY +MODE +MEMBER_ID +GRANTED +SINCE +BACKEND_PID\n`, r.stdout)
+	require.Regexp(t, regexp.QuoteMeta(prefix+"nightly-report")+` +-?\d+ +exclusive +`+
+		regexp.QuoteMeta(c.MemberID())+` +yes `, r.stdout)
+
+	require.NoError(t, l.Release(context.Background()))
+	r = runCLI(t, "locks")
+	require.Equal(t, exitOK, r.code)
+	require.NotContains(t, r.stdout, prefix+"nightly-report")
+}
+
+func TestThrowawayDatabase(t *testing.T) {
+	t.Parallel()
+	p := startCLI(t, true, "members", "--all")
+	r := p.wait(t, 90*time.Second)
+	require.Equal(t, exitOK, r.code)
+	require.Contains(t, r.stderr, "starting a throwaway PostgreSQL")
+	// The throwaway server is empty, and migrated on the spot.
+	require.Equal(t, "no members\n", r.stdout)
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// cmdLocks lists pgcoord.held_locks.
+func cmdLocks(a *app, args []string) int {
+	fs := newFlagSet(a, "pgcoord locks [--database-url URL]",
+		"Lists the pgcoord locks held or waited for now, from the view pgcoord.held_locks:\n"+
+			"full name (prefix included), advisory-lock key, mode, member, whether granted\n"+
+			"(\"waiting\" for a waiter), since when, and the server backend pid of the session.")
+	dbURL := dbFlag(fs)
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if code, done := a.noArgs(fs); done {
+		return code
+	}
+	url, throwaway, err := a.database(*dbURL)
+	if err != nil {
+		return a.fail(err)
+	}
+	conn, err := connect(a.ctx, url, "pgcoord-cli")
+	if err != nil {
+		return a.fail(err)
+	}
+	defer closeConn(conn)
+	if err := requireSchema(a.ctx, conn, url, throwaway); err != nil {
+		return a.fail(err)
+	}
+	rows, err := queries.ListHeldLocks(a.ctx, conn)
+	if err != nil {
+		return a.fail(fmt.Errorf("listing locks: %w", err))
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(a.stdout, "no locks held")
+		return exitOK
+	}
+	writeHeldLocks(a.stdout, rows, cliStyle)
+	return exitOK
+}
+
+// writeHeldLocks prints rows as an aligned table.
+func writeHeldLocks(w io.Writer, rows []db.ListHeldLocksRow, st tableStyle) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	key := func(s string) string {
+		if st.showKey {
+			return s + "\t"
+		}
+		return ""
+	}
+	fmt.Fprintf(tw, "%sNAME\t%sMODE\tMEMBER_ID\tGRANTED\tSINCE\tBACKEND_PID\n", st.indent, key("KEY"))
+	for _, r := range rows {
+		granted := "yes"
+		if !r.Granted {
+			granted = "waiting"
+		}
+		// A lock taken outside pgcoord's registry has no name; one whose
+		// session is not a live member's has no member.
+		fmt.Fprintf(tw, "%s%s\t%s%s\t%s\t%s\t%s\t%d\n", st.indent,
+			dash(r.Name), key(strconv.FormatInt(r.Key, 10)), r.Mode, dash(r.MemberID),
+			granted, fmtTime(r.Since, st.timeLayout), r.Pid)
+	}
+	_ = tw.Flush()
+}

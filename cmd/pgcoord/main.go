@@ -1,0 +1,338 @@
+// Command pgcoord is the command-line tool of pgcoord, named distributed
+// locks on PostgreSQL advisory locks.
+//
+//	pgcoord migrate                       apply the schema
+//	pgcoord members [--all]               list the members
+//	pgcoord locks                         list held and awaited locks
+//	pgcoord run --lock NAME -- CMD ARGS   run CMD while holding NAME (like flock(1))
+//	pgcoord demo                          three agents sharing locks, and a crash
+//
+// Every command takes --database-url, default $DATABASE_URL; when neither is
+// set a throwaway PostgreSQL server is started for the command and removed
+// when it exits. Run "pgcoord help" for the exit codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/pgcoord/pgcoord/internal/pgtemp"
+)
+
+// Exit codes. A command run by "pgcoord run" passes its own status through,
+// so these can also be the command's; that ambiguity is the same as flock(1)'s.
+const (
+	exitOK    = 0
+	exitError = 1 // any failure; for run: the lock could not be acquired
+	exitUsage = 2 // bad command line; also "elect", which is not implemented
+	// exitLockLost is EX_TEMPFAIL from sysexits.h: the lock was lost while
+	// the command ran, so the command was stopped; trying again later is the
+	// usual remedy.
+	exitLockLost   = 75
+	exitCannotExec = 126 // run: the command exists but could not be started
+	exitNotFound   = 127 // run: the command was not found
+	// exitSignalBase + N: interrupted by signal N (or, for run, the command
+	// was killed by signal N), as shells report it.
+	exitSignalBase = 128
+)
+
+const usageText = `pgcoord - named distributed locks on PostgreSQL advisory locks
+
+Usage:
+  pgcoord <command> [flags] [args]
+
+Commands:
+  migrate   apply pgcoord's schema migrations to the database
+  members   list live members (--all: also stopped and stale ones)
+  locks     list the locks held and awaited, from pgcoord.held_locks
+  run       run a command while holding a lock, like flock(1):
+              pgcoord run --lock NAME [--wait|--nowait|--timeout 10s] -- CMD ARGS...
+  demo      three agents share volume locks; one crashes and another takes over
+  elect     leader election (planned, not implemented yet)
+  help      show this help, or "pgcoord help <command>" for a command's flags
+
+Database:
+  Every command takes --database-url URL, default $DATABASE_URL. When neither
+  is set, a throwaway PostgreSQL server is started for the command and removed
+  when it exits (useful for demo; other commands then see an empty database).
+
+Exit codes:
+  0      success
+  1      error; for run: the lock could not be acquired (busy, timed out),
+         and the command was not run
+  2      usage error; elect (not implemented)
+  75     run: the lock was lost while the command ran; the command was sent
+         SIGTERM (SIGKILL after --grace) and pgcoord exited once it ended
+  126    run: the command could not be started
+  127    run: the command was not found
+  128+N  interrupted by signal N before the command started
+  other  run: the command's own exit status (128+N if signal N killed it)
+`
+
+// command is one subcommand.
+type command struct {
+	name string
+	run  func(a *app, args []string) int
+}
+
+// commands lists the subcommands in usage order. demo-agent is the hidden
+// child process of demo.
+var commands = []command{
+	{"migrate", cmdMigrate},
+	{"members", cmdMembers},
+	{"locks", cmdLocks},
+	{"run", cmdRun},
+	{"demo", cmdDemo},
+	{"elect", cmdElect},
+	{"demo-agent", cmdDemoAgent},
+}
+
+func main() {
+	os.Exit(pgcoordMain(os.Args[1:]))
+}
+
+// pgcoordMain runs the command line args (without the program name) and
+// returns the exit code. Tests re-execute their binary into it.
+func pgcoordMain(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usageText)
+		return exitUsage
+	}
+	name, rest := args[0], args[1:]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(rest) > 0 && rest[0] != "help" && findCommand(rest[0]) != nil {
+			// "pgcoord help run" is "pgcoord run -h".
+			return pgcoordMain([]string{rest[0], "-h"})
+		}
+		fmt.Fprint(os.Stdout, usageText)
+		return exitOK
+	}
+	cmd := findCommand(name)
+	if cmd == nil {
+		fmt.Fprintf(os.Stderr, "pgcoord: unknown command %q\n\n%s", name, usageText)
+		return exitUsage
+	}
+	a := newApp(name, os.Stdout, os.Stderr)
+	defer a.close()
+	return cmd.run(a, rest)
+}
+
+func findCommand(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// app is what every command shares: its output streams, a context cancelled
+// by SIGINT/SIGTERM/SIGHUP, and the cleanups (the throwaway server) that
+// must run however the command ends.
+type app struct {
+	name   string
+	stdout io.Writer
+	stderr io.Writer
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	sigCh   chan os.Signal
+	sigDone chan struct{}
+
+	mu sync.Mutex
+	// forward, when set, receives the signals instead of the default
+	// handling (run passes them on to its command).
+	forward func(os.Signal)
+	// caught is the first signal that cancelled ctx.
+	caught syscall.Signal
+
+	cleanupMu sync.Mutex
+	cleanups  []func()
+}
+
+func newApp(name string, stdout, stderr io.Writer) *app {
+	a := &app{
+		name:    name,
+		stdout:  stdout,
+		stderr:  stderr,
+		sigCh:   make(chan os.Signal, 4),
+		sigDone: make(chan struct{}),
+	}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	// Catching the signals (rather than dying of them) is what lets the
+	// throwaway server be removed, run's command be told, and demo's child
+	// process be stopped.
+	signal.Notify(a.sigCh, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go a.handleSignals()
+	return a
+}
+
+// handleSignals cancels ctx on the first signal; a second one means the
+// user is out of patience: clean up and exit at once.
+func (a *app) handleSignals() {
+	defer close(a.sigDone)
+	for s := range a.sigCh {
+		sig, _ := s.(syscall.Signal)
+		a.mu.Lock()
+		forward := a.forward
+		first := a.caught == 0
+		if forward == nil && first {
+			a.caught = sig
+		}
+		a.mu.Unlock()
+		switch {
+		case forward != nil:
+			forward(s)
+		case first:
+			a.cancel()
+		default:
+			fmt.Fprintf(a.stderr, "pgcoord: %v again; exiting now\n", s)
+			a.runCleanups()
+			os.Exit(exitSignalBase + int(sig))
+		}
+	}
+}
+
+// setForward routes the signals to f (nil restores the default handling).
+func (a *app) setForward(f func(os.Signal)) {
+	a.mu.Lock()
+	a.forward = f
+	a.mu.Unlock()
+}
+
+// interrupted returns the signal that cancelled ctx, or 0.
+func (a *app) interrupted() syscall.Signal {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.caught
+}
+
+// addCleanup registers f to run when the command ends, or on a second
+// signal.
+func (a *app) addCleanup(f func()) {
+	a.cleanupMu.Lock()
+	a.cleanups = append(a.cleanups, f)
+	a.cleanupMu.Unlock()
+}
+
+func (a *app) runCleanups() {
+	a.cleanupMu.Lock()
+	fs := a.cleanups
+	a.cleanups = nil
+	a.cleanupMu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
+
+func (a *app) close() {
+	signal.Stop(a.sigCh)
+	close(a.sigCh)
+	<-a.sigDone
+	a.cancel()
+	a.runCleanups()
+}
+
+// fail reports err and returns the exit code for it: 128+N when a signal
+// cut the command short, else 1.
+func (a *app) fail(err error) int {
+	if sig := a.interrupted(); sig != 0 {
+		fmt.Fprintf(a.stderr, "pgcoord %s: interrupted (%v)\n", a.name, sig)
+		return exitSignalBase + int(sig)
+	}
+	// Library errors start with "pgcoord: ", which our prefix already says.
+	fmt.Fprintf(a.stderr, "pgcoord %s: %s\n", a.name, strings.TrimPrefix(err.Error(), "pgcoord: "))
+	return exitError
+}
+
+// database returns the URL to use: the --database-url value, else
+// $DATABASE_URL, else a throwaway server started now and removed at exit
+// (throwaway true).
+func (a *app) database(flagURL string) (url string, throwaway bool, err error) {
+	if u := strings.TrimSpace(flagURL); u != "" {
+		return u, false, nil
+	}
+	if u := strings.TrimSpace(os.Getenv("DATABASE_URL")); u != "" {
+		return u, false, nil
+	}
+	fmt.Fprintln(a.stderr, "pgcoord: DATABASE_URL is not set and --database-url not given; starting a throwaway PostgreSQL (removed at exit)")
+	srv, err := pgtemp.Start(pgtemp.Options{})
+	if err != nil {
+		if errors.Is(err, pgtemp.ErrNoBinaries) {
+			return "", false, fmt.Errorf("%w; or set DATABASE_URL (or --database-url) to the URL of an existing server", err)
+		}
+		return "", false, fmt.Errorf("starting a throwaway PostgreSQL: %w (set DATABASE_URL or --database-url to use an existing server)", err)
+	}
+	a.addCleanup(func() { _ = srv.Close() })
+	return srv.URL(), true, nil
+}
+
+// newFlagSet returns the flag set of a subcommand, whose -h prints synopsis,
+// description and the flags.
+func newFlagSet(a *app, synopsis, description string) *flag.FlagSet {
+	fs := flag.NewFlagSet(a.name, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s\n\n%s\n", synopsis, description)
+		if hasFlags(fs) {
+			fmt.Fprint(fs.Output(), "\nFlags (- and -- both work):\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// dbFlag adds --database-url. Its default is resolved after parsing, not
+// shown as the flag's default, so -h never prints a password from the
+// environment.
+func dbFlag(fs *flag.FlagSet) *string {
+	return fs.String("database-url", "", "PostgreSQL `URL` (default $DATABASE_URL; when neither is set, a throwaway server)")
+}
+
+// parseFlags parses args; done is true when the command must return code
+// at once (-h, or a bad flag, already reported by the flag package).
+func parseFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK, true
+	case err != nil:
+		return exitUsage, true
+	}
+	return exitOK, false
+}
+
+// usageError reports a bad command line the flag package could not catch.
+func (a *app) usageError(format string, args ...any) int {
+	fmt.Fprintf(a.stderr, "pgcoord %s: %s\nRun 'pgcoord %s -h' for usage.\n", a.name, fmt.Sprintf(format, args...), a.name)
+	return exitUsage
+}
+
+// noArgs rejects positional arguments for commands that take none.
+func (a *app) noArgs(fs *flag.FlagSet) (int, bool) {
+	if fs.NArg() > 0 {
+		return a.usageError("unexpected argument %q", fs.Arg(0)), true
+	}
+	return exitOK, false
+}
+
+// cmdElect is the placeholder of the planned leader election.
+func cmdElect(a *app, args []string) int {
+	fmt.Fprintln(a.stderr, "pgcoord elect: not implemented yet (leader election is a planned issue)")
+	return exitUsage
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// cmdMembers lists pgcoord.members: the live ones, or with --all every row.
+func cmdMembers(a *app, args []string) int {
+	fs := newFlagSet(a, "pgcoord members [--all] [--database-url URL]",
+		"Lists the live members (coordinators running now). A member is live while its\n"+
+			"control session holds its member lock; HEARTBEAT_AGE is how long ago it last\n"+
+			"wrote its row. With --all, also the rows of stopped members (Stop was called)\n"+
+			"and stale ones (not stopped, but their sessions are gone: crashed or cut off).")
+	dbURL := dbFlag(fs)
+	all := fs.Bool("all", false, "also list stopped and stale members")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if code, done := a.noArgs(fs); done {
+		return code
+	}
+	url, throwaway, err := a.database(*dbURL)
+	if err != nil {
+		return a.fail(err)
+	}
+	conn, err := connect(a.ctx, url, "pgcoord-cli")
+	if err != nil {
+		return a.fail(err)
+	}
+	defer closeConn(conn)
+	if err := requireSchema(a.ctx, conn, url, throwaway); err != nil {
+		return a.fail(err)
+	}
+	rows, err := queries.ListMembers(a.ctx, conn)
+	if err != nil {
+		return a.fail(fmt.Errorf("listing members: %w", err))
+	}
+	now, err := serverNow(a.ctx, conn)
+	if err != nil {
+		return a.fail(err)
+	}
+	if !*all {
+		rows = liveOnly(rows)
+	}
+	if len(rows) == 0 {
+		if *all {
+			fmt.Fprintln(a.stdout, "no members")
+		} else {
+			fmt.Fprintln(a.stdout, "no live members (--all also lists stopped and stale ones)")
+		}
+		return exitOK
+	}
+	writeMembers(a.stdout, rows, now, cliStyle)
+	return exitOK
+}
+
+func liveOnly(rows []db.ListMembersRow) []db.ListMembersRow {
+	var out []db.ListMembersRow
+	for _, r := range rows {
+		if r.Live {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// memberState is the LIVE column: "yes", or why not.
+func memberState(r db.ListMembersRow) string {
+	switch {
+	case r.Live:
+		return "yes"
+	case r.StoppedAt.Valid:
+		return "no (stopped)"
+	default:
+		// Not stopped, yet its member lock is gone: the process died or its
+		// control session was cut off (it may still be reconnecting).
+		return "no (stale)"
+	}
+}
+
+// writeMembers prints rows as an aligned table; heartbeat ages are relative
+// to now, the server's clock.
+func writeMembers(w io.Writer, rows []db.ListMembersRow, now time.Time, st tableStyle) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "%sMEMBER_ID\tHOSTNAME\tPID\tSTARTED_AT\tLAST_HEARTBEAT\tHEARTBEAT_AGE\tLIVE\n", st.indent)
+	for _, r := range rows {
+		age := "-"
+		if r.LastHeartbeat.Valid {
+			age = fmtAge(now.Sub(r.LastHeartbeat.Time))
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.indent,
+			r.MemberID, dash(r.Hostname), strconv.Itoa(int(r.Pid)),
+			fmtTime(r.StartedAt, st.timeLayout), fmtTime(r.LastHeartbeat, st.timeLayout),
+			age, memberState(r))
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgcoord/pgcoord"
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// queries are the sqlc-generated queries shared by the read-only commands.
+var queries = db.New()
+
+// connect opens a plain connection for the read-only commands, tagged so
+// that it is easy to tell apart from coordinator sessions in
+// pg_stat_activity.
+func connect(ctx context.Context, url, appName string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(url)
+	if err != nil {
+		// pgx keeps the password out of its parse errors.
+		return nil, fmt.Errorf("database URL: %w", err)
+	}
+	cc.RuntimeParams["application_name"] = appName
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connecting: %w", err)
+	}
+	return conn, nil
+}
+
+// closeConn closes conn even when the command's ctx was cancelled.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
+// requireSchema makes sure the pgcoord schema is there. A throwaway server
+// is migrated on the spot, since it is empty and gone at exit anyway; a real
+// database is left alone, with advice, because migrating is a decision for
+// its owner.
+func requireSchema(ctx context.Context, conn *pgx.Conn, url string, throwaway bool) error {
+	present, err := queries.SchemaPresent(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("checking for the pgcoord schema: %w", err)
+	}
+	if present {
+		return nil
+	}
+	if throwaway {
+		return pgcoord.Migrate(ctx, url)
+	}
+	return fmt.Errorf("schema pgcoord not found in this database; run 'pgcoord migrate' first")
+}
+
+// serverNow is the database server's clock: heartbeat ages are computed
+// against it, as live_members does, so a skewed client clock does not
+// distort them.
+func serverNow(ctx context.Context, conn *pgx.Conn) (time.Time, error) {
+	var now time.Time
+	err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&now)
+	return now, err
+}
+
+// tableStyle is how the tables print: the CLI commands show full
+// timestamps, the demo a compact variant that fits a terminal.
+type tableStyle struct {
+	// timeLayout formats timestamps (in local time).
+	timeLayout string
+	// showKey adds the advisory-lock key column to the held-locks table.
+	showKey bool
+	// indent starts every line.
+	indent string
+}
+
+var cliStyle = tableStyle{timeLayout: "2006-01-02 15:04:05.000", showKey: true}
+
+func fmtTime(t pgtype.Timestamptz, layout string) string {
+	if !t.Valid {
+		return "-"
+	}
+	return t.Time.Local().Format(layout)
+}
+
+// fmtAge prints an age with the precision that matters at its size:
+// 0.4s, 12s, 5m3s, 2h5m, 3d4h.
+func fmtAge(d time.Duration) string {
+	switch {
+	case d < 0:
+		d = 0
+	case d >= 48*time.Hour:
+		days := d / (24 * time.Hour)
+		return fmt.Sprintf("%dd%dh", days, (d-days*24*time.Hour)/time.Hour)
+	}
+	switch {
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	default:
+		s := d.Round(time.Minute).String()
+		return s[:len(s)-2] // "2h5m0s" -> "2h5m"
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgcoord/pgcoord"
+)
+
+const runDescription = `Runs a command while holding the lock NAME, like flock(1) or consul lock: starts
+a coordinator (a member of the group), acquires NAME, runs the command with
+stdin, stdout and stderr passed through, releases NAME when the command exits,
+and exits with the command's exit status.
+
+If the lock cannot be acquired (busy with --nowait, or still busy after
+--timeout), pgcoord exits 1 without running the command.
+
+If the lock is lost while the command runs (its database session died or was
+terminated, noticed within about one --heartbeat), the command's process group
+gets SIGTERM, then SIGKILL after --grace, and pgcoord exits 75.
+
+The command runs in its own process group, so that a stop reaches every process
+it started; SIGINT, SIGTERM and SIGHUP sent to pgcoord are forwarded to that
+group. (A command that reads the terminal is therefore not supported.) It finds
+the lock's full name in $PGCOORD_LOCK and its fencing token in
+$PGCOORD_FENCING_TOKEN: tokens of successive holders of a name increase, so a
+store that rejects writes with a token lower than one it has seen cannot be
+clobbered by a holder that lost the lock without knowing.`
+
+// cmdRun implements "pgcoord run".
+func cmdRun(a *app, args []string) int {
+	fs := newFlagSet(a, "pgcoord run --lock NAME [--wait|--nowait|--timeout 10s] [--prefix P] [flags] -- CMD [ARGS...]", runDescription)
+	dbURL := dbFlag(fs)
+	name := fs.String("lock", "", "`NAME` of the lock to hold (required)")
+	fs.Bool("wait", false, "wait for the lock as long as it takes (the default)")
+	nowait := fs.Bool("nowait", false, "exit 1 at once if the lock is busy")
+	timeout := fs.Duration("timeout", 0, "wait at most this long for the lock, then exit 1")
+	prefix := fs.String("prefix", "", "namespace prepended to the lock name and the member id")
+	grace := fs.Duration("grace", 5*time.Second, "after the lock is lost, time between SIGTERM and SIGKILL to the command")
+	agentID := fs.String("agent-id", "", "agent id of this member (default run-HOSTNAME-PID)")
+	heartbeat := fs.Duration("heartbeat", pgcoord.DefaultHeartbeatInterval, "heartbeat interval: a lost lock is noticed within about one interval")
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch {
+	case *name == "":
+		return a.usageError("--lock NAME is required")
+	case fs.NArg() == 0:
+		return a.usageError("no command given (pgcoord run --lock NAME -- CMD ARGS...)")
+	case set["nowait"] && set["timeout"], set["wait"] && (set["nowait"] || set["timeout"]):
+		return a.usageError("--wait, --nowait and --timeout are alternatives; give one")
+	case *timeout < 0 || (set["timeout"] && *timeout == 0):
+		return a.usageError("--timeout must be positive (use --nowait not to wait)")
+	case *grace < 0:
+		return a.usageError("--grace must not be negative")
+	}
+	blocking := pgcoord.Wait
+	switch {
+	case *nowait:
+		blocking = pgcoord.NoWait
+	case *timeout > 0:
+		blocking = pgcoord.Timeout(*timeout)
+	}
+	if *agentID == "" {
+		host, _ := os.Hostname()
+		*agentID = fmt.Sprintf("run-%s-%d", dash(host), os.Getpid())
+	}
+
+	url, _, err := a.database(*dbURL)
+	if err != nil {
+		return a.fail(err)
+	}
+	c, err := pgcoord.New(pgcoord.Config{
+		ConnString:        url,
+		AgentID:           *agentID,
+		Prefix:            *prefix,
+		HeartbeatInterval: *heartbeat,
+		// Warnings (heartbeat failures, reconnects, lost locks) matter to
+		// whoever watches a locked job; the info chatter does not.
+		Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return a.usageError("%v", strings.TrimPrefix(err.Error(), "pgcoord: "))
+	}
+	if err := c.Start(a.ctx); err != nil {
+		return a.fail(err)
+	}
+	defer func() {
+		// Stop must run even after a signal cancelled a.ctx: it releases
+		// whatever is still held and marks the member stopped.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Stop(ctx)
+	}()
+
+	l := c.GetLock(*name)
+	ok, err := l.Acquire(a.ctx, blocking)
+	if err != nil {
+		return a.fail(fmt.Errorf("acquiring lock %q: %w", *prefix+*name, err))
+	}
+	if !ok {
+		why := "is busy"
+		if blocking != pgcoord.NoWait {
+			why = fmt.Sprintf("is still busy after %v", *timeout)
+		}
+		fmt.Fprintf(a.stderr, "pgcoord run: lock %q %s%s; not running the command\n",
+			*prefix+*name, why, heldBy(url, *prefix+*name))
+		return exitError
+	}
+	return runLocked(a, l, *prefix+*name, fs.Args(), *grace)
+}
+
+// heldBy describes who holds the lock full, best effort: it is only there
+// to make the busy message more useful.
+func heldBy(url, full string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := connect(ctx, url, "pgcoord-cli")
+	if err != nil {
+		return ""
+	}
+	defer closeConn(conn)
+	rows, err := queries.ListHeldLocks(ctx, conn)
+	if err != nil {
+		return ""
+	}
+	var holders []string
+	for _, r := range rows {
+		if r.Name == full && r.Granted && r.MemberID != "" {
+			holders = append(holders, r.MemberID)
+		}
+	}
+	if len(holders) == 0 {
+		return ""
+	}
+	return " (held by " + strings.Join(holders, ", ") + ")"
+}
+
+// runLocked runs argv while l is held and returns pgcoord's exit code.
+func runLocked(a *app, l *pgcoord.Lock, full string, argv []string, grace time.Duration) int {
+	release := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := l.Release(ctx); err != nil && !errors.Is(err, pgcoord.ErrLockLost) {
+			fmt.Fprintf(a.stderr, "pgcoord run: releasing lock %q: %v\n", full, err)
+		}
+	}
+
+	// From here on signals go to the command instead of cancelling a.ctx.
+	sigs := make(chan os.Signal, 8)
+	a.setForward(func(s os.Signal) {
+		select {
+		case sigs <- s:
+		default: // a flood of signals: the command already has plenty
+		}
+	})
+	defer a.setForward(nil)
+	if sig := a.interrupted(); sig != 0 {
+		// A signal came between the grant and the handover above.
+		release()
+		fmt.Fprintf(a.stderr, "pgcoord run: interrupted (%v); not running the command\n", sig)
+		return exitSignalBase + int(sig)
+	}
+
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(),
+		"PGCOORD_LOCK="+full,
+		"PGCOORD_FENCING_TOKEN="+strconv.FormatInt(l.Token(), 10))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		release()
+		fmt.Fprintf(a.stderr, "pgcoord run: %v\n", err)
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return exitNotFound
+		}
+		return exitCannotExec
+	}
+	pgid := cmd.Process.Pid // Setpgid: the group id is the child's pid
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+
+	lost := l.Lost()
+	lockLost := false
+	var killTimer <-chan time.Time
+loop:
+	for {
+		select {
+		case <-done:
+			break loop
+		case s := <-sigs:
+			if sig, ok := s.(syscall.Signal); ok {
+				_ = syscall.Kill(-pgid, sig)
+			}
+		case <-lost:
+			lost, lockLost = nil, true
+			// Release of a lost hold returns why it was lost, without I/O.
+			cause := l.Release(context.Background())
+			fmt.Fprintf(a.stderr, "pgcoord run: lost lock %q while the command was running (%v); stopping the command\n", full, cause)
+			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+			if grace == 0 {
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			} else {
+				killTimer = time.After(grace)
+			}
+		case <-killTimer:
+			killTimer = nil
+			fmt.Fprintf(a.stderr, "pgcoord run: the command did not exit within %v of SIGTERM; sending SIGKILL\n", grace)
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+	}
+
+	if lockLost {
+		fmt.Fprintf(a.stderr, "pgcoord run: the command ended (%s) after lock %q was lost; exiting %d\n",
+			describeExit(cmd.ProcessState), full, exitLockLost)
+		return exitLockLost
+	}
+	select {
+	case <-l.Lost():
+		// Lost just as the command finished: part of its work may have run
+		// unprotected, so it counts as lost all the same.
+		fmt.Fprintf(a.stderr, "pgcoord run: lock %q was lost as the command finished (%v); exiting %d\n",
+			full, l.Release(context.Background()), exitLockLost)
+		return exitLockLost
+	default:
+	}
+	release()
+	return exitStatus(cmd.ProcessState)
+}
+
+// describeExit says how the command ended, for messages.
+func describeExit(ps *os.ProcessState) string {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return fmt.Sprintf("killed by signal %d, %v", int(ws.Signal()), ws.Signal())
+	}
+	return "exit status " + strconv.Itoa(ps.ExitCode())
+}
+
+// exitStatus is the status a shell would report for the command: its exit
+// code, or 128+N when signal N killed it.
+func exitStatus(ps *os.ProcessState) int {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return exitSignalBase + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
