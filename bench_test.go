@@ -1,0 +1,120 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Benchmarks compare pgcoord with raw pgx on the same server in the same
+// run: ratios, not absolute numbers, are what carry between machines.
+
+// BenchmarkRawTryUnlock is the floor for one uncontended cycle: raw pgx
+// pg_try_advisory_lock then pg_advisory_unlock, two round trips.
+func BenchmarkRawTryUnlock(b *testing.B) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	key := int64(0x5eed)
+	b.ReportAllocs()
+	for b.Loop() {
+		var ok bool
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+		if err := conn.QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, key).Scan(&ok); err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+	}
+}
+
+// BenchmarkAcquireRelease is one uncontended Acquire(NoWait)+Release.
+func BenchmarkAcquireRelease(b *testing.B) {
+	c := newCoord(b, testPrefix(b))
+	l := c.GetLock("bench")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, err := l.Acquire(ctx, NoWait); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		if err := l.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAcquireReleaseParallel is 64 goroutines on distinct names through
+// one coordinator with 4 lock sessions.
+func BenchmarkAcquireReleaseParallel(b *testing.B) {
+	c := newCoord(b, testPrefix(b), func(cfg *Config) { cfg.LockSessions = 4 })
+	ctx := context.Background()
+	var seq atomic.Int64
+	b.SetParallelism(32) // 2 cores x 32 = 64 goroutines
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		l := c.GetLock(fmt.Sprintf("p%d", seq.Add(1)))
+		for pb.Next() {
+			if ok, err := l.Acquire(ctx, NoWait); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+			if err := l.Release(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkSynchronized is the whole wrapper: format, acquire, run, release.
+func BenchmarkSynchronized(b *testing.B) {
+	c := newCoord(b, testPrefix(b))
+	ctx := context.Background()
+	data := map[string]any{"vol": volume{ID: "v1"}}
+	fn := func(context.Context) error { return nil }
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := Synchronized(ctx, "{f_name}-{vol.id}", data, fn, WithCoordinator(c)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkContended has two coordinators take turns on one lock, each
+// waiting on the server (Wait) while the other holds it; b.N counts the
+// acquisitions of both.
+func BenchmarkContended(b *testing.B) {
+	p := testPrefix(b)
+	locks := []*Lock{newCoord(b, p).GetLock("contended"), newCoord(b, p).GetLock("contended")}
+	ctx := context.Background()
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	errs := make(chan error, len(locks))
+	b.ResetTimer()
+	for _, l := range locks {
+		go func() {
+			for left.Add(-1) >= 0 {
+				if ok, err := l.Acquire(ctx, Wait); !ok || err != nil {
+					errs <- fmt.Errorf("acquire: %v %w", ok, err)
+					return
+				}
+				if err := l.Release(ctx); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range locks {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
