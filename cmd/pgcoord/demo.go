@@ -59,7 +59,7 @@ const (
 
 const demoDescription = `The showcase of pgcoord: three agents (agent-a and agent-b in this process,
 agent-c in a child process) perform Cinder-like volume operations under
-pgcoord.Synchronize("volume-{vol.id}", ...), with a timeline of who waits for,
+pgcoord.Synchronize("{f_name}-{vol.id}", ...), with a timeline of who waits for,
 holds and releases which lock; the members and held locks tables; then agent-c
 is killed (SIGKILL) while it holds a lock and agent-a takes the lock over, and
 agent-c's member row goes stale. Needs about 3 seconds, plus starting a
@@ -141,12 +141,13 @@ func (d *demo) intro(w io.Writer) {
 ============
 
 Three agents perform Cinder-like operations on three shared volumes. Every
-operation is a method wrapped like this:
+operation goes through one method wrapped like this:
 
-    extend := pgcoord.Synchronize("volume-{vol.id}", m.extendVolume,
+    volume := pgcoord.Synchronize("{f_name}-{vol.id}", m.volume,
         pgcoord.WithCoordinator(c))
 
-so the operations on one volume take turns, whichever agent runs them.
+f_name is the wrapped function's name, "volume", so each volume has one lock
+("volume-vol-1") and the operations on it take turns, whichever agent runs them.
 agent-a and agent-b run in this process (pid %d); agent-c runs in its own
 process (pid %d), so that it can really crash later on. Names carry the
 prefix %q.

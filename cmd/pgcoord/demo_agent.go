@@ -25,16 +25,13 @@ const (
 	// demoHeartbeat is short so that staleness shows within a second.
 	demoHeartbeat = 200 * time.Millisecond
 
-	// volumeLockTemplate names the lock of every volume operation.
-	//
-	// Cinder writes "{f_name}-{vol.id}", where f_name is the decorated
-	// function's name (here the Go method's short name, e.g. "extendVolume"
-	// for the method value m.extendVolume). That gives every operation its
-	// own lock per volume, so an extend and a snapshot of one volume would
-	// not exclude each other, and the timeline would show little contention.
-	// One lock per volume, whatever the operation, is what makes the agents
-	// take turns; the operation's name is printed next to the lock instead.
-	volumeLockTemplate = "volume-{vol.id}"
+	// volumeLockTemplate names the lock of every volume operation, as
+	// Cinder writes it: f_name is the wrapped function's short name. Every
+	// operation is dispatched through one method, volumeManager.volume, so
+	// f_name is "volume" and the lock is one per volume ("volume-vol-1"),
+	// whatever the operation: an extend and a snapshot of one volume take
+	// turns, as they must. The operation's name is printed next to the lock.
+	volumeLockTemplate = "{f_name}-{vol.id}"
 )
 
 // volumeLockName is what volumeLockTemplate formats to, for locks taken
@@ -50,6 +47,8 @@ type Volume struct {
 // {vol.id} from it: names match fields ignoring case, as Cinder's Python
 // spelling needs, so "vol" finds Vol and "id" finds ID.
 type volumeArgs struct {
+	// Op is the operation to run (create_snapshot, extend_volume...).
+	Op  string
 	Vol *Volume
 	// Work is how long the operation takes, inside the lock.
 	Work time.Duration
@@ -75,27 +74,23 @@ type demoAgent interface {
 	Do(ctx context.Context, cmd demoCommand) (token int64, err error)
 }
 
-// volumeOp is one operation wrapped twice: Synchronize does not say
-// whether it had to wait, so the agent tries without waiting first, and
-// only when the volume is busy prints "waits" and waits.
-type volumeOp struct {
-	try  func(context.Context, volumeArgs) error
-	wait func(context.Context, volumeArgs) error
-}
-
 // volumeManager performs volume operations for one agent, like Cinder's
 // volume manager: every operation runs under its volume's lock.
 type volumeManager struct {
 	agent string
 	c     *pgcoord.Coordinator
 	sink  func(event)
-	ops   map[string]volumeOp
+	ops   map[string]func(context.Context, volumeArgs) error
+	// try and wait are volume wrapped twice: Synchronize does not say
+	// whether it had to wait, so the agent tries without waiting first, and
+	// only when the volume is busy prints "waits" and waits.
+	try, wait func(context.Context, volumeArgs) error
 	// held keeps the locks taken by Hold commands.
 	held []*pgcoord.Lock
 }
 
 func newVolumeManager(c *pgcoord.Coordinator, agent string, sink func(event)) *volumeManager {
-	m := &volumeManager{agent: agent, c: c, sink: sink, ops: map[string]volumeOp{}}
+	m := &volumeManager{agent: agent, c: c, sink: sink, ops: map[string]func(context.Context, volumeArgs) error{}}
 	for name, fn := range map[string]func(context.Context, volumeArgs) error{
 		"create_snapshot": m.createSnapshot,
 		"delete_snapshot": m.deleteSnapshot,
@@ -104,13 +99,18 @@ func newVolumeManager(c *pgcoord.Coordinator, agent string, sink func(event)) *v
 		"detach_volume":   m.detachVolume,
 		"retype_volume":   m.retypeVolume,
 	} {
-		m.ops[name] = volumeOp{
-			try: pgcoord.Synchronize(volumeLockTemplate, fn,
-				pgcoord.WithCoordinator(c), pgcoord.WithBlocking(pgcoord.NoWait)),
-			wait: pgcoord.Synchronize(volumeLockTemplate, fn, pgcoord.WithCoordinator(c)),
-		}
+		m.ops[name] = fn
 	}
+	m.try = pgcoord.Synchronize(volumeLockTemplate, m.volume,
+		pgcoord.WithCoordinator(c), pgcoord.WithBlocking(pgcoord.NoWait))
+	m.wait = pgcoord.Synchronize(volumeLockTemplate, m.volume, pgcoord.WithCoordinator(c))
 	return m
+}
+
+// volume runs the operation a.Op on a.Vol; its name is the f_name of the
+// lock template, so every operation on one volume shares one lock.
+func (m *volumeManager) volume(ctx context.Context, a volumeArgs) error {
+	return m.ops[a.Op](ctx, a)
 }
 
 func (m *volumeManager) createSnapshot(ctx context.Context, a volumeArgs) error {
@@ -173,16 +173,15 @@ func (m *volumeManager) do(ctx context.Context, cmd demoCommand) (int64, error) 
 	if cmd.Hold {
 		return m.hold(ctx, cmd)
 	}
-	op, ok := m.ops[cmd.Op]
-	if !ok {
+	if _, ok := m.ops[cmd.Op]; !ok {
 		return 0, fmt.Errorf("unknown operation %q", cmd.Op)
 	}
-	args := volumeArgs{Vol: &Volume{ID: cmd.Vol}, Work: cmd.Work, asked: time.Now()}
-	err := op.try(ctx, args)
+	args := volumeArgs{Op: cmd.Op, Vol: &Volume{ID: cmd.Vol}, Work: cmd.Work, asked: time.Now()}
+	err := m.try(ctx, args)
 	if errors.Is(err, pgcoord.ErrLockAcquireFailed) && ctx.Err() == nil {
 		m.emit(event{Kind: evWaits, Lock: volumeLockName(cmd.Vol), Op: cmd.Op})
 		args.waited = true
-		err = op.wait(ctx, args)
+		err = m.wait(ctx, args)
 	}
 	return 0, err
 }
