@@ -22,7 +22,8 @@ const childRoleEnv = "PGCOORD_TEST_CHILD"
 // runChild is the whole life of a child process; it returns the exit code.
 // Role "holder" starts a coordinator, takes PGCOORD_TEST_LOCK, prints
 // "held TOKEN", and releases it when a line "release" arrives on stdin
-// (printing "released"); it stops at EOF.
+// (printing "released"); it prints "lost" if the hold is lost, and stops at
+// EOF.
 func runChild(role string) int {
 	if role != "holder" {
 		fmt.Fprintln(os.Stderr, "unknown child role", role)
@@ -51,6 +52,10 @@ func runChild(role string) int {
 		return 1
 	}
 	fmt.Println("held", l.Token())
+	go func() {
+		<-l.Lost()
+		fmt.Println("lost")
+	}()
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		if in.Text() == "release" {

@@ -64,6 +64,20 @@ type Config struct {
 	// LockSessions is how many dedicated sessions hold the locks taken
 	// without waiting; many locks share each. Default 4.
 	LockSessions int
+	// SessionTimeout bounds how long a lock is held by a holder that went
+	// silent (frozen by SIGSTOP or a long pause, or cut off without a FIN).
+	// On PostgreSQL 14 and later the server ends a lock or wait session that
+	// stays idle this long (idle_session_timeout), freeing its locks; the
+	// heartbeat keeps healthy sessions from ever being idle that long. The
+	// holder's own lease ends one HeartbeatInterval earlier: a session not
+	// heard from for SessionTimeout-HeartbeatInterval has its holds reported
+	// lost, before the server can hand them to anyone else. This rests on
+	// the client's and the server's clocks ticking at the same rate. On older
+	// servers only the client-side lease applies, and a frozen holder keeps
+	// its locks until TCP gives up. Default 5 × HeartbeatInterval; it must be
+	// at least 3 × HeartbeatInterval.
+	SessionTimeout time.Duration
+
 	// MaxWaitSessions caps the sessions that wait on the server for contended
 	// locks (a lock granted after a wait stays on its wait session until
 	// released). Waiters beyond the cap queue in-process. Default 32.
@@ -108,6 +122,9 @@ type Coordinator struct {
 	// failed Start never marks another live member's row stopped.
 	registered bool
 
+	// warnOldServer logs once that the server cannot bound idle sessions.
+	warnOldServer sync.Once
+
 	// mu guards the hold bookkeeping of every session.
 	mu sync.Mutex
 }
@@ -125,6 +142,9 @@ func New(cfg Config) (*Coordinator, error) {
 	cfg.MaxReconnectBackoff = cmp.Or(cfg.MaxReconnectBackoff, DefaultMaxReconnectBackoff)
 	cfg.LockSessions = cmp.Or(cfg.LockSessions, DefaultLockSessions)
 	cfg.MaxWaitSessions = cmp.Or(cfg.MaxWaitSessions, DefaultMaxWaitSessions)
+	if cfg.HeartbeatInterval > 0 {
+		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 5*cfg.HeartbeatInterval)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -177,6 +197,8 @@ func validateConfig(cfg *Config) error {
 	case cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff:
 		return bad("InitialReconnectBackoff", "%v is above MaxReconnectBackoff %v",
 			cfg.InitialReconnectBackoff, cfg.MaxReconnectBackoff)
+	case cfg.SessionTimeout < 3*cfg.HeartbeatInterval:
+		return bad("SessionTimeout", "%v must be at least 3 × HeartbeatInterval (%v)", cfg.SessionTimeout, 3*cfg.HeartbeatInterval)
 	case cfg.LockSessions < 0 || cfg.LockSessions > 64:
 		return bad("LockSessions", "must be between 1 and 64, got %d", cfg.LockSessions)
 	case cfg.MaxWaitSessions < 0 || cfg.MaxWaitSessions > 1024:

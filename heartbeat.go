@@ -51,7 +51,7 @@ func (c *Coordinator) beat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatInterval)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, s := range append(append([]*session(nil), c.lockSs...), c.waits.holding()...) {
+	for _, s := range c.checkedSessions() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -74,6 +74,12 @@ func (c *Coordinator) beat(ctx context.Context) error {
 	c.lastBeat.Store(time.Now().UnixNano())
 	c.active.Store(true)
 	return nil
+}
+
+// checkedSessions are the sessions each beat checks: every lock and wait
+// session.
+func (c *Coordinator) checkedSessions() []*session {
+	return append(append([]*session(nil), c.lockSs...), c.waits.all()...)
 }
 
 // reconnect redials the control session until it works or Stop, then
@@ -105,7 +111,7 @@ func (c *Coordinator) reconnect(ticker *time.Ticker) {
 			slog.Duration("after", wait), slog.Any("err", err))
 		// Holders must still learn of losses while the backend is away.
 		ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.HeartbeatInterval)
-		for _, s := range append(append([]*session(nil), c.lockSs...), c.waits.holding()...) {
+		for _, s := range c.checkedSessions() {
 			s.check(ctx)
 		}
 		cancel()

@@ -344,6 +344,12 @@ func (c *Coordinator) addHold(s *session, h *hold) error {
 	return nil
 }
 
+func (c *Coordinator) hasHolds(s *session) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(s.holds) > 0
+}
+
 func (c *Coordinator) holdLost(h *hold) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

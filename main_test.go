@@ -80,9 +80,13 @@ func newCoord(t testing.TB, prefix string, mods ...func(*Config)) *Coordinator {
 		ConnString:        testURL,
 		Prefix:            prefix,
 		HeartbeatInterval: 200 * time.Millisecond,
-		SkipMigrations:    true,
-		Logger:            quietLogger(),
-		LockSessions:      2,
+		// Roomier than the default 5 heartbeats: parallel tests under -race
+		// on two cores can starve a heartbeat for a while. Lease tests set
+		// their own.
+		SessionTimeout: 3 * time.Second,
+		SkipMigrations: true,
+		Logger:         quietLogger(),
+		LockSessions:   2,
 	}
 	for _, m := range mods {
 		m(&cfg)

@@ -3,6 +3,8 @@ package pgcoord
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,7 +46,17 @@ type session struct {
 
 	// holds is guarded by c.mu.
 	holds map[*hold]struct{}
+	// heard is when the last statement that succeeded on this connection
+	// was sent (nanoseconds on the process's monotonic clock). The server
+	// cannot have started counting the session idle before then, so a lease
+	// measured from it ends before idle_session_timeout can fire.
+	heard atomic.Int64
 }
+
+// monoStart anchors monotonic timestamps that fit in an atomic int64.
+var monoStart = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoStart)) }
 
 func newSession(c *Coordinator, kind sessionKind) *session {
 	return &session{c: c, kind: kind, sem: make(chan struct{}, 1), holds: map[*hold]struct{}{}}
@@ -103,7 +115,11 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 		}
 	}
 	conn := s.conn
+	sent := monoNow()
 	err := fn(ctx, conn)
+	if err == nil {
+		s.heard.Store(sent)
+	}
 	if err != nil && conn.IsClosed() {
 		// pgx closes the connection on network errors and on cancellation;
 		// either way the server ends the session and with it every lock.
@@ -134,8 +150,52 @@ func (s *session) dial(ctx context.Context) error {
 		// pgconn's errors name host, user and database, never the password.
 		return fmt.Errorf("pgcoord: connecting %s session: %w", s.kind, err)
 	}
+	if s.kind != sessionControl {
+		if err := s.c.boundIdle(ctx, conn); err != nil {
+			_ = conn.Close(context.WithoutCancel(ctx))
+			return err
+		}
+	}
 	s.conn = conn
+	s.heard.Store(monoNow())
 	return nil
+}
+
+// boundIdle asks the server to end the session when it stays idle for
+// SessionTimeout (PostgreSQL 14+; see Config.SessionTimeout).
+func (c *Coordinator) boundIdle(ctx context.Context, conn *pgx.Conn) error {
+	version := conn.PgConn().ParameterStatus("server_version")
+	if serverMajor(version) < 14 {
+		c.warnOldServer.Do(func() {
+			c.log.Warn("pgcoord: PostgreSQL before 14 has no idle_session_timeout; a frozen holder keeps its locks until TCP gives up",
+				"server_version", version)
+		})
+		return nil
+	}
+	ms := strconv.FormatInt(c.cfg.SessionTimeout.Milliseconds(), 10)
+	if err := c.q.SetIdleSessionTimeout(ctx, conn, ms); err != nil {
+		return fmt.Errorf("pgcoord: setting idle_session_timeout: %w", err)
+	}
+	return nil
+}
+
+// serverMajor returns the major version in a server_version parameter such
+// as "15.18 (Debian 15.18-0+deb12u1)" or "14beta1"; 0 when unreadable. (The
+// server does not report server_version_num at connection start.)
+func serverMajor(version string) int {
+	end := 0
+	for end < len(version) && version[end] >= '0' && version[end] <= '9' {
+		end++
+	}
+	major, _ := strconv.Atoi(version[:end])
+	return major
+}
+
+// leaseExpired reports whether s has not been heard from for longer than the
+// holder's lease, SessionTimeout less one heartbeat.
+func (s *session) leaseExpired() bool {
+	lease := s.c.cfg.SessionTimeout - s.c.cfg.HeartbeatInterval
+	return time.Duration(monoNow()-s.heard.Load()) > lease
 }
 
 // broken drops the connection and reports every hold on it lost; called with
@@ -150,10 +210,25 @@ func (s *session) broken(cause error) {
 	s.c.loseHolds(s, cause)
 }
 
-// check pings a session that may hold locks; a failed ping means its locks
-// are gone. A session busy past ctx is left to its own statement's deadline.
+// check confirms that a session that may hold locks still has them (a
+// failed ping means they are gone) and keeps idle sessions from reaching
+// the server's idle_session_timeout. The lease is checked first and without
+// the session's sem, so a statement hung on a dead network cannot keep a
+// hold alive past the point where the server may free it.
 func (s *session) check(ctx context.Context) {
-	if err := s.lock(ctx); err != nil {
+	if s.kind != sessionControl && s.leaseExpired() && s.c.hasHolds(s) {
+		s.c.loseHolds(s, fmt.Errorf("%w: %s session not heard from within the lease (SessionTimeout %v less one heartbeat)",
+			ErrLockLost, s.kind, s.c.cfg.SessionTimeout))
+	}
+	if s.kind == sessionWait {
+		// A wait session in use is mid-wait, busy on the server and holding
+		// nothing: skip it rather than stall the beat behind its wait.
+		select {
+		case s.sem <- struct{}{}:
+		default:
+			return
+		}
+	} else if err := s.lock(ctx); err != nil {
 		return
 	}
 	defer s.unlock()
@@ -164,9 +239,12 @@ func (s *session) check(ctx context.Context) {
 		s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
 		return
 	}
+	sent := monoNow()
 	if err := s.conn.Ping(ctx); err != nil {
 		s.broken(fmt.Errorf("%w: %s session failed its check: %w", ErrLockLost, s.kind, err))
+		return
 	}
+	s.heard.Store(sent)
 }
 
 // close releases the session's locks (signalling their loss first, so no

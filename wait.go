@@ -98,19 +98,6 @@ func (p *waitPool) all() []*session {
 	return out
 }
 
-// holding returns the wait sessions that hold a lock, for the heartbeat.
-func (p *waitPool) holding() []*session {
-	p.c.mu.Lock()
-	defer p.c.mu.Unlock()
-	var out []*session
-	for _, s := range p.all() {
-		if len(s.holds) > 0 {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // wait waits on the server for h's key on a wait session until granted
 // (true), deadline passes (false, nil) or ctx ends (false, ctx.Err()).
 func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bool, error) {

@@ -95,6 +95,17 @@ func (q *Queries) RegisterLockName(ctx context.Context, db DBTX, arg RegisterLoc
 	return name, err
 }
 
+const setIdleSessionTimeout = `-- name: SetIdleSessionTimeout :exec
+SELECT set_config('idle_session_timeout', $1::text, false)
+`
+
+// PostgreSQL 14+ ends a lock session that stays idle this long (a frozen or
+// cut-off client), freeing its locks; the heartbeat keeps live ones busy.
+func (q *Queries) SetIdleSessionTimeout(ctx context.Context, db DBTX, timeoutMs string) error {
+	_, err := db.Exec(ctx, setIdleSessionTimeout, timeoutMs)
+	return err
+}
+
 const tryLock = `-- name: TryLock :one
 SELECT (CASE WHEN pg_try_advisory_lock($1::bigint)
              THEN nextval('pgcoord.fencing_token')

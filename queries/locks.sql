@@ -37,3 +37,8 @@ SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS
        h.since::timestamptz AS since, h.pid::integer AS pid
 FROM pgcoord.held_locks h
 ORDER BY h.name, h.granted DESC, h.since;
+
+-- name: SetIdleSessionTimeout :exec
+-- PostgreSQL 14+ ends a lock session that stays idle this long (a frozen or
+-- cut-off client), freeing its locks; the heartbeat keeps live ones busy.
+SELECT set_config('idle_session_timeout', sqlc.arg(timeout_ms)::text, false);

@@ -1,0 +1,99 @@
+package pgcoord
+
+import (
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// A frozen holder (SIGSTOP: a long GC pause, a stopped VM) keeps its locks
+// only until the server's idle_session_timeout (SessionTimeout) ends its
+// sessions; a waiter then gets the lock, and the holder, once it runs again,
+// is told it lost it.
+func TestFrozenHolderLosesLockAfterSessionTimeout(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c := newCoord(t, p)
+	child := startHolder(t, p, "frozen") // HeartbeatInterval 200ms: SessionTimeout 1s
+	l := c.GetLock("frozen")
+	got := make(chan bool, 1)
+	go func() {
+		ok, err := l.Acquire(ctx(t), Timeout(20*time.Second))
+		got <- ok && err == nil
+	}()
+	require.Eventually(t, func() bool { return waiters(t, l.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, child.cmd.Process.Signal(syscall.SIGSTOP))
+	stopped := time.Now()
+	require.True(t, <-got, "the waiter never got the frozen holder's lock")
+	require.Less(t, time.Since(stopped), 5*time.Second)
+	require.GreaterOrEqual(t, time.Since(stopped), 800*time.Millisecond, "taken before SessionTimeout")
+	require.Greater(t, l.Token(), child.token)
+
+	require.NoError(t, child.cmd.Process.Signal(syscall.SIGCONT))
+	child.expect(t, "lost")
+	require.NoError(t, l.Release(ctx(t)))
+}
+
+// The holder's lease: a lock session not heard from for SessionTimeout less
+// one heartbeat has its holds reported lost, even while a statement on it
+// still hangs (the server may free them any moment).
+func TestLeaseExpiryReportsLoss(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.SessionTimeout = time.Second })
+	l := c.GetLock("leased")
+	mustAcquire(t, l, NoWait)
+	s := c.lockSs[uint64(l.Key())%uint64(len(c.lockSs))]
+	// Pretend the session went silent long ago, and keep it busy so the
+	// heartbeat cannot ping it.
+	require.NoError(t, s.lock(ctx(t)))
+	s.heard.Store(monoNow() - int64(c.cfg.SessionTimeout))
+	requireClosedWithin(t, l.Lost(), 2*c.cfg.HeartbeatInterval+time.Second, "Lost at lease expiry")
+	s.unlock()
+	require.ErrorIs(t, l.Release(ctx(t)), ErrLockLost)
+}
+
+// Lock and idle wait sessions stay open across many SessionTimeouts: the
+// heartbeat keeps them from the server's idle_session_timeout.
+func TestIdleSessionsSurviveSessionTimeout(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	short := func(cfg *Config) { cfg.SessionTimeout = time.Second }
+	c, other := newCoord(t, p, short), newCoord(t, p, short)
+	held := c.GetLock("kept")
+	mustAcquire(t, held, NoWait)
+	// Leave a wait session idle in the pool.
+	blocker := other.GetLock("w")
+	mustAcquire(t, blocker, NoWait)
+	w := c.GetLock("w")
+	res := make(chan bool, 1)
+	go func() { ok, _ := w.Acquire(ctx(t), Wait); res <- ok }()
+	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, blocker.Release(ctx(t)))
+	require.True(t, <-res)
+	require.NoError(t, w.Release(ctx(t)))
+
+	time.Sleep(3 * c.cfg.SessionTimeout)
+	select {
+	case <-held.Lost():
+		t.Fatal("an idle lock session was timed out")
+	default:
+	}
+	require.NoError(t, held.Release(ctx(t)))
+	// The pooled wait session still works for the next wait.
+	mustAcquire(t, blocker, NoWait)
+	go func() { ok, _ := w.Acquire(ctx(t), Wait); res <- ok }()
+	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, blocker.Release(ctx(t)))
+	require.True(t, <-res)
+	require.NoError(t, w.Release(ctx(t)))
+}
+
+func TestServerMajor(t *testing.T) {
+	t.Parallel()
+	for v, want := range map[string]int{"15.18 (Debian 15.18-0+deb12u1)": 15, "14beta1": 14, "9.6.24": 9, "": 0, "x": 0} {
+		require.Equal(t, want, serverMajor(v), v)
+	}
+}
