@@ -1,0 +1,55 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The grants the README lists are enough for a coordinator that runs with
+// SkipMigrations as a role with no superuser and no DDL rights.
+func TestLeastPrivilegeRole(t *testing.T) {
+	t.Parallel()
+	role := fmt.Sprintf("pgcoord_app_%d", prefixSeq.Add(1))
+	for _, stmt := range []string{
+		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'app-pw' NOSUPERUSER NOCREATEDB NOCREATEROLE`,
+		`GRANT USAGE ON SCHEMA pgcoord TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE ON pgcoord.members TO ` + role,
+		`GRANT SELECT, INSERT ON pgcoord.locks TO ` + role,
+		`GRANT SELECT ON pgcoord.live_members, pgcoord.held_locks, pgcoord.schema_migrations TO ` + role,
+		`GRANT USAGE ON SEQUENCE pgcoord.fencing_token TO ` + role,
+		`GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer) TO ` + role,
+	} {
+		_, err := testPool.Exec(ctx(t), stmt)
+		require.NoError(t, err, stmt)
+	}
+	t.Cleanup(func() {
+		_, _ = testPool.Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = testPool.Exec(context.Background(), `DROP ROLE `+role)
+	})
+	p := testPrefix(t)
+	appURL := withUser(t, testURL, role, "app-pw")
+	c := newCoord(t, p, func(cfg *Config) { cfg.ConnString = appURL })
+	other := newCoord(t, p)
+	l := c.GetLock("least")
+	mustAcquire(t, l, NoWait)
+	// A wait (wait_lock) as the app role, too.
+	blocker := other.GetLock("waited")
+	mustAcquire(t, blocker, NoWait)
+	w := c.GetLock("waited")
+	res := make(chan bool, 1)
+	go func() { ok, _ := w.Acquire(ctx(t), Wait); res <- ok }()
+	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10e9, 10e6)
+	require.NoError(t, blocker.Release(ctx(t)))
+	require.True(t, <-res)
+	require.NoError(t, w.Release(ctx(t)))
+	require.NoError(t, l.Release(ctx(t)))
+
+	// The role cannot change the schema.
+	conn := connect(t, appURL)
+	_, err := conn.Exec(ctx(t), `CREATE TABLE pgcoord.intruder (id int)`)
+	require.Error(t, err)
+	require.NoError(t, c.Stop(ctx(t)))
+}
