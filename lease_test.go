@@ -68,11 +68,7 @@ func TestIdleSessionsSurviveSessionTimeout(t *testing.T) {
 	blocker := other.GetLock("w")
 	mustAcquire(t, blocker, NoWait)
 	w := c.GetLock("w")
-	res := make(chan bool, 1)
-	go func() { ok, _ := w.Acquire(ctx(t), Wait); res <- ok }()
-	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, blocker.Release(ctx(t)))
-	require.True(t, <-res)
+	acquireAfterWait(t, w, blocker)
 	require.NoError(t, w.Release(ctx(t)))
 
 	time.Sleep(3 * c.cfg.SessionTimeout)
@@ -84,10 +80,7 @@ func TestIdleSessionsSurviveSessionTimeout(t *testing.T) {
 	require.NoError(t, held.Release(ctx(t)))
 	// The pooled wait session still works for the next wait.
 	mustAcquire(t, blocker, NoWait)
-	go func() { ok, _ := w.Acquire(ctx(t), Wait); res <- ok }()
-	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, blocker.Release(ctx(t)))
-	require.True(t, <-res)
+	acquireAfterWait(t, w, blocker)
 	require.NoError(t, w.Release(ctx(t)))
 }
 

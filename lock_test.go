@@ -135,14 +135,6 @@ func TestKilledHolderFreesLockToWaiter(t *testing.T) {
 	require.NoError(t, l.Release(ctx(t)))
 }
 
-// waiters counts sessions waiting on the server for key.
-func waiters(t testing.TB, key int64) int {
-	var n int
-	require.NoError(t, testPool.QueryRow(ctx(t),
-		`SELECT count(*) FROM pgcoord.held_locks WHERE key = $1 AND NOT granted`, key).Scan(&n))
-	return n
-}
-
 // Lock semantics 3.
 func TestNoReentrancy(t *testing.T) {
 	t.Parallel()
@@ -279,11 +271,7 @@ func TestStopReleasesEverything(t *testing.T) {
 	blocker := other.GetLock("s4")
 	mustAcquire(t, blocker, NoWait)
 	waited := c.GetLock("s4")
-	res := make(chan bool, 1)
-	go func() { ok, _ := waited.Acquire(ctx(t), Wait); res <- ok }()
-	require.Eventually(t, func() bool { return waiters(t, waited.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, blocker.Release(ctx(t)))
-	require.True(t, <-res)
+	acquireAfterWait(t, waited, blocker)
 	locks = append(locks, waited)
 
 	require.NoError(t, c.Stop(ctx(t)))

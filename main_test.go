@@ -119,6 +119,32 @@ func requireBusy(t testing.TB, l *Lock) {
 	require.False(t, ok, "%q should be busy", l.Name())
 }
 
+// acquireAfterWait makes w take its lock by a server-side wait: it starts
+// w waiting, waits until the server shows it waiting, releases holder and
+// requires that w got the lock. The hold then sits on a wait session.
+func acquireAfterWait(t testing.TB, w, holder *Lock) {
+	t.Helper()
+	res := make(chan error, 1)
+	go func() {
+		ok, err := w.Acquire(ctx(t), Wait)
+		if err == nil && !ok {
+			err = fmt.Errorf("Wait returned false")
+		}
+		res <- err
+	}()
+	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, holder.Release(ctx(t)))
+	require.NoError(t, <-res)
+}
+
+// waiters counts sessions waiting on the server for key.
+func waiters(t testing.TB, key int64) int {
+	var n int
+	require.NoError(t, testPool.QueryRow(ctx(t),
+		`SELECT count(*) FROM pgcoord.held_locks WHERE key = $1 AND NOT granted`, key).Scan(&n))
+	return n
+}
+
 // heldBy returns the backend pid holding key (granted), or 0.
 func heldBy(t testing.TB, key int64) int32 {
 	t.Helper()

@@ -39,11 +39,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	blocker := other.GetLock("waited")
 	mustAcquire(t, blocker, NoWait)
 	w := c.GetLock("waited")
-	res := make(chan bool, 1)
-	go func() { ok, _ := w.Acquire(ctx(t), Wait); res <- ok }()
-	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10e9, 10e6)
-	require.NoError(t, blocker.Release(ctx(t)))
-	require.True(t, <-res)
+	acquireAfterWait(t, w, blocker)
 	require.NoError(t, w.Release(ctx(t)))
 	require.NoError(t, l.Release(ctx(t)))
 
