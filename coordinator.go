@@ -246,19 +246,10 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	if !c.cfg.SkipMigrations {
-		if err := migrateWith(ctx, c.connConfig, c.log); err != nil {
-			return err
-		}
-	}
+	// Sessions first, and the pooler check before any prepared statement:
+	// behind a transaction-pooling proxy those fail with confusing errors.
 	c.control = newSession(c, sessionControl)
 	if err := c.control.connect(ctx); err != nil {
-		return err
-	}
-	if err := c.checkSchema(ctx); err != nil {
-		return err
-	}
-	if err := c.registerMember(ctx, true); err != nil {
 		return err
 	}
 	c.lockSs = make([]*session, c.cfg.LockSessions)
@@ -268,7 +259,21 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if err := c.checkSessionLocks(ctx); err != nil {
+	if err := c.checkDistinctBackends(); err != nil {
+		return err
+	}
+	if !c.cfg.SkipMigrations {
+		if err := migrateWith(ctx, c.connConfig, c.log); err != nil {
+			return err
+		}
+	}
+	if err := c.checkSchema(ctx); err != nil {
+		return err
+	}
+	if err := c.registerMember(ctx, true); err != nil {
+		return err
+	}
+	if err := c.checkMemberLockStays(ctx); err != nil {
 		return err
 	}
 
@@ -340,35 +345,36 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 	return nil
 }
 
-// checkSessionLocks refuses connections on which session advisory locks are
-// not locks. Behind a transaction-pooling proxy the server end of a client
-// connection changes between transactions and several client connections
-// share one server session, so the member lock would not be visible on the
-// "same" session and the coordinator's sessions would report the same
-// backend pids.
-func (c *Coordinator) checkSessionLocks(ctx context.Context) error {
-	seen := map[uint32]bool{}
+// poolerAdvice ends every ErrSessionLocksUnsupported message.
+const poolerAdvice = "a transaction-pooling proxy (PgBouncer pool_mode=transaction) is in the way: connect directly or through session pooling"
+
+// checkDistinctBackends refuses connections on which session advisory
+// locks are not locks. Behind a transaction-pooling proxy, client
+// connections share server sessions between transactions, so the
+// coordinator's sessions (each asked for its backend pid when it connected)
+// report the same backend.
+func (c *Coordinator) checkDistinctBackends() error {
+	seen := map[int32]bool{}
 	for _, s := range append([]*session{c.control}, c.lockSs...) {
-		var pid int32
-		err := s.do(ctx, func(ctx context.Context, conn *pgx.Conn) (err error) {
-			pid, err = c.q.BackendPID(ctx, conn)
-			return err
-		})
-		if err != nil {
-			return err
+		if seen[s.backendPID] {
+			return fmt.Errorf("%w: two sessions share server backend %d; %s", ErrSessionLocksUnsupported, s.backendPID, poolerAdvice)
 		}
-		if seen[uint32(pid)] {
-			return fmt.Errorf("%w: two sessions share server backend %d; a transaction-pooling proxy (PgBouncer pool_mode=transaction) is in the way: connect directly or through session pooling", ErrSessionLocksUnsupported, pid)
-		}
-		seen[uint32(pid)] = true
+		seen[s.backendPID] = true
 	}
+	return nil
+}
+
+// checkMemberLockStays checks, in a statement of its own, that the backend
+// that took the member lock still holds it: behind a transaction-pooling
+// proxy the next statement may run on another backend.
+func (c *Coordinator) checkMemberLockStays(ctx context.Context) error {
 	return c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		held, err := c.q.HoldsMemberLock(ctx, conn, db.HoldsMemberLockParams{Key1: c.memberHi, Key2: c.memberLo})
 		if err != nil {
 			return err
 		}
 		if !held {
-			return fmt.Errorf("%w: the member lock vanished between two statements on one connection; a transaction-pooling proxy (PgBouncer pool_mode=transaction) is in the way: connect directly or through session pooling", ErrSessionLocksUnsupported)
+			return fmt.Errorf("%w: the member lock vanished between two statements on one connection; %s", ErrSessionLocksUnsupported, poolerAdvice)
 		}
 		return nil
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // sessionKind says what a session is for.
@@ -43,6 +44,9 @@ type session struct {
 	conn *pgx.Conn
 	// closed is guarded by sem: a closed session never dials again.
 	closed bool
+
+	// backendPID is the server backend of conn, asked when it connected.
+	backendPID int32
 
 	// holds is guarded by c.mu.
 	holds map[*hold]struct{}
@@ -150,12 +154,15 @@ func (s *session) dial(ctx context.Context) error {
 		// pgconn's errors name host, user and database, never the password.
 		return fmt.Errorf("pgcoord: connecting %s session: %w", s.kind, err)
 	}
-	if s.kind != sessionControl {
-		if err := s.c.boundIdle(ctx, conn); err != nil {
-			_ = conn.Close(context.WithoutCancel(ctx))
-			return err
-		}
+	pid, err := s.c.q.BackendPID(ctx, simpleProtocol{conn})
+	if err == nil && s.kind != sessionControl {
+		err = s.c.boundIdle(ctx, conn)
 	}
+	if err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return fmt.Errorf("pgcoord: preparing %s session: %w", s.kind, err)
+	}
+	s.backendPID = pid
 	s.conn = conn
 	s.heard.Store(monoNow())
 	return nil
@@ -173,7 +180,7 @@ func (c *Coordinator) boundIdle(ctx context.Context, conn *pgx.Conn) error {
 		return nil
 	}
 	ms := strconv.FormatInt(c.cfg.SessionTimeout.Milliseconds(), 10)
-	if err := c.q.SetIdleSessionTimeout(ctx, conn, ms); err != nil {
+	if err := c.q.SetIdleSessionTimeout(ctx, simpleProtocol{conn}, ms); err != nil {
 		return fmt.Errorf("pgcoord: setting idle_session_timeout: %w", err)
 	}
 	return nil
@@ -272,4 +279,23 @@ func (s *session) close(ctx context.Context, cause error) error {
 		return fmt.Errorf("pgcoord: releasing locks of %s session: %w", s.kind, err)
 	}
 	return nil
+}
+
+// simpleProtocol runs sqlc's queries with PostgreSQL's simple protocol. The
+// statements run while a session connects use it: they need no prepared
+// statement, so they work (and can tell what is wrong) even through a
+// transaction-pooling proxy, where a statement prepared in one transaction
+// is gone in the next.
+type simpleProtocol struct{ conn *pgx.Conn }
+
+func (s simpleProtocol) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return s.conn.Exec(ctx, sql, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
+}
+
+func (s simpleProtocol) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return s.conn.Query(ctx, sql, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
+}
+
+func (s simpleProtocol) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return s.conn.QueryRow(ctx, sql, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
 }
