@@ -85,13 +85,7 @@ func (c *Coordinator) checkedSessions() []*session {
 // reconnect redials the control session until it works or Stop, then
 // retakes the member lock and rewrites the member row.
 func (c *Coordinator) reconnect(ticker *time.Ticker) {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = c.cfg.InitialReconnectBackoff
-	bo.MaxInterval = c.cfg.MaxReconnectBackoff
-	bo.RandomizationFactor = 0.5
-	bo.Multiplier = 2
-	bo.MaxElapsedTime = 0 // forever, until Stop
-	bo.Reset()
+	bo := c.reconnectBackoff()
 	for attempt := 1; ; attempt++ {
 		wait := bo.NextBackOff()
 		timer := time.NewTimer(wait)
@@ -116,6 +110,20 @@ func (c *Coordinator) reconnect(ticker *time.Ticker) {
 		}
 		cancel()
 	}
+}
+
+// reconnectBackoff waits InitialReconnectBackoff, then twice as long each
+// time up to MaxReconnectBackoff, each wait jittered by ±50% so members cut
+// off together do not reconnect in lockstep; it never gives up.
+func (c *Coordinator) reconnectBackoff() *backoff.ExponentialBackOff {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = c.cfg.InitialReconnectBackoff
+	bo.MaxInterval = c.cfg.MaxReconnectBackoff
+	bo.RandomizationFactor = 0.5
+	bo.Multiplier = 2
+	bo.MaxElapsedTime = 0 // forever, until Stop
+	bo.Reset()
+	return bo
 }
 
 func (c *Coordinator) reconnectOnce() error {

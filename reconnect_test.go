@@ -53,3 +53,22 @@ func TestReconnectAfterServerOutage(t *testing.T) {
 		`SELECT EXISTS (SELECT 1 FROM pgcoord.live_members WHERE member_id = $1)`, c.MemberID()).Scan(&live))
 	require.True(t, live, "member registered again after the outage")
 }
+
+// The reconnect waits grow from InitialReconnectBackoff to
+// MaxReconnectBackoff, jittered, and never stop.
+func TestReconnectBackoffSchedule(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{ConnString: testURL, InitialReconnectBackoff: 100 * time.Millisecond, MaxReconnectBackoff: 2 * time.Second})
+	require.NoError(t, err)
+	bo := c.reconnectBackoff()
+	base := 100 * time.Millisecond
+	distinct := map[time.Duration]bool{}
+	for i := range 40 {
+		d := bo.NextBackOff()
+		require.GreaterOrEqual(t, d, base/2, "wait %d", i)
+		require.LessOrEqual(t, d, base*3/2, "wait %d", i)
+		distinct[d] = true
+		base = min(base*2, 2*time.Second)
+	}
+	require.Greater(t, len(distinct), 20, "waits are jittered")
+}
