@@ -66,8 +66,8 @@ type Config struct {
 	LockSessions int
 	// SessionTimeout bounds how long a lock is held by a holder that went
 	// silent (frozen by SIGSTOP or a long pause, or cut off without a FIN).
-	// On PostgreSQL 14 and later the server ends a lock or wait session that
-	// stays idle this long (idle_session_timeout), freeing its locks; the
+	// On PostgreSQL 14 and later the server ends any session of the
+	// coordinator that stays idle this long (idle_session_timeout), freeing its locks; the
 	// heartbeat keeps healthy sessions from ever being idle that long. The
 	// holder's own lease ends one HeartbeatInterval earlier: a session not
 	// heard from for SessionTimeout-HeartbeatInterval has its holds reported

@@ -155,7 +155,10 @@ func (s *session) dial(ctx context.Context) error {
 		return fmt.Errorf("pgcoord: connecting %s session: %w", s.kind, err)
 	}
 	pid, err := s.c.q.BackendPID(ctx, simpleProtocol{conn})
-	if err == nil && s.kind != sessionControl {
+	if err == nil {
+		// The control session too: after a partition its old server session
+		// must not keep the member lock (and so block the reconnect) for
+		// as long as TCP takes to give up.
 		err = s.c.boundIdle(ctx, conn)
 	}
 	if err != nil {
