@@ -122,6 +122,8 @@ type Coordinator struct {
 	// failed Start never marks another live member's row stopped.
 	registered bool
 
+	stats coordStats
+
 	// warnOldServer logs once that the server cannot bound idle sessions.
 	warnOldServer sync.Once
 

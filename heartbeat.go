@@ -97,6 +97,7 @@ func (c *Coordinator) reconnect(ticker *time.Ticker) {
 		}
 		err := c.reconnectOnce()
 		if err == nil {
+			c.stats.reconnects.Add(1)
 			c.log.Info("pgcoord: reconnected", slog.Int("attempt", attempt))
 			ticker.Reset(c.cfg.HeartbeatInterval)
 			return

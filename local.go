@@ -26,8 +26,8 @@ func (t *localTable) init() { t.entries = map[int64]*localEntry{} }
 // claim takes key for the caller. With noWait it returns nil at once when
 // another Lock has it; otherwise it waits until the key is free, ctx ends
 // (returning ctx's error) or deadline passes (nil, nil). A zero deadline
-// means no deadline.
-func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline time.Time) (*localEntry, error) {
+// means no deadline. waited reports whether it had to wait.
+func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline time.Time) (_ *localEntry, waited bool, err error) {
 	var timer *time.Timer
 	var timeout <-chan time.Time
 	for {
@@ -40,12 +40,13 @@ func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline
 			if timer != nil {
 				timer.Stop()
 			}
-			return e, nil
+			return e, waited, nil
 		}
 		t.mu.Unlock()
 		if noWait {
-			return nil, nil
+			return nil, false, nil
 		}
+		waited = true
 		if !deadline.IsZero() && timer == nil {
 			timer = time.NewTimer(time.Until(deadline))
 			timeout = timer.C
@@ -53,12 +54,12 @@ func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline
 		select {
 		case <-e.freed:
 		case <-timeout:
-			return nil, nil
+			return nil, true, nil
 		case <-ctx.Done():
 			if timer != nil {
 				timer.Stop()
 			}
-			return nil, ctx.Err()
+			return nil, true, ctx.Err()
 		}
 	}
 }

@@ -219,6 +219,11 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	l.mu.Unlock()
 
 	h, err := l.c.acquire(ctx, l, b)
+	if h != nil {
+		l.c.stats.acquired.Add(1)
+	} else if err == nil {
+		l.c.stats.busy.Add(1)
+	}
 
 	l.mu.Lock()
 	l.acquiring = false
@@ -258,7 +263,15 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 	stopWatch := context.AfterFunc(c.runCtx, cancel)
 	defer stopWatch()
 
-	entry, err := c.local.claim(ctx, l.key, b.mode == blockNoWait, deadline)
+	waitStart := time.Now()
+	var waited bool
+	defer func() {
+		if waited {
+			c.stats.waited.Add(1)
+			c.stats.waitNanos.Add(int64(time.Since(waitStart)))
+		}
+	}()
+	entry, waited, err := c.local.claim(ctx, l.key, b.mode == blockNoWait, deadline)
 	if entry == nil {
 		return nil, c.stoppedOr(err)
 	}
@@ -292,6 +305,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 	if b.mode == blockNoWait {
 		return nil, nil
 	}
+	waited = true
 	ok, err := c.wait(ctx, h, deadline)
 	if !ok {
 		return nil, c.stoppedOr(err)
@@ -341,6 +355,7 @@ func (c *Coordinator) addHold(s *session, h *hold) error {
 	}
 	h.sess = s
 	s.holds[h] = struct{}{}
+	c.stats.held.Add(1)
 	return nil
 }
 
@@ -368,6 +383,8 @@ func (c *Coordinator) loseHolds(s *session, cause error) {
 		h.cause = cause
 		lost = append(lost, h)
 	}
+	c.stats.held.Add(-int64(len(lost)))
+	c.stats.lost.Add(uint64(len(lost)))
 	c.mu.Unlock()
 	for _, h := range lost {
 		h.signalLost(cause)
@@ -444,12 +461,16 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 	}
 	h.ended = true
 	delete(s.holds, h)
+	c.stats.held.Add(-1)
 	if err == nil && !released {
 		// The server says this session did not hold it: something unlocked it
 		// behind our back (pg_advisory_unlock_all, DISCARD ALL).
 		h.cause = fmt.Errorf("%w: the server no longer held %q", ErrLockLost, h.lock.full)
 	}
 	cause := h.cause
+	if cause != nil {
+		c.stats.lost.Add(1)
+	}
 	c.mu.Unlock()
 
 	if cause != nil {

@@ -44,6 +44,8 @@ func TestReconnectAfterServerOutage(t *testing.T) {
 
 	require.NoError(t, srv.StartServer())
 	require.Eventually(t, c.IsActive, 10*time.Second, 10*time.Millisecond)
+	require.GreaterOrEqual(t, c.Stats().Reconnects, uint64(1))
+	require.GreaterOrEqual(t, c.Stats().Lost, uint64(1))
 	mustAcquire(t, l, NoWait)
 	require.NoError(t, l.Release(ctx(t)))
 
