@@ -108,11 +108,12 @@ type Coordinator struct {
 	cancelRun context.CancelFunc
 	hbDone    chan struct{}
 
-	control *session
-	lockSs  []*session
-	waits   waitPool
-	local   localTable
-	names   nameCache
+	control  *session
+	registry *session
+	lockSs   []*session
+	waits    waitPool
+	local    localTable
+	names    nameCache
 
 	// active is true while the control session works; lastBeat is when the
 	// backend last answered a heartbeat (unix nanos).
@@ -120,7 +121,7 @@ type Coordinator struct {
 	lastBeat atomic.Int64
 	// registered is set once this coordinator took its member lock, so a
 	// failed Start never marks another live member's row stopped.
-	registered bool
+	registered atomic.Bool
 
 	stats coordStats
 
@@ -254,6 +255,7 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	if err := c.control.connect(ctx); err != nil {
 		return err
 	}
+	c.registry = newSession(c, sessionRegistry)
 	c.lockSs = make([]*session, c.cfg.LockSessions)
 	for i := range c.lockSs {
 		c.lockSs[i] = newSession(c, sessionLock)
@@ -343,7 +345,7 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 	if err != nil {
 		return fmt.Errorf("pgcoord: registering member: %w", err)
 	}
-	c.registered = true
+	c.registered.Store(true)
 	return nil
 }
 
@@ -428,6 +430,9 @@ func (c *Coordinator) closeSessions(ctx context.Context) []error {
 	var wg sync.WaitGroup
 	var emu sync.Mutex
 	all := append(append([]*session(nil), c.lockSs...), c.waits.all()...)
+	if c.registry != nil {
+		all = append(all, c.registry)
+	}
 	for _, s := range all {
 		wg.Add(1)
 		go func() {
@@ -441,7 +446,7 @@ func (c *Coordinator) closeSessions(ctx context.Context) []error {
 	}
 	wg.Wait()
 	c.waits.closing.Wait()
-	if c.control != nil && c.registered {
+	if c.control != nil && c.registered.Swap(false) {
 		err := c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 			if err := c.q.MarkStopped(ctx, conn, c.memberID); err != nil {
 				return err

@@ -6,19 +6,25 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
 )
 
-// heartbeatLoop beats every HeartbeatInterval until Stop. When the control
-// session breaks it reconnects with jittered exponential backoff, forever;
-// IsActive is false meanwhile. Sessions holding locks are checked on every
-// beat, including while reconnecting, so a dead session's holders learn of
-// the loss within about one interval.
+// heartbeatLoop beats every HeartbeatInterval until Stop. Every beat checks
+// the lock and wait sessions, whatever the control session is doing: holders
+// must learn of a loss within two intervals even while the control session
+// reconnects, which happens in a goroutine of its own with jittered
+// exponential backoff, forever. IsActive is false meanwhile.
 func (c *Coordinator) heartbeatLoop() {
-	defer close(c.hbDone)
+	var reconnecting atomic.Bool
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		close(c.hbDone)
+	}()
 	ticker := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer ticker.Stop()
 	for {
@@ -27,27 +33,44 @@ func (c *Coordinator) heartbeatLoop() {
 			return
 		case <-ticker.C:
 		}
-		if err := c.beat(c.runCtx); err != nil && c.runCtx.Err() == nil {
+		err := c.beat(c.runCtx, !reconnecting.Load())
+		if err != nil && c.runCtx.Err() == nil && !reconnecting.Load() {
 			c.active.Store(false)
 			c.log.Warn("pgcoord: heartbeat failed; reconnecting", slog.Any("err", err))
-			c.reconnect(ticker)
+			reconnecting.Store(true)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer reconnecting.Store(false)
+				c.reconnect()
+			}()
 		}
 	}
 }
 
 // Heartbeat sends one heartbeat now: it refreshes last_heartbeat with the
 // database clock and checks every session that holds locks. It returns an
-// error when the control session cannot reach the backend.
+// error when the control session cannot reach the backend. ctx bounds only
+// the wait for the result: the checks themselves run on the coordinator's
+// own deadline, so a cancelled ctx cannot cut a session (and its holds) short.
 func (c *Coordinator) Heartbeat(ctx context.Context) error {
 	if !c.running() {
 		return ErrNotStarted
 	}
-	return c.beat(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.beat(c.runCtx, true) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
-// beat runs one heartbeat; each part is bounded by one interval so a stalled
-// network cannot delay the next beat.
-func (c *Coordinator) beat(ctx context.Context) error {
+// beat runs one heartbeat: the session checks and, when control is set, the
+// member row update, each bounded by one interval so a stalled network
+// cannot delay the next beat. ctx must be the coordinator's runCtx.
+func (c *Coordinator) beat(ctx context.Context, control bool) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatInterval)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -58,16 +81,22 @@ func (c *Coordinator) beat(ctx context.Context) error {
 			s.check(ctx)
 		}()
 	}
-	err := c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		n, err := c.q.Heartbeat(ctx, conn, c.memberID)
-		if err == nil && n == 0 {
-			// The row was deleted or marked stopped by hand: write it back,
-			// since other members judge liveness by it.
-			return c.registerMemberLocked(ctx, conn, false)
-		}
-		return err
-	})
+	var err error
+	if control {
+		err = c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			n, err := c.q.Heartbeat(ctx, conn, c.memberID)
+			if err == nil && n == 0 {
+				// The row was deleted or marked stopped by hand: write it
+				// back, since other members judge liveness by it.
+				return c.registerMemberLocked(ctx, conn, false)
+			}
+			return err
+		})
+	}
 	wg.Wait()
+	if !control {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("pgcoord: heartbeat: %w", err)
 	}
@@ -84,7 +113,7 @@ func (c *Coordinator) checkedSessions() []*session {
 
 // reconnect redials the control session until it works or Stop, then
 // retakes the member lock and rewrites the member row.
-func (c *Coordinator) reconnect(ticker *time.Ticker) {
+func (c *Coordinator) reconnect() {
 	bo := c.reconnectBackoff()
 	for attempt := 1; ; attempt++ {
 		wait := bo.NextBackOff()
@@ -99,17 +128,10 @@ func (c *Coordinator) reconnect(ticker *time.Ticker) {
 		if err == nil {
 			c.stats.reconnects.Add(1)
 			c.log.Info("pgcoord: reconnected", slog.Int("attempt", attempt))
-			ticker.Reset(c.cfg.HeartbeatInterval)
 			return
 		}
 		c.log.Warn("pgcoord: reconnect failed", slog.Int("attempt", attempt),
 			slog.Duration("after", wait), slog.Any("err", err))
-		// Holders must still learn of losses while the backend is away.
-		ctx, cancel := context.WithTimeout(c.runCtx, c.cfg.HeartbeatInterval)
-		for _, s := range c.checkedSessions() {
-			s.check(ctx)
-		}
-		cancel()
 	}
 }
 

@@ -247,7 +247,9 @@ func (l *Lock) Release(ctx context.Context) error {
 	if h == nil {
 		return ErrNotHeld
 	}
-	return l.c.release(context.WithoutCancel(ctx), h)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.opTimeout())
+	defer cancel()
+	return l.c.release(ctx, h)
 }
 
 // acquire claims the key in-process, then on the server: one try on a lock
@@ -283,22 +285,14 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 		}
 	}()
 
-	s := c.lockSs[uint64(l.key)%uint64(len(c.lockSs))]
-	err = s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		if err := c.register(ctx, conn, l); err != nil {
-			return err
-		}
-		tok, err := c.q.TryLock(ctx, conn, l.key)
-		if err != nil || tok == 0 {
-			return err
-		}
-		h.token = tok
-		return c.addHold(s, h)
-	})
+	if err := c.register(ctx, l); err != nil {
+		return nil, c.stoppedOr(err)
+	}
+	ok, err := c.try(ctx, h)
 	if err != nil {
 		return nil, c.stoppedOr(err)
 	}
-	if h.token != 0 {
+	if ok {
 		done = true
 		return h, nil
 	}
@@ -306,7 +300,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 		return nil, nil
 	}
 	waited = true
-	ok, err := c.wait(ctx, h, deadline)
+	ok, err = c.wait(ctx, h, deadline)
 	if !ok {
 		return nil, c.stoppedOr(err)
 	}
@@ -322,19 +316,39 @@ func (c *Coordinator) stoppedOr(err error) error {
 	return err
 }
 
-// register makes sure l's name owns its key in the registry.
-func (c *Coordinator) register(ctx context.Context, conn *pgx.Conn, l *Lock) error {
+// try takes h's key on its lock session in one round trip, without
+// waiting: (true, nil) when granted, with h recorded on the session.
+func (c *Coordinator) try(ctx context.Context, h *hold) (bool, error) {
+	s := c.lockSs[uint64(h.key)%uint64(len(c.lockSs))]
+	err := s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		tok, err := c.q.TryLock(ctx, conn, h.key)
+		if err != nil || tok == 0 {
+			return err
+		}
+		h.token = tok
+		return c.addHold(s, h)
+	})
+	return err == nil && h.token != 0, err
+}
+
+// register makes sure l's name owns its key in the registry. It runs on the
+// registry session, which holds no lock: an insert stalled behind a table
+// lock, or cancelled by the caller, costs no hold anything.
+func (c *Coordinator) register(ctx context.Context, l *Lock) error {
 	if c.names.known(l.key, l.full) {
 		return nil
 	}
 	var got string
-	var err error
-	for range 3 {
-		got, err = c.q.RegisterLockName(ctx, conn, db.RegisterLockNameParams{Key: l.key, Name: l.full})
-		if !errors.Is(err, pgx.ErrNoRows) {
-			break
+	err := c.registry.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		for range 3 {
+			got, err = c.q.RegisterLockName(ctx, conn, db.RegisterLockNameParams{Key: l.key, Name: l.full})
+			if !errors.Is(err, pgx.ErrNoRows) {
+				break
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("pgcoord: registering lock name %q: %w", l.full, err)
 	}

@@ -59,7 +59,7 @@ logfile = %s
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "pgbouncer.ini"), []byte(ini), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "users.txt"), []byte(fmt.Sprintf("%q \"\"\n", userName)), 0o644))
 
-	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
+	cmd := exec.Command(bin, "-q", filepath.Join(dir, "pgbouncer.ini")) // -q: log to the file only
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")

@@ -3,6 +3,7 @@ package pgcoord
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -23,10 +24,13 @@ const (
 	// it. It never holds any other lock, so cancelling its wait (pgx closes
 	// the connection on cancel) costs nobody a hold.
 	sessionWait
+	// sessionRegistry registers new lock names in pgcoord.locks. It holds
+	// no lock, so its statements may be cancelled or stall harmlessly.
+	sessionRegistry
 )
 
 func (k sessionKind) String() string {
-	return [...]string{"control", "lock", "wait"}[k]
+	return [...]string{"control", "lock", "wait", "registry"}[k]
 }
 
 // session is one dedicated connection owned by the coordinator, never part of
@@ -50,6 +54,8 @@ type session struct {
 
 	// holds is guarded by c.mu.
 	holds map[*hold]struct{}
+	// raw is the socket of conn, for forceClose.
+	raw atomic.Pointer[rawConn]
 	// heard is when the last statement that succeeded on this connection
 	// was sent (nanoseconds on the process's monotonic clock). The server
 	// cannot have started counting the session idle before then, so a lease
@@ -102,34 +108,62 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 	if s.closed {
 		return ErrNotStarted
 	}
+	if s.kind == sessionLock {
+		// A lock session carries many holds, and pgx closes a connection
+		// whose statement is cancelled: a caller's cancellation must never
+		// cut one short. Its statements (try, unlock) are short and never
+		// wait on other sessions, so they run under the internal bound only.
+		ctx = context.WithoutCancel(ctx)
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
 		defer cancel()
 	}
-	if s.conn == nil || s.conn.IsClosed() {
-		if s.conn != nil {
-			s.broken(fmt.Errorf("%w: session closed", ErrLockLost))
+	for attempt := 0; ; attempt++ {
+		if s.conn == nil || s.conn.IsClosed() {
+			if s.conn != nil {
+				s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
+			}
+			if s.kind == sessionControl && s.c.state.Load() == stateStarted {
+				return fmt.Errorf("pgcoord: control session is reconnecting")
+			}
+			if err := s.dial(ctx); err != nil {
+				return err
+			}
 		}
-		if s.kind == sessionControl && s.c.state.Load() == stateStarted {
-			return fmt.Errorf("pgcoord: control session is reconnecting")
+		conn := s.conn
+		sent := monoNow()
+		err := fn(ctx, conn)
+		if err == nil {
+			s.heardAt(sent)
+			return nil
 		}
-		if err := s.dial(ctx); err != nil {
+		if !conn.IsClosed() {
 			return err
 		}
-	}
-	conn := s.conn
-	sent := monoNow()
-	err := fn(ctx, conn)
-	if err == nil {
-		s.heard.Store(sent)
-	}
-	if err != nil && conn.IsClosed() {
 		// pgx closes the connection on network errors and on cancellation;
 		// either way the server ends the session and with it every lock.
 		s.broken(fmt.Errorf("%w: %s session broke: %w", ErrLockLost, s.kind, err))
+		// A connection that died while idle (a server restart, an idle
+		// timeout) fails the next statement before the server ran it: one
+		// retry on a new connection turns that into success. Every statement
+		// run here is safe to repeat: one that did run died with its session.
+		if attempt > 0 || ctx.Err() != nil || s.kind == sessionControl {
+			return err
+		}
 	}
-	return err
+}
+
+// heardAt records that a statement sent at t succeeded; heard only moves
+// forward.
+func (s *session) heardAt(t int64) {
+	for {
+		old := s.heard.Load()
+		if t <= old || s.heard.CompareAndSwap(old, t) {
+			return
+		}
+	}
 }
 
 // connect dials now (Start opens every session up front so that bad settings
@@ -155,7 +189,7 @@ func (s *session) dial(ctx context.Context) error {
 		return fmt.Errorf("pgcoord: connecting %s session: %w", s.kind, err)
 	}
 	pid, err := s.c.q.BackendPID(ctx, simpleProtocol{conn})
-	if err == nil {
+	if err == nil && s.kind != sessionRegistry {
 		// The control session too: after a partition its old server session
 		// must not keep the member lock (and so block the reconnect) for
 		// as long as TCP takes to give up.
@@ -167,8 +201,22 @@ func (s *session) dial(ctx context.Context) error {
 	}
 	s.backendPID = pid
 	s.conn = conn
-	s.heard.Store(monoNow())
+	s.raw.Store(&rawConn{conn.PgConn().Conn()})
+	s.heardAt(monoNow())
 	return nil
+}
+
+// rawConn boxes a net.Conn for an atomic pointer.
+type rawConn struct{ net.Conn }
+
+// forceClose closes the socket under the session without its sem: for a
+// session whose lease ran out while a statement on it hangs. The statement
+// then fails and its caller sees a broken connection, and the server, seeing
+// the socket closed, ends the session and frees its locks.
+func (s *session) forceClose() {
+	if r := s.raw.Load(); r != nil {
+		_ = r.Close()
+	}
 }
 
 // boundIdle asks the server to end the session when it stays idle for
@@ -216,6 +264,7 @@ func (s *session) broken(cause error) {
 		_ = s.conn.Close(ctx)
 		cancel()
 		s.conn = nil
+		s.raw.Store(nil)
 	}
 	s.c.loseHolds(s, cause)
 }
@@ -225,10 +274,17 @@ func (s *session) broken(cause error) {
 // the server's idle_session_timeout. The lease is checked first and without
 // the session's sem, so a statement hung on a dead network cannot keep a
 // hold alive past the point where the server may free it.
+//
+// ctx must be the coordinator's own (bounded by one interval), never a
+// caller's: a cancelled ping would close the session and lose its holds.
 func (s *session) check(ctx context.Context) {
 	if s.kind != sessionControl && s.leaseExpired() && s.c.hasHolds(s) {
+		// Signal first, then close the socket so the server frees the
+		// locks now rather than at idle_session_timeout, or never if the
+		// session is still alive but stalled.
 		s.c.loseHolds(s, fmt.Errorf("%w: %s session not heard from within the lease (SessionTimeout %v less one heartbeat)",
 			ErrLockLost, s.kind, s.c.cfg.SessionTimeout))
+		s.forceClose()
 	}
 	if s.kind == sessionWait {
 		// A wait session in use is mid-wait, busy on the server and holding
@@ -251,10 +307,12 @@ func (s *session) check(ctx context.Context) {
 	}
 	sent := monoNow()
 	if err := s.conn.Ping(ctx); err != nil {
-		s.broken(fmt.Errorf("%w: %s session failed its check: %w", ErrLockLost, s.kind, err))
+		if s.conn.IsClosed() {
+			s.broken(fmt.Errorf("%w: %s session failed its check: %w", ErrLockLost, s.kind, err))
+		}
 		return
 	}
-	s.heard.Store(sent)
+	s.heardAt(sent)
 }
 
 // close releases the session's locks (signalling their loss first, so no
@@ -278,6 +336,7 @@ func (s *session) close(ctx context.Context, cause error) error {
 	}
 	_ = s.conn.Close(ctx)
 	s.conn = nil
+	s.raw.Store(nil)
 	if err != nil {
 		return fmt.Errorf("pgcoord: releasing locks of %s session: %w", s.kind, err)
 	}

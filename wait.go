@@ -40,13 +40,21 @@ func (p *waitPool) init(c *Coordinator, max int) {
 	p.used = map[*session]struct{}{}
 }
 
-// get returns a wait session, waiting for a free slot if MaxWaitSessions are
-// in use.
-func (p *waitPool) get(ctx context.Context) (*session, error) {
+// get returns a wait session, waiting up to within for a free slot if
+// MaxWaitSessions are in use; (nil, nil) when none freed up in time.
+func (p *waitPool) get(ctx context.Context, within time.Duration) (*session, error) {
 	select {
 	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	default:
+		timer := time.NewTimer(within)
+		defer timer.Stop()
+		select {
+		case p.slots <- struct{}{}:
+		case <-timer.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -98,12 +106,42 @@ func (p *waitPool) all() []*session {
 	return out
 }
 
+// slotPoll is how often a waiter queued for a wait session (all
+// MaxWaitSessions in use) tries its lock without waiting.
+const slotPoll = 100 * time.Millisecond
+
+// waitSession gets a wait session for h. While all MaxWaitSessions are in
+// use it tries the lock on a lock session every slotPoll, so a lock freed
+// meanwhile is taken (then it returns nil and h is held), and it gives up
+// at deadline (nil, nil). This polling is the degraded mode of a coordinator
+// with too many waited-for locks held at once; raise MaxWaitSessions to
+// avoid it.
+func (c *Coordinator) waitSession(ctx context.Context, h *hold, deadline time.Time) (*session, error) {
+	for {
+		within := slotPoll
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return nil, nil
+			}
+			within = min(within, left)
+		}
+		s, err := c.waits.get(ctx, within)
+		if s != nil || err != nil {
+			return s, err
+		}
+		if ok, err := c.try(ctx, h); ok || err != nil {
+			return nil, err
+		}
+	}
+}
+
 // wait waits on the server for h's key on a wait session until granted
 // (true), deadline passes (false, nil) or ctx ends (false, ctx.Err()).
 func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bool, error) {
-	s, err := c.waits.get(ctx)
-	if err != nil {
-		return false, err
+	s, err := c.waitSession(ctx, h, deadline)
+	if s == nil {
+		return h.token != 0, err
 	}
 	for {
 		slice := waitSlice
@@ -120,6 +158,10 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bo
 			if err != nil || tok == 0 {
 				return err
 			}
+			// The server starts counting the session idle when the wait
+			// ends, which may be a whole slice after it was sent: the
+			// lease runs from now, not from the send.
+			s.heardAt(monoNow())
 			h.token = tok
 			return c.addHold(s, h)
 		})

@@ -1,0 +1,234 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Regression tests from a review of the session layer: each once failed.
+
+// lockRegistry makes the name registry's inserts wait, as a DBA's or a
+// migration's LOCK TABLE would, until the returned func is called.
+func lockRegistry(t *testing.T) (unlock func()) {
+	admin := connect(t, testURL)
+	tx, err := admin.Begin(ctx(t))
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx(t), `LOCK TABLE pgcoord.locks IN SHARE MODE`)
+	require.NoError(t, err)
+	return func() { require.NoError(t, tx.Rollback(ctx(t))) }
+}
+
+func requireStillHeld(t *testing.T, l *Lock, for_ time.Duration) {
+	t.Helper()
+	select {
+	case <-l.Lost():
+		t.Fatalf("%q lost: %v", l.Name(), l.Release(ctx(t)))
+	case <-time.After(for_):
+	}
+}
+
+// A caller's ctx ending during its first statement (here the registry
+// insert, stalled) costs no other hold of the coordinator.
+func TestCancelledAcquireCostsNoOtherHold(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.LockSessions = 1 })
+	a := c.GetLock("a")
+	mustAcquire(t, a, NoWait)
+	unlock := lockRegistry(t)
+	cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	ok, err := c.GetLock("b").Acquire(cctx, Wait)
+	require.False(t, ok)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	unlock()
+	requireStillHeld(t, a, 500*time.Millisecond)
+	require.NoError(t, a.Release(ctx(t)))
+}
+
+// A stalled registry insert stalls only the acquire that needs it, not the
+// lock sessions: the holds on them keep their lease.
+func TestStalledRegistryKeepsLeases(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+		cfg.SessionTimeout = 500 * time.Millisecond
+		cfg.LockSessions = 1
+	})
+	a := c.GetLock("a")
+	mustAcquire(t, a, NoWait)
+	unlock := lockRegistry(t)
+	res := make(chan error, 1)
+	go func() {
+		ok, err := c.GetLock("b").Acquire(context.Background(), NoWait)
+		if err == nil && !ok {
+			err = fmt.Errorf("b busy")
+		}
+		res <- err
+	}()
+	requireStillHeld(t, a, 1500*time.Millisecond)
+	unlock()
+	require.NoError(t, <-res)
+	require.NoError(t, a.Release(ctx(t)))
+}
+
+// A hold lost to the lease is also freed on the server (the session is
+// closed), so others can take the lock; it is not orphaned on a live
+// session the heartbeat keeps pinging.
+func TestLeaseLossFreesServerLock(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c := newCoord(t, p, func(cfg *Config) { cfg.SessionTimeout = time.Second; cfg.LockSessions = 1 })
+	other := newCoord(t, p)
+	l := c.GetLock("leased")
+	mustAcquire(t, l, NoWait)
+	s := c.lockSs[0]
+	require.NoError(t, s.lock(ctx(t)))
+	s.heard.Store(monoNow() - int64(c.cfg.SessionTimeout))
+	requireClosedWithin(t, l.Lost(), 2*c.cfg.HeartbeatInterval+time.Second, "Lost at lease expiry")
+	s.unlock()
+	require.ErrorIs(t, l.Release(ctx(t)), ErrLockLost)
+	o := other.GetLock("leased")
+	require.Eventually(t, func() bool {
+		ok, err := o.Acquire(ctx(t), NoWait)
+		require.NoError(t, err)
+		return ok
+	}, 5*time.Second, 20*time.Millisecond, "lock still held by pid %d", heldBy(t, l.Key()))
+	require.NoError(t, o.Release(ctx(t)))
+}
+
+// A lock granted late in a one-second wait slice is not mistaken for a
+// silent session by a lease shorter than the slice.
+func TestWaitGrantNotMistakenForSilence(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	mod := func(cfg *Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+		cfg.SessionTimeout = 500 * time.Millisecond
+	}
+	c1, c2 := newCoord(t, p, mod), newCoord(t, p, mod)
+	h := c2.GetLock("x")
+	mustAcquire(t, h, NoWait)
+	w := c1.GetLock("x")
+	res := make(chan error, 1)
+	go func() {
+		ok, err := w.Acquire(ctx(t), Wait)
+		if err == nil && !ok {
+			err = fmt.Errorf("Wait returned false")
+		}
+		res <- err
+	}()
+	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, time.Millisecond)
+	time.Sleep(700 * time.Millisecond) // release late in the wait's slice
+	require.NoError(t, h.Release(ctx(t)))
+	require.NoError(t, <-res)
+	requireStillHeld(t, w, time.Second)
+	require.NoError(t, w.Release(ctx(t)))
+}
+
+// While the control session reconnects (slowly here), lock sessions are
+// still checked: the server's idle_session_timeout never frees a lock the
+// holder still believes it has.
+func TestLockSessionsCheckedDuringReconnect(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c1 := newCoord(t, p, func(cfg *Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+		cfg.SessionTimeout = 500 * time.Millisecond
+		cfg.InitialReconnectBackoff = 5 * time.Second
+		cfg.MaxReconnectBackoff = 5 * time.Second
+	})
+	c2 := newCoord(t, p)
+	l := c1.GetLock("x")
+	mustAcquire(t, l, NoWait)
+	var pid int32
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT backend_pid FROM pgcoord.members WHERE member_id = $1`, c1.MemberID()).Scan(&pid))
+	_, err := testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return !c1.IsActive() }, 5*time.Second, 10*time.Millisecond)
+	// Several SessionTimeouts into the reconnect wait, the hold is intact.
+	time.Sleep(1500 * time.Millisecond)
+	requireBusy(t, c2.GetLock("x"))
+	select {
+	case <-l.Lost():
+		t.Fatal("hold lost though its session is healthy")
+	default:
+	}
+	require.NoError(t, l.Release(ctx(t)))
+}
+
+// With every wait session holding a lock, Timeout still sees the lock it
+// wants free up, and gives up at its deadline.
+func TestWaitSessionsExhausted(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c1 := newCoord(t, p, func(cfg *Config) { cfg.MaxWaitSessions = 1 })
+	c2 := newCoord(t, p)
+	hb := c2.GetLock("h")
+	mustAcquire(t, hb, NoWait)
+	hw := c1.GetLock("h")
+	acquireAfterWait(t, hw, hb) // c1's only wait session now holds h
+
+	x2 := c2.GetLock("x")
+	mustAcquire(t, x2, NoWait)
+	start := time.Now()
+	ok, err := c1.GetLock("x").Acquire(ctx(t), Timeout(300*time.Millisecond))
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Less(t, time.Since(start), 3*time.Second, "Timeout not honoured")
+
+	go func() { time.Sleep(200 * time.Millisecond); _ = x2.Release(context.Background()) }()
+	x1 := c1.GetLock("x")
+	ok, err = x1.Acquire(ctx(t), Timeout(10*time.Second))
+	require.NoError(t, err)
+	require.True(t, ok, "x was freed but not taken")
+	require.NoError(t, x1.Release(ctx(t)))
+	require.NoError(t, hw.Release(ctx(t)))
+}
+
+// A cancelled ctx given to Heartbeat costs no hold.
+func TestHeartbeatWithCancelledContext(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t))
+	l := c.GetLock("a")
+	mustAcquire(t, l, NoWait)
+	cctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = c.Heartbeat(cctx)
+	requireStillHeld(t, l, 500*time.Millisecond)
+	require.NoError(t, l.Release(ctx(t)))
+}
+
+// A Start that failed, retried after another member took the id, fails with
+// ErrMemberExists and leaves that member's row alone.
+func TestRetriedStartLeavesOtherMember(t *testing.T) {
+	t.Parallel()
+	role := fmt.Sprintf("pgcoord_lim_%d", prefixSeq.Add(1))
+	for _, stmt := range []string{
+		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'app-pw' NOSUPERUSER CONNECTION LIMIT 2`,
+		`GRANT USAGE ON SCHEMA pgcoord TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE ON pgcoord.members TO ` + role,
+		`GRANT SELECT, INSERT ON pgcoord.locks TO ` + role,
+		`GRANT SELECT ON pgcoord.schema_migrations TO ` + role,
+	} {
+		_, err := testPool.Exec(ctx(t), stmt)
+		require.NoError(t, err, stmt)
+	}
+	t.Cleanup(func() {
+		_, _ = testPool.Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = testPool.Exec(context.Background(), `DROP ROLE `+role)
+	})
+	p := testPrefix(t)
+	c1, err := New(Config{ConnString: withUser(t, testURL, role, "app-pw"), Prefix: p, AgentID: "same",
+		SkipMigrations: true, LockSessions: 2, Logger: quietLogger()})
+	require.NoError(t, err)
+	require.Error(t, c1.Start(ctx(t)), "a third connection is over the role's limit")
+
+	c2 := newCoord(t, p, func(cfg *Config) { cfg.AgentID = "same" })
+	require.Error(t, c1.Start(ctx(t)))
+	require.False(t, member(t, c2.MemberID()).StoppedAt.Valid)
+	require.True(t, isLive(t, c2.MemberID()))
+}
