@@ -13,6 +13,8 @@
 //   - the control session runs the heartbeat, writes the member row and
 //     holds the member lock (a two-int advisory lock, a key space that never
 //     meets lock keys) that makes a second live member with the same id fail;
+//   - the registry session records each new name in pgcoord.locks; it holds
+//     no lock, so a slow or cancelled insert costs no hold;
 //   - a few lock sessions (Config.LockSessions, default 4) hold the locks
 //     taken without waiting; many locks share each. NoWait is one round trip
 //     (pg_try_advisory_lock and the fencing token together);
@@ -66,6 +68,19 @@
 //
 // Every call that talks to the server takes a context. Cancelling the
 // context of a waiting Acquire closes that wait's session (and nothing else).
+// A statement on a shared lock session (a try, an unlock: one short round
+// trip) is not interrupted by its caller's context, since pgx would close the
+// session and every hold on it; an internal timeout bounds it instead.
 // Release and Stop ignore cancellation of their context (a lock is always
-// released); an internal timeout bounds them instead.
+// released), bounded by the same internal timeout.
+//
+// # Silence and leases
+//
+// Each session records when a statement on it last succeeded. The heartbeat
+// pings every lock and wait session each HeartbeatInterval, so a healthy
+// session is never idle for long; the server ends one that stays idle for
+// Config.SessionTimeout (idle_session_timeout, PostgreSQL 14+), freeing its
+// locks. A session not heard from for SessionTimeout less one heartbeat has
+// its holds reported lost and its socket closed, before the server can let
+// anyone else in.
 package pgcoord
