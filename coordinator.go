@@ -245,7 +245,9 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	}
 	defer func() {
 		if err != nil {
-			c.closeSessions(context.WithoutCancel(ctx))
+			// No wait session was handed out yet; the pool stays usable
+			// for a retried Start.
+			c.closeSessions(context.WithoutCancel(ctx), c.waits.all())
 		}
 	}()
 
@@ -417,7 +419,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	ctx = context.WithoutCancel(ctx)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second+2*c.cfg.HeartbeatInterval)
 	defer cancel()
-	errs := c.closeSessions(ctx)
+	errs := c.closeSessions(ctx, c.waits.stop())
 	c.log.Info("pgcoord: member stopped")
 	return errors.Join(errs...)
 }
@@ -425,11 +427,11 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 // closeSessions releases everything: lock and wait sessions first (so the
 // locks are free before the member is marked stopped), then the control
 // session with the member row and member lock.
-func (c *Coordinator) closeSessions(ctx context.Context) []error {
+func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []error {
 	var errs []error
 	var wg sync.WaitGroup
 	var emu sync.Mutex
-	all := append(append([]*session(nil), c.lockSs...), c.waits.all()...)
+	all := append(append([]*session(nil), c.lockSs...), waits...)
 	if c.registry != nil {
 		all = append(all, c.registry)
 	}

@@ -32,6 +32,9 @@ type waitPool struct {
 	// closing counts sessions being closed in the background; Stop waits
 	// for them so that no connection outlives it.
 	closing sync.WaitGroup
+	// stopped is set by stop: no session is handed out or closed by the
+	// pool after it, since Stop closes every session the pool had then.
+	stopped bool
 }
 
 func (p *waitPool) init(c *Coordinator, max int) {
@@ -58,6 +61,10 @@ func (p *waitPool) get(ctx context.Context, within time.Duration) (*session, err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.stopped {
+		<-p.slots
+		return nil, ErrNotStarted
+	}
 	var s *session
 	if n := len(p.idle); n > 0 {
 		s = p.idle[n-1]
@@ -78,14 +85,22 @@ func (p *waitPool) put(s *session, reuse bool) {
 		return
 	}
 	delete(p.used, s)
-	keep := reuse && len(p.idle) < maxIdleWaitSessions && p.c.running()
+	if p.stopped {
+		// Stop's snapshot has s and closes it.
+		p.mu.Unlock()
+		<-p.slots
+		return
+	}
+	keep := reuse && len(p.idle) < maxIdleWaitSessions
 	if keep {
 		p.idle = append(p.idle, s)
+	} else {
+		// Added under mu, before stop can set stopped: Stop's Wait sees it.
+		p.closing.Add(1)
 	}
 	p.mu.Unlock()
 	<-p.slots
 	if !keep {
-		p.closing.Add(1)
 		go func() {
 			defer p.closing.Done()
 			// Not under the caller's locks: close takes the session's sem,
@@ -93,6 +108,14 @@ func (p *waitPool) put(s *session, reuse bool) {
 			_ = s.close(context.Background(), ErrLockLost)
 		}()
 	}
+}
+
+// stop ends the pool's life and returns every wait session, for Stop.
+func (p *waitPool) stop() []*session {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	return p.all()
 }
 
 // all returns every wait session, idle or in use.
