@@ -30,8 +30,8 @@ fuzz: ## Run each fuzz target briefly (FUZZTIME, default 20s).
 	$(GO) test -run='^$$' -fuzz=FuzzKey -fuzztime=$${FUZZTIME:-20s} ./internal/hash/
 
 .PHONY: bench
-bench: ## Run the benchmarks (go test -bench) against a throwaway PostgreSQL.
-	$(GO) test -run='^$$' -bench=. -benchmem -count=$${COUNT:-3} .
+bench: ## Run the benchmarks (go test -bench) ROUNDS times (default 5) against a throwaway PostgreSQL; print medians and ratios to raw pgx.
+	ROUNDS=$${ROUNDS:-5} scripts/bench.sh
 
 .PHONY: generate
 generate: $(SQLC) ## Regenerate db/ from queries/ and migrations/ with sqlc.

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the root package's benchmarks ROUNDS times (default 5), each round
+# running every benchmark once against a throwaway PostgreSQL, and prints a
+# markdown table of medians. Ratios to the raw pgx floor are taken within
+# each round, then their median is shown: on a shared, noisy machine load
+# drifts between rounds, and a ratio within a round cancels most of it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${ROUNDS:-5}
+benchtime=${BENCHTIME:-1s}
+bin=$(mktemp -d)/pgcoord.test
+trap 'rm -rf "$(dirname "$bin")"' EXIT
+go test -c -o "$bin" .
+raw=$(mktemp)
+for r in $(seq "$rounds"); do
+  "$bin" -test.run='^$' -test.bench=. -test.benchmem -test.benchtime="$benchtime" |
+    awk -v r="$r" '/^Benchmark/ { sub(/-[0-9]+$/, "", $1); print r, $1, $3, $5, $7 }' >>"$raw"
+done
+echo "rounds: $rounds, benchtime: $benchtime, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo
+echo "| benchmark | median ns/op | ops/s | median ratio to raw pgx (speed) | B/op | allocs/op |"
+echo "|---|---|---|---|---|---|"
+awk '
+  { ns[$2, $1] = $3; bytes[$2] = $4; allocs[$2] = $5; names[$2] = 1; rounds[$1] = 1 }
+  function median(a, n,   i, j, t) {
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  END {
+    floor = "BenchmarkRawTryUnlock"
+    for (b in names) {
+      n = 0; m = 0
+      for (r in rounds) {
+        if ((b, r) in ns) { v[++n] = ns[b, r] }
+        if ((b, r) in ns && (floor, r) in ns) { q[++m] = ns[floor, r] / ns[b, r] }
+      }
+      med = median(v, n); rat = median(q, m)
+      printf "| %s | %.0f | %.0f | %.2f | %s | %s |\n", substr(b, 10), med, 1e9 / med, rat, bytes[b], allocs[b]
+    }
+  }' "$raw" | sort
+rm -f "$raw"
