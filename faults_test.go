@@ -206,21 +206,7 @@ func TestHeartbeatWithCancelledContext(t *testing.T) {
 // ErrMemberExists and leaves that member's row alone.
 func TestRetriedStartLeavesOtherMember(t *testing.T) {
 	t.Parallel()
-	role := fmt.Sprintf("pgcoord_lim_%d", prefixSeq.Add(1))
-	for _, stmt := range []string{
-		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'app-pw' NOSUPERUSER CONNECTION LIMIT 2`,
-		`GRANT USAGE ON SCHEMA pgcoord TO ` + role,
-		`GRANT SELECT, INSERT, UPDATE ON pgcoord.members TO ` + role,
-		`GRANT SELECT, INSERT ON pgcoord.locks TO ` + role,
-		`GRANT SELECT ON pgcoord.schema_migrations TO ` + role,
-	} {
-		_, err := testPool.Exec(ctx(t), stmt)
-		require.NoError(t, err, stmt)
-	}
-	t.Cleanup(func() {
-		_, _ = testPool.Exec(context.Background(), `DROP OWNED BY `+role)
-		_, _ = testPool.Exec(context.Background(), `DROP ROLE `+role)
-	})
+	role := appRole(t, "CONNECTION LIMIT 2")
 	p := testPrefix(t)
 	c1, err := New(Config{ConnString: withUser(t, testURL, role, "app-pw"), Prefix: p, AgentID: "same",
 		SkipMigrations: true, LockSessions: 2, Logger: quietLogger()})

@@ -8,13 +8,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The grants the README lists are enough for a coordinator that runs with
-// SkipMigrations as a role with no superuser and no DDL rights.
-func TestLeastPrivilegeRole(t *testing.T) {
-	t.Parallel()
+// appRole creates a login role (password "app-pw") with exactly the grants
+// the README lists for a coordinator run with SkipMigrations, plus the given
+// CREATE ROLE options, and drops it when the test ends.
+func appRole(t *testing.T, options string) string {
+	t.Helper()
 	role := fmt.Sprintf("pgcoord_app_%d", prefixSeq.Add(1))
 	for _, stmt := range []string{
-		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'app-pw' NOSUPERUSER NOCREATEDB NOCREATEROLE`,
+		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'app-pw' NOSUPERUSER NOCREATEDB NOCREATEROLE ` + options,
 		`GRANT USAGE ON SCHEMA pgcoord TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE ON pgcoord.members TO ` + role,
 		`GRANT SELECT, INSERT ON pgcoord.locks TO ` + role,
@@ -29,6 +30,14 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		_, _ = testPool.Exec(context.Background(), `DROP OWNED BY `+role)
 		_, _ = testPool.Exec(context.Background(), `DROP ROLE `+role)
 	})
+	return role
+}
+
+// The grants the README lists are enough for a coordinator that runs with
+// SkipMigrations as a role with no superuser and no DDL rights.
+func TestLeastPrivilegeRole(t *testing.T) {
+	t.Parallel()
+	role := appRole(t, "")
 	p := testPrefix(t)
 	appURL := withUser(t, testURL, role, "app-pw")
 	c := newCoord(t, p, func(cfg *Config) { cfg.ConnString = appURL })

@@ -25,18 +25,11 @@ func cmdMembers(a *app, args []string) int {
 	if code, done := a.noArgs(fs); done {
 		return code
 	}
-	url, throwaway, err := a.database(*dbURL)
-	if err != nil {
-		return a.fail(err)
-	}
-	conn, err := connect(a.ctx, url, "pgcoord-cli")
+	conn, err := a.openSchema(*dbURL)
 	if err != nil {
 		return a.fail(err)
 	}
 	defer closeConn(conn)
-	if err := requireSchema(a.ctx, conn, url, throwaway); err != nil {
-		return a.fail(err)
-	}
 	rows, err := queries.ListMembers(a.ctx, conn)
 	if err != nil {
 		return a.fail(fmt.Errorf("listing members: %w", err))

@@ -113,3 +113,21 @@ func dash(s string) string {
 	}
 	return s
 }
+
+// openSchema resolves the database, connects and checks that pgcoord's
+// schema is there: the common start of the commands that read its tables.
+func (a *app) openSchema(dbURL string) (*pgx.Conn, error) {
+	url, throwaway, err := a.database(dbURL)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := connect(a.ctx, url, "pgcoord-cli")
+	if err != nil {
+		return nil, err
+	}
+	if err := requireSchema(a.ctx, conn, url, throwaway); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	return conn, nil
+}
