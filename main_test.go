@@ -179,3 +179,6 @@ func connect(t testing.TB, url string) *pgx.Conn {
 	t.Cleanup(func() { _ = conn.Close(context.Background()) })
 	return conn
 }
+
+// randomSuffix names per-test objects (tables, roles) uniquely.
+func randomSuffix() string { return fmt.Sprintf("%d_%d", os.Getpid(), prefixSeq.Add(1)) }
