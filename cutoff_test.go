@@ -87,7 +87,6 @@ func (p *blackholeProxy) close() {
 	}
 }
 
-
 // A holder cut off without a FIN learns of the loss within two heartbeats,
 // and before the server (idle_session_timeout) lets anyone else take the
 // lock.
