@@ -27,6 +27,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"initial above max", Config{ConnString: testURL, InitialReconnectBackoff: time.Minute, MaxReconnectBackoff: time.Second}, "InitialReconnectBackoff"},
 		{"too many lock sessions", Config{ConnString: testURL, LockSessions: 1000}, "LockSessions"},
 		{"negative wait sessions", Config{ConnString: testURL, MaxWaitSessions: -2}, "MaxWaitSessions"},
+		{"negative lock cap", Config{ConnString: testURL, MaxHeldLocks: -1}, "MaxHeldLocks"},
+		{"session timeout under 3 heartbeats", Config{ConnString: testURL, SessionTimeout: 2 * time.Second}, "SessionTimeout"},
 		{"bad connection string", Config{ConnString: "postgres://u:pw@%zz/db"}, "ConnString"},
 		{"unknown key=value setting", Config{ConnString: "host=localhost sslmode=sometimes"}, "ConnString"},
 		{"member id not UTF-8", Config{ConnString: testURL, AgentID: "\xff"}, "AgentID"},

@@ -26,6 +26,7 @@ const (
 	DefaultMaxReconnectBackoff     = 60 * time.Second
 	DefaultLockSessions            = 4
 	DefaultMaxWaitSessions         = 32
+	DefaultMaxHeldLocks            = 4000
 )
 
 // Config configures a Coordinator. Every field is optional except one of
@@ -82,6 +83,13 @@ type Config struct {
 	// locks (a lock granted after a wait stays on its wait session until
 	// released). Waiters beyond the cap queue in-process. Default 32.
 	MaxWaitSessions int
+	// MaxHeldLocks caps the locks this coordinator holds at once; Acquire
+	// beyond it returns an error wrapping ErrTooManyLocks. PostgreSQL's lock
+	// table is shared by the whole cluster and, when it fills, every session
+	// fails (about 12,800 locks on a default PostgreSQL 15, from
+	// max_locks_per_transaction × max_connections): the cap keeps one busy
+	// service from taking the cluster down. Default 4000.
+	MaxHeldLocks int
 }
 
 // Coordinator is a member of the coordination group: it owns a control
@@ -145,6 +153,7 @@ func New(cfg Config) (*Coordinator, error) {
 	cfg.MaxReconnectBackoff = cmp.Or(cfg.MaxReconnectBackoff, DefaultMaxReconnectBackoff)
 	cfg.LockSessions = cmp.Or(cfg.LockSessions, DefaultLockSessions)
 	cfg.MaxWaitSessions = cmp.Or(cfg.MaxWaitSessions, DefaultMaxWaitSessions)
+	cfg.MaxHeldLocks = cmp.Or(cfg.MaxHeldLocks, DefaultMaxHeldLocks)
 	if cfg.HeartbeatInterval > 0 {
 		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 5*cfg.HeartbeatInterval)
 	}
@@ -206,6 +215,8 @@ func validateConfig(cfg *Config) error {
 		return bad("LockSessions", "must be between 1 and 64, got %d", cfg.LockSessions)
 	case cfg.MaxWaitSessions < 0 || cfg.MaxWaitSessions > 1024:
 		return bad("MaxWaitSessions", "must be between 1 and 1024, got %d", cfg.MaxWaitSessions)
+	case cfg.MaxHeldLocks < 0:
+		return bad("MaxHeldLocks", "must be positive, got %d", cfg.MaxHeldLocks)
 	}
 	if err := validateName(cfg.Prefix + cfg.AgentID); err != nil {
 		return bad("AgentID", "member id %v", err)

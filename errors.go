@@ -40,6 +40,14 @@ var (
 	// ErrSchemaMissing is returned by Start with SkipMigrations set when the
 	// pgcoord schema is absent, dirty or too old.
 	ErrSchemaMissing = errors.New("pgcoord: schema not migrated")
+	// ErrTooManyLocks is returned by Acquire when the coordinator already
+	// holds Config.MaxHeldLocks locks.
+	ErrTooManyLocks = errors.New("pgcoord: too many locks held")
+	// ErrLockTableFull is returned by Acquire when PostgreSQL's shared lock
+	// table is full (SQLSTATE 53200): the whole cluster is out of lock
+	// slots. Release locks, lower MaxHeldLocks, or raise the server's
+	// max_locks_per_transaction. The coordinator carries on.
+	ErrLockTableFull = errors.New("pgcoord: server lock table full")
 	// ErrSessionLocksUnsupported is returned by Start when the server end of
 	// a connection changes between statements (a transaction-pooling proxy
 	// such as PgBouncer in transaction mode): session advisory locks would

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // heartbeatLoop beats every HeartbeatInterval until Stop. Every beat checks
@@ -34,6 +35,15 @@ func (c *Coordinator) heartbeatLoop() {
 		case <-ticker.C:
 		}
 		err := c.beat(c.runCtx, !reconnecting.Load())
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Severity == "ERROR" {
+			// The server answered, with an error (its lock table is full,
+			// say): the session is sound and reconnecting would only free
+			// and retake the member lock. IsActive goes false by itself if
+			// it lasts.
+			c.log.Warn("pgcoord: heartbeat refused by the server", slog.Any("err", err))
+			continue
+		}
 		if err != nil && c.runCtx.Err() == nil && !reconnecting.Load() {
 			c.active.Store(false)
 			c.log.Warn("pgcoord: heartbeat failed; reconnecting", slog.Any("err", err))

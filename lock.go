@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgcoord/pgcoord/db"
 	"github.com/pgcoord/pgcoord/internal/hash"
@@ -208,6 +209,9 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
+	if held := l.c.stats.held.Load(); held >= int64(l.c.cfg.MaxHeldLocks) {
+		return false, fmt.Errorf("%w: this coordinator holds %d (MaxHeldLocks)", ErrTooManyLocks, held)
+	}
 	l.mu.Lock()
 	if l.acquiring || (l.hold != nil && !l.c.holdLost(l.hold)) {
 		l.mu.Unlock()
@@ -219,6 +223,7 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	l.mu.Unlock()
 
 	h, err := l.c.acquire(ctx, l, b)
+	err = lockTableFull(err)
 	if h != nil {
 		l.c.stats.acquired.Add(1)
 	} else if err == nil {
@@ -306,6 +311,16 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 	}
 	done = true
 	return h, nil
+}
+
+// lockTableFull types the server's "out of shared memory" (53200), which
+// for lock statements means its lock table is full.
+func lockTableFull(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "53200" {
+		return fmt.Errorf("%w: %w", ErrLockTableFull, err)
+	}
+	return err
 }
 
 // stoppedOr turns the cancellation caused by Stop into ErrNotStarted.
