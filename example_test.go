@@ -75,3 +75,44 @@ func ExampleSynchronize() {
 	// Output:
 	// deleting v1
 }
+
+// fencedStore is a store that rejects writes carrying a fencing token lower
+// than one it has already seen: a holder that lost its lock without knowing
+// (a long pause, say) cannot overwrite its successor's work.
+type fencedStore struct {
+	highest int64
+	value   string
+}
+
+func (s *fencedStore) write(token int64, value string) error {
+	if token < s.highest {
+		return fmt.Errorf("stale token %d < %d: write refused", token, s.highest)
+	}
+	s.highest, s.value = token, value
+	return nil
+}
+
+func ExampleLock_Token() {
+	ctx := context.Background()
+	a, b := exampleCoordinator("fence-a"), exampleCoordinator("fence-b")
+	defer a.Stop(ctx)
+	defer b.Stop(ctx)
+	store := &fencedStore{}
+
+	la := a.GetLock("config")
+	la.Acquire(ctx, pgcoord.Wait)
+	tokenA := la.Token() // a remembers its token, then stalls...
+	la.Release(ctx)      // ...and its hold ends (here simply released)
+
+	lb := b.GetLock("config")
+	lb.Acquire(ctx, pgcoord.Wait)
+	fmt.Println("b writes:", store.write(lb.Token(), "from b"))
+	lb.Release(ctx)
+
+	// a wakes up and writes with its old token: refused.
+	err := store.write(tokenA, "from a, late")
+	fmt.Println("a's late write refused:", err != nil, "value:", store.value)
+	// Output:
+	// b writes: <nil>
+	// a's late write refused: true value: from b
+}
