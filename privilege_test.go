@@ -1,9 +1,13 @@
 package pgcoord
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -57,4 +61,53 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	_, err := conn.Exec(ctx(t), `CREATE TABLE pgcoord.intruder (id int)`)
 	require.Error(t, err)
 	require.NoError(t, c.Stop(ctx(t)))
+}
+
+// lockedBuffer is a bytes.Buffer safe for the logger's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// No log line and no error carries the password, through a start, a lost
+// session, a failed reconnect-free heartbeat and a stop.
+func TestNoSecretInLogsOrErrors(t *testing.T) {
+	t.Parallel()
+	role := appRole(t, "")
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.ConnString = withUser(t, testURL, role, "app-pw")
+		cfg.Logger = logger
+	})
+	l := c.GetLock("secret")
+	mustAcquire(t, l, NoWait)
+	_, err := testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, heldBy(t, l.Key()))
+	require.NoError(t, err)
+	requireClosedWithin(t, l.Lost(), 5*time.Second, "Lost")
+	relErr := l.Release(ctx(t))
+	require.ErrorIs(t, relErr, ErrLockLost)
+	require.NoError(t, c.Stop(ctx(t)))
+	require.Contains(t, logs.String(), "locks lost", "the loss was logged")
+	require.NotContains(t, logs.String(), "app-pw")
+	require.NotContains(t, relErr.Error(), "app-pw")
+
+	bad, err := New(Config{ConnString: withUser(t, testURL, role, "wrong-app-pw"), Logger: logger})
+	require.NoError(t, err)
+	err = bad.Start(ctx(t))
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "wrong-app-pw")
+	require.NotContains(t, logs.String(), "wrong-app-pw")
 }
