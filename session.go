@@ -231,8 +231,8 @@ func (c *Coordinator) boundIdle(ctx context.Context, conn *pgx.Conn) error {
 		return nil
 	}
 	ms := strconv.FormatInt(c.cfg.SessionTimeout.Milliseconds(), 10)
-	if err := c.q.SetIdleSessionTimeout(ctx, simpleProtocol{conn}, ms); err != nil {
-		return fmt.Errorf("pgcoord: setting idle_session_timeout: %w", err)
+	if err := c.q.BoundSession(ctx, simpleProtocol{conn}, ms); err != nil {
+		return fmt.Errorf("pgcoord: setting idle_session_timeout and tcp_user_timeout: %w", err)
 	}
 	return nil
 }

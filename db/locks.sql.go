@@ -11,6 +11,21 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const boundSession = `-- name: BoundSession :exec
+SELECT set_config('idle_session_timeout', $1::text, false),
+       set_config('tcp_user_timeout', $1::text, false)
+`
+
+// PostgreSQL 14+ ends a session that stays idle this long (a frozen or
+// cut-off client), freeing its locks; the heartbeat keeps live ones busy.
+// tcp_user_timeout bounds how long the server keeps sending to a client
+// that stopped acknowledging (a waiter cut off just as its lock was
+// granted would otherwise hold it until TCP gives up, many minutes later).
+func (q *Queries) BoundSession(ctx context.Context, db DBTX, timeoutMs string) error {
+	_, err := db.Exec(ctx, boundSession, timeoutMs)
+	return err
+}
+
 const listHeldLocks = `-- name: ListHeldLocks :many
 SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS mode,
        coalesce(h.member_id, '')::text AS member_id, h.granted::boolean AS granted,
@@ -93,17 +108,6 @@ func (q *Queries) RegisterLockName(ctx context.Context, db DBTX, arg RegisterLoc
 	var name string
 	err := row.Scan(&name)
 	return name, err
-}
-
-const setIdleSessionTimeout = `-- name: SetIdleSessionTimeout :exec
-SELECT set_config('idle_session_timeout', $1::text, false)
-`
-
-// PostgreSQL 14+ ends a lock session that stays idle this long (a frozen or
-// cut-off client), freeing its locks; the heartbeat keeps live ones busy.
-func (q *Queries) SetIdleSessionTimeout(ctx context.Context, db DBTX, timeoutMs string) error {
-	_, err := db.Exec(ctx, setIdleSessionTimeout, timeoutMs)
-	return err
 }
 
 const tryLock = `-- name: TryLock :one
