@@ -28,6 +28,7 @@ test: ## Run every test with the race detector (starts its own PostgreSQL unless
 fuzz: ## Run each fuzz target briefly (FUZZTIME, default 20s).
 	$(GO) test -run='^$$' -fuzz=FuzzParseFormat -fuzztime=$${FUZZTIME:-20s} ./internal/tmpl/
 	$(GO) test -run='^$$' -fuzz=FuzzKey -fuzztime=$${FUZZTIME:-20s} ./internal/hash/
+	$(GO) test -run='^$$' -fuzz=FuzzNewConfig -fuzztime=$${FUZZTIME:-20s} .
 
 .PHONY: bench
 bench: ## Run the benchmarks (go test -bench) ROUNDS times (default 5) against a throwaway PostgreSQL; print medians and ratios to raw pgx.

@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -150,4 +151,36 @@ func freshDatabase(t testing.TB) string {
 	require.NoError(t, err)
 	u.Path = "/" + name
 	return u.String()
+}
+
+// FuzzNewConfig: New never panics, does no I/O, and either returns an error
+// wrapping ErrInvalidConfig or a coordinator whose settings are sound.
+func FuzzNewConfig(f *testing.F) {
+	f.Add("postgres://u:p@127.0.0.1:1/db", "agent", "pfx/", int64(time.Second), int64(100*time.Millisecond), int64(time.Minute), int64(0), 4, 32, 0)
+	f.Add("host=localhost sslmode=verify-full", "", "", int64(-1), int64(0), int64(0), int64(0), 0, 0, -1)
+	f.Add("", "\xff", "", int64(0), int64(time.Hour), int64(time.Second), int64(time.Second), 100, -1, 5)
+	f.Fuzz(func(t *testing.T, conn, agent, prefix string, hb, initial, maxBackoff, sessionTimeout int64, lockSessions, waitSessions, maxHeld int) {
+		c, err := New(Config{
+			ConnString: conn, AgentID: agent, Prefix: prefix,
+			HeartbeatInterval: time.Duration(hb), InitialReconnectBackoff: time.Duration(initial),
+			MaxReconnectBackoff: time.Duration(maxBackoff), SessionTimeout: time.Duration(sessionTimeout),
+			LockSessions: lockSessions, MaxWaitSessions: waitSessions, MaxHeldLocks: maxHeld,
+			Logger: quietLogger(),
+		})
+		if err != nil {
+			if c != nil || !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("New: %v (coordinator %v)", err, c)
+			}
+			return
+		}
+		cfg := c.cfg
+		switch {
+		case cfg.HeartbeatInterval < 10*time.Millisecond,
+			cfg.InitialReconnectBackoff <= 0 || cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff,
+			cfg.SessionTimeout < 3*cfg.HeartbeatInterval,
+			cfg.LockSessions < 1, cfg.MaxWaitSessions < 1, cfg.MaxHeldLocks < 1,
+			validateName(c.MemberID()) != nil:
+			t.Fatalf("New accepted an unsound config: %+v", cfg)
+		}
+	})
 }
