@@ -74,3 +74,20 @@ func TestReconnectBackoffSchedule(t *testing.T) {
 	}
 	require.Greater(t, len(distinct), 20, "waits are jittered")
 }
+
+// Start may take longer than SessionTimeout (a first migration on a fresh
+// database, here with a 30ms timeout), during which the server ends the
+// sessions opened first for being idle: Start redials them and succeeds.
+func TestStartOutlastsSessionTimeout(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	c, err := New(Config{
+		ConnString:        dbURL,
+		HeartbeatInterval: 10 * time.Millisecond,
+		SessionTimeout:    30 * time.Millisecond,
+		Logger:            quietLogger(),
+	})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(ctx(t)))
+	require.NoError(t, c.Stop(ctx(t)))
+}

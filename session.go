@@ -125,7 +125,7 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 			if s.conn != nil {
 				s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
 			}
-			if s.kind == sessionControl && s.c.state.Load() == stateStarted {
+			if !s.mayRedial() {
 				return fmt.Errorf("pgcoord: control session is reconnecting")
 			}
 			if err := s.dial(ctx); err != nil {
@@ -149,10 +149,19 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 		// timeout) fails the next statement before the server ran it: one
 		// retry on a new connection turns that into success. Every statement
 		// run here is safe to repeat: one that did run died with its session.
-		if attempt > 0 || ctx.Err() != nil || s.kind == sessionControl {
+		if attempt > 0 || ctx.Err() != nil || !s.mayRedial() {
 			return err
 		}
 	}
+}
+
+// mayRedial reports whether do may replace a dead connection itself. The
+// control session may only until it holds the member lock: after that a new
+// connection must retake it, which is the heartbeat's reconnect's job. (Start
+// can take longer than SessionTimeout, a first migration say, and the
+// server ends sessions idle that long.)
+func (s *session) mayRedial() bool {
+	return s.kind != sessionControl || !s.c.registered.Load()
 }
 
 // heardAt records that a statement sent at t succeeded; heard only moves
@@ -333,6 +342,11 @@ func (s *session) close(ctx context.Context, cause error) error {
 		// Closing alone would free the locks too, but only once the server
 		// notices; unlocking first makes them free when Stop returns.
 		err = s.c.q.UnlockAll(ctx, s.conn)
+		if err != nil && s.conn.IsClosed() {
+			// The session was already dead (an idle timeout, a restart):
+			// its locks went with it, and there is nothing to release.
+			err = nil
+		}
 	}
 	_ = s.conn.Close(ctx)
 	s.conn = nil
