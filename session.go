@@ -29,6 +29,7 @@ const (
 	sessionRegistry
 )
 
+// String names the kind in logs and errors.
 func (k sessionKind) String() string {
 	return [...]string{"control", "lock", "wait", "registry"}[k]
 }
@@ -364,14 +365,17 @@ func (s *session) close(ctx context.Context, cause error) error {
 // is gone in the next.
 type simpleProtocol struct{ conn *pgx.Conn }
 
+// Exec runs sql with the simple protocol.
 func (s simpleProtocol) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	return s.conn.Exec(ctx, sql, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
 }
 
+// Query runs sql with the simple protocol.
 func (s simpleProtocol) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	return s.conn.Query(ctx, sql, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
 }
 
+// QueryRow runs sql with the simple protocol.
 func (s simpleProtocol) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return s.conn.QueryRow(ctx, sql, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
 }
