@@ -24,6 +24,10 @@ demo: ## Run the demo: three agents, shared volumes, a crash and a takeover (sta
 test: ## Run every test with the race detector (starts its own PostgreSQL unless PGCOORD_TEST_DATABASE_URL is set).
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+.PHONY: chaos
+chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected while coordinators contend; prints the figures.
+	PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (FUZZTIME, default 20s).
 	$(GO) test -run='^$$' -fuzz=FuzzParseFormat -fuzztime=$${FUZZTIME:-20s} ./internal/tmpl/

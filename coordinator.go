@@ -70,9 +70,9 @@ type Config struct {
 	// On PostgreSQL 14 and later the server ends any session of the
 	// coordinator that stays idle this long (idle_session_timeout), freeing its locks; the
 	// heartbeat keeps healthy sessions from ever being idle that long. The
-	// holder's own lease ends one HeartbeatInterval earlier: a session not
-	// heard from for SessionTimeout-HeartbeatInterval has its holds reported
-	// lost, before the server can hand them to anyone else. This rests on
+	// holder's own lease is shorter: a session not heard from for
+	// SessionTimeout - 2×HeartbeatInterval has its holds reported lost
+	// (checked every heartbeat), before the server can hand them on. This rests on
 	// the client's and the server's clocks ticking at the same rate. On older
 	// servers only the client-side lease applies, and a frozen holder keeps
 	// its locks until TCP gives up. Default 5 × HeartbeatInterval; it must be
@@ -132,6 +132,11 @@ type Coordinator struct {
 	registered atomic.Bool
 
 	stats coordStats
+
+	// cleanups are the CleanupDone channels of connections pgx closes in
+	// the background; guarded by cleanupMu.
+	cleanupMu sync.Mutex
+	cleanups  []<-chan struct{}
 
 	// warnOldServer logs once that the server cannot bound idle sessions.
 	warnOldServer sync.Once
@@ -447,6 +452,10 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 		all = append(all, c.registry)
 	}
 	for _, s := range all {
+		if s == nil {
+			// A Start that failed part-way left later sessions unmade.
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -459,6 +468,7 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 	}
 	wg.Wait()
 	c.waits.closing.Wait()
+	c.waitCleanups(ctx)
 	if c.control != nil && c.registered.Swap(false) {
 		err := c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 			if err := c.q.MarkStopped(ctx, conn, c.memberID); err != nil {
@@ -475,6 +485,38 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 		_ = c.control.close(ctx, errStopped)
 	}
 	return errs
+}
+
+// trackCleanup remembers a connection pgx is closing in the background (it
+// sends a cancel request and drains the socket, for up to 15 s), so that
+// Stop can wait for it instead of leaving its goroutine behind.
+func (c *Coordinator) trackCleanup(done <-chan struct{}) {
+	c.cleanupMu.Lock()
+	defer c.cleanupMu.Unlock()
+	kept := c.cleanups[:0]
+	for _, d := range c.cleanups {
+		select {
+		case <-d:
+		default:
+			kept = append(kept, d)
+		}
+	}
+	c.cleanups = append(kept, done)
+}
+
+// waitCleanups waits for the background closes, until ctx ends.
+func (c *Coordinator) waitCleanups(ctx context.Context) {
+	c.cleanupMu.Lock()
+	pending := append([]<-chan struct{}(nil), c.cleanups...)
+	c.cleanupMu.Unlock()
+	for _, d := range pending {
+		select {
+		case <-d:
+		case <-ctx.Done():
+			c.log.Warn("pgcoord: Stop returns before pgx finished closing a broken connection")
+			return
+		}
+	}
 }
 
 // errStopped is the loss cause of holds ended by Stop.

@@ -80,7 +80,7 @@
 // pings every lock and wait session each HeartbeatInterval, so a healthy
 // session is never idle for long; the server ends one that stays idle for
 // Config.SessionTimeout (idle_session_timeout, PostgreSQL 14+), freeing its
-// locks. A session not heard from for SessionTimeout less one heartbeat has
-// its holds reported lost and its socket closed, before the server can let
-// anyone else in.
+// locks. A session not heard from for SessionTimeout less two heartbeats
+// has its holds reported lost and its socket closed, at least a heartbeat
+// before the server can let anyone else in.
 package pgcoord

@@ -260,9 +260,11 @@ func serverMajor(version string) int {
 }
 
 // leaseExpired reports whether s has not been heard from for longer than the
-// holder's lease, SessionTimeout less one heartbeat.
+// holder's lease, SessionTimeout less two heartbeats: the lease is checked
+// once a heartbeat, so it is noticed at least one heartbeat before the
+// server's idle_session_timeout can free the locks.
 func (s *session) leaseExpired() bool {
-	lease := s.c.cfg.SessionTimeout - s.c.cfg.HeartbeatInterval
+	lease := s.c.cfg.SessionTimeout - 2*s.c.cfg.HeartbeatInterval
 	return time.Duration(monoNow()-s.heard.Load()) > lease
 }
 
@@ -273,6 +275,7 @@ func (s *session) broken(cause error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = s.conn.Close(ctx)
 		cancel()
+		s.c.trackCleanup(s.conn.PgConn().CleanupDone())
 		s.conn = nil
 		s.raw.Store(nil)
 	}
@@ -292,7 +295,7 @@ func (s *session) check(ctx context.Context) {
 		// Signal first, then close the socket so the server frees the
 		// locks now rather than at idle_session_timeout, or never if the
 		// session is still alive but stalled.
-		s.c.loseHolds(s, fmt.Errorf("%w: %s session not heard from within the lease (SessionTimeout %v less one heartbeat)",
+		s.c.loseHolds(s, fmt.Errorf("%w: %s session not heard from within the lease (SessionTimeout %v less two heartbeats)",
 			ErrLockLost, s.kind, s.c.cfg.SessionTimeout))
 		s.forceClose()
 	}

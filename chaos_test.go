@@ -1,0 +1,641 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/chaos"
+	"github.com/pgcoord/pgcoord/internal/pgtemp"
+)
+
+// The chaos test: several coordinators, many goroutines taking and releasing
+// a few contended names, while faults are injected at random. Every critical
+// section goes into a journal, and the checker (internal/chaos) fails the
+// run on an overlap the contract does not allow or a fencing token out of
+// order. It runs on a PostgreSQL server of its own, since it restarts it.
+//
+// TestChaosShort is part of `make test`. With PGCOORD_CHAOS_LONG=1 it runs
+// a long budget instead (see chaosBudget).
+
+// chaosLongEnv selects the long run.
+const chaosLongEnv = "PGCOORD_CHAOS_LONG"
+
+// chaosBudget sizes a run.
+type chaosBudget struct {
+	duration time.Duration // how long the workload and the faults run
+	maxHolds int64         // the workload stops early at this many holds
+	coords   int           // coordinators in this process
+	workers  int           // goroutines per coordinator
+	names    int           // contended lock names
+	children int           // child processes holding locks (killed and frozen)
+	// restartEvery is how many faults pass between two server restarts.
+	restartEvery int
+}
+
+func chaosBudgetFromEnv() (chaosBudget, bool) {
+	if os.Getenv(chaosLongEnv) == "1" {
+		d := 3 * time.Minute
+		if s := os.Getenv("PGCOORD_CHAOS_DURATION"); s != "" {
+			if v, err := time.ParseDuration(s); err == nil {
+				d = v
+			}
+		}
+		return chaosBudget{duration: d, maxHolds: 1 << 40, coords: 5, workers: 4, names: 6, children: 3, restartEvery: 25}, true
+	}
+	// Short: bounded in time and in holds, on a 2-core machine shared with
+	// the rest of the suite under -race.
+	return chaosBudget{duration: 10 * time.Second, maxHolds: 4000, coords: 3, workers: 3, names: 4, children: 2, restartEvery: 12}, false
+}
+
+const (
+	chaosHB = 200 * time.Millisecond
+	// chaosSessionTimeout is roomier than the default 5 heartbeats, as in
+	// newCoord: the suite runs in parallel under -race on two cores.
+	chaosSessionTimeout = 3 * time.Second
+	// chaosSignalBound is how late after a session-killing fault a holder
+	// may be told: two heartbeats as promised, plus slack for a loaded
+	// machine (the check is about order, not speed).
+	chaosSignalBound = 2*chaosHB + 2*time.Second
+)
+
+func TestChaosShort(t *testing.T) {
+	t.Parallel()
+	budget, long := chaosBudgetFromEnv()
+	runChaos(t, budget, long)
+}
+
+func runChaos(t *testing.T, budget chaosBudget, long bool) {
+	srv, err := pgtemp.Start(pgtemp.Options{})
+	require.NoError(t, err)
+	defer srv.Close()
+	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	admin, err := pgxpool.New(context.Background(), srv.URL())
+	require.NoError(t, err)
+	defer admin.Close()
+
+	proxy := startChaosProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
+	defer proxy.close()
+	u, err := url.Parse(srv.URL())
+	require.NoError(t, err)
+	u.Host = proxy.addr()
+	proxied := u.String()
+
+	var journal chaos.Journal
+	var coords []*Coordinator
+	for i := range budget.coords {
+		c, err := New(Config{
+			ConnString:              proxied,
+			AgentID:                 fmt.Sprintf("chaos-%d", i),
+			HeartbeatInterval:       chaosHB,
+			SessionTimeout:          chaosSessionTimeout,
+			InitialReconnectBackoff: 20 * time.Millisecond,
+			MaxReconnectBackoff:     500 * time.Millisecond,
+			SkipMigrations:          true,
+			Logger:                  quietLogger(),
+			LockSessions:            2,
+		})
+		require.NoError(t, err)
+		require.NoError(t, c.Start(ctx(t)))
+		coords = append(coords, c)
+	}
+	stopAll := sync.OnceFunc(func() {
+		for _, c := range coords {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_ = c.Stop(sctx)
+			cancel()
+		}
+	})
+	defer stopAll()
+
+	start := time.Now()
+	runCtx, cancelRun := context.WithTimeout(context.Background(), budget.duration)
+	defer cancelRun()
+	var holds, acquireErrs, busy atomic.Int64
+
+	var wg sync.WaitGroup
+	for ci, c := range coords {
+		for w := range budget.workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(ci), uint64(w)))
+				for runCtx.Err() == nil && holds.Load() < budget.maxHolds {
+					name := "n" + strconv.Itoa(rng.IntN(budget.names))
+					switch chaosHold(runCtx, c, name, rng, journalSink{&journal}) {
+					case holdDone:
+						holds.Add(1)
+					case holdBusy:
+						busy.Add(1)
+					case holdErr:
+						acquireErrs.Add(1)
+						// Faults make acquires fail at once (server down, a
+						// reset): back off a little rather than spin.
+						sleepCtx(runCtx, 20*time.Millisecond)
+					}
+				}
+			}()
+		}
+	}
+
+	children := &chaosChildren{t: t, url: proxied, names: budget.names, j: &journal}
+	defer children.stopAll() // on a failure; a no-op after the normal stop
+	for range budget.children {
+		children.spawn()
+	}
+
+	// The fault injector. The first round has every kind once, in random
+	// order, so that even a short run covers them all.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(42, 7))
+		first := []string{"terminate", "reset", "latency", "blackhole", "restart"}
+		if budget.children > 0 {
+			first = append(first, "kill", "freeze")
+		}
+		rng.Shuffle(len(first), func(i, k int) { first[i], first[k] = first[k], first[i] })
+		for n := 0; ; n++ {
+			if !sleepCtx(runCtx, time.Duration(200+rng.IntN(500))*time.Millisecond) {
+				return
+			}
+			var kind string
+			switch {
+			case n < len(first):
+				kind = first[n]
+			case n%budget.restartEvery == 0:
+				kind = "restart"
+			default:
+				kind = pickFault(rng, budget.children > 0)
+			}
+			injectFault(t, kind, rng, srv, admin, proxy, children, &journal)
+		}
+	}()
+	wg.Wait()
+	elapsed := time.Since(start)
+	// The partition ends: black-holed connections are severed, so that
+	// nothing is left waiting on them (pgx drains a cancelled connection
+	// for up to 15 s in a goroutine of its own, which a child's goleak
+	// would report), and every child stops cleanly.
+	proxy.setLatency(0)
+	proxy.dropBlackholed()
+	children.stopAll()
+
+	// Stop every coordinator: all holds end, all sessions close. The
+	// proxy stays up while the server is checked, so that a session
+	// pgcoord forgot to close would still be there to count.
+	stopAll()
+
+	report := journal.Check(chaosSignalBound)
+	var conns, locks int
+	settled := func() bool {
+		qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err1 := admin.QueryRow(qctx,
+			`SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgcoord:%'`).Scan(&conns)
+		err2 := admin.QueryRow(qctx,
+			`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'`).Scan(&locks)
+		return err1 == nil && err2 == nil && conns == 0 && locks == 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !settled() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	proxy.close()
+	var lost uint64
+	for _, c := range coords {
+		lost += c.Stats().Lost
+	}
+	summary := fmt.Sprintf("chaos: %s in %v (%d coordinators × %d workers, %d names, HB %v, SessionTimeout %v); "+
+		"busy=%d acquire-errors=%d lost(stats)=%d; after Stop: connections=%d advisory-locks=%d (goroutine leaks: TestMain goleak)",
+		report, elapsed.Round(time.Millisecond), budget.coords, budget.workers, budget.names, chaosHB, chaosSessionTimeout,
+		busy.Load(), acquireErrs.Load(), lost, conns, locks)
+	t.Log(summary)
+	if long {
+		fmt.Println(summary)
+	}
+	for _, v := range report.ExcusedSamples {
+		t.Log("excused overlap:", v)
+	}
+	for _, v := range report.Violations {
+		t.Error(v)
+	}
+	require.Zero(t, conns, "pgcoord sessions left on the server after Stop")
+	require.Zero(t, locks, "advisory locks left on the server after Stop")
+	require.Positive(t, report.Holds, "no critical section completed")
+	require.Positive(t, report.Losses, "no fault ever cost a hold: the faults did not bite")
+}
+
+type holdOutcome int
+
+const (
+	holdDone holdOutcome = iota
+	holdBusy
+	holdErr
+)
+
+// sectionSink receives critical sections: in this process the journal,
+// in a child process a pipe to the parent.
+type sectionSink interface {
+	// Enter is called when a section starts (a child reports it at once,
+	// so a SIGKILL cannot hide a section from the parent).
+	Enter(s chaos.Section)
+	// Exit is called with the finished section.
+	Exit(s chaos.Section)
+}
+
+// journalSink records finished sections in a journal.
+type journalSink struct{ j *chaos.Journal }
+
+func (journalSink) Enter(chaos.Section)    {}
+func (k journalSink) Exit(s chaos.Section) { k.j.Record(s) }
+
+// chaosHold takes name once with a random blocking mode, holds it briefly
+// (now and then for a while, so that faults hit holders), and reports the
+// section to sink. The holder watches Lost() throughout and stops at once
+// when told, as a careful user would.
+func chaosHold(runCtx context.Context, c *Coordinator, name string, rng *rand.Rand, sink sectionSink) holdOutcome {
+	l := c.GetLock(name)
+	modes := []Blocking{NoWait, Timeout(time.Duration(50+rng.IntN(400)) * time.Millisecond), Wait}
+	// Wait is bounded by its ctx: a wait cut off by a fault must not hang.
+	actx, cancel := context.WithTimeout(runCtx, 2*time.Second)
+	ok, err := l.Acquire(actx, modes[rng.IntN(len(modes))])
+	cancel()
+	if err != nil {
+		return holdErr
+	}
+	if !ok {
+		return holdBusy
+	}
+	s := chaos.Section{Lock: name, Token: l.Token(), Member: c.MemberID(), Enter: time.Now()}
+	lost := l.Lost()
+	sink.Enter(s)
+	d := time.Duration(rng.IntN(15)) * time.Millisecond
+	if rng.IntN(10) == 0 {
+		d = time.Duration(100+rng.IntN(500)) * time.Millisecond
+	}
+	hold := time.NewTimer(d)
+	select {
+	case <-lost:
+		s.Told = time.Now()
+		s.Exit = s.Told
+		hold.Stop()
+		_ = l.Release(context.Background())
+	case <-hold.C:
+		s.Exit = time.Now()
+		if err := l.Release(context.Background()); errors.Is(err, ErrLockLost) {
+			// Lost before Release could say so: the loss was not seen
+			// during the section, so Told is when Release reported it.
+			s.Told = time.Now()
+		}
+	}
+	sink.Exit(s)
+	return holdDone
+}
+
+// pickFault chooses a fault kind, weighted towards the cheap ones.
+func pickFault(rng *rand.Rand, children bool) string {
+	r := rng.IntN(100)
+	if children {
+		switch {
+		case r < 6:
+			return "kill"
+		case r < 12:
+			return "freeze"
+		}
+	}
+	switch {
+	case r < 50:
+		return "terminate"
+	case r < 72:
+		return "reset"
+	case r < 90:
+		return "latency"
+	default:
+		return "blackhole"
+	}
+}
+
+// injectFault injects one fault and journals it. Failures of the fault
+// itself (the admin pool hit by an earlier restart, say) are ignored: the
+// fault is then simply not counted.
+func injectFault(t *testing.T, kind string, rng *rand.Rand, srv *pgtemp.Server, admin *pgxpool.Pool,
+	proxy *chaosProxy, children *chaosChildren, j *chaos.Journal) {
+	qctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	switch kind {
+	case "terminate":
+		// Mostly a session holding a lock (so the fault bites a holder),
+		// else any pgcoord session: control, lock, wait or registry.
+		q := `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE application_name LIKE 'pgcoord:%' ORDER BY random() LIMIT 1`
+		if rng.IntN(3) > 0 {
+			// objsubid 1: a one-bigint advisory key, a lock (the member
+			// lock of a control session has two int keys).
+			q = `SELECT pg_terminate_backend(pid) FROM pg_locks
+				WHERE locktype = 'advisory' AND granted AND objsubid = 1 ORDER BY random() LIMIT 1`
+		}
+		at := time.Now()
+		var killed bool
+		err := admin.QueryRow(qctx, q).Scan(&killed)
+		if err == nil && killed {
+			j.Fault(kind, at, true)
+		}
+	case "reset":
+		at := time.Now()
+		if proxy.reset(rng) > 0 {
+			j.Fault(kind, at, true)
+		}
+	case "latency":
+		j.Fault(kind, time.Now(), false)
+		proxy.setLatency(time.Duration(5+rng.IntN(40)) * time.Millisecond)
+		time.Sleep(time.Duration(200+rng.IntN(600)) * time.Millisecond)
+		proxy.setLatency(0)
+	case "blackhole":
+		at := time.Now()
+		if proxy.blackhole(rng) > 0 {
+			j.Fault(kind, at, false)
+		}
+	case "kill":
+		// SIGKILL a child; a new one takes its place. Its open sections
+		// end at the kill, so the fault excuses no overlap.
+		if ch := children.pick(rng); ch != nil {
+			at := ch.kill()
+			j.AddFault(chaos.Fault{Kind: kind, At: at, Member: ch.member})
+			children.replace(ch)
+		}
+	case "freeze":
+		// SIGSTOP a child for up to a bit more than SessionTimeout, so
+		// that its holds are sometimes taken over while it sleeps.
+		if ch := children.pick(rng); ch != nil {
+			at := time.Now()
+			if ch.cmd.Process.Signal(syscall.SIGSTOP) == nil {
+				time.Sleep(time.Duration(300+rng.IntN(3500)) * time.Millisecond)
+				_ = ch.cmd.Process.Signal(syscall.SIGCONT)
+				j.AddFault(chaos.Fault{Kind: kind, At: at, Member: ch.member, Until: time.Now()})
+			}
+		}
+	case "restart":
+		at := time.Now()
+		if err := srv.Restart(); err != nil {
+			t.Errorf("restarting the chaos server: %v", err)
+			return
+		}
+		j.Fault(kind, at, true)
+	}
+}
+
+// chaosChildren is the set of live chaos child processes.
+type chaosChildren struct {
+	t     *testing.T
+	url   string
+	names int
+	j     *chaos.Journal
+
+	mu   sync.Mutex
+	live []*chaosChild
+	dead []*chaosChild
+	gen  int
+}
+
+func (cs *chaosChildren) spawn() {
+	cs.mu.Lock()
+	cs.gen++
+	agent := fmt.Sprintf("chaos-child-%d", cs.gen)
+	cs.mu.Unlock()
+	ch := startChaosChild(cs.t, agent, cs.url, cs.names, cs.j)
+	cs.mu.Lock()
+	cs.live = append(cs.live, ch)
+	cs.mu.Unlock()
+}
+
+func (cs *chaosChildren) pick(rng *rand.Rand) *chaosChild {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if len(cs.live) == 0 {
+		return nil
+	}
+	return cs.live[rng.IntN(len(cs.live))]
+}
+
+// replace retires a killed child and starts another.
+func (cs *chaosChildren) replace(ch *chaosChild) {
+	cs.mu.Lock()
+	for i, c := range cs.live {
+		if c == ch {
+			cs.live = append(cs.live[:i], cs.live[i+1:]...)
+			break
+		}
+	}
+	cs.dead = append(cs.dead, ch)
+	cs.mu.Unlock()
+	cs.spawn()
+}
+
+// stopAll ends every child and waits until their journals are complete.
+func (cs *chaosChildren) stopAll() {
+	cs.mu.Lock()
+	live, dead := cs.live, cs.dead
+	cs.live, cs.dead = nil, nil
+	cs.mu.Unlock()
+	for _, ch := range live {
+		ch.stop(cs.t)
+	}
+	for _, ch := range dead {
+		<-ch.done
+	}
+}
+
+// sleepCtx sleeps for d or until ctx ends; false when ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tm.C:
+		return true
+	}
+}
+
+// chaosProxy forwards TCP connections to the chaos server and can reset
+// them (RST to both ends: the server ends the session and frees its locks
+// at once), black-hole them (both directions swallowed, no socket closed:
+// a partition, which the server notices only by idle_session_timeout), and
+// delay every chunk of data (latency).
+type chaosProxy struct {
+	ln      net.Listener
+	target  string
+	latency atomic.Int64
+	wg      sync.WaitGroup
+
+	mu     sync.Mutex
+	pairs  map[*proxyPair]struct{}
+	closed bool
+}
+
+type proxyPair struct {
+	client, server net.Conn
+	black          atomic.Bool
+}
+
+func startChaosProxy(t *testing.T, target string) *chaosProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &chaosProxy{ln: ln, target: target, pairs: map[*proxyPair]struct{}{}}
+	p.wg.Add(1)
+	go p.serve()
+	return p
+}
+
+func (p *chaosProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *chaosProxy) serve() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		pr := &proxyPair{client: c, server: up}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			c.Close()
+			up.Close()
+			return
+		}
+		p.pairs[pr] = struct{}{}
+		p.wg.Add(2)
+		p.mu.Unlock()
+		go p.pipe(pr, c, up, true)
+		go p.pipe(pr, up, c, false)
+	}
+}
+
+// pipe copies from one end to the other. When the client goes away the
+// server end is closed too, unless the pair is black-holed: in a partition
+// the server hears nothing. When the server goes away the client end is
+// closed (after a black hole that is when idle_session_timeout fired).
+func (p *chaosProxy) pipe(pr *proxyPair, from, to net.Conn, fromClient bool) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if err != nil {
+			from.Close()
+			if fromClient && pr.black.Load() {
+				// Keep the pair (and its server end) for close.
+				return
+			}
+			to.Close()
+			p.mu.Lock()
+			delete(p.pairs, pr)
+			p.mu.Unlock()
+			return
+		}
+		if pr.black.Load() {
+			continue
+		}
+		if d := time.Duration(p.latency.Load()); d > 0 {
+			time.Sleep(d)
+		}
+		if _, err := to.Write(buf[:n]); err != nil {
+			from.Close()
+			to.Close()
+			return
+		}
+	}
+}
+
+// live returns the pairs still forwarding.
+func (p *chaosProxy) live() []*proxyPair {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*proxyPair
+	for pr := range p.pairs {
+		if !pr.black.Load() {
+			out = append(out, pr)
+		}
+	}
+	return out
+}
+
+// some picks a random non-empty subset of the live pairs.
+func (p *chaosProxy) some(rng *rand.Rand) []*proxyPair {
+	all := p.live()
+	if len(all) == 0 {
+		return nil
+	}
+	rng.Shuffle(len(all), func(i, k int) { all[i], all[k] = all[k], all[i] })
+	return all[:1+rng.IntN(min(len(all), 4))]
+}
+
+// reset closes a few connections with RST on both ends; it returns how many.
+func (p *chaosProxy) reset(rng *rand.Rand) int {
+	prs := p.some(rng)
+	for _, pr := range prs {
+		for _, c := range []net.Conn{pr.client, pr.server} {
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			c.Close()
+		}
+	}
+	return len(prs)
+}
+
+// blackhole silences a few connections for good; it returns how many.
+func (p *chaosProxy) blackhole(rng *rand.Rand) int {
+	prs := p.some(rng)
+	for _, pr := range prs {
+		pr.black.Store(true)
+	}
+	return len(prs)
+}
+
+// dropBlackholed closes both ends of every black-holed connection.
+func (p *chaosProxy) dropBlackholed() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pr := range p.pairs {
+		if pr.black.Load() {
+			pr.client.Close()
+			pr.server.Close()
+		}
+	}
+}
+
+func (p *chaosProxy) setLatency(d time.Duration) { p.latency.Store(int64(d)) }
+
+// close stops accepting, closes every connection and waits for the proxy's
+// goroutines. Idempotent.
+func (p *chaosProxy) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.ln.Close()
+	for pr := range p.pairs {
+		pr.client.Close()
+		pr.server.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}

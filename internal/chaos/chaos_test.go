@@ -1,0 +1,133 @@
+package chaos
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+func TestSequentialHoldsPass(t *testing.T) {
+	var j Journal
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(10)})
+	j.Record(Section{Lock: "a", Token: 2, Enter: at(10), Exit: at(20)})
+	j.Record(Section{Lock: "b", Token: 3, Enter: at(5), Exit: at(15)}) // other lock
+	r := j.Check(time.Second)
+	if !r.OK() || r.Holds != 3 {
+		t.Fatalf("want OK with 3 holds: %v %v", r, r.Violations)
+	}
+}
+
+func TestOverlapWithoutSignalFails(t *testing.T) {
+	var j Journal
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(30)})
+	j.Record(Section{Lock: "a", Token: 2, Enter: at(10), Exit: at(20)})
+	r := j.Check(time.Second)
+	if r.OK() || !strings.Contains(r.Violations[0], "overlap") {
+		t.Fatalf("want an overlap: %v", r.Violations)
+	}
+}
+
+func TestOverlapAfterSignalPasses(t *testing.T) {
+	var j Journal
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(30), Told: at(9)})
+	j.Record(Section{Lock: "a", Token: 2, Enter: at(10), Exit: at(20)})
+	if r := j.Check(time.Second); !r.OK() || r.Losses != 1 {
+		t.Fatalf("told before takeover is the contract: %v %v", r, r.Violations)
+	}
+}
+
+func TestOverlapAfterKillExcusedWithinBound(t *testing.T) {
+	var j Journal
+	j.Fault("terminate", at(5), true)
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(200), Told: at(200)})
+	j.Record(Section{Lock: "a", Token: 2, Enter: at(10), Exit: at(20)})
+	r := j.Check(500 * time.Millisecond)
+	if !r.OK() || r.Excused != 1 || r.WorstSignal["terminate"] != 195*time.Millisecond {
+		t.Fatalf("want excused: %v %v", r, r.Violations)
+	}
+	// Told too late for the bound.
+	if r := j.Check(100 * time.Millisecond); r.OK() {
+		t.Fatal("want a violation past the bound")
+	}
+}
+
+func TestOverlapAfterSilencingFaultNotExcused(t *testing.T) {
+	var j Journal
+	j.Fault("blackhole", at(5), false)
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(200), Told: at(200)})
+	j.Record(Section{Lock: "a", Token: 2, Enter: at(10), Exit: at(20)})
+	if r := j.Check(time.Second); r.OK() {
+		t.Fatal("a silenced holder must be told before takeover")
+	}
+}
+
+func TestTokenInversionFails(t *testing.T) {
+	var j Journal
+	j.Record(Section{Lock: "a", Token: 5, Enter: at(0), Exit: at(10)})
+	j.Record(Section{Lock: "a", Token: 4, Enter: at(20), Exit: at(30)})
+	r := j.Check(time.Second)
+	if r.OK() || !strings.Contains(r.Violations[0], "token order") {
+		t.Fatalf("want a token violation: %v", r.Violations)
+	}
+	j.Record(Section{Lock: "b", Token: 7, Enter: at(0), Exit: at(10)})
+	j.Record(Section{Lock: "b", Token: 7, Enter: at(20), Exit: at(30)})
+	if r := j.Check(time.Second); len(r.Violations) != 2 {
+		t.Fatalf("equal tokens are not increasing: %v", r.Violations)
+	}
+}
+
+func TestSummaryCountsFaults(t *testing.T) {
+	var j Journal
+	j.Fault("terminate", at(1), true)
+	j.Fault("terminate", at(2), true)
+	j.Fault("latency", at(3), false)
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(50), Told: at(50)})
+	s := j.Check(time.Second).String()
+	if !strings.Contains(s, "faults[latency=1 terminate=2]") || !strings.Contains(s, "violations=0") ||
+		!strings.Contains(s, "worst-fault-to-signal[latency=47ms]") {
+		t.Fatalf("summary %q", s)
+	}
+}
+
+func TestOverlapWithFrozenHolderExcusedIfToldOnWaking(t *testing.T) {
+	var j Journal
+	j.AddFault(Fault{Kind: "freeze", At: at(5), Member: "m1", Until: at(3000)})
+	j.Record(Section{Lock: "a", Token: 1, Member: "m1", Enter: at(0), Exit: at(3010), Told: at(3100)})
+	j.Record(Section{Lock: "a", Token: 2, Member: "m2", Enter: at(2000), Exit: at(2020)})
+	if r := j.Check(500 * time.Millisecond); !r.OK() || r.Excused != 1 {
+		t.Fatalf("want excused: %v %v", r, r.Violations)
+	}
+	// A freeze of another member excuses nothing.
+	var k Journal
+	k.AddFault(Fault{Kind: "freeze", At: at(5), Member: "m3", Until: at(3000)})
+	k.Record(Section{Lock: "a", Token: 1, Member: "m1", Enter: at(0), Exit: at(3010), Told: at(3100)})
+	k.Record(Section{Lock: "a", Token: 2, Member: "m2", Enter: at(2000), Exit: at(2020)})
+	if r := k.Check(500 * time.Millisecond); r.OK() {
+		t.Fatal("want a violation")
+	}
+}
+
+// A process frozen between its grant and recording its entry enters "late"
+// with a lower token than its successor: fencing at work, not a violation,
+// provided it is told on waking.
+func TestLateEntryAfterFreezeExcused(t *testing.T) {
+	var j Journal
+	j.AddFault(Fault{Kind: "freeze", At: at(100), Member: "child", Until: at(3500)})
+	j.Record(Section{Lock: "a", Token: 303, Member: "m", Enter: at(3400), Exit: at(3700)})
+	j.Record(Section{Lock: "a", Token: 171, Member: "child", Enter: at(3510), Exit: at(3511), Told: at(3511)})
+	if r := j.Check(500 * time.Millisecond); !r.OK() || r.Excused != 1 {
+		t.Fatalf("want excused: %v %v", r, r.Violations)
+	}
+	// Never told: a real violation, of both rules.
+	var k Journal
+	k.AddFault(Fault{Kind: "freeze", At: at(100), Member: "child", Until: at(3500)})
+	k.Record(Section{Lock: "a", Token: 303, Member: "m", Enter: at(3400), Exit: at(3700)})
+	k.Record(Section{Lock: "a", Token: 171, Member: "child", Enter: at(3510), Exit: at(3600)})
+	if r := k.Check(500 * time.Millisecond); len(r.Violations) != 2 {
+		t.Fatalf("want two violations: %v", r.Violations)
+	}
+}
