@@ -26,7 +26,7 @@ test: ## Run every test with the race detector (starts its own PostgreSQL unless
 
 .PHONY: chaos
 chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected while coordinators contend; prints the figures.
-	PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
+	set -o pipefail; PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (FUZZTIME, default 20s).
