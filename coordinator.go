@@ -90,6 +90,12 @@ type Config struct {
 	// max_locks_per_transaction × max_connections): the cap keeps one busy
 	// service from taking the cluster down. Default 4000.
 	MaxHeldLocks int
+	// Fencing makes every acquire also record its fencing token in
+	// pgcoord.fences, so that a write in the application's own transaction
+	// on this database can be made conditional on the lock still being the
+	// writer's: guard it with pgcoord.fence_ok(key, token). It costs one
+	// table write per acquire, which is why it is off by default.
+	Fencing bool
 }
 
 // Coordinator is a member of the coordination group: it owns a control

@@ -224,6 +224,14 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 
 	h, err := l.c.acquire(ctx, l, b)
 	err = lockTableFull(err)
+	if h != nil && l.c.cfg.Fencing {
+		if ferr := l.c.advanceFence(ctx, h); ferr != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.opTimeout())
+			_ = l.c.release(rctx, h)
+			cancel()
+			h, err = nil, ferr
+		}
+	}
 	if h != nil {
 		l.c.stats.acquired.Add(1)
 	} else if err == nil {
@@ -311,6 +319,19 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 	}
 	done = true
 	return h, nil
+}
+
+// advanceFence records h's token in pgcoord.fences (Config.Fencing). It
+// runs on the registry session, which holds no lock: it may wait for an
+// application transaction that guarded a write with the previous token.
+func (c *Coordinator) advanceFence(ctx context.Context, h *hold) error {
+	err := c.registry.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		return c.q.AdvanceFence(ctx, conn, db.AdvanceFenceParams{Key: h.key, Token: h.token})
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: recording fencing token of %q: %w", h.lock.full, err)
+	}
+	return nil
 }
 
 // lockTableFull types the server's "out of shared memory" (53200), which

@@ -26,6 +26,9 @@ func appRole(t *testing.T, options string) string {
 		`GRANT SELECT ON pgcoord.live_members, pgcoord.held_locks, pgcoord.schema_migrations TO ` + role,
 		`GRANT USAGE ON SEQUENCE pgcoord.fencing_token TO ` + role,
 		`GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer) TO ` + role,
+		// With Config.Fencing:
+		`GRANT SELECT, INSERT, UPDATE ON pgcoord.fences TO ` + role,
+		`GRANT EXECUTE ON FUNCTION pgcoord.fence_ok(bigint, bigint) TO ` + role,
 	} {
 		_, err := testPool.Exec(ctx(t), stmt)
 		require.NoError(t, err, stmt)
@@ -44,7 +47,7 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	role := appRole(t, "")
 	p := testPrefix(t)
 	appURL := withUser(t, testURL, role, "app-pw")
-	c := newCoord(t, p, func(cfg *Config) { cfg.ConnString = appURL })
+	c := newCoord(t, p, func(cfg *Config) { cfg.ConnString = appURL; cfg.Fencing = true })
 	other := newCoord(t, p)
 	l := c.GetLock("least")
 	mustAcquire(t, l, NoWait)

@@ -11,6 +11,24 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const advanceFence = `-- name: AdvanceFence :exec
+INSERT INTO pgcoord.fences AS f (key, token) VALUES ($1, $2)
+ON CONFLICT (key) DO UPDATE SET token = excluded.token, updated_at = now()
+WHERE f.token < excluded.token
+`
+
+type AdvanceFenceParams struct {
+	Key   int64
+	Token int64
+}
+
+// Records a new hold's token (Config.Fencing). It waits for transactions
+// that guarded a write with pgcoord.fence_ok on the previous token.
+func (q *Queries) AdvanceFence(ctx context.Context, db DBTX, arg AdvanceFenceParams) error {
+	_, err := db.Exec(ctx, advanceFence, arg.Key, arg.Token)
+	return err
+}
+
 const boundSession = `-- name: BoundSession :exec
 SELECT set_config('idle_session_timeout', $1::text, false),
        set_config('tcp_user_timeout', $1::text, false)

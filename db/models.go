@@ -8,6 +8,12 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type PgcoordFence struct {
+	Key       int64
+	Token     int64
+	UpdatedAt pgtype.Timestamptz
+}
+
 type PgcoordHeldLock struct {
 	Name     pgtype.Text
 	Key      int32

@@ -46,3 +46,10 @@ ORDER BY h.name, h.granted DESC, h.since;
 -- granted would otherwise hold it until TCP gives up, many minutes later).
 SELECT set_config('idle_session_timeout', sqlc.arg(timeout_ms)::text, false),
        set_config('tcp_user_timeout', sqlc.arg(timeout_ms)::text, false);
+
+-- name: AdvanceFence :exec
+-- Records a new hold's token (Config.Fencing). It waits for transactions
+-- that guarded a write with pgcoord.fence_ok on the previous token.
+INSERT INTO pgcoord.fences AS f (key, token) VALUES (sqlc.arg(key), sqlc.arg(token))
+ON CONFLICT (key) DO UPDATE SET token = excluded.token, updated_at = now()
+WHERE f.token < excluded.token;
