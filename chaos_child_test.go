@@ -41,17 +41,7 @@ func TestChaosChild(t *testing.T) {
 	}
 	names, err := strconv.Atoi(os.Getenv(chaosChildNamesEnv))
 	require.NoError(t, err)
-	c, err := New(Config{
-		ConnString:              os.Getenv(chaosChildURLEnv),
-		AgentID:                 agent,
-		HeartbeatInterval:       chaosHB,
-		SessionTimeout:          chaosSessionTimeout,
-		InitialReconnectBackoff: 20 * time.Millisecond,
-		MaxReconnectBackoff:     500 * time.Millisecond,
-		SkipMigrations:          true,
-		Logger:                  quietLogger(),
-		LockSessions:            2,
-	})
+	c, err := New(chaosConfig(os.Getenv(chaosChildURLEnv), agent))
 	require.NoError(t, err)
 	// The parent injects no fault until it reads "chaos-started": a failed
 	// Start is not what this test is about (and, today, a Start whose lock

@@ -97,17 +97,7 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	var journal chaos.Journal
 	var coords []*Coordinator
 	for i := range budget.coords {
-		c, err := New(Config{
-			ConnString:              proxied,
-			AgentID:                 fmt.Sprintf("chaos-%d", i),
-			HeartbeatInterval:       chaosHB,
-			SessionTimeout:          chaosSessionTimeout,
-			InitialReconnectBackoff: 20 * time.Millisecond,
-			MaxReconnectBackoff:     500 * time.Millisecond,
-			SkipMigrations:          true,
-			Logger:                  quietLogger(),
-			LockSessions:            2,
-		})
+		c, err := New(chaosConfig(proxied, fmt.Sprintf("chaos-%d", i)))
 		require.NoError(t, err)
 		require.NoError(t, c.Start(ctx(t)))
 		coords = append(coords, c)
@@ -638,4 +628,20 @@ func (p *chaosProxy) close() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// chaosConfig is the configuration of every chaos coordinator, in this
+// process or a child: short heartbeats and quick reconnects, so faults show.
+func chaosConfig(connString, agent string) Config {
+	return Config{
+		ConnString:              connString,
+		AgentID:                 agent,
+		HeartbeatInterval:       chaosHB,
+		SessionTimeout:          chaosSessionTimeout,
+		InitialReconnectBackoff: 20 * time.Millisecond,
+		MaxReconnectBackoff:     500 * time.Millisecond,
+		SkipMigrations:          true,
+		Logger:                  quietLogger(),
+		LockSessions:            2,
+	}
 }
