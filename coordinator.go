@@ -477,11 +477,17 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 	c.waitCleanups(ctx)
 	if c.control != nil && c.registered.Swap(false) {
 		err := c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			// Under the member lock, so that nothing a cancelled control
+			// session still runs on the server can write the row after us.
+			if err := c.q.LockMember(ctx, conn, db.LockMemberParams{Key1: c.memberHi, Key2: c.memberLo}); err != nil {
+				return err
+			}
 			if err := c.q.MarkStopped(ctx, conn, c.memberID); err != nil {
 				return err
 			}
-			_, err := c.q.MemberUnlock(ctx, conn, db.MemberUnlockParams{Key1: c.memberHi, Key2: c.memberLo})
-			return err
+			// The control session holds only the member lock, perhaps
+			// more than once (it is reentrant): release every level.
+			return c.q.UnlockAll(ctx, conn)
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pgcoord: marking member stopped: %w", err))

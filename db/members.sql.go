@@ -136,6 +136,23 @@ func (q *Queries) ListMembers(ctx context.Context, db DBTX) ([]ListMembersRow, e
 	return items, nil
 }
 
+const lockMember = `-- name: LockMember :exec
+SELECT pg_advisory_lock($1::integer, $2::integer)
+`
+
+type LockMemberParams struct {
+	Key1 int32
+	Key2 int32
+}
+
+// Waits for the member lock. Stop takes it before marking the member
+// stopped: a statement of a cancelled control session may still be running
+// on the server (a reconnect's RegisterMember, say) and must not land after.
+func (q *Queries) LockMember(ctx context.Context, db DBTX, arg LockMemberParams) error {
+	_, err := db.Exec(ctx, lockMember, arg.Key1, arg.Key2)
+	return err
+}
+
 const markStopped = `-- name: MarkStopped :exec
 UPDATE pgcoord.members SET stopped_at = now() WHERE member_id = $1
 `
@@ -143,22 +160,6 @@ UPDATE pgcoord.members SET stopped_at = now() WHERE member_id = $1
 func (q *Queries) MarkStopped(ctx context.Context, db DBTX, memberID string) error {
 	_, err := db.Exec(ctx, markStopped, memberID)
 	return err
-}
-
-const memberUnlock = `-- name: MemberUnlock :one
-SELECT pg_advisory_unlock($1::integer, $2::integer) AS released
-`
-
-type MemberUnlockParams struct {
-	Key1 int32
-	Key2 int32
-}
-
-func (q *Queries) MemberUnlock(ctx context.Context, db DBTX, arg MemberUnlockParams) (bool, error) {
-	row := db.QueryRow(ctx, memberUnlock, arg.Key1, arg.Key2)
-	var released bool
-	err := row.Scan(&released)
-	return released, err
 }
 
 const registerMember = `-- name: RegisterMember :exec

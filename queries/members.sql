@@ -3,9 +3,6 @@
 -- one-bigint keys of named locks.
 SELECT pg_try_advisory_lock(sqlc.arg(key1)::integer, sqlc.arg(key2)::integer) AS ok;
 
--- name: MemberUnlock :one
-SELECT pg_advisory_unlock(sqlc.arg(key1)::integer, sqlc.arg(key2)::integer) AS released;
-
 -- name: RegisterMember :exec
 -- Start (restart = true) begins a new life for the member row; a reconnect
 -- (restart = false) keeps its started_at.
@@ -61,3 +58,9 @@ SELECT EXISTS (
       AND l.classid::bigint = (sqlc.arg(key1)::integer::bigint & 4294967295)
       AND l.objid::bigint = (sqlc.arg(key2)::integer::bigint & 4294967295)
 )::boolean AS held;
+
+-- name: LockMember :exec
+-- Waits for the member lock. Stop takes it before marking the member
+-- stopped: a statement of a cancelled control session may still be running
+-- on the server (a reconnect's RegisterMember, say) and must not land after.
+SELECT pg_advisory_lock(sqlc.arg(key1)::integer, sqlc.arg(key2)::integer);

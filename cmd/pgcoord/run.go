@@ -102,7 +102,9 @@ func cmdRun(a *app, args []string) int {
 		// whatever is still held and marks the member stopped.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = c.Stop(ctx)
+		if err := c.Stop(ctx); err != nil {
+			fmt.Fprintf(a.stderr, "pgcoord run: stopping: %v\n", err)
+		}
 	}()
 
 	l := c.GetLock(*name)
