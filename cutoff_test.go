@@ -1,117 +1,24 @@
 package pgcoord
 
 import (
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-// blackholeProxy forwards TCP to the test server until cut, after which it
-// drops everything in both directions without closing any socket: a
-// network partition as a holder sees it, with no FIN and no RST.
-type blackholeProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	closed bool
-	conns  []net.Conn
-	// pipes counts the copying goroutines, so close can wait for them.
-	pipes sync.WaitGroup
-}
-
-func startBlackholeProxy(t *testing.T) (*blackholeProxy, string) {
-	u, err := url.Parse(testURL)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &blackholeProxy{ln: ln, target: u.Host}
-	p.pipes.Add(1)
-	go p.serve()
-	t.Cleanup(p.close)
-	u.Host = ln.Addr().String()
-	return p, u.String()
-}
-
-func (p *blackholeProxy) serve() {
-	defer p.pipes.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.closed {
-			// Accepted while closing: close, or it would outlive close.
-			p.mu.Unlock()
-			c.Close()
-			up.Close()
-			return
-		}
-		p.conns = append(p.conns, c, up)
-		p.pipes.Add(2)
-		p.mu.Unlock()
-		go p.pipe(c, up)
-		go p.pipe(up, c)
-	}
-}
-
-// pipe copies until the proxy is cut, then swallows what comes.
-func (p *blackholeProxy) pipe(from, to net.Conn) {
-	defer p.pipes.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := from.Read(buf)
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		cut := p.cut
-		p.mu.Unlock()
-		if cut {
-			continue
-		}
-		if _, err := to.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-func (p *blackholeProxy) blackhole() {
-	p.mu.Lock()
-	p.cut = true
-	p.mu.Unlock()
-}
-
-// close stops the proxy and waits for its goroutines; idempotent.
-func (p *blackholeProxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	conns := p.conns
-	p.conns = nil
-	p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range conns {
-		c.Close()
-	}
-	p.pipes.Wait()
-}
-
 // A holder cut off without a FIN learns of the loss within two heartbeats,
 // and before the server (idle_session_timeout) lets anyone else take the
 // lock.
 func TestCutOffHolderToldBeforeTakeover(t *testing.T) {
 	t.Parallel()
-	proxy, proxied := startBlackholeProxy(t)
+	u, err := url.Parse(testURL)
+	require.NoError(t, err)
+	proxy := startChaosProxy(t, u.Host)
+	t.Cleanup(proxy.close)
+	u.Host = proxy.addr()
+	proxied := u.String()
 	p := testPrefix(t)
 	const hb = 200 * time.Millisecond
 	holder := newCoord(t, p, func(cfg *Config) {
@@ -134,7 +41,7 @@ func TestCutOffHolderToldBeforeTakeover(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
 
-	proxy.blackhole()
+	proxy.partition()
 	cut := time.Now()
 	var told time.Time
 	select {
