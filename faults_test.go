@@ -81,7 +81,11 @@ func TestStalledRegistryKeepsLeases(t *testing.T) {
 func TestLeaseLossFreesServerLock(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	c := newCoord(t, p, func(cfg *Config) { cfg.SessionTimeout = time.Second; cfg.LockSessions = 1 })
+	c := newCoord(t, p, func(cfg *Config) {
+		cfg.HeartbeatInterval = 200 * time.Millisecond
+		cfg.SessionTimeout = time.Second
+		cfg.LockSessions = 1
+	})
 	other := newCoord(t, p)
 	l := c.GetLock("leased")
 	mustAcquire(t, l, NoWait)

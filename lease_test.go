@@ -42,7 +42,7 @@ func TestFrozenHolderLosesLockAfterSessionTimeout(t *testing.T) {
 // still hangs (the server may free them any moment).
 func TestLeaseExpiryReportsLoss(t *testing.T) {
 	t.Parallel()
-	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.SessionTimeout = time.Second })
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.HeartbeatInterval = 200 * time.Millisecond; cfg.SessionTimeout = time.Second })
 	l := c.GetLock("leased")
 	mustAcquire(t, l, NoWait)
 	s := c.lockSs[uint64(l.Key())%uint64(len(c.lockSs))]
@@ -60,7 +60,7 @@ func TestLeaseExpiryReportsLoss(t *testing.T) {
 func TestIdleSessionsSurviveSessionTimeout(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	short := func(cfg *Config) { cfg.SessionTimeout = time.Second }
+	short := func(cfg *Config) { cfg.HeartbeatInterval = 200 * time.Millisecond; cfg.SessionTimeout = time.Second }
 	c, other := newCoord(t, p, short), newCoord(t, p, short)
 	held := c.GetLock("kept")
 	mustAcquire(t, held, NoWait)

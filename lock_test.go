@@ -291,8 +291,8 @@ func TestStopReleasesEverything(t *testing.T) {
 func TestTerminatedSessionLosesLock(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	const hb = 200 * time.Millisecond
 	c := newCoord(t, p)
+	hb := c.cfg.HeartbeatInterval
 	l := c.GetLock("doomed")
 	mustAcquire(t, l, NoWait)
 	pid := heldBy(t, l.Key())

@@ -77,13 +77,15 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 func newCoord(t testing.TB, prefix string, mods ...func(*Config)) *Coordinator {
 	t.Helper()
 	cfg := Config{
-		ConnString:        testURL,
-		Prefix:            prefix,
-		HeartbeatInterval: 200 * time.Millisecond,
+		ConnString: testURL,
+		Prefix:     prefix,
+		// A ping that takes longer than a heartbeat counts as a cut-off
+		// session; 500ms leaves room for -race on two loaded cores.
+		HeartbeatInterval: 500 * time.Millisecond,
 		// Roomier than the default 5 heartbeats: parallel tests under -race
 		// on two cores can starve a heartbeat for a while. Lease tests set
 		// their own.
-		SessionTimeout: 3 * time.Second,
+		SessionTimeout: 5 * time.Second,
 		SkipMigrations: true,
 		Logger:         quietLogger(),
 		LockSessions:   2,
