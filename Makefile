@@ -29,10 +29,10 @@ chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected
 	set -o pipefail; PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
 
 .PHONY: fuzz
-fuzz: ## Run each fuzz target briefly (FUZZTIME, default 20s).
-	$(GO) test -run='^$$' -fuzz=FuzzParseFormat -fuzztime=$${FUZZTIME:-20s} ./internal/tmpl/
-	$(GO) test -run='^$$' -fuzz=FuzzKey -fuzztime=$${FUZZTIME:-20s} ./internal/hash/
-	$(GO) test -run='^$$' -fuzz=FuzzNewConfig -fuzztime=$${FUZZTIME:-20s} .
+fuzz: ## Run each fuzz target briefly (FUZZTIME: a count such as 50000x, the default, or a duration).
+	$(GO) test -run='^$$' -fuzz=FuzzParseFormat -fuzztime=$${FUZZTIME:-50000x} -fuzzminimizetime=5s ./internal/tmpl/
+	$(GO) test -run='^$$' -fuzz=FuzzKey -fuzztime=$${FUZZTIME:-50000x} -fuzzminimizetime=5s ./internal/hash/
+	$(GO) test -run='^$$' -fuzz=FuzzNewConfig -fuzztime=$${FUZZTIME:-50000x} -fuzzminimizetime=5s .
 
 .PHONY: bench
 bench: ## Run the benchmarks (go test -bench) ROUNDS times (default 5) against a throwaway PostgreSQL; print medians and ratios to raw pgx.
