@@ -3,10 +3,12 @@ package pgcoord
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Benchmarks compare pgcoord with raw pgx on the same server in the same
@@ -116,5 +118,125 @@ func BenchmarkContended(b *testing.B) {
 		if err := <-errs; err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkRawTryUnlockParallel is the floor for many goroutines: raw pgx
+// try+unlock pairs from 64 goroutines over 16 pooled connections.
+func BenchmarkRawTryUnlockParallel(b *testing.B) {
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig(testURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.MaxConns = 16
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	var seq atomic.Int64
+	b.SetParallelism(32) // 2 cores x 32 = 64 goroutines
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		key := 0x5eed0000 + seq.Add(1)
+		for pb.Next() {
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			var ok bool
+			err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok)
+			if err == nil {
+				err = conn.QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, key).Scan(&ok)
+			}
+			conn.Release()
+			if err != nil || !ok {
+				b.Error(ok, err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkHoldMany measures Acquire(NoWait)+Release of one more lock while
+// the coordinator already holds many on its 4 lock sessions: the cost per
+// acquire should not grow with the count. It also reports the Go heap each
+// held lock costs (Lock object and hold together), as heapB/held.
+func BenchmarkHoldMany(b *testing.B) {
+	for _, n := range []int{0, 1000, 10000} {
+		b.Run(fmt.Sprintf("held=%d", n), func(b *testing.B) {
+			c := newCoord(b, testPrefix(b), func(cfg *Config) {
+				cfg.LockSessions = 4
+				cfg.MaxHeldLocks = n + 10
+			})
+			ctx := context.Background()
+			held := make([]*Lock, 0, n)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			for i := range n {
+				l := c.GetLock(fmt.Sprintf("held-%d", i))
+				if ok, err := l.Acquire(ctx, NoWait); !ok || err != nil {
+					b.Fatal(i, ok, err)
+				}
+				held = append(held, l)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			l := c.GetLock("extra")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if ok, err := l.Acquire(ctx, NoWait); !ok || err != nil {
+					b.Fatal(ok, err)
+				}
+				if err := l.Release(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if n > 0 {
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "heapB/held")
+			}
+			for _, h := range held {
+				if err := h.Release(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRawHoldMany is the floor for BenchmarkHoldMany: raw pgx
+// try+unlock on one connection that already holds n/4 session locks, as
+// each of 4 lock sessions does when a coordinator holds n. (PostgreSQL
+// scans a backend's whole local lock table at every transaction end, so
+// this floor itself grows with the count.)
+func BenchmarkRawHoldMany(b *testing.B) {
+	for _, n := range []int{0, 1000, 10000} {
+		b.Run(fmt.Sprintf("held=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, testURL)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(k) FROM generate_series(1, $1::bigint) k`, n/4); err != nil {
+				b.Fatal(err)
+			}
+			key := int64(-0x5eed)
+			b.ReportAllocs()
+			for b.Loop() {
+				var ok bool
+				if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, key).Scan(&ok); err != nil || !ok {
+					b.Fatal(ok, err)
+				}
+				if err := conn.QueryRow(ctx, `SELECT pg_advisory_unlock($1)`, key).Scan(&ok); err != nil || !ok {
+					b.Fatal(ok, err)
+				}
+			}
+		})
 	}
 }

@@ -356,15 +356,13 @@ func (c *Coordinator) stoppedOr(err error) error {
 // waiting: (true, nil) when granted, with h recorded on the session.
 func (c *Coordinator) try(ctx context.Context, h *hold) (bool, error) {
 	s := c.lockSs[uint64(h.key)%uint64(len(c.lockSs))]
-	err := s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		tok, err := c.q.TryLock(ctx, conn, h.key)
-		if err != nil || tok == 0 {
-			return err
-		}
-		h.token = tok
-		return c.addHold(s, h)
-	})
-	return err == nil && h.token != 0, err
+	op := &lockOp{h: h}
+	s.run(op)
+	if op.err != nil || op.token == 0 {
+		return false, op.err
+	}
+	h.token = op.token
+	return true, nil
 }
 
 // register makes sure l's name owns its key in the registry. It runs on the
@@ -472,6 +470,26 @@ func (c *Coordinator) onLoss(h *hold, f func(error)) {
 	}
 }
 
+// unlock runs h's unlock on its session: batched with other ops on a lock
+// session, on its own on a wait session. It does nothing for a hold that
+// ended meanwhile.
+func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released bool, err error) {
+	if s.kind == sessionLock {
+		op := &lockOp{h: h, unlock: true}
+		s.run(op)
+		return op.released, op.err
+	}
+	err = s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		if c.holdEnded(h) {
+			return nil
+		}
+		var err error
+		released, err = c.q.Unlock(ctx, conn, h.key)
+		return err
+	})
+	return released, err
+}
+
 // release unlocks h on its session and frees the in-process claim.
 func (c *Coordinator) release(ctx context.Context, h *hold) error {
 	c.mu.Lock()
@@ -486,18 +504,7 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 	s := h.sess
 	c.mu.Unlock()
 
-	var released bool
-	err := s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		c.mu.Lock()
-		ended := h.ended
-		c.mu.Unlock()
-		if ended {
-			return nil
-		}
-		var err error
-		released, err = c.q.Unlock(ctx, conn, h.key)
-		return err
-	})
+	released, err := c.unlock(ctx, s, h)
 
 	c.mu.Lock()
 	if h.ended {

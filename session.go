@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,10 @@ type session struct {
 	holds map[*hold]struct{}
 	// raw is the socket of conn, for forceClose.
 	raw atomic.Pointer[rawConn]
+	// bmu guards batch, the ops queued on a lock session (see lockOp).
+	bmu   sync.Mutex
+	batch batchQueue
+
 	// heard is when the last statement that succeeded on this connection
 	// was sent (nanoseconds on the process's monotonic clock). The server
 	// cannot have started counting the session idle before then, so a lease

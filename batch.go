@@ -1,0 +1,223 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// lockOp is one try or unlock queued on a lock session. Concurrent callers
+// on one session are served together: whoever finds no batch in progress
+// leads, sends every queued op as one pipelined batch (one round trip for
+// all of them), and hands the results out. This is group commit: under load
+// a session does many ops per round trip; alone, an op costs what a single
+// statement costs.
+type lockOp struct {
+	h      *hold
+	unlock bool
+
+	// Results, written by the leader before wake.
+	token    int64 // try: the fencing token, 0 when busy
+	released bool  // unlock: the session held the key
+	skipped  bool  // unlock: the hold had ended, nothing was sent
+	ran      bool  // the statement ran in a batch and its result was read
+	err      error
+
+	// wake is sent once the op has run, or when its goroutine must lead
+	// the next batch (lead set).
+	wake chan struct{}
+	lead bool
+}
+
+// batchQueue is a lock session's queue of ops waiting for the next batch.
+type batchQueue struct {
+	queue   []*lockOp
+	leading bool
+}
+
+// run queues op on s and returns once it has run. Lock sessions ignore the
+// caller's cancellation (see doLocked), so nor does a queued op.
+func (s *session) run(op *lockOp) {
+	op.wake = make(chan struct{}, 1)
+	s.bmu.Lock()
+	s.batch.queue = append(s.batch.queue, op)
+	lead := !s.batch.leading
+	s.batch.leading = true
+	s.bmu.Unlock()
+	if !lead {
+		<-op.wake
+		if !op.lead {
+			return
+		}
+	}
+	s.lead()
+}
+
+// lead runs one batch: every op queued so far, op included. It then passes
+// the lead to the first op queued meanwhile, so no goroutine serves others
+// for longer than its own batch.
+func (s *session) lead() {
+	s.sem <- struct{}{}
+	s.bmu.Lock()
+	ops := s.batch.queue
+	s.batch.queue = nil
+	s.bmu.Unlock()
+
+	s.runBatch(ops)
+	<-s.sem
+
+	s.bmu.Lock()
+	if len(s.batch.queue) > 0 {
+		next := s.batch.queue[0]
+		next.lead = true
+		next.wake <- struct{}{}
+	} else {
+		s.batch.leading = false
+	}
+	s.bmu.Unlock()
+	for _, op := range ops {
+		op.wake <- struct{}{}
+	}
+}
+
+// runBatch sends ops as one batch; called with sem held.
+func (s *session) runBatch(ops []*lockOp) {
+	if len(ops) == 1 {
+		// The common case alone costs no batch bookkeeping.
+		op := ops[0]
+		op.err = s.doLocked(context.Background(), func(ctx context.Context, conn *pgx.Conn) error {
+			return s.runOne(ctx, conn, op)
+		})
+		return
+	}
+	err := s.doLocked(context.Background(), func(ctx context.Context, conn *pgx.Conn) error {
+		return s.sendBatch(ctx, conn, ops)
+	})
+	if err == nil {
+		return
+	}
+	var stmtErr *batchStmtError
+	if !errors.As(err, &stmtErr) {
+		// The session itself failed: every op fails with it.
+		for _, op := range ops {
+			op.err = err
+		}
+		return
+	}
+	// One statement failed (the server's lock table full, say), and a
+	// batch's later statements are skipped after an error. The ops that ran
+	// stand (a try that succeeded holds its lock: repeating it would take
+	// the lock twice); each of the others runs on its own, so each gets its
+	// own outcome and no unlock is left undone.
+	for _, op := range ops {
+		if op.ran || op.skipped {
+			continue
+		}
+		op.err = s.doLocked(context.Background(), func(ctx context.Context, conn *pgx.Conn) error {
+			if !op.unlock {
+				// The failed statement may have been this try, and may
+				// have taken its lock before failing.
+				if err := s.undoTry(ctx, conn, op.h.key); err != nil {
+					return err
+				}
+			}
+			return s.runOne(ctx, conn, op)
+		})
+	}
+}
+
+// undoTry releases key on the session for as many times as a failed try may
+// have taken it. The in-process claim on key means no hold of this process
+// has it on this session, so nothing held is released by mistake.
+func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, key int64) error {
+	for range 3 {
+		released, err := s.c.q.Unlock(ctx, conn, key)
+		if err != nil || !released {
+			return err
+		}
+	}
+	return nil
+}
+
+// batchStmtError marks a batch that failed on a statement while its
+// connection stayed usable.
+type batchStmtError struct{ err error }
+
+func (e *batchStmtError) Error() string { return e.err.Error() }
+func (e *batchStmtError) Unwrap() error { return e.err }
+
+// runOne runs a single op as one statement.
+func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error {
+	if op.unlock {
+		if op.skipped = s.c.holdEnded(op.h); op.skipped {
+			return nil
+		}
+		var err error
+		op.released, err = s.c.q.Unlock(ctx, conn, op.h.key)
+		return err
+	}
+	tok, err := s.c.q.TryLock(ctx, conn, op.h.key)
+	if err != nil && !conn.IsClosed() {
+		// A try that failed may still have taken the lock (the server's
+		// lock table filling up as the statement ran): undo it, or the
+		// session would keep a lock nobody holds.
+		if uerr := s.undoTry(ctx, conn, op.h.key); uerr != nil {
+			return uerr
+		}
+	}
+	if err != nil || tok == 0 {
+		return err
+	}
+	op.token = tok
+	return s.c.addHold(s, op.h)
+}
+
+// sendBatch sends ops as one pipelined batch and reads their results.
+// Unlocks of holds that ended meanwhile (lost with a broken connection,
+// say) are skipped: their locks went with that connection.
+func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) error {
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(ops))}
+	for _, op := range ops {
+		op.token, op.released, op.skipped, op.ran, op.err = 0, false, false, false, nil
+		if op.unlock {
+			if op.skipped = s.c.holdEnded(op.h); op.skipped {
+				continue
+			}
+			b.Queue(db.UnlockSQL, op.h.key).QueryRow(func(row pgx.Row) error {
+				err := row.Scan(&op.released)
+				op.ran = err == nil
+				return err
+			})
+			continue
+		}
+		b.Queue(db.TryLockSQL, op.h.key).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&op.token)
+			op.ran = err == nil
+			return err
+		})
+	}
+	err := conn.SendBatch(ctx, b).Close()
+	if err != nil && conn.IsClosed() {
+		// Every lock taken by this batch went with the connection.
+		return err
+	}
+	for _, op := range ops {
+		if op.ran && !op.unlock && op.token != 0 {
+			op.err = s.c.addHold(s, op.h)
+		}
+	}
+	if err != nil {
+		return &batchStmtError{err}
+	}
+	return nil
+}
+
+// holdEnded reports whether h was released or lost.
+func (c *Coordinator) holdEnded(h *hold) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return h.ended
+}
