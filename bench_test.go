@@ -240,3 +240,45 @@ func BenchmarkRawHoldMany(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRawHandoff is the floor for BenchmarkContended: two raw pgx
+// connections taking turns on one key with pg_advisory_lock, which waits
+// on the server, and pg_advisory_unlock; b.N counts the acquisitions of
+// both.
+func BenchmarkRawHandoff(b *testing.B) {
+	ctx := context.Background()
+	key := int64(-0x5eed)
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	errs := make(chan error, 2)
+	conns := make([]*pgx.Conn, 2)
+	for i := range conns {
+		conn, err := pgx.Connect(ctx, testURL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		conns[i] = conn
+	}
+	b.ResetTimer()
+	for _, conn := range conns {
+		go func() {
+			for left.Add(-1) >= 0 {
+				if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+}

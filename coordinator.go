@@ -128,6 +128,7 @@ type Coordinator struct {
 	waits    waitPool
 	local    localTable
 	names    nameCache
+	busy     busyHint
 
 	// active is true while the control session works; lastBeat is when the
 	// backend last answered a heartbeat (unix nanos).
@@ -195,6 +196,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.log = cfg.Logger.With(slog.String("member", c.memberID))
 	c.local.init()
 	c.names.init()
+	c.busy.init()
 	c.waits.init(c, cfg.MaxWaitSessions)
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
 	return c, nil

@@ -266,7 +266,8 @@ func (l *Lock) Release(ctx context.Context) error {
 }
 
 // acquire claims the key in-process, then on the server: one try on a lock
-// session, then, if allowed to wait, a server-side wait on a wait session.
+// session, then, if allowed to wait, a server-side wait on a wait session. A
+// waiting acquire of a key found busy lately skips the try (see busyHint).
 func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, error) {
 	var deadline time.Time
 	if b.mode == blockTimeout {
@@ -301,19 +302,22 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 	if err := c.register(ctx, l); err != nil {
 		return nil, c.stoppedOr(err)
 	}
-	ok, err := c.try(ctx, h)
-	if err != nil {
-		return nil, c.stoppedOr(err)
-	}
-	if ok {
-		done = true
-		return h, nil
-	}
-	if b.mode == blockNoWait {
-		return nil, nil
+	if b.mode == blockNoWait || !c.busy.recent(l.key) {
+		ok, err := c.try(ctx, h)
+		if err != nil {
+			return nil, c.stoppedOr(err)
+		}
+		if ok {
+			done = true
+			return h, nil
+		}
+		c.busy.mark(l.key)
+		if b.mode == blockNoWait {
+			return nil, nil
+		}
 	}
 	waited = true
-	ok, err = c.wait(ctx, h, deadline)
+	ok, err := c.wait(ctx, h, deadline)
 	if !ok {
 		return nil, c.stoppedOr(err)
 	}
