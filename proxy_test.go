@@ -1,130 +1,209 @@
 package pgcoord
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"math/rand/v2"
-	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/Shopify/toxiproxy/v2/toxics"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 )
 
-// chaosProxy forwards TCP connections to a test server and can reset
-// them (RST to both ends: the server ends the session and frees its locks
-// at once), black-hole them (both directions swallowed, no socket closed:
-// a partition, which the server notices only by idle_session_timeout), and
-// delay every chunk of data (latency).
+// chaosProxy forwards TCP connections to a test server through Shopify's
+// toxiproxy (v2, used in-process as a library: no server binary, no HTTP
+// API) and can
+//
+//   - delay every chunk of data in both directions (latency: toxiproxy's
+//     "latency" toxic on both streams);
+//   - partition: black-hole every connection, current and new (toxiproxy's
+//     "timeout" toxic with timeout 0 on both streams, preceded upstream by a
+//     "slow_close" toxic so that a client giving up is not heard by the
+//     server either: the server notices only by idle_session_timeout);
+//   - reset a few random connections (both ends closed at once: the server
+//     ends the session and frees its locks at once);
+//   - black-hole a few random connections for good (both directions
+//     swallowed, no socket closed toward the server).
+//
+// Why the last two are not toxiproxy's stock "reset_peer" and "timeout"
+// toxics with a toxicity below 1: a toxic applies to every connection of a
+// proxy, and its toxicity is a coin tossed per connection and direction
+// each time the toxic (re)starts on it. So the tosses for the two
+// directions of one connection are independent (half black holes); they
+// are tossed again whenever a toxic is added after it or removed (the
+// latency fault does that, so black-holed connections would come back to
+// life, with bytes missing); every connection opened while the toxic is in
+// place is tossed too; nobody learns which connections, or how many, were
+// hit (the chaos journal needs "did the fault happen?"); removing a
+// "timeout" toxic closes every connection of the proxy, chosen or not; and
+// "reset_peer" fires only on the next chunk of data (an idle connection
+// is not reset until it is used), with SO_LINGER 0 set only on connections
+// that started while it was in place. So the per-connection faults go
+// through connToxic, a toxic of our own registered with toxiproxy (its
+// documented extension point, toxics.Register): it sits on both streams of
+// every connection, passes data through, and holds per-connection state
+// (StatefulToxic) through which a chosen connection is black-holed or
+// severed. Severing closes both ends (toxiproxy owns the sockets and does
+// not expose them, so this is a FIN, not an RST); for the server that is
+// the same: the session ends at once.
 type chaosProxy struct {
-	ln      net.Listener
-	target  string
-	latency atomic.Int64
-	wg      sync.WaitGroup
+	t     testing.TB
+	proxy *toxiproxy.Proxy
 
-	// partitioned makes every connection, current and new, black-holed.
+	// open counts connection ends (one per direction) whose stream is not
+	// over yet; close waits for it to reach zero.
+	open atomic.Int64
+
+	// partitioned: the partition toxics are in place.
 	partitioned atomic.Bool
 
-	mu     sync.Mutex
-	pairs  map[*proxyPair]struct{}
-	closed bool
+	// connMu guards the connections. It is taken from toxiproxy's
+	// goroutines (accept loop, Pipe), so it is never held while calling
+	// into toxiproxy.
+	connMu  sync.Mutex
+	conns   map[*proxyConn]struct{}
+	pending *proxyConn // upstream end seen, downstream end not yet
+
+	// mu serializes changes of the stock toxics and close.
+	mu      sync.Mutex
+	toxics  []string // names of the stock toxics in place, in order added
+	latency time.Duration
+	closed  bool
 }
 
-type proxyPair struct {
-	client, server net.Conn
-	black          atomic.Bool
+// proxyConn is one proxied connection as connToxic sees it.
+type proxyConn struct {
+	black   atomic.Bool   // both directions swallowed
+	cut     chan struct{} // closed: sever both ends
+	cutOnce sync.Once
+	// serverGone is closed when the server → client stream is over: the
+	// server closed its end (or it was closed for it).
+	serverGone     chan struct{}
+	serverGoneOnce sync.Once
+	ended          atomic.Int32 // directions whose stream is over
+}
+
+func (c *proxyConn) sever()          { c.cutOnce.Do(func() { close(c.cut) }) }
+func (c *proxyConn) severed() bool   { return isClosed(c.cut) }
+func (c *proxyConn) markServerGone() { c.serverGoneOnce.Do(func() { close(c.serverGone) }) }
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+const (
+	connToxicType = "pgcoord_conn"
+	// partitionHold is how long slow_close keeps the server end of a
+	// partitioned connection open after the client went away: longer than
+	// any test; close and dropBlackholed end it early.
+	partitionHold = 24 * time.Hour
+)
+
+func init() {
+	toxics.Register(connToxicType, new(connToxic))
+	// toxiproxy logs through zerolog. Its loggers here are all zerolog.Nop
+	// (see startChaosProxy); the global level covers the few spots that
+	// use zerolog's global logger.
+	zerolog.SetGlobalLevel(zerolog.Disabled)
 }
 
 func startChaosProxy(t *testing.T, target string) *chaosProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &chaosProxy{ln: ln, target: target, pairs: map[*proxyPair]struct{}{}}
-	p.wg.Add(1)
-	go p.serve()
+	p := &chaosProxy{t: t, conns: map[*proxyConn]struct{}{}}
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	p.proxy = toxiproxy.NewProxy(srv, "pgcoord-chaos", "127.0.0.1:0", target)
+	// connToxic goes on both streams before the proxy starts, so that every
+	// connection has it from its first byte, and its per-connection state
+	// is created upstream then downstream for each connection in turn, in
+	// toxiproxy's accept loop (see newEnd).
+	for _, dir := range []string{"upstream", "downstream"} {
+		w, err := p.addToxic("conn_"+dir, connToxicType, dir, map[string]any{"upstream": dir == "upstream"})
+		require.NoError(t, err)
+		w.Toxic.(*connToxic).p = p
+	}
+	require.NoError(t, p.proxy.Start())
 	return p
 }
 
-func (p *chaosProxy) addr() string { return p.ln.Addr().String() }
+// addr is where clients connect (toxiproxy sets Listen to the bound
+// address when it starts).
+func (p *chaosProxy) addr() string { return p.proxy.Listen }
 
-func (p *chaosProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-		if err != nil {
-			c.Close()
+func (p *chaosProxy) addToxic(name, typ, stream string, attrs any) (*toxics.ToxicWrapper, error) {
+	body, err := json.Marshal(map[string]any{
+		"name": name, "type": typ, "stream": stream, "toxicity": 1.0, "attributes": attrs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p.proxy.Toxics.AddToxicJson(bytes.NewReader(body))
+}
+
+// addStock adds a stock toxic and records it. p.mu is held.
+func (p *chaosProxy) addStock(name, typ, stream string, attrs any) {
+	if _, err := p.addToxic(name, typ, stream, attrs); err != nil {
+		p.t.Errorf("chaos proxy: adding toxic %s: %v", name, err)
+		return
+	}
+	p.toxics = append(p.toxics, name)
+}
+
+// removeStock removes the named stock toxics in the order given. Callers
+// name the latency toxics before the partition ones, and "slow_close"
+// before the "timeout" behind it. Removing a "timeout" toxic closes its
+// stubs (its Cleanup), and toxiproxy then leaves those stubs in each
+// link's chain while renumbering the proxy's toxics, so a toxic after it
+// would be looked for at the wrong place; and the links this closes are
+// forgotten, so a "slow_close" still holding one would never be
+// interrupted (a goroutine left for partitionHold). p.mu is held.
+func (p *chaosProxy) removeStock(names ...string) {
+	ctx := zerolog.Nop().WithContext(context.Background())
+	for _, name := range names {
+		i := slices.Index(p.toxics, name)
+		if i < 0 {
 			continue
 		}
-		pr := &proxyPair{client: c, server: up}
-		pr.black.Store(p.partitioned.Load())
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			c.Close()
-			up.Close()
-			return
+		if err := p.proxy.Toxics.RemoveToxic(ctx, name); err != nil {
+			p.t.Errorf("chaos proxy: removing toxic %s: %v", name, err)
 		}
-		p.pairs[pr] = struct{}{}
-		p.wg.Add(2)
-		p.mu.Unlock()
-		go p.pipe(pr, c, up, true)
-		go p.pipe(pr, up, c, false)
+		p.toxics = slices.Delete(p.toxics, i, i+1)
 	}
 }
 
-// pipe copies from one end to the other. When the client goes away the
-// server end is closed too, unless the pair is black-holed: in a partition
-// the server hears nothing. When the server goes away the client end is
-// closed (after a black hole that is when idle_session_timeout fired).
-func (p *chaosProxy) pipe(pr *proxyPair, from, to net.Conn, fromClient bool) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := from.Read(buf)
-		if err != nil {
-			from.Close()
-			if fromClient && pr.black.Load() {
-				// Keep the pair (and its server end) for close.
-				return
-			}
-			to.Close()
-			p.mu.Lock()
-			delete(p.pairs, pr)
-			p.mu.Unlock()
-			return
-		}
-		if pr.black.Load() {
-			continue
-		}
-		if d := time.Duration(p.latency.Load()); d > 0 {
-			time.Sleep(d)
-		}
-		if _, err := to.Write(buf[:n]); err != nil {
-			from.Close()
-			to.Close()
-			return
-		}
-	}
-}
+var (
+	latencyToxics   = []string{"latency_up", "latency_down"}
+	partitionToxics = []string{"partition_hold", "partition_up", "partition_down"}
+)
 
-// live returns the pairs still forwarding.
-func (p *chaosProxy) live() []*proxyPair {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []*proxyPair
-	for pr := range p.pairs {
-		if !pr.black.Load() {
-			out = append(out, pr)
+// live returns the connections still forwarding.
+func (p *chaosProxy) live() []*proxyConn {
+	if p.partitioned.Load() {
+		return nil
+	}
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	var out []*proxyConn
+	for c := range p.conns {
+		if c != p.pending && !c.black.Load() && !c.severed() && c.ended.Load() == 0 {
+			out = append(out, c)
 		}
 	}
 	return out
 }
 
-// some picks a random non-empty subset of the live pairs.
-func (p *chaosProxy) some(rng *rand.Rand) []*proxyPair {
+// some picks a random non-empty subset of the live connections.
+func (p *chaosProxy) some(rng *rand.Rand) []*proxyConn {
 	all := p.live()
 	if len(all) == 0 {
 		return nil
@@ -133,64 +212,238 @@ func (p *chaosProxy) some(rng *rand.Rand) []*proxyPair {
 	return all[:1+rng.IntN(min(len(all), 4))]
 }
 
-// reset closes a few connections with RST on both ends; it returns how many.
+// reset closes both ends of a few connections at once; it returns how
+// many. (A FIN, not an RST: see chaosProxy.)
 func (p *chaosProxy) reset(rng *rand.Rand) int {
-	prs := p.some(rng)
-	for _, pr := range prs {
-		for _, c := range []net.Conn{pr.client, pr.server} {
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetLinger(0)
-			}
-			c.Close()
-		}
+	cs := p.some(rng)
+	for _, c := range cs {
+		c.sever()
 	}
-	return len(prs)
+	return len(cs)
 }
 
 // blackhole silences a few connections for good; it returns how many.
 func (p *chaosProxy) blackhole(rng *rand.Rand) int {
-	prs := p.some(rng)
-	for _, pr := range prs {
-		pr.black.Store(true)
+	cs := p.some(rng)
+	for _, c := range cs {
+		c.black.Store(true)
 	}
-	return len(prs)
+	return len(cs)
 }
 
 // partition black-holes every connection, and every new one: a network
-// partition as a client sees it, with no FIN and no RST.
+// partition as a client sees it, with no FIN and no RST. Both streams get
+// toxiproxy's "timeout" toxic with timeout 0 (data dropped, nothing
+// closed); upstream, a "slow_close" toxic in front of it holds back the
+// end of the client's stream, which "timeout" would otherwise pass on as
+// a close of the server end.
 func (p *chaosProxy) partition() {
-	p.partitioned.Store(true)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for pr := range p.pairs {
-		pr.black.Store(true)
+	if p.partitioned.Load() || p.closed {
+		return
 	}
+	p.partitioned.Store(true)
+	p.addStock("partition_hold", "slow_close", "upstream", map[string]any{"delay": partitionHold.Milliseconds()})
+	p.addStock("partition_up", "timeout", "upstream", map[string]any{"timeout": 0})
+	p.addStock("partition_down", "timeout", "downstream", map[string]any{"timeout": 0})
 }
 
-// dropBlackholed closes both ends of every black-holed connection.
+// dropBlackholed closes both ends of every black-holed connection. After
+// a partition that is every connection, and the partition ends: toxiproxy
+// can only let go of the connections it black-holes by removing the
+// toxics, which lets new connections through again.
 func (p *chaosProxy) dropBlackholed() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for pr := range p.pairs {
-		if pr.black.Load() {
-			pr.client.Close()
-			pr.server.Close()
+	partitioned := p.partitioned.Load()
+	for _, c := range p.allConns() {
+		if partitioned || c.black.Load() {
+			c.sever()
+		}
+	}
+	if partitioned {
+		// Latency toxics added after the partition ones come off first
+		// (see removeStock), and go back on after.
+		d := p.latency
+		p.setLatencyLocked(0)
+		p.removeStock(partitionToxics...)
+		p.partitioned.Store(false)
+		p.setLatencyLocked(d)
+	}
+}
+
+// setLatency delays every chunk of data in both directions by d (0: no
+// delay). The toxics are replaced rather than updated: toxiproxy updates a
+// toxic's attributes in place while its stubs read them.
+func (p *chaosProxy) setLatency(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setLatencyLocked(d)
+}
+
+func (p *chaosProxy) setLatencyLocked(d time.Duration) {
+	if p.closed || d == p.latency {
+		return
+	}
+	if p.latency > 0 {
+		p.removeStock(latencyToxics...)
+	}
+	p.latency = d
+	if d > 0 {
+		attrs := map[string]any{"latency": d.Milliseconds(), "jitter": 0}
+		p.addStock("latency_up", "latency", "upstream", attrs)
+		p.addStock("latency_down", "latency", "downstream", attrs)
+	}
+}
+
+// close stops accepting, closes every connection and waits for the
+// proxy's connections to be over. Idempotent.
+func (p *chaosProxy) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.closed = true
+	// Stop waits for the accept loop and closes both sockets of every
+	// connection; severing releases the server ends connToxic holds, and
+	// removing the stock toxics the ones slow_close holds.
+	p.proxy.Stop()
+	for _, c := range p.allConns() {
+		c.sever()
+	}
+	p.removeStock(slices.Concat(latencyToxics, partitionToxics)...)
+	p.partitioned.Store(false)
+	deadline := time.Now().Add(10 * time.Second)
+	for p.open.Load() > 0 {
+		if time.Now().After(deadline) {
+			p.t.Errorf("chaos proxy: %d connection ends still open 10s after close", p.open.Load())
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (p *chaosProxy) allConns() []*proxyConn {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	out := make([]*proxyConn, 0, len(p.conns))
+	for c := range p.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// newEnd creates the state of one direction of a new connection. toxiproxy
+// starts a connection's upstream link, then its downstream link, each
+// creating its toxics' state, from its single accept loop: so a downstream
+// end belongs to the upstream end just before it.
+func (p *chaosProxy) newEnd(upstream bool) *connEnd {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	var c *proxyConn
+	if upstream || p.pending == nil {
+		c = &proxyConn{cut: make(chan struct{}), serverGone: make(chan struct{})}
+		p.conns[c] = struct{}{}
+		if upstream {
+			p.pending = c
+		}
+	} else {
+		c, p.pending = p.pending, nil
+	}
+	p.open.Add(1)
+	return &connEnd{p: p, c: c, upstream: upstream}
+}
+
+// connToxic is the toxic every connection of a chaosProxy goes through,
+// on both streams: it passes data on, swallows it when its connection is
+// black-holed, and closes its stream's destination when its connection is
+// severed.
+type connToxic struct {
+	Upstream bool `json:"upstream"`
+	p        *chaosProxy
+}
+
+// connEnd is connToxic's state for one direction of one connection; it
+// lasts as long as the connection, across restarts of the toxic's Pipe.
+type connEnd struct {
+	p        *chaosProxy
+	c        *proxyConn
+	upstream bool
+	once     sync.Once
+}
+
+func (t *connToxic) NewState() any { return t.p.newEnd(t.Upstream) }
+
+func (t *connToxic) Pipe(stub *toxics.ToxicStub) {
+	e := stub.State.(*connEnd)
+	c := e.c
+	for {
+		select {
+		case <-stub.Interrupt:
+			return
+		case <-c.cut:
+			e.sever(stub)
+			return
+		case chunk := <-stub.Input:
+			if chunk == nil {
+				e.eof(stub)
+				return
+			}
+			if c.black.Load() || c.severed() {
+				continue // swallowed (or the cut case is next)
+			}
+			select {
+			case stub.Output <- chunk:
+			case <-c.cut:
+				e.sever(stub)
+				return
+			}
 		}
 	}
 }
 
-func (p *chaosProxy) setLatency(d time.Duration) { p.latency.Store(int64(d)) }
-
-// close stops accepting, closes every connection and waits for the proxy's
-// goroutines. Idempotent.
-func (p *chaosProxy) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.ln.Close()
-	for pr := range p.pairs {
-		pr.client.Close()
-		pr.server.Close()
+// eof: the stream's source is gone. When a black-holed client goes away
+// the server must not hear of it: the server end stays open until the
+// server gives up itself (idle_session_timeout) or the connection is
+// severed. Otherwise the end of the stream is passed on, and toxiproxy
+// closes the destination.
+func (e *connEnd) eof(stub *toxics.ToxicStub) {
+	if e.upstream && e.c.black.Load() {
+		select {
+		case <-stub.Interrupt:
+			// Pipe runs again, reads the closed input again and comes back.
+			return
+		case <-e.c.serverGone:
+		case <-e.c.cut:
+		}
 	}
-	p.mu.Unlock()
-	p.wg.Wait()
+	stub.Close()
+	e.finish()
+}
+
+// sever closes the stream: toxiproxy then closes its destination (the
+// server for the upstream stream, the client for the downstream one),
+// which ends the other stream's source. The input is drained until its
+// reader stops, so that nothing upstream of this stub blocks on it.
+func (e *connEnd) sever(stub *toxics.ToxicStub) {
+	stub.Close()
+	for range stub.Input {
+	}
+	e.finish()
+}
+
+func (e *connEnd) finish() {
+	e.once.Do(func() {
+		if !e.upstream {
+			e.c.markServerGone()
+		}
+		if e.c.ended.Add(1) == 2 {
+			e.p.connMu.Lock()
+			delete(e.p.conns, e.c)
+			e.p.connMu.Unlock()
+		}
+		e.p.open.Add(-1)
+	})
 }
