@@ -36,12 +36,19 @@ type lockOp struct {
 type batchQueue struct {
 	queue   []*lockOp
 	leading bool
+	// spare is the array of the last batch run, reused for the next queue.
+	spare []*lockOp
 }
 
 // run queues op on s and returns once it has run. Lock sessions ignore the
-// caller's cancellation (see doLocked), so nor does a queued op.
+// caller's cancellation (see doLocked), so nor does a queued op. An op may be
+// run again once run returns: its wake channel is left empty.
 func (s *session) run(op *lockOp) {
-	op.wake = make(chan struct{}, 1)
+	if op.wake == nil {
+		op.wake = make(chan struct{}, 1)
+	}
+	op.lead = false
+	op.token, op.released, op.skipped, op.ran, op.err = 0, false, false, false, nil
 	s.bmu.Lock()
 	s.batch.queue = append(s.batch.queue, op)
 	lead := !s.batch.leading
@@ -53,17 +60,17 @@ func (s *session) run(op *lockOp) {
 			return
 		}
 	}
-	s.lead()
+	s.lead(op)
 }
 
-// lead runs one batch: every op queued so far, op included. It then passes
+// lead runs one batch: every op queued so far, self included. It then passes
 // the lead to the first op queued meanwhile, so no goroutine serves others
 // for longer than its own batch.
-func (s *session) lead() {
+func (s *session) lead(self *lockOp) {
 	s.sem <- struct{}{}
 	s.bmu.Lock()
 	ops := s.batch.queue
-	s.batch.queue = nil
+	s.batch.queue = s.batch.spare[:0]
 	s.bmu.Unlock()
 
 	s.runBatch(ops)
@@ -77,10 +84,15 @@ func (s *session) lead() {
 	} else {
 		s.batch.leading = false
 	}
-	s.bmu.Unlock()
 	for _, op := range ops {
-		op.wake <- struct{}{}
+		if op != self {
+			op.wake <- struct{}{}
+		}
 	}
+	// The next leader swaps the queue under bmu: ops's array is free again.
+	clear(ops)
+	s.batch.spare = ops[:0]
+	s.bmu.Unlock()
 }
 
 // runBatch sends ops as one batch; called with sem held.

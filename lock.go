@@ -94,6 +94,10 @@ type hold struct {
 	entry *localEntry
 	token int64
 
+	// op is the hold's try, then its unlock, on a lock session: one at a
+	// time, so one op (and its wake channel) serves both.
+	op lockOp
+
 	lost     chan struct{}
 	lostOnce sync.Once
 	// The fields below are guarded by the coordinator's mu.
@@ -260,8 +264,6 @@ func (l *Lock) Release(ctx context.Context) error {
 	if h == nil {
 		return ErrNotHeld
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.opTimeout())
-	defer cancel()
 	return l.c.release(ctx, h)
 }
 
@@ -273,11 +275,15 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 	if b.mode == blockTimeout {
 		deadline = time.Now().Add(b.timeout)
 	}
-	// Stop must end waits promptly; waits watch runCtx through ctx.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopWatch := context.AfterFunc(c.runCtx, cancel)
-	defer stopWatch()
+	if b.mode != blockNoWait {
+		// Stop must end waits promptly; waits watch runCtx through ctx.
+		// (NoWait never waits, and spares the hot path the context.)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stopWatch := context.AfterFunc(c.runCtx, cancel)
+		defer stopWatch()
+	}
 
 	waitStart := time.Now()
 	var waited bool
@@ -341,6 +347,9 @@ func (c *Coordinator) advanceFence(ctx context.Context, h *hold) error {
 // lockTableFull types the server's "out of shared memory" (53200), which
 // for lock statements means its lock table is full.
 func lockTableFull(err error) error {
+	if err == nil {
+		return nil
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "53200" {
 		return fmt.Errorf("%w: %w", ErrLockTableFull, err)
@@ -360,7 +369,8 @@ func (c *Coordinator) stoppedOr(err error) error {
 // waiting: (true, nil) when granted, with h recorded on the session.
 func (c *Coordinator) try(ctx context.Context, h *hold) (bool, error) {
 	s := c.lockSs[uint64(h.key)%uint64(len(c.lockSs))]
-	op := &lockOp{h: h}
+	op := &h.op
+	op.h, op.unlock = h, false
 	s.run(op)
 	if op.err != nil || op.token == 0 {
 		return false, op.err
@@ -476,14 +486,17 @@ func (c *Coordinator) onLoss(h *hold, f func(error)) {
 
 // unlock runs h's unlock on its session: batched with other ops on a lock
 // session, on its own on a wait session. It does nothing for a hold that
-// ended meanwhile.
+// ended meanwhile. ctx's cancellation is ignored.
 func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released bool, err error) {
 	if s.kind == sessionLock {
-		op := &lockOp{h: h, unlock: true}
+		op := &h.op
+		op.h, op.unlock = h, true
 		s.run(op)
 		return op.released, op.err
 	}
-	err = s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	// The caller's cancellation must not cut the unlock short (pgx would
+	// close the connection): it runs under the internal bound only.
+	err = s.do(context.WithoutCancel(ctx), func(ctx context.Context, conn *pgx.Conn) error {
 		if c.holdEnded(h) {
 			return nil
 		}

@@ -114,14 +114,16 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 	if s.closed {
 		return ErrNotStarted
 	}
-	if s.kind == sessionLock {
-		// A lock session carries many holds, and pgx closes a connection
-		// whose statement is cancelled: a caller's cancellation must never
-		// cut one short. Its statements (try, unlock) are short and never
-		// wait on other sessions, so they run under the internal bound only.
-		ctx = context.WithoutCancel(ctx)
-	}
-	if _, ok := ctx.Deadline(); !ok {
+	// A lock session carries many holds, and pgx closes a connection whose
+	// statement is cancelled: a caller's cancellation must never cut one
+	// short. Its statements (try, unlock) are short and never wait on other
+	// sessions, so they are bounded by a deadline on the socket instead of
+	// a context: pgx then has no context to watch, which keeps the hot path
+	// free of a context, a timer and a watcher per statement.
+	bySocket := s.kind == sessionLock
+	if bySocket {
+		ctx = context.Background()
+	} else if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
 		defer cancel()
@@ -134,13 +136,29 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 			if !s.mayRedial() {
 				return fmt.Errorf("pgcoord: control session is reconnecting")
 			}
-			if err := s.dial(ctx); err != nil {
+			dctx, cancel := ctx, context.CancelFunc(func() {})
+			if bySocket {
+				dctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
+			}
+			err := s.dial(dctx)
+			cancel()
+			if err != nil {
 				return err
 			}
+		}
+		var raw net.Conn
+		if bySocket {
+			// A timed-out read fails the statement and pgx closes the
+			// connection, as a cancelled context would.
+			raw = s.conn.PgConn().Conn()
+			_ = raw.SetDeadline(time.Now().Add(s.c.opTimeout()))
 		}
 		conn := s.conn
 		sent := monoNow()
 		err := fn(ctx, conn)
+		if raw != nil && !conn.IsClosed() {
+			_ = raw.SetDeadline(time.Time{})
+		}
 		if err == nil {
 			s.heardAt(sent)
 			return nil
