@@ -35,8 +35,15 @@ fuzz: ## Run each fuzz target briefly (FUZZTIME: a count such as 50000x, the def
 	$(GO) test -run='^$$' -fuzz=FuzzNewConfig -fuzztime=$${FUZZTIME:-50000x} -fuzzminimizetime=5s .
 
 .PHONY: bench
-bench: ## Run the benchmarks (go test -bench) ROUNDS times (default 5) against a throwaway PostgreSQL; print medians and ratios to raw pgx.
+bench: bench-go bench-peers ## Run both benchmark suites below.
+
+.PHONY: bench-go
+bench-go: ## Run the root package's benchmarks (go test -bench) ROUNDS times (default 5) against a throwaway PostgreSQL; print medians and ratios to raw pgx.
 	ROUNDS=$${ROUNDS:-5} scripts/bench.sh
+
+.PHONY: bench-peers
+bench-peers: ## Compare pgcoord with raw pgx, etcd, Redis (redsync) and a tooz-style baseline (bench/, PEER_ROUNDS, default 3; installs redis-server if missing); print a markdown table of medians.
+	scripts/bench-peers.sh -rounds $${PEER_ROUNDS:-3}
 
 .PHONY: generate
 generate: $(SQLC) ## Regenerate db/ from queries/ and migrations/ with sqlc.
@@ -47,6 +54,7 @@ verify: $(SQLC) $(STATICCHECK) ## Check formatting, go vet, staticcheck, and tha
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	cd bench && $(GO) mod tidy -diff && $(GO) vet ./... && $(STATICCHECK) ./...
 	$(SQLC) diff || { echo "db/ is stale: run 'make generate' and commit it"; exit 1; }
 
 .PHONY: tools
