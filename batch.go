@@ -3,6 +3,8 @@ package pgcoord
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -30,6 +32,10 @@ type lockOp struct {
 	// the next batch (lead set).
 	wake chan struct{}
 	lead bool
+	// async marks an unlock queued by Release under Config.AsyncRelease:
+	// nobody waits for it, so it never leads, and it is sent even though
+	// its hold has ended (that is how Release left it).
+	async bool
 }
 
 // batchQueue is a lock session's queue of ops waiting for the next batch.
@@ -38,6 +44,9 @@ type batchQueue struct {
 	leading bool
 	// spare is the array of the last batch run, reused for the next queue.
 	spare []*lockOp
+	// flush sends async unlocks that found no statement to join within
+	// AsyncReleaseDelay; nil until the first one.
+	flush *time.Timer
 }
 
 // run queues op on s and returns once it has run. Lock sessions ignore the
@@ -74,18 +83,13 @@ func (s *session) lead(self *lockOp) {
 	s.bmu.Unlock()
 
 	s.runBatch(ops)
+	s.checkAsync(ops)
 	<-s.sem
 
 	s.bmu.Lock()
-	if len(s.batch.queue) > 0 {
-		next := s.batch.queue[0]
-		next.lead = true
-		next.wake <- struct{}{}
-	} else {
-		s.batch.leading = false
-	}
+	s.passLead()
 	for _, op := range ops {
-		if op != self {
+		if op != self && !op.async {
 			op.wake <- struct{}{}
 		}
 	}
@@ -93,6 +97,79 @@ func (s *session) lead(self *lockOp) {
 	clear(ops)
 	s.batch.spare = ops[:0]
 	s.bmu.Unlock()
+}
+
+// passLead hands the lead to the first waiting op queued, or, when only
+// async unlocks are queued, to a new goroutine that sends them now (they
+// have waited a batch already); called with bmu held.
+func (s *session) passLead() {
+	for _, op := range s.batch.queue {
+		if !op.async {
+			op.lead = true
+			op.wake <- struct{}{}
+			return
+		}
+	}
+	if len(s.batch.queue) > 0 {
+		go s.lead(nil)
+		return
+	}
+	s.batch.leading = false
+}
+
+// runAsync queues the unlock of a hold that Release has already ended
+// (Config.AsyncRelease) and returns at once. The unlock joins the next batch
+// on s, or leaves on its own after AsyncReleaseDelay.
+func (s *session) runAsync(op *lockOp) {
+	op.unlock, op.async = true, true
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	s.batch.queue = append(s.batch.queue, op)
+	if s.batch.leading {
+		return // the current leader hands it on (see passLead)
+	}
+	if s.batch.flush == nil {
+		s.batch.flush = time.AfterFunc(AsyncReleaseDelay, s.flushAsync)
+	} else {
+		s.batch.flush.Reset(AsyncReleaseDelay)
+	}
+}
+
+// flushAsync sends queued async unlocks that no statement has taken along.
+func (s *session) flushAsync() {
+	s.bmu.Lock()
+	if s.batch.leading || len(s.batch.queue) == 0 {
+		s.bmu.Unlock()
+		return
+	}
+	s.batch.leading = true
+	s.bmu.Unlock()
+	s.lead(nil)
+}
+
+// checkAsync deals with async unlocks that failed; called with sem held.
+// Their Release has returned, so nobody else will: an unlock that failed on
+// a connection still open would leave a lock held by nobody, so the
+// connection is dropped, which frees it (and reports the session's other
+// holds lost). One that failed with its connection had its lock freed by it.
+func (s *session) checkAsync(ops []*lockOp) {
+	for _, op := range ops {
+		if !op.async || op.err == nil || s.closed || s.conn == nil || s.conn.IsClosed() {
+			continue
+		}
+		s.c.log.Warn("pgcoord: asynchronous unlock failed; dropping its session", "lock", op.h.lock.full, "error", op.err)
+		s.broken(fmt.Errorf("%w: an asynchronous unlock on this %s session failed: %w", ErrLockLost, s.kind, op.err))
+		return
+	}
+}
+
+// stopFlush stops the async-unlock timer, for close.
+func (s *session) stopFlush() {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	if s.batch.flush != nil {
+		s.batch.flush.Stop()
+	}
 }
 
 // runBatch sends ops as one batch; called with sem held.
@@ -164,7 +241,7 @@ func (e *batchStmtError) Unwrap() error { return e.err }
 // runOne runs a single op as one statement.
 func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error {
 	if op.unlock {
-		if op.skipped = s.c.holdEnded(op.h); op.skipped {
+		if op.skipped = !op.async && s.c.holdEnded(op.h); op.skipped {
 			return nil
 		}
 		var err error
@@ -195,7 +272,7 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 	for _, op := range ops {
 		op.token, op.released, op.skipped, op.ran, op.err = 0, false, false, false, nil
 		if op.unlock {
-			if op.skipped = s.c.holdEnded(op.h); op.skipped {
+			if op.skipped = !op.async && s.c.holdEnded(op.h); op.skipped {
 				continue
 			}
 			b.Queue(db.UnlockSQL, op.h.key).QueryRow(func(row pgx.Row) error {

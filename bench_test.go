@@ -282,3 +282,21 @@ func BenchmarkRawHandoff(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAcquireReleaseAsync is BenchmarkAcquireRelease with
+// Config.AsyncRelease: each unlock rides with the next try, one round trip
+// per cycle.
+func BenchmarkAcquireReleaseAsync(b *testing.B) {
+	c := newCoord(b, testPrefix(b), func(cfg *Config) { cfg.AsyncRelease = true })
+	l := c.GetLock("bench")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, err := l.Acquire(ctx, NoWait); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+		if err := l.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -96,7 +96,22 @@ type Config struct {
 	// writer's: guard it with pgcoord.fence_ok(key, token). It costs one
 	// table write per acquire, which is why it is off by default.
 	Fencing bool
+	// AsyncRelease makes Release of a lock held on a lock session (one not
+	// taken after a wait) return once its unlock is queued: the unlock goes
+	// out in the same round trip as the session's next statement, or on its
+	// own within AsyncReleaseDelay when none comes. A loop of acquire and
+	// release then costs one round trip instead of two. The price: for up to
+	// that delay plus a round trip after Release returns, other processes
+	// still find the lock busy (this process's Locks do not), and Release
+	// cannot report a loss that only the unlock would have found (Lost()
+	// still reports losses found by the heartbeat before Release). Off by
+	// default: with it off, a lock is free for everyone when Release returns.
+	AsyncRelease bool
 }
+
+// AsyncReleaseDelay is the longest an unlock queued by Release under
+// Config.AsyncRelease waits for another statement to share its round trip.
+const AsyncReleaseDelay = 500 * time.Microsecond
 
 // Coordinator is a member of the coordination group: it owns a control
 // session (heartbeat, member row, name registry), a few lock sessions and a

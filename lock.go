@@ -519,6 +519,19 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 		return ErrNotHeld
 	}
 	s := h.sess
+	if s.kind == sessionLock && c.cfg.AsyncRelease {
+		// End the hold now; the unlock follows (see Config.AsyncRelease).
+		// This process's next holder of the name queues its try on the
+		// same session after the unlock, so it cannot overtake it.
+		h.ended = true
+		delete(s.holds, h)
+		c.stats.held.Add(-1)
+		c.mu.Unlock()
+		h.op.h = h
+		s.runAsync(&h.op)
+		c.local.free(h.key, h.entry)
+		return nil
+	}
 	c.mu.Unlock()
 
 	released, err := c.unlock(ctx, s, h)

@@ -360,6 +360,7 @@ func (s *session) close(ctx context.Context, cause error) error {
 	}
 	defer s.unlock()
 	s.closed = true
+	s.stopFlush()
 	s.c.loseHolds(s, cause)
 	if s.conn == nil {
 		return nil

@@ -1,0 +1,64 @@
+package pgcoord
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// With AsyncRelease, Release returns before the server has the unlock, yet
+// the lock is soon free for other processes, at once for this one, tokens
+// still increase, and nothing stays held.
+func TestAsyncRelease(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c := newCoord(t, p, func(cfg *Config) { cfg.AsyncRelease = true })
+	other := newCoord(t, p)
+	l, o := c.GetLock("async"), other.GetLock("async")
+
+	var last int64
+	for range 200 {
+		mustAcquire(t, l, NoWait)
+		require.Greater(t, l.Token(), last)
+		last = l.Token()
+		require.NoError(t, l.Release(ctx(t)))
+	}
+	require.ErrorIs(t, l.Release(ctx(t)), ErrNotHeld)
+
+	// Another process gets it within the flush delay plus a round trip.
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(ctx(t)))
+	require.Eventually(t, func() bool {
+		ok, err := o.Acquire(ctx(t), NoWait)
+		require.NoError(t, err)
+		return ok
+	}, 5*time.Second, time.Millisecond)
+	require.Greater(t, o.Token(), last)
+	require.NoError(t, o.Release(ctx(t)))
+
+	// A waiter elsewhere is woken by an async unlock that no statement took
+	// along: the flush sends it on its own.
+	mustAcquire(t, l, NoWait)
+	got := make(chan error, 1)
+	go func() {
+		ok, err := o.Acquire(ctx(t), Wait)
+		if err == nil && !ok {
+			err = ErrLockAcquireFailed
+		}
+		got <- err
+	}()
+	require.Eventually(t, func() bool { return waiters(t, l.Key()) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, l.Release(ctx(t)))
+	select {
+	case err := <-got:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter was not woken by an async release")
+	}
+	require.NoError(t, o.Release(ctx(t)))
+
+	require.Eventually(t, func() bool { return serverLocksOf(t, testURL, c.MemberID()) == 0 },
+		5*time.Second, 10*time.Millisecond)
+	require.Zero(t, c.Stats().Held)
+}
