@@ -51,28 +51,40 @@ func acquireRelease(l *pgcoord.Lock) op {
 	}
 }
 
+// asyncRelease tunes a coordinator for Config.AsyncRelease.
+func asyncRelease(cfg *pgcoord.Config) { cfg.AsyncRelease = true }
+
 // pgcoordUncontended loops on one name with one goroutine and the default
-// LockSessions.
-func pgcoordUncontended(ctx context.Context, b *bench) (sample, error) {
-	c, err := startCoordinator(ctx, b.url, nil)
-	if err != nil {
-		return sample{}, err
+// LockSessions, with tune applied to the config.
+func pgcoordUncontended(tune func(*pgcoord.Config)) scenarioFunc {
+	return func(ctx context.Context, b *bench) (sample, error) {
+		c, err := startCoordinator(ctx, b.url, tune)
+		if err != nil {
+			return sample{}, err
+		}
+		defer c.Stop(context.Background())
+		return loop(ctx, b.duration, acquireRelease(c.GetLock("uncontended")))
 	}
-	defer c.Stop(context.Background())
-	return loop(ctx, b.duration, acquireRelease(c.GetLock("uncontended")))
 }
 
 // pgcoordParallel runs parallelWorkers goroutines on distinct names through
-// one coordinator with four lock sessions.
-func pgcoordParallel(ctx context.Context, b *bench) (sample, error) {
-	c, err := startCoordinator(ctx, b.url, func(cfg *pgcoord.Config) { cfg.LockSessions = 4 })
-	if err != nil {
-		return sample{}, err
+// one coordinator with four lock sessions, with tune applied to the config.
+func pgcoordParallel(tune func(*pgcoord.Config)) scenarioFunc {
+	return func(ctx context.Context, b *bench) (sample, error) {
+		c, err := startCoordinator(ctx, b.url, func(cfg *pgcoord.Config) {
+			cfg.LockSessions = 4
+			if tune != nil {
+				tune(cfg)
+			}
+		})
+		if err != nil {
+			return sample{}, err
+		}
+		defer c.Stop(context.Background())
+		return parallel(ctx, b.duration, parallelWorkers, func(i int) op {
+			return acquireRelease(c.GetLock(fmt.Sprintf("parallel-%d", i)))
+		})
 	}
-	defer c.Stop(context.Background())
-	return parallel(ctx, b.duration, parallelWorkers, func(i int) op {
-		return acquireRelease(c.GetLock(fmt.Sprintf("parallel-%d", i)))
-	})
 }
 
 // pgcoordWaiter is one contender of a handoff: Acquire(Wait), Release.

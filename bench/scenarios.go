@@ -76,7 +76,8 @@ func scenarios() []scenario {
 		{name: "raw pgx: try, unlock (2 round trips)", group: groupUncontended, floor: true, run: rawUncontended(tryUnlock)},
 		{name: "raw pgx: try + unlock pipelined (1 round trip)", group: groupUncontended, run: rawUncontended(tryUnlockPipelined)},
 		{name: "raw pgx: SELECT 1 (no lock, 1 round trip)", group: groupUncontended, run: rawSelect1},
-		{name: "pgcoord: Acquire(NoWait), Release", group: groupUncontended, run: pgcoordUncontended},
+		{name: "pgcoord: Acquire(NoWait), Release", group: groupUncontended, run: pgcoordUncontended(nil)},
+		{name: "pgcoord, AsyncRelease: Acquire(NoWait), Release", group: groupUncontended, run: pgcoordUncontended(asyncRelease)},
 		{name: "etcd concurrency.Mutex: Lock, Unlock", group: groupUncontended, needs: peerEtcd,
 			run: etcdUncontended(func(b *bench) string { return b.etcd.endpoint })},
 		{name: "etcd concurrency.Mutex, --unsafe-no-fsync", group: groupUncontended, needs: peerEtcdNoFsync,
@@ -86,7 +87,8 @@ func scenarios() []scenario {
 
 		{name: "raw pgx: 16 conns, try, unlock", group: groupParallel, floor: true, run: rawParallel(tryUnlock)},
 		{name: "raw pgx: 16 conns, try + unlock pipelined", group: groupParallel, run: rawParallel(tryUnlockPipelined)},
-		{name: "pgcoord: 1 coordinator, LockSessions 4", group: groupParallel, run: pgcoordParallel},
+		{name: "pgcoord: 1 coordinator, LockSessions 4", group: groupParallel, run: pgcoordParallel(nil)},
+		{name: "pgcoord, AsyncRelease: 1 coordinator, LockSessions 4", group: groupParallel, run: pgcoordParallel(asyncRelease)},
 
 		{name: "raw pgx: 2 conns, pg_advisory_lock, unlock", group: groupHandoff, floor: true, run: rawHandoff},
 		{name: "pgcoord: 2 coordinators, Acquire(Wait), Release", group: groupHandoff, run: pgcoordHandoff},
