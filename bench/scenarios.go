@@ -97,5 +97,6 @@ func scenarios() []scenario {
 
 		{name: "raw pgx: holder in pg_advisory_lock, raw waiter", group: groupTakeover, floor: true, run: rawTakeover},
 		{name: "pgcoord: holder Acquire(NoWait), waiter Acquire(Wait)", group: groupTakeover, run: pgcoordTakeover},
+		{name: "pgcoord waiter, raw holder (one backend to exit)", group: groupTakeover, run: pgcoordWaiterRawHolder},
 	}
 }

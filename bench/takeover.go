@@ -156,6 +156,18 @@ func pgcoordTakeover(ctx context.Context, b *bench) (sample, error) {
 	return takeoverTrials(ctx, b, "pgcoord-holder", name, l.Key(), pgcoordWaiter{l})
 }
 
+// pgcoordWaiterRawHolder: raw holder child (one backend to exit), pgcoord
+// waiter: separates the waiter's part of a takeover from the holder's.
+func pgcoordWaiterRawHolder(ctx context.Context, b *bench) (sample, error) {
+	c, err := startCoordinator(ctx, b.url, nil)
+	if err != nil {
+		return sample{}, err
+	}
+	defer c.Stop(context.Background())
+	l := c.GetLock("takeover-raw-holder")
+	return takeoverTrials(ctx, b, "raw-holder", fmt.Sprint(l.Key()), l.Key(), pgcoordWaiter{l})
+}
+
 // rawTakeover: raw holder child, raw waiter blocked in pg_advisory_lock.
 func rawTakeover(ctx context.Context, b *bench) (sample, error) {
 	c, err := pgx.Connect(ctx, b.url)
