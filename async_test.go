@@ -62,3 +62,33 @@ func TestAsyncRelease(t *testing.T) {
 		5*time.Second, 10*time.Millisecond)
 	require.Zero(t, c.Stats().Held)
 }
+
+// An async unlock still queued when its session dies is harmless: the
+// session's other holds are reported lost, nothing stays held on the server,
+// and the name can be taken again at once.
+func TestAsyncReleaseSessionDies(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c := newCoord(t, p, func(cfg *Config) {
+		cfg.AsyncRelease = true
+		cfg.LockSessions = 1
+	})
+	a, b := c.GetLock("async-a"), c.GetLock("async-b")
+	mustAcquire(t, a, NoWait)
+	mustAcquire(t, b, NoWait)
+	pid := heldBy(t, b.Key())
+	require.NotZero(t, pid)
+
+	require.NoError(t, a.Release(ctx(t)))
+	var ok bool
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok))
+	require.True(t, ok)
+
+	requireClosedWithin(t, b.Lost(), 5*time.Second, "b's loss")
+	mustAcquire(t, a, NoWait)
+	require.NotEqual(t, pid, heldBy(t, a.Key()), "a is held by the dead session")
+	require.NoError(t, a.Release(ctx(t)))
+	require.ErrorIs(t, b.Release(ctx(t)), ErrLockLost)
+	require.Eventually(t, func() bool { return serverLocksOf(t, testURL, c.MemberID()) == 0 },
+		5*time.Second, 10*time.Millisecond)
+}
