@@ -65,7 +65,9 @@ func TestAsyncRelease(t *testing.T) {
 
 // An async unlock still queued when its session dies is harmless: the
 // session's other holds are reported lost, nothing stays held on the server,
-// and the name can be taken again at once.
+// and the name can be taken again at once. The released hold is reported
+// lost too, late: its unlock found the lock gone, which is all a
+// synchronous Release would have known.
 func TestAsyncReleaseSessionDies(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
@@ -79,12 +81,19 @@ func TestAsyncReleaseSessionDies(t *testing.T) {
 	pid := heldBy(t, b.Key())
 	require.NotZero(t, pid)
 
+	// Hold the session so that a's unlock cannot go out before the session
+	// dies.
+	s := c.lockSs[0]
+	s.sem <- struct{}{}
 	require.NoError(t, a.Release(ctx(t)))
 	var ok bool
-	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok))
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1, 5000)`, pid).Scan(&ok))
 	require.True(t, ok)
+	<-s.sem
 
+	lostA := a.Lost()
 	requireClosedWithin(t, b.Lost(), 5*time.Second, "b's loss")
+	requireClosedWithin(t, lostA, 5*time.Second, "a's late loss")
 	mustAcquire(t, a, NoWait)
 	require.NotEqual(t, pid, heldBy(t, a.Key()), "a is held by the dead session")
 	require.NoError(t, a.Release(ctx(t)))

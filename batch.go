@@ -147,19 +147,28 @@ func (s *session) flushAsync() {
 	s.lead(nil)
 }
 
-// checkAsync deals with async unlocks that failed; called with sem held.
-// Their Release has returned, so nobody else will: an unlock that failed on
-// a connection still open would leave a lock held by nobody, so the
-// connection is dropped, which frees it (and reports the session's other
-// holds lost). One that failed with its connection had its lock freed by it.
+// checkAsync deals with the outcome of async unlocks, whose Release has
+// returned; called with sem held. An unlock that found its lock gone (the
+// session broke, or the server did not hold it) may mean the hold was lost
+// before Release, as a synchronous Release would have said: its Lost()
+// closes now, late. An unlock that failed on a connection still open would
+// leave a lock held by nobody, so the connection is dropped, which frees it
+// (and reports the session's other holds lost).
 func (s *session) checkAsync(ops []*lockOp) {
 	for _, op := range ops {
-		if !op.async || op.err == nil || s.closed || s.conn == nil || s.conn.IsClosed() {
+		if !op.async || s.closed {
 			continue
 		}
-		s.c.log.Warn("pgcoord: asynchronous unlock failed; dropping its session", "lock", op.h.lock.full, "error", op.err)
-		s.broken(fmt.Errorf("%w: an asynchronous unlock on this %s session failed: %w", ErrLockLost, s.kind, op.err))
-		return
+		switch {
+		case op.err == nil && !op.released:
+			s.c.lostLate(op.h, fmt.Errorf("%w: the server no longer held %q when its asynchronous unlock ran", ErrLockLost, op.h.lock.full))
+		case op.err != nil && (s.conn == nil || s.conn.IsClosed()):
+			s.c.lostLate(op.h, fmt.Errorf("%w: the session of %q broke before its asynchronous unlock ran: %w", ErrLockLost, op.h.lock.full, op.err))
+		case op.err != nil:
+			s.c.log.Warn("pgcoord: asynchronous unlock failed; dropping its session", "lock", op.h.lock.full, "error", op.err)
+			s.c.lostLate(op.h, fmt.Errorf("%w: the asynchronous unlock of %q failed: %w", ErrLockLost, op.h.lock.full, op.err))
+			s.broken(fmt.Errorf("%w: an asynchronous unlock on this %s session failed: %w", ErrLockLost, s.kind, op.err))
+		}
 	}
 }
 

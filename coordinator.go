@@ -103,8 +103,9 @@ type Config struct {
 	// release then costs one round trip instead of two. The price: for up to
 	// that delay plus a round trip after Release returns, other processes
 	// still find the lock busy (this process's Locks do not), and Release
-	// cannot report a loss that only the unlock would have found (Lost()
-	// still reports losses found by the heartbeat before Release). Off by
+	// cannot report a loss that only the unlock finds: that closes Lost()
+	// later instead (and counts in Stats().Lost), so check Lost() after the
+	// unlock has had time to run if the section's outcome matters. Off by
 	// default: with it off, a lock is free for everyone when Release returns.
 	AsyncRelease bool
 }

@@ -469,6 +469,19 @@ func (h *hold) signalLost(cause error) {
 	})
 }
 
+// lostLate reports a hold already released under AsyncRelease as lost after
+// all: its unlock found the lock gone, so it may have been lost before
+// Release.
+func (c *Coordinator) lostLate(h *hold, cause error) {
+	c.mu.Lock()
+	if h.cause == nil {
+		h.cause = cause
+	}
+	c.mu.Unlock()
+	c.stats.lost.Add(1)
+	h.signalLost(cause)
+}
+
 // onLoss registers f to run when h is lost, or runs it now if h already was.
 func (c *Coordinator) onLoss(h *hold, f func(error)) {
 	c.mu.Lock()
