@@ -3,10 +3,13 @@ package pgcoord
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtemp"
 )
 
 // Regression tests from a review of the session layer: each once failed.
@@ -221,4 +224,40 @@ func TestRetriedStartLeavesOtherMember(t *testing.T) {
 	require.Error(t, c1.Start(ctx(t)))
 	require.False(t, member(t, c2.MemberID()).StoppedAt.Valid)
 	require.True(t, isLive(t, c2.MemberID()))
+}
+
+// A client sees its session end before the server's backend has finished
+// exiting and released its locks. A holder told of a loss that at once tries
+// the lock again must not find it held by its own dead session. The backend
+// is frozen (SIGSTOP) while its socket is closed, so it cannot exit until
+// the test lets it: the retry must wait for that, not report the lock busy.
+// It runs on a server of its own, since it signals a server process.
+func TestRetryAfterLossWaitsForOldBackend(t *testing.T) {
+	t.Parallel()
+	srv, err := pgtemp.Start(pgtemp.Options{})
+	require.NoError(t, err)
+	defer srv.Close()
+	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.ConnString = srv.URL()
+		cfg.LockSessions = 1
+	})
+	l := c.GetLock("retried")
+	mustAcquire(t, l, NoWait)
+	s := c.lockSs[0]
+	pid := int(s.backendPID)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	defer syscall.Kill(pid, syscall.SIGCONT)
+	s.forceClose()
+	requireClosedWithin(t, l.Lost(), 2*c.cfg.HeartbeatInterval+time.Second, "Lost")
+
+	const frozen = 300 * time.Millisecond
+	go func() {
+		time.Sleep(frozen)
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+	}()
+	start := time.Now()
+	mustAcquire(t, l, NoWait)
+	require.GreaterOrEqual(t, time.Since(start), frozen/2, "the retry did not wait for the old backend")
+	require.NoError(t, l.Release(ctx(t)))
 }

@@ -53,6 +53,9 @@ type session struct {
 
 	// backendPID is the server backend of conn, asked when it connected.
 	backendPID int32
+	// gonePID is guarded by sem: the backend of the connection broken last,
+	// which may still hold its locks for a moment (see awaitGone).
+	gonePID int32
 
 	// holds is guarded by c.mu.
 	holds map[*hold]struct{}
@@ -232,11 +235,46 @@ func (s *session) dial(ctx context.Context) error {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return fmt.Errorf("pgcoord: preparing %s session: %w", s.kind, err)
 	}
+	if s.gonePID != 0 && s.gonePID != pid && s.kind != sessionRegistry {
+		s.awaitGone(ctx, conn, s.gonePID)
+	}
+	s.gonePID = 0
 	s.backendPID = pid
 	s.conn = conn
 	s.raw.Store(&rawConn{conn.PgConn().Conn()})
 	s.heardAt(monoNow())
 	return nil
+}
+
+// awaitGoneMax bounds awaitGone: a backend normally finishes exiting within
+// milliseconds; one that has not in this long is not exiting (a cut-off
+// session the server has yet to notice) and will free its locks when its
+// timeouts fire, so there is no point delaying the new session further.
+const awaitGoneMax = time.Second
+
+// awaitGone waits until the broken connection's old backend, pid, holds no
+// advisory lock. A client sees a terminated session end (the server's FATAL
+// message, then EOF) before the backend has finished exiting and released
+// its locks; without this, a holder told of its loss that at once tried its
+// lock again would find it still held by its own dead session.
+func (s *session) awaitGone(ctx context.Context, conn *pgx.Conn, pid int32) {
+	// The bound is a deadline checked between statements, not a context on
+	// them: pgx closes a connection whose statement is cancelled, and this
+	// one is the session's new connection.
+	deadline := time.Now().Add(awaitGoneMax)
+	pause := time.Millisecond
+	for {
+		holds, err := s.c.q.BackendHoldsLocks(ctx, simpleProtocol{conn}, pid)
+		if err != nil || !holds || time.Now().Add(pause).After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 20*time.Millisecond)
+	}
 }
 
 // rawConn boxes a net.Conn for an atomic pointer.
@@ -299,6 +337,7 @@ func (s *session) broken(cause error) {
 		_ = s.conn.Close(ctx)
 		cancel()
 		s.c.trackCleanup(s.conn.PgConn().CleanupDone())
+		s.gonePID = s.backendPID
 		s.conn = nil
 		s.raw.Store(nil)
 	}

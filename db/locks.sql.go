@@ -29,6 +29,23 @@ func (q *Queries) AdvanceFence(ctx context.Context, db DBTX, arg AdvanceFencePar
 	return err
 }
 
+const backendHoldsLocks = `-- name: BackendHoldsLocks :one
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks
+    WHERE pid = $1::integer AND locktype = 'advisory' AND granted
+) AS holds
+`
+
+// Whether a backend still holds advisory locks: a session's old backend
+// keeps its locks until it has finished exiting, after the client already
+// saw the connection end.
+func (q *Queries) BackendHoldsLocks(ctx context.Context, db DBTX, pid int32) (bool, error) {
+	row := db.QueryRow(ctx, backendHoldsLocks, pid)
+	var holds bool
+	err := row.Scan(&holds)
+	return holds, err
+}
+
 const boundSession = `-- name: BoundSession :exec
 SELECT set_config('idle_session_timeout', $1::text, false),
        set_config('tcp_user_timeout', $1::text, false)

@@ -11,6 +11,15 @@ SELECT pgcoord.wait_lock(sqlc.arg(key)::bigint, sqlc.arg(timeout_ms)::integer)::
 -- name: Unlock :one
 SELECT pg_advisory_unlock(sqlc.arg(key)::bigint) AS released;
 
+-- name: BackendHoldsLocks :one
+-- Whether a backend still holds advisory locks: a session's old backend
+-- keeps its locks until it has finished exiting, after the client already
+-- saw the connection end.
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_locks
+    WHERE pid = sqlc.arg(pid)::integer AND locktype = 'advisory' AND granted
+) AS holds;
+
 -- name: UnlockAll :exec
 SELECT pg_advisory_unlock_all();
 
