@@ -166,11 +166,14 @@ func TestRunForwardsSignals(t *testing.T) {
 	requireGone(t, pid)
 	requireFree(t, prefix, "job")
 
-	// The member was stopped cleanly, not left stale.
+	// The member was stopped cleanly, not left stale. (requireFree's
+	// "checker" member shares the prefix and is still running.)
 	var stopped bool
+	var row string
 	require.NoError(t, testPool.QueryRow(context.Background(),
-		"SELECT stopped_at IS NOT NULL FROM pgcoord.members WHERE prefix = $1", prefix).Scan(&stopped))
-	require.True(t, stopped)
+		"SELECT stopped_at IS NOT NULL, m::text FROM pgcoord.members m WHERE prefix = $1 AND agent_id LIKE 'run-%'",
+		prefix).Scan(&stopped, &row))
+	require.True(t, stopped, "member row: %s", row)
 }
 
 func TestRunWaitsForLock(t *testing.T) {
