@@ -21,8 +21,11 @@ func TestReconnectAfterServerOutage(t *testing.T) {
 	require.NoError(t, Migrate(ctx(t), srv.URL()))
 
 	c, err := New(Config{
-		ConnString:              srv.URL(),
-		HeartbeatInterval:       100 * time.Millisecond,
+		ConnString: srv.URL(),
+		// Not shorter: a session check unanswered within one interval
+		// counts as a cut-off, and a server just restarted, on a machine
+		// busy with the other tests, can take 100 ms to answer a ping.
+		HeartbeatInterval:       250 * time.Millisecond,
 		InitialReconnectBackoff: 20 * time.Millisecond,
 		MaxReconnectBackoff:     200 * time.Millisecond,
 		Logger:                  quietLogger(),

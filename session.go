@@ -202,8 +202,8 @@ func (s *session) heardAt(t int64) {
 	}
 }
 
-// connect dials now (Start opens every session up front so that bad settings
-// fail Start, not the first Acquire).
+// connect dials now (Start opens the control session and one lock session
+// up front so that bad settings fail Start, not the first Acquire).
 func (s *session) connect(ctx context.Context) error {
 	if err := s.lock(ctx); err != nil {
 		return err
