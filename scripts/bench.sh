@@ -14,14 +14,25 @@ go test -c -o "$bin" .
 raw=$(mktemp)
 for r in $(seq "$rounds"); do
   "$bin" -test.run='^$' -test.bench=. -test.benchmem -test.benchtime="$benchtime" |
-    awk -v r="$r" '/^Benchmark/ { sub(/-[0-9]+$/, "", $1); print r, $1, $3, $5, $7 }' >>"$raw"
+    awk -v r="$r" '/^Benchmark/ {
+      # Values by their unit, not their position: custom metrics (heapB/held)
+      # come between ns/op and B/op.
+      sub(/-[0-9]+$/, "", $1); ns = bytes = allocs = ""; heap = "-"
+      for (i = 3; i < NF; i += 2) {
+        if ($(i + 1) == "ns/op") ns = $i
+        else if ($(i + 1) == "B/op") bytes = $i
+        else if ($(i + 1) == "allocs/op") allocs = $i
+        else if ($(i + 1) == "heapB/held") heap = $i
+      }
+      print r, $1, ns, bytes, allocs, heap
+    }' >>"$raw"
 done
 echo "rounds: $rounds, benchtime: $benchtime, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo
-echo "| benchmark | median ns/op | ops/s | median ratio to raw pgx (speed) | B/op | allocs/op |"
-echo "|---|---|---|---|---|---|"
+echo "| benchmark | median ns/op | ops/s | median ratio to raw pgx (speed) | B/op | allocs/op | heap B per held lock |"
+echo "|---|---|---|---|---|---|---|"
 awk '
-  { ns[$2, $1] = $3; bytes[$2] = $4; allocs[$2] = $5; names[$2] = 1; rounds[$1] = 1 }
+  { ns[$2, $1] = $3; bytes[$2] = $4; allocs[$2] = $5; heap[$2] = $6; names[$2] = 1; rounds[$1] = 1 }
   function median(a, n,   i, j, t) {
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
@@ -35,7 +46,7 @@ awk '
         if ((b, r) in ns && (floor, r) in ns) { q[++m] = ns[floor, r] / ns[b, r] }
       }
       med = median(v, n); rat = median(q, m)
-      printf "| %s | %.0f | %.0f | %.2f | %s | %s |\n", substr(b, 10), med, 1e9 / med, rat, bytes[b], allocs[b]
+      printf "| %s | %.0f | %.0f | %.2f | %s | %s | %s |\n", substr(b, 10), med, 1e9 / med, rat, bytes[b], allocs[b], heap[b]
     }
   }' "$raw" | sort
 rm -f "$raw"
