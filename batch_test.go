@@ -8,8 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgcoord/pgcoord/internal/pgtemp"
 )
 
 // Many goroutines on one lock session share batches. Each hold and release
@@ -77,13 +75,7 @@ func TestBatchedOpsKeepTheirOwnOutcome(t *testing.T) {
 // release would then leave it held.)
 func TestBatchStatementFailure(t *testing.T) {
 	t.Parallel()
-	srv, err := pgtemp.Start(pgtemp.Options{Settings: map[string]string{
-		"max_locks_per_transaction": "10",
-		"max_connections":           "20",
-	}})
-	require.NoError(t, err)
-	defer srv.Close()
-	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	srv := ownServer(t, map[string]string{"max_locks_per_transaction": "10", "max_connections": "20"})
 	c := newCoord(t, testPrefix(t), func(cfg *Config) {
 		cfg.ConnString = srv.URL()
 		cfg.MaxHeldLocks = 100000

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgcoord/pgcoord/internal/pgtemp"
 )
 
 // MaxHeldLocks stops Acquire before the coordinator holds more.
@@ -32,13 +30,7 @@ func TestMaxHeldLocks(t *testing.T) {
 // holds, its heartbeat and later acquires all work once locks are released.
 func TestServerLockTableFull(t *testing.T) {
 	t.Parallel()
-	srv, err := pgtemp.Start(pgtemp.Options{Settings: map[string]string{
-		"max_locks_per_transaction": "10",
-		"max_connections":           "20",
-	}})
-	require.NoError(t, err)
-	defer srv.Close()
-	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	srv := ownServer(t, map[string]string{"max_locks_per_transaction": "10", "max_connections": "20"})
 	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString = srv.URL(); cfg.MaxHeldLocks = 100000 })
 
 	var held []*Lock

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgcoord/pgcoord/internal/pgtemp"
 )
 
 // Regression tests from a review of the session layer: each once failed.
@@ -234,10 +232,7 @@ func TestRetriedStartLeavesOtherMember(t *testing.T) {
 // It runs on a server of its own, since it signals a server process.
 func TestRetryAfterLossWaitsForOldBackend(t *testing.T) {
 	t.Parallel()
-	srv, err := pgtemp.Start(pgtemp.Options{})
-	require.NoError(t, err)
-	defer srv.Close()
-	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	srv := ownServer(t, nil)
 	c := newCoord(t, testPrefix(t), func(cfg *Config) {
 		cfg.ConnString = srv.URL()
 		cfg.LockSessions = 1

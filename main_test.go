@@ -184,3 +184,15 @@ func connect(t testing.TB, url string) *pgx.Conn {
 
 // randomSuffix names per-test objects (tables, roles) uniquely.
 func randomSuffix() string { return fmt.Sprintf("%d_%d", os.Getpid(), prefixSeq.Add(1)) }
+
+// ownServer starts a throwaway server for one test, with settings, migrated,
+// for tests that stop, restart, signal or starve their server. It is removed
+// after the test's coordinators stopped (cleanups run last-added first).
+func ownServer(t testing.TB, settings map[string]string) *pgtemp.Server {
+	t.Helper()
+	srv, err := pgtemp.Start(pgtemp.Options{Settings: settings})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	return srv
+}

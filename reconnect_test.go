@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/pgcoord/pgcoord/internal/pgtemp"
 )
 
 // The backend goes away and comes back: holders are told, IsActive is false
@@ -15,10 +13,7 @@ import (
 // on a server of its own, since it stops that server.
 func TestReconnectAfterServerOutage(t *testing.T) {
 	t.Parallel()
-	srv, err := pgtemp.Start(pgtemp.Options{})
-	require.NoError(t, err)
-	defer srv.Close()
-	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	srv := ownServer(t, nil)
 
 	c, err := New(Config{
 		ConnString: srv.URL(),
