@@ -221,10 +221,20 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 		l.mu.Unlock()
 		return false, ErrAlreadyHeld
 	}
-	// A lost hold that was never Released is simply replaced.
+	// A lost hold that was never Released is simply replaced, once its
+	// in-process claim is gone (see awaitFreed).
+	prev := l.hold
 	l.hold = nil
 	l.acquiring = true
 	l.mu.Unlock()
+	if prev != nil {
+		if err := prev.awaitFreed(ctx); err != nil {
+			l.mu.Lock()
+			l.acquiring = false
+			l.mu.Unlock()
+			return false, err
+		}
+	}
 
 	h, err := l.c.acquire(ctx, l, b)
 	err = lockTableFull(err)
@@ -460,6 +470,29 @@ func (c *Coordinator) loseHolds(s *session, cause error) {
 	}
 }
 
+// awaitFreed waits until a lost hold's in-process claim is freed. loseHolds
+// closes Lost() and runs the loss callbacks before it frees the claim (so no
+// other Lock of this process takes the name before its holder was told);
+// a holder that saw Lost() and at once released or acquired again would
+// otherwise find its own name busy in that moment. The wait is short: only
+// the callbacks (which cancel contexts) run in between.
+func (h *hold) awaitFreed(ctx context.Context) error {
+	select {
+	case <-h.entry.freed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// awaitFreed is h.awaitFreed for Release, which ignores ctx's cancellation
+// but is bounded all the same.
+func (c *Coordinator) awaitFreed(ctx context.Context, h *hold) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opTimeout())
+	defer cancel()
+	_ = h.awaitFreed(ctx)
+}
+
 func (h *hold) signalLost(cause error) {
 	h.lostOnce.Do(func() {
 		close(h.lost)
@@ -527,6 +560,7 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 		cause := h.cause
 		c.mu.Unlock()
 		if cause != nil {
+			c.awaitFreed(ctx, h)
 			return cause
 		}
 		return ErrNotHeld
@@ -557,6 +591,7 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 		if cause == nil {
 			cause = ErrLockLost
 		}
+		c.awaitFreed(ctx, h)
 		return cause
 	}
 	h.ended = true

@@ -3,6 +3,7 @@ package pgcoord
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -351,4 +352,37 @@ func TestReleaseWithCancelledContextStillReleases(t *testing.T) {
 	cancel()
 	require.NoError(t, l.Release(cancelled))
 	mustAcquire(t, newCoord(t, p).GetLock("r"), NoWait)
+}
+
+// A holder that saw Lost() and at once released, or acquired again without
+// releasing, gets its name back: the in-process claim of the lost hold is
+// freed only after the loss callbacks ran (here one held back on purpose),
+// and Release and Acquire wait for that instead of finding the name busy.
+func TestReacquireRightAfterLoss(t *testing.T) {
+	t.Parallel()
+	for _, release := range []bool{true, false} {
+		t.Run(fmt.Sprintf("release=%v", release), func(t *testing.T) {
+			c := newCoord(t, testPrefix(t))
+			l := c.GetLock("again")
+			mustAcquire(t, l, NoWait)
+			l.mu.Lock()
+			h := l.hold
+			l.mu.Unlock()
+			gate := make(chan struct{})
+			c.onLoss(h, func(error) { <-gate })
+			var ok bool
+			require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, h.sess.backendPID).Scan(&ok))
+			require.True(t, ok)
+			requireClosedWithin(t, l.Lost(), 5*time.Second, "Lost")
+			go func() {
+				time.Sleep(100 * time.Millisecond)
+				close(gate)
+			}()
+			if release {
+				require.ErrorIs(t, l.Release(ctx(t)), ErrLockLost)
+			}
+			mustAcquire(t, l, NoWait)
+			require.NoError(t, l.Release(ctx(t)))
+		})
+	}
 }
