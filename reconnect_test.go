@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/hash"
 )
 
 // The backend goes away and comes back: holders are told, IsActive is false
@@ -74,18 +76,36 @@ func TestReconnectBackoffSchedule(t *testing.T) {
 }
 
 // Start may take longer than SessionTimeout (a first migration on a fresh
-// database, here with a 30ms timeout), during which the server ends the
-// sessions opened first for being idle: Start redials them and succeeds.
+// database, waiting here behind another process's schema creation), during
+// which the server ends the sessions opened first for being idle: Start
+// redials them and succeeds. The timeout is short, but not so short that a
+// busy machine's pause between two statements reaches it.
 func TestStartOutlastsSessionTimeout(t *testing.T) {
 	t.Parallel()
 	dbURL := freshDatabase(t)
+	const sessionTimeout = 500 * time.Millisecond
+	// Another "process" creating the schema: Start's migration waits for its
+	// lock (see ensureSchema) for three session timeouts.
+	other := connect(t, dbURL)
+	_, err := other.Exec(ctx(t), `SELECT pg_advisory_lock($1)`, hash.Key("pgcoord\x00create-schema"))
+	require.NoError(t, err)
+	unlocked := make(chan error, 1)
+	go func() {
+		time.Sleep(3 * sessionTimeout)
+		_, err := other.Exec(context.Background(), `SELECT pg_advisory_unlock_all()`)
+		unlocked <- err
+	}()
+
 	c, err := New(Config{
 		ConnString:        dbURL,
-		HeartbeatInterval: 10 * time.Millisecond,
-		SessionTimeout:    30 * time.Millisecond,
+		HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout:    sessionTimeout,
 		Logger:            quietLogger(),
 	})
 	require.NoError(t, err)
+	began := time.Now()
 	require.NoError(t, c.Start(ctx(t)))
+	require.NoError(t, <-unlocked)
+	require.Greater(t, time.Since(began), 2*sessionTimeout, "Start waited for the schema lock")
 	require.NoError(t, c.Stop(ctx(t)))
 }
