@@ -16,7 +16,8 @@
 //   - the registry session records each new name in pgcoord.locks; it holds
 //     no lock, so a slow or cancelled insert costs no hold;
 //   - a few lock sessions (Config.LockSessions, default 4) hold the locks
-//     taken without waiting; many locks share each. NoWait is one round trip
+//     taken without waiting; many locks share each, a name always on the
+//     same one, and all but the first open on first use. NoWait is one round trip
 //     (pg_try_advisory_lock and the fencing token together);
 //   - wait sessions (at most Config.MaxWaitSessions) wait on the server with
 //     pg_advisory_lock for one contended lock each, and then hold it. The
