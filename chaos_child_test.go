@@ -44,9 +44,7 @@ func TestChaosChild(t *testing.T) {
 	c, err := New(chaosConfig(os.Getenv(chaosChildURLEnv), agent))
 	require.NoError(t, err)
 	// The parent injects no fault until it reads "chaos-started": a failed
-	// Start is not what this test is about (and, today, a Start whose lock
-	// session fails to connect panics in its cleanup: closeSessions meets
-	// the lock sessions not yet created).
+	// Start is not what this test is about.
 	require.NoError(t, c.Start(context.Background()))
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -57,7 +55,10 @@ func TestChaosChild(t *testing.T) {
 	}()
 	sink := &pipeSink{w: bufio.NewWriter(os.Stdout)}
 	sink.line("chaos-started")
-	var wg sync.WaitGroup
+	// Children release synchronously (chaosConfig), so late stays empty:
+	// an asynchronous release's section is journaled after the fact, and
+	// a SIGKILL in between would lose it.
+	var wg, late sync.WaitGroup
 	for w := range 2 {
 		wg.Add(1)
 		go func() {
@@ -65,13 +66,14 @@ func TestChaosChild(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(w)))
 			for runCtx.Err() == nil {
 				name := "n" + strconv.Itoa(rng.IntN(names))
-				if chaosHold(runCtx, c, name, rng, sink) == holdErr {
+				if chaosHold(runCtx, c, name, rng, sink, &late) == holdErr {
 					sleepCtx(runCtx, 20*time.Millisecond)
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	late.Wait()
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	_ = c.Stop(sctx)
