@@ -55,10 +55,7 @@ func TestChaosChild(t *testing.T) {
 	}()
 	sink := &pipeSink{w: bufio.NewWriter(os.Stdout)}
 	sink.line("chaos-started")
-	// Children release synchronously (chaosConfig), so late stays empty:
-	// an asynchronous release's section is journaled after the fact, and
-	// a SIGKILL in between would lose it.
-	var wg, late sync.WaitGroup
+	var wg sync.WaitGroup
 	for w := range 2 {
 		wg.Add(1)
 		go func() {
@@ -66,14 +63,13 @@ func TestChaosChild(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(w)))
 			for runCtx.Err() == nil {
 				name := "n" + strconv.Itoa(rng.IntN(names))
-				if chaosHold(runCtx, c, name, rng, sink, &late) == holdErr {
+				if chaosHold(runCtx, c, name, rng, sink, nil) == holdErr {
 					sleepCtx(runCtx, 20*time.Millisecond)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	late.Wait()
 	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	_ = c.Stop(sctx)

@@ -268,7 +268,9 @@ func (k journalSink) Exit(s chaos.Section) { k.j.Record(s) }
 // after Release returned (see Config.AsyncRelease), so such a section is
 // journaled in a goroutine tracked by late once Lost() closed or the
 // signalling bound passed: a hold lost under it and never told is then an
-// overlap the checker refuses.
+// overlap the checker refuses. late may be nil for a coordinator that
+// releases synchronously, as the child processes' do (a section journaled
+// after the fact would be lost with a SIGKILL).
 func chaosHold(runCtx context.Context, c *Coordinator, name string, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
 	l := c.GetLock(name)
 	modes := []Blocking{NoWait, Timeout(time.Duration(50+rng.IntN(400)) * time.Millisecond), Wait}
