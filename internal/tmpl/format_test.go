@@ -177,6 +177,8 @@ func TestFormatFieldsAndMethods(t *testing.T) {
 		{name: "ambiguous ID Id", tmpl: "{a.id}", data: map[string]any{"a": Ambig{}}, err: "ambiguous"},
 		{name: "ambiguous resolved exactly", tmpl: "{a.Id}", data: map[string]any{"a": Ambig{ID: "1", Id: "2"}}, want: "2"},
 		{name: "unexported field", tmpl: "{v.secret}", data: map[string]any{"v": vol}, err: "unexported"},
+		{name: "unexported field with accessor", tmpl: "{v.id}/{v.ID}", data: map[string]any{"v": Opaque{id: "o1"}}, want: "o1/o1"},
+		{name: "unexported field with pointer accessor", tmpl: "{v.name}", data: map[string]any{"v": &Opaque{name: "n"}}, want: "n"},
 		{name: "unexported embedded", tmpl: "{o.inner2}", data: map[string]any{"o": OuterUnexported{}}, err: "unexported"},
 		{name: "unexported method not found", tmpl: "{v.unexportedMethod}", data: map[string]any{"v": vol}, err: `no field or method "unexportedMethod"`},
 		{name: "value method", tmpl: "{v.label}", data: map[string]any{"v": *vol}, want: "vol-disk"},

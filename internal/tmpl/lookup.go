@@ -28,12 +28,16 @@ var errorType = reflect.TypeFor[error]()
 // nothing matches; err reports a match that cannot be used (unexported
 // field, ambiguous name, method with the wrong signature).
 func lookupMember(t reflect.Type, addr bool, name string) (m member, found bool, err error) {
+	// An unexported field of exactly this name is only reported when
+	// nothing else matches: {v.id} on a struct with a field id and a
+	// method ID means the method, which is the type's public accessor.
+	var unexported error
 	if t.Kind() == reflect.Struct {
 		if f, ok := t.FieldByName(name); ok {
-			if !f.IsExported() {
-				return member{}, false, fmt.Errorf("field %s of %s is unexported", f.Name, t)
+			if f.IsExported() {
+				return fieldMember(f), true, nil
 			}
-			return fieldMember(f), true, nil
+			unexported = fmt.Errorf("field %s of %s is unexported", f.Name, t)
 		}
 	}
 	// When the value is addressable the pointer's method set, which includes
@@ -88,6 +92,9 @@ func lookupMember(t reflect.Type, addr bool, name string) (m member, found bool,
 				return member{}, false, fmt.Errorf("method %s of %s has a pointer receiver, but the value is not addressable (pass a pointer)", mm.Name, t)
 			}
 		}
+	}
+	if unexported != nil {
+		return member{}, false, unexported
 	}
 	return member{}, false, nil
 }

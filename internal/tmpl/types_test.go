@@ -112,3 +112,13 @@ type Holder struct {
 	Bool    bool
 	Iface   fmt.Stringer
 }
+
+// Opaque keeps its state private and exposes it through accessors, the
+// usual Go shape: {o.id} must find ID(), not stop at the field id.
+type Opaque struct {
+	id   string
+	name string
+}
+
+func (o Opaque) ID() string    { return o.id }
+func (o *Opaque) Name() string { return o.name }
