@@ -58,6 +58,31 @@ func TestNewFillsDefaults(t *testing.T) {
 	require.False(t, c.IsActive())
 }
 
+// Setting one reconnect bound moves the other's default out of its way
+// rather than failing; only two explicit bounds can contradict each other.
+func TestNewBackoffDefaultsFollowTheSetBound(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{ConnString: testURL, MaxReconnectBackoff: 50 * time.Millisecond})
+	require.NoError(t, err)
+	require.Equal(t, 50*time.Millisecond, c.cfg.InitialReconnectBackoff)
+	require.Equal(t, 50*time.Millisecond, c.cfg.MaxReconnectBackoff)
+
+	c, err = New(Config{ConnString: testURL, InitialReconnectBackoff: 2 * time.Minute})
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Minute, c.cfg.InitialReconnectBackoff)
+	require.Equal(t, 2*time.Minute, c.cfg.MaxReconnectBackoff)
+
+	c, err = New(Config{ConnString: testURL, InitialReconnectBackoff: time.Second})
+	require.NoError(t, err)
+	require.Equal(t, time.Second, c.cfg.InitialReconnectBackoff)
+	require.Equal(t, DefaultMaxReconnectBackoff, c.cfg.MaxReconnectBackoff)
+
+	c, err = New(Config{ConnString: testURL, MaxReconnectBackoff: 5 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, DefaultInitialReconnectBackoff, c.cfg.InitialReconnectBackoff)
+	require.Equal(t, 5*time.Second, c.cfg.MaxReconnectBackoff)
+}
+
 // A coordinator can take its settings from an app's pool, and holds its
 // locks on its own sessions, never on the pool's connections.
 func TestStartFromPool(t *testing.T) {

@@ -52,9 +52,10 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// InitialReconnectBackoff is the first wait before reconnecting a broken
 	// control session; waits double (with jitter) up to MaxReconnectBackoff.
-	// Default 100ms.
+	// Default 100ms, or MaxReconnectBackoff when that is set lower.
 	InitialReconnectBackoff time.Duration
-	// MaxReconnectBackoff caps the reconnect wait. Default 60s.
+	// MaxReconnectBackoff caps the reconnect wait, jitter included. Default
+	// 60s, or InitialReconnectBackoff when that is set higher.
 	MaxReconnectBackoff time.Duration
 	// SkipMigrations stops Start from applying the embedded migrations; Start
 	// then only checks that the schema is present. Default false.
@@ -179,6 +180,15 @@ const (
 // New validates cfg and returns a Coordinator. It does no I/O.
 func New(cfg Config) (*Coordinator, error) {
 	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, DefaultHeartbeatInterval)
+	// A default never contradicts the one bound the user set: MaxReconnectBackoff
+	// 50ms alone lowers the first wait to 50ms, InitialReconnectBackoff 2m
+	// alone raises the cap to 2m. Only two explicit values can conflict.
+	switch initial, maxb := cfg.InitialReconnectBackoff, cfg.MaxReconnectBackoff; {
+	case initial == 0 && maxb > 0:
+		cfg.InitialReconnectBackoff = min(DefaultInitialReconnectBackoff, maxb)
+	case maxb == 0 && initial > 0:
+		cfg.MaxReconnectBackoff = max(DefaultMaxReconnectBackoff, initial)
+	}
 	cfg.InitialReconnectBackoff = cmp.Or(cfg.InitialReconnectBackoff, DefaultInitialReconnectBackoff)
 	cfg.MaxReconnectBackoff = cmp.Or(cfg.MaxReconnectBackoff, DefaultMaxReconnectBackoff)
 	cfg.LockSessions = cmp.Or(cfg.LockSessions, DefaultLockSessions)

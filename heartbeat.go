@@ -145,10 +145,10 @@ func (c *Coordinator) reconnect() {
 	}
 }
 
-// reconnectBackoff waits InitialReconnectBackoff, then twice as long each
-// time up to MaxReconnectBackoff, each wait jittered by ±50% so members cut
-// off together do not reconnect in lockstep; it never gives up.
-func (c *Coordinator) reconnectBackoff() *backoff.ExponentialBackOff {
+// reconnectBackoff waits about InitialReconnectBackoff, then twice as long
+// each time up to MaxReconnectBackoff, each wait jittered by ±50% so members
+// cut off together do not reconnect in lockstep; it never gives up.
+func (c *Coordinator) reconnectBackoff() *cappedBackOff {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval = c.cfg.InitialReconnectBackoff
 	bo.MaxInterval = c.cfg.MaxReconnectBackoff
@@ -156,7 +156,17 @@ func (c *Coordinator) reconnectBackoff() *backoff.ExponentialBackOff {
 	bo.Multiplier = 2
 	bo.MaxElapsedTime = 0 // forever, until Stop
 	bo.Reset()
-	return bo
+	return &cappedBackOff{bo}
+}
+
+// cappedBackOff keeps jittered waits at or under MaxInterval:
+// ExponentialBackOff caps the interval before jitter, so alone it waits up
+// to 1.5 × MaxInterval, more than the user's MaxReconnectBackoff.
+type cappedBackOff struct{ *backoff.ExponentialBackOff }
+
+// NextBackOff returns the next wait, never above MaxInterval.
+func (b *cappedBackOff) NextBackOff() time.Duration {
+	return min(b.ExponentialBackOff.NextBackOff(), b.MaxInterval)
 }
 
 func (c *Coordinator) reconnectOnce() error {
