@@ -173,15 +173,17 @@ func (l *Lock) Key() int64 { return l.key }
 
 // Lost returns a channel closed when the current hold is lost: its session
 // died or was cut off, or the coordinator stopped. A normal Release does not
-// close it. Before the first Acquire, and after a hold ended by Release, it
-// returns the last hold's channel (never closed in that case).
+// close it. While nothing is held (before the first Acquire, after Release)
+// it returns the channel of the next hold, so a watcher may take it before
+// Acquire; after a loss it stays closed until the next Acquire succeeds.
 func (l *Lock) Lost() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.lost
 }
 
-// Token returns the fencing token of the current hold, 0 when not held.
+// Token returns the fencing token of the current hold, 0 when not held
+// (before Acquire, after Release, or once the hold was lost).
 // Tokens of successive holds of one name, by any member, strictly increase:
 // pass it to a store that rejects writes carrying a token lower than one it
 // has seen, and a holder that lost its lock without knowing cannot clobber
@@ -189,7 +191,7 @@ func (l *Lock) Lost() <-chan struct{} {
 func (l *Lock) Token() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.hold == nil {
+	if l.hold == nil || l.c.holdLost(l.hold) {
 		return 0
 	}
 	return l.hold.token
@@ -225,6 +227,12 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	// in-process claim is gone (see awaitFreed).
 	prev := l.hold
 	l.hold = nil
+	if prev != nil {
+		// The next hold gets a fresh channel; prev's is closed, or about
+		// to be (loseHolds marks a hold lost before it closes Lost()).
+		l.lost = make(chan struct{})
+	}
+	lost := l.lost
 	l.acquiring = true
 	l.mu.Unlock()
 	if prev != nil {
@@ -236,7 +244,7 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 		}
 	}
 
-	h, err := l.c.acquire(ctx, l, b)
+	h, err := l.c.acquire(ctx, l, b, lost)
 	err = lockTableFull(err)
 	if h != nil && l.c.cfg.Fencing {
 		if ferr := l.c.advanceFence(ctx, h); ferr != nil {
@@ -256,7 +264,11 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	l.acquiring = false
 	if h != nil {
 		l.hold = h
-		l.lost = h.lost
+	} else if isClosed(lost) && l.lost == lost {
+		// A hold that failed half-way may have been lost on the way (its
+		// session died during the fencing step): do not hand its closed
+		// channel to the next hold.
+		l.lost = make(chan struct{})
 	}
 	l.mu.Unlock()
 	return h != nil, err
@@ -270,6 +282,11 @@ func (l *Lock) Release(ctx context.Context) error {
 	l.mu.Lock()
 	h := l.hold
 	l.hold = nil
+	if h != nil {
+		// h's channel never closes now (or is closed already, if h was
+		// lost); the next hold needs its own.
+		l.lost = make(chan struct{})
+	}
 	l.mu.Unlock()
 	if h == nil {
 		return ErrNotHeld
@@ -280,7 +297,9 @@ func (l *Lock) Release(ctx context.Context) error {
 // acquire claims the key in-process, then on the server: one try on a lock
 // session, then, if allowed to wait, a server-side wait on a wait session. A
 // waiting acquire of a key found busy lately skips the try (see busyHint).
-func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, error) {
+// lost is the channel the hold closes when lost: the one Lock.Lost returned
+// while nothing was held.
+func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, lost chan struct{}) (*hold, error) {
 	var deadline time.Time
 	if b.mode == blockTimeout {
 		deadline = time.Now().Add(b.timeout)
@@ -307,7 +326,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking) (*hold, 
 	if entry == nil {
 		return nil, c.stoppedOr(err)
 	}
-	h := &hold{lock: l, key: l.key, entry: entry, lost: make(chan struct{})}
+	h := &hold{lock: l, key: l.key, entry: entry, lost: lost}
 	done := false
 	defer func() {
 		if !done {
@@ -619,4 +638,14 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 		return fmt.Errorf("pgcoord: releasing %q: %w", h.lock.full, err)
 	}
 	return cause
+}
+
+// isClosed reports whether ch is closed, without blocking.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

@@ -279,6 +279,7 @@ func TestStopReleasesEverything(t *testing.T) {
 	for _, l := range locks {
 		mustAcquire(t, other.GetLock(l.Name()), NoWait)
 		requireClosedWithin(t, l.Lost(), 0, "Lost after Stop")
+		require.Zero(t, l.Token(), "no token once the hold ended with Stop")
 		require.ErrorIs(t, l.Release(ctx(t)), ErrLockLost)
 	}
 	ok, err := c.GetLock("s1").Acquire(ctx(t), NoWait)
@@ -311,6 +312,48 @@ func TestTerminatedSessionLosesLock(t *testing.T) {
 	requireBusy(t, newCoord(t, p).GetLock("doomed"))
 	require.NoError(t, l.Release(ctx(t)))
 	require.True(t, c.IsActive())
+}
+
+// Lost() and Token() follow the hold: a channel taken before Acquire is the
+// hold's and closes when it is lost; a lost hold has no token; a released
+// hold's channel stays open and the next hold gets a new one.
+func TestLostAndTokenFollowTheHold(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t))
+	l := c.GetLock("watched")
+	require.Zero(t, l.Token(), "no token before Acquire")
+	early := l.Lost()
+	mustAcquire(t, l, NoWait)
+	require.Equal(t, early, l.Lost(), "the channel taken before Acquire is the hold's")
+	require.NotZero(t, l.Token())
+
+	var ok bool
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, heldBy(t, l.Key())).Scan(&ok))
+	require.True(t, ok)
+	requireClosedWithin(t, early, 5*time.Second, "Lost taken before Acquire")
+	require.Zero(t, l.Token(), "no token once the hold is lost")
+	requireClosedWithin(t, l.Lost(), 0, "Lost after the loss, before Release")
+	require.ErrorIs(t, l.Release(ctx(t)), ErrLockLost)
+	require.Zero(t, l.Token())
+
+	next := l.Lost()
+	require.False(t, isClosed(next), "after Release, Lost is the next hold's channel")
+	mustAcquire(t, l, NoWait)
+	require.Equal(t, next, l.Lost())
+	require.NotZero(t, l.Token())
+	require.NoError(t, l.Release(ctx(t)))
+	require.False(t, isClosed(next), "a normal Release does not close Lost")
+	require.NotEqual(t, next, l.Lost(), "a new channel for the next hold")
+
+	// A lost hold replaced by Acquire without Release: the new hold's
+	// channel is fresh, not the closed one.
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, heldBy(t, l.Key())).Scan(&ok))
+	requireClosedWithin(t, l.Lost(), 5*time.Second, "Lost")
+	mustAcquire(t, l, NoWait)
+	require.False(t, isClosed(l.Lost()), "the new hold's channel is open")
+	require.NotZero(t, l.Token())
+	require.NoError(t, l.Release(ctx(t)))
 }
 
 // Lock semantics 10.
