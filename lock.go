@@ -81,8 +81,11 @@ type Lock struct {
 	mu        sync.Mutex
 	acquiring bool
 	hold      *hold
-	// lost is the Lost channel of the current or last hold.
-	lost chan struct{}
+	// lost is what Lost returns: the current hold's channel, or the next
+	// hold's while nothing is held, or (lostSpent) the channel of a hold
+	// released under AsyncRelease, which a late loss may still close.
+	lost      chan struct{}
+	lostSpent bool
 }
 
 // hold is one acquisition of a lock: it lives on one session until Release
@@ -176,6 +179,8 @@ func (l *Lock) Key() int64 { return l.key }
 // close it. While nothing is held (before the first Acquire, after Release)
 // it returns the channel of the next hold, so a watcher may take it before
 // Acquire; after a loss it stays closed until the next Acquire succeeds.
+// Under Config.AsyncRelease, after Release it is the released hold's channel
+// until the next Acquire: a loss only the queued unlock finds closes it late.
 func (l *Lock) Lost() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -227,10 +232,11 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	// in-process claim is gone (see awaitFreed).
 	prev := l.hold
 	l.hold = nil
-	if prev != nil {
+	if prev != nil || l.lostSpent {
 		// The next hold gets a fresh channel; prev's is closed, or about
 		// to be (loseHolds marks a hold lost before it closes Lost()).
 		l.lost = make(chan struct{})
+		l.lostSpent = false
 	}
 	lost := l.lost
 	l.acquiring = true
@@ -283,9 +289,15 @@ func (l *Lock) Release(ctx context.Context) error {
 	h := l.hold
 	l.hold = nil
 	if h != nil {
-		// h's channel never closes now (or is closed already, if h was
-		// lost); the next hold needs its own.
-		l.lost = make(chan struct{})
+		if l.c.cfg.AsyncRelease {
+			// The unlock is only queued and may yet find the lock lost
+			// (lostLate): keep h's channel on show until the next Acquire.
+			l.lostSpent = true
+		} else {
+			// h's channel never closes now (or is closed already, if h
+			// was lost); the next hold needs its own.
+			l.lost = make(chan struct{})
+		}
 	}
 	l.mu.Unlock()
 	if h == nil {
