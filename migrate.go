@@ -26,7 +26,7 @@ import (
 var migrationFiles embed.FS
 
 // schemaVersion is the migration version this code needs (the highest file).
-const schemaVersion = 2
+const schemaVersion = 3
 
 var migrationName = regexp.MustCompile(`^[0-9]{4}_[a-z0-9_]+\.(up|down)\.sql$`)
 
@@ -53,24 +53,11 @@ func migrateWith(ctx context.Context, cc *pgx.ConnConfig, log *slog.Logger) erro
 		return err
 	}
 
-	sqlDB := stdlib.OpenDB(*cc)
-	defer sqlDB.Close()
-	driver, err := pgxmigrate.WithInstance(sqlDB, &pgxmigrate.Config{
-		SchemaName:      "pgcoord",
-		MigrationsTable: "schema_migrations",
-	})
+	m, closeM, err := newMigrator(cc)
 	if err != nil {
-		return fmt.Errorf("pgcoord: migrate: %w", err)
+		return err
 	}
-	src, err := iofs.New(migrationFiles, "migrations")
-	if err != nil {
-		return fmt.Errorf("pgcoord: migrate: %w", err)
-	}
-	m, err := migrate.NewWithInstance("iofs", src, "pgx5", driver)
-	if err != nil {
-		return fmt.Errorf("pgcoord: migrate: %w", err)
-	}
-	defer m.Close()
+	defer closeM()
 
 	done := make(chan error, 1)
 	go func() { done <- m.Up() }()
@@ -88,6 +75,33 @@ func migrateWith(ctx context.Context, cc *pgx.ConnConfig, log *slog.Logger) erro
 	version, dirty, _ := m.Version()
 	log.Debug("pgcoord: schema migrated", slog.Uint64("version", uint64(version)), slog.Bool("dirty", dirty))
 	return nil
+}
+
+// newMigrator returns golang-migrate over the embedded files and table
+// pgcoord.schema_migrations, and the function that closes it. Schema pgcoord
+// must exist (ensureSchema).
+func newMigrator(cc *pgx.ConnConfig) (*migrate.Migrate, func(), error) {
+	sqlDB := stdlib.OpenDB(*cc)
+	fail := func(err error) (*migrate.Migrate, func(), error) {
+		sqlDB.Close()
+		return nil, nil, fmt.Errorf("pgcoord: migrate: %w", err)
+	}
+	driver, err := pgxmigrate.WithInstance(sqlDB, &pgxmigrate.Config{
+		SchemaName:      "pgcoord",
+		MigrationsTable: "schema_migrations",
+	})
+	if err != nil {
+		return fail(err)
+	}
+	src, err := iofs.New(migrationFiles, "migrations")
+	if err != nil {
+		return fail(err)
+	}
+	m, err := migrate.NewWithInstance("iofs", src, "pgx5", driver)
+	if err != nil {
+		return fail(err)
+	}
+	return m, func() { m.Close(); sqlDB.Close() }, nil
 }
 
 // ensureSchema creates schema pgcoord, which must exist before

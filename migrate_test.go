@@ -8,7 +8,9 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -76,4 +78,79 @@ func TestMigrationFilesAreWellNamed(t *testing.T) {
 
 	bad := fstest.MapFS{"migrations/1_init.up.sql": {Data: []byte("SELECT 1")}}
 	require.ErrorContains(t, checkMigrationNames(bad), `"1_init.up.sql"`)
+}
+
+// Every down migration runs and undoes its up: down to nothing leaves only
+// golang-migrate's table in schema pgcoord, and up again gives the full
+// schema. Stepping back to version 2 gives its live_members back.
+func TestMigrateDownAndUpAgain(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	conn := connect(t, dbURL)
+	relations := func() []string {
+		rows, err := conn.Query(ctx(t), `SELECT c.relname FROM pg_class c
+			JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = 'pgcoord' AND c.relkind IN ('r', 'v', 'S') ORDER BY 1`)
+		require.NoError(t, err)
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return names
+	}
+	full := relations()
+	require.Contains(t, full, "live_members")
+
+	cc, err := pgx.ParseConfig(dbURL)
+	require.NoError(t, err)
+	m, closeM, err := newMigrator(cc)
+	require.NoError(t, err)
+	defer closeM()
+
+	require.NoError(t, m.Steps(-1))
+	cols := viewColumns(t, conn, "live_members")
+	require.NotContains(t, cols, "stopped_at", "version 2's live_members")
+	require.Contains(t, cols, "heartbeat_age")
+
+	require.NoError(t, m.Down())
+	require.Equal(t, []string{"schema_migrations"}, relations(), "down migrations undo everything")
+
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	require.Equal(t, full, relations())
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString = dbURL })
+	l := c.GetLock("after-down-up")
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(ctx(t)))
+}
+
+// live_members is the members row of each running member, every column of
+// members in its order, then heartbeat_age.
+func TestLiveMembersHasEveryMembersColumn(t *testing.T) {
+	t.Parallel()
+	conn := connect(t, testURL)
+	members := viewColumns(t, conn, "members")
+	require.Contains(t, members, "stopped_at")
+	require.Contains(t, members, "member_key")
+	require.Equal(t, append(members, "heartbeat_age"), viewColumns(t, conn, "live_members"))
+
+	c := newCoord(t, testPrefix(t))
+	var stopped *time.Time
+	var key int64
+	var age time.Duration
+	require.NoError(t, conn.QueryRow(ctx(t),
+		`SELECT stopped_at, member_key, heartbeat_age FROM pgcoord.live_members WHERE member_id = $1`,
+		c.MemberID()).Scan(&stopped, &key, &age))
+	require.Nil(t, stopped)
+	require.Equal(t, c.memberKey, key)
+	require.Less(t, age, time.Minute)
+}
+
+// viewColumns lists the columns of table or view pgcoord.rel in order.
+func viewColumns(t *testing.T, conn *pgx.Conn, rel string) []string {
+	t.Helper()
+	rows, err := conn.Query(ctx(t), `SELECT column_name::text FROM information_schema.columns
+		WHERE table_schema = 'pgcoord' AND table_name = $1 ORDER BY ordinal_position`, rel)
+	require.NoError(t, err)
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return cols
 }

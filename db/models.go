@@ -32,8 +32,10 @@ type PgcoordLiveMember struct {
 	Pid               int32
 	StartedAt         pgtype.Timestamptz
 	LastHeartbeat     pgtype.Timestamptz
+	StoppedAt         pgtype.Timestamptz
 	HeartbeatInterval pgtype.Interval
 	SessionTag        string
+	MemberKey         int64
 	BackendPid        pgtype.Int4
 	HeartbeatAge      int32
 }
