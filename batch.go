@@ -284,14 +284,14 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 			if op.skipped = !op.async && s.c.holdEnded(op.h); op.skipped {
 				continue
 			}
-			b.Queue(db.UnlockSQL, op.h.key).QueryRow(func(row pgx.Row) error {
+			b.Queue(db.Unlock, op.h.key).QueryRow(func(row pgx.Row) error {
 				err := row.Scan(&op.released)
 				op.ran = err == nil
 				return err
 			})
 			continue
 		}
-		b.Queue(db.TryLockSQL, op.h.key).QueryRow(func(row pgx.Row) error {
+		b.Queue(db.TryLock, op.h.key).QueryRow(func(row pgx.Row) error {
 			err := row.Scan(&op.token)
 			op.ran = err == nil
 			return err

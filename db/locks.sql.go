@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const advanceFence = `-- name: AdvanceFence :exec
+const AdvanceFence = `-- name: AdvanceFence :exec
 INSERT INTO pgcoord.fences AS f (key, token) VALUES ($1, $2)
 ON CONFLICT (key) DO UPDATE SET token = excluded.token, updated_at = now()
 WHERE f.token < excluded.token
@@ -25,11 +25,11 @@ type AdvanceFenceParams struct {
 // Records a new hold's token (Config.Fencing). It waits for transactions
 // that guarded a write with pgcoord.fence_ok on the previous token.
 func (q *Queries) AdvanceFence(ctx context.Context, db DBTX, arg AdvanceFenceParams) error {
-	_, err := db.Exec(ctx, advanceFence, arg.Key, arg.Token)
+	_, err := db.Exec(ctx, AdvanceFence, arg.Key, arg.Token)
 	return err
 }
 
-const backendHoldsLocks = `-- name: BackendHoldsLocks :one
+const BackendHoldsLocks = `-- name: BackendHoldsLocks :one
 SELECT EXISTS (
     SELECT 1 FROM pg_catalog.pg_locks
     WHERE pid = $1::integer AND locktype = 'advisory' AND granted
@@ -40,13 +40,13 @@ SELECT EXISTS (
 // keeps its locks until it has finished exiting, after the client already
 // saw the connection end.
 func (q *Queries) BackendHoldsLocks(ctx context.Context, db DBTX, pid int32) (bool, error) {
-	row := db.QueryRow(ctx, backendHoldsLocks, pid)
+	row := db.QueryRow(ctx, BackendHoldsLocks, pid)
 	var holds bool
 	err := row.Scan(&holds)
 	return holds, err
 }
 
-const boundSession = `-- name: BoundSession :exec
+const BoundSession = `-- name: BoundSession :exec
 SELECT set_config('idle_session_timeout', $1::text, false),
        set_config('tcp_user_timeout', $1::text, false)
 `
@@ -57,11 +57,11 @@ SELECT set_config('idle_session_timeout', $1::text, false),
 // that stopped acknowledging (a waiter cut off just as its lock was
 // granted would otherwise hold it until TCP gives up, many minutes later).
 func (q *Queries) BoundSession(ctx context.Context, db DBTX, timeoutMs string) error {
-	_, err := db.Exec(ctx, boundSession, timeoutMs)
+	_, err := db.Exec(ctx, BoundSession, timeoutMs)
 	return err
 }
 
-const listHeldLocks = `-- name: ListHeldLocks :many
+const ListHeldLocks = `-- name: ListHeldLocks :many
 SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS mode,
        coalesce(h.member_id, '')::text AS member_id, h.granted::boolean AS granted,
        h.since::timestamptz AS since, h.pid::integer AS pid
@@ -80,7 +80,7 @@ type ListHeldLocksRow struct {
 }
 
 func (q *Queries) ListHeldLocks(ctx context.Context, db DBTX) ([]ListHeldLocksRow, error) {
-	rows, err := db.Query(ctx, listHeldLocks)
+	rows, err := db.Query(ctx, ListHeldLocks)
 	if err != nil {
 		return nil, err
 	}
@@ -107,18 +107,18 @@ func (q *Queries) ListHeldLocks(ctx context.Context, db DBTX) ([]ListHeldLocksRo
 	return items, nil
 }
 
-const lockKey = `-- name: LockKey :one
+const LockKey = `-- name: LockKey :one
 SELECT pgcoord.lock_key($1::text)::bigint AS key
 `
 
 func (q *Queries) LockKey(ctx context.Context, db DBTX, name string) (int64, error) {
-	row := db.QueryRow(ctx, lockKey, name)
+	row := db.QueryRow(ctx, LockKey, name)
 	var key int64
 	err := row.Scan(&key)
 	return key, err
 }
 
-const registerLockName = `-- name: RegisterLockName :one
+const RegisterLockName = `-- name: RegisterLockName :one
 WITH ins AS (
     INSERT INTO pgcoord.locks (key, name) VALUES ($1, $2)
     ON CONFLICT DO NOTHING
@@ -139,13 +139,13 @@ type RegisterLockNameParams struct {
 // name means a key collision. No row comes back only when a concurrent insert
 // of the same key committed after this statement's snapshot; callers retry.
 func (q *Queries) RegisterLockName(ctx context.Context, db DBTX, arg RegisterLockNameParams) (string, error) {
-	row := db.QueryRow(ctx, registerLockName, arg.Key, arg.Name)
+	row := db.QueryRow(ctx, RegisterLockName, arg.Key, arg.Name)
 	var name string
 	err := row.Scan(&name)
 	return name, err
 }
 
-const tryLock = `-- name: TryLock :one
+const TryLock = `-- name: TryLock :one
 SELECT (CASE WHEN pg_try_advisory_lock($1::bigint)
              THEN nextval('pgcoord.fencing_token')
              ELSE 0 END)::bigint AS token
@@ -153,33 +153,33 @@ SELECT (CASE WHEN pg_try_advisory_lock($1::bigint)
 
 // One round trip: the try and, when it succeeds, the fencing token. 0 means busy.
 func (q *Queries) TryLock(ctx context.Context, db DBTX, key int64) (int64, error) {
-	row := db.QueryRow(ctx, tryLock, key)
+	row := db.QueryRow(ctx, TryLock, key)
 	var token int64
 	err := row.Scan(&token)
 	return token, err
 }
 
-const unlock = `-- name: Unlock :one
+const Unlock = `-- name: Unlock :one
 SELECT pg_advisory_unlock($1::bigint) AS released
 `
 
 func (q *Queries) Unlock(ctx context.Context, db DBTX, key int64) (bool, error) {
-	row := db.QueryRow(ctx, unlock, key)
+	row := db.QueryRow(ctx, Unlock, key)
 	var released bool
 	err := row.Scan(&released)
 	return released, err
 }
 
-const unlockAll = `-- name: UnlockAll :exec
+const UnlockAll = `-- name: UnlockAll :exec
 SELECT pg_advisory_unlock_all()
 `
 
 func (q *Queries) UnlockAll(ctx context.Context, db DBTX) error {
-	_, err := db.Exec(ctx, unlockAll)
+	_, err := db.Exec(ctx, UnlockAll)
 	return err
 }
 
-const waitLock = `-- name: WaitLock :one
+const WaitLock = `-- name: WaitLock :one
 SELECT pgcoord.wait_lock($1::bigint, $2::integer)::bigint AS token
 `
 
@@ -190,7 +190,7 @@ type WaitLockParams struct {
 
 // Waits on the server for at most timeout_ms; 0 means the wait timed out.
 func (q *Queries) WaitLock(ctx context.Context, db DBTX, arg WaitLockParams) (int64, error) {
-	row := db.QueryRow(ctx, waitLock, arg.Key, arg.TimeoutMs)
+	row := db.QueryRow(ctx, WaitLock, arg.Key, arg.TimeoutMs)
 	var token int64
 	err := row.Scan(&token)
 	return token, err

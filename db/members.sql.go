@@ -11,25 +11,25 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const backendPID = `-- name: BackendPID :one
+const BackendPID = `-- name: BackendPID :one
 SELECT pg_backend_pid()::integer AS pid
 `
 
 func (q *Queries) BackendPID(ctx context.Context, db DBTX) (int32, error) {
-	row := db.QueryRow(ctx, backendPID)
+	row := db.QueryRow(ctx, BackendPID)
 	var pid int32
 	err := row.Scan(&pid)
 	return pid, err
 }
 
-const getMember = `-- name: GetMember :one
+const GetMember = `-- name: GetMember :one
 SELECT member_id, prefix, agent_id, hostname, pid, started_at, last_heartbeat,
        stopped_at, heartbeat_interval, session_tag, member_key, backend_pid
 FROM pgcoord.members WHERE member_id = $1
 `
 
 func (q *Queries) GetMember(ctx context.Context, db DBTX, memberID string) (PgcoordMember, error) {
-	row := db.QueryRow(ctx, getMember, memberID)
+	row := db.QueryRow(ctx, GetMember, memberID)
 	var i PgcoordMember
 	err := row.Scan(
 		&i.MemberID,
@@ -48,21 +48,21 @@ func (q *Queries) GetMember(ctx context.Context, db DBTX, memberID string) (Pgco
 	return i, err
 }
 
-const heartbeat = `-- name: Heartbeat :execrows
+const Heartbeat = `-- name: Heartbeat :execrows
 UPDATE pgcoord.members SET last_heartbeat = now()
 WHERE member_id = $1 AND stopped_at IS NULL
 `
 
 // Zero rows means the row was deleted or marked stopped behind our back.
 func (q *Queries) Heartbeat(ctx context.Context, db DBTX, memberID string) (int64, error) {
-	result, err := db.Exec(ctx, heartbeat, memberID)
+	result, err := db.Exec(ctx, Heartbeat, memberID)
 	if err != nil {
 		return 0, err
 	}
 	return result.RowsAffected(), nil
 }
 
-const holdsMemberLock = `-- name: HoldsMemberLock :one
+const HoldsMemberLock = `-- name: HoldsMemberLock :one
 SELECT EXISTS (
     SELECT 1 FROM pg_catalog.pg_locks l
     WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
@@ -80,13 +80,13 @@ type HoldsMemberLockParams struct {
 // True when this very backend holds the member lock: false behind a
 // transaction-pooling proxy, where statements land on other backends.
 func (q *Queries) HoldsMemberLock(ctx context.Context, db DBTX, arg HoldsMemberLockParams) (bool, error) {
-	row := db.QueryRow(ctx, holdsMemberLock, arg.Key1, arg.Key2)
+	row := db.QueryRow(ctx, HoldsMemberLock, arg.Key1, arg.Key2)
 	var held bool
 	err := row.Scan(&held)
 	return held, err
 }
 
-const listMembers = `-- name: ListMembers :many
+const ListMembers = `-- name: ListMembers :many
 SELECT m.member_id, m.prefix, m.agent_id, m.hostname, m.pid, m.started_at,
        m.last_heartbeat, m.stopped_at,
        EXISTS (SELECT 1 FROM pgcoord.live_members l WHERE l.member_id = m.member_id)::boolean AS live
@@ -107,7 +107,7 @@ type ListMembersRow struct {
 }
 
 func (q *Queries) ListMembers(ctx context.Context, db DBTX) ([]ListMembersRow, error) {
-	rows, err := db.Query(ctx, listMembers)
+	rows, err := db.Query(ctx, ListMembers)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +136,7 @@ func (q *Queries) ListMembers(ctx context.Context, db DBTX) ([]ListMembersRow, e
 	return items, nil
 }
 
-const lockMember = `-- name: LockMember :exec
+const LockMember = `-- name: LockMember :exec
 SELECT pg_advisory_lock($1::integer, $2::integer)
 `
 
@@ -149,20 +149,20 @@ type LockMemberParams struct {
 // stopped: a statement of a cancelled control session may still be running
 // on the server (a reconnect's RegisterMember, say) and must not land after.
 func (q *Queries) LockMember(ctx context.Context, db DBTX, arg LockMemberParams) error {
-	_, err := db.Exec(ctx, lockMember, arg.Key1, arg.Key2)
+	_, err := db.Exec(ctx, LockMember, arg.Key1, arg.Key2)
 	return err
 }
 
-const markStopped = `-- name: MarkStopped :exec
+const MarkStopped = `-- name: MarkStopped :exec
 UPDATE pgcoord.members SET stopped_at = now() WHERE member_id = $1
 `
 
 func (q *Queries) MarkStopped(ctx context.Context, db DBTX, memberID string) error {
-	_, err := db.Exec(ctx, markStopped, memberID)
+	_, err := db.Exec(ctx, MarkStopped, memberID)
 	return err
 }
 
-const registerMember = `-- name: RegisterMember :exec
+const RegisterMember = `-- name: RegisterMember :exec
 INSERT INTO pgcoord.members AS m (member_id, prefix, agent_id, hostname, pid,
                                   heartbeat_interval, session_tag, member_key, backend_pid)
 VALUES ($1, $2, $3, $4,
@@ -198,7 +198,7 @@ type RegisterMemberParams struct {
 // Start (restart = true) begins a new life for the member row; a reconnect
 // (restart = false) keeps its started_at.
 func (q *Queries) RegisterMember(ctx context.Context, db DBTX, arg RegisterMemberParams) error {
-	_, err := db.Exec(ctx, registerMember,
+	_, err := db.Exec(ctx, RegisterMember,
 		arg.MemberID,
 		arg.Prefix,
 		arg.AgentID,
@@ -212,7 +212,7 @@ func (q *Queries) RegisterMember(ctx context.Context, db DBTX, arg RegisterMembe
 	return err
 }
 
-const tryMemberLock = `-- name: TryMemberLock :one
+const TryMemberLock = `-- name: TryMemberLock :one
 SELECT pg_try_advisory_lock($1::integer, $2::integer) AS ok
 `
 
@@ -224,7 +224,7 @@ type TryMemberLockParams struct {
 // The member lock uses the two-int advisory key space, which never meets the
 // one-bigint keys of named locks.
 func (q *Queries) TryMemberLock(ctx context.Context, db DBTX, arg TryMemberLockParams) (bool, error) {
-	row := db.QueryRow(ctx, tryMemberLock, arg.Key1, arg.Key2)
+	row := db.QueryRow(ctx, TryMemberLock, arg.Key1, arg.Key2)
 	var ok bool
 	err := row.Scan(&ok)
 	return ok, err

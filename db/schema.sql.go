@@ -7,54 +7,56 @@ package db
 
 import (
 	"context"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const createSchema = `-- name: CreateSchema :exec
+const CreateSchema = `-- name: CreateSchema :exec
 CREATE SCHEMA IF NOT EXISTS pgcoord
 `
 
 // Only run when SchemaExists is false: CREATE SCHEMA checks the CREATE
 // privilege even with IF NOT EXISTS, and the coordinator's role may lack it.
 func (q *Queries) CreateSchema(ctx context.Context, db DBTX) error {
-	_, err := db.Exec(ctx, createSchema)
+	_, err := db.Exec(ctx, CreateSchema)
 	return err
 }
 
-const migrationLock = `-- name: MigrationLock :exec
+const MigrationLock = `-- name: MigrationLock :exec
 SELECT pg_advisory_xact_lock($1::bigint)
 `
 
 // Serialises the CREATE SCHEMA that must precede golang-migrate (whose table
 // lives in the schema) among processes starting at once.
 func (q *Queries) MigrationLock(ctx context.Context, db DBTX, key int64) error {
-	_, err := db.Exec(ctx, migrationLock, key)
+	_, err := db.Exec(ctx, MigrationLock, key)
 	return err
 }
 
-const schemaExists = `-- name: SchemaExists :one
+const SchemaExists = `-- name: SchemaExists :one
 SELECT (to_regnamespace('pgcoord') IS NOT NULL)::boolean AS exists
 `
 
 func (q *Queries) SchemaExists(ctx context.Context, db DBTX) (bool, error) {
-	row := db.QueryRow(ctx, schemaExists)
+	row := db.QueryRow(ctx, SchemaExists)
 	var exists bool
 	err := row.Scan(&exists)
 	return exists, err
 }
 
-const schemaPresent = `-- name: SchemaPresent :one
+const SchemaPresent = `-- name: SchemaPresent :one
 SELECT (to_regclass('pgcoord.schema_migrations') IS NOT NULL
         AND to_regclass('pgcoord.members') IS NOT NULL)::boolean AS present
 `
 
 func (q *Queries) SchemaPresent(ctx context.Context, db DBTX) (bool, error) {
-	row := db.QueryRow(ctx, schemaPresent)
+	row := db.QueryRow(ctx, SchemaPresent)
 	var present bool
 	err := row.Scan(&present)
 	return present, err
 }
 
-const schemaVersion = `-- name: SchemaVersion :one
+const SchemaVersion = `-- name: SchemaVersion :one
 SELECT coalesce((SELECT version FROM pgcoord.schema_migrations LIMIT 1), -1)::bigint AS version,
        coalesce((SELECT dirty FROM pgcoord.schema_migrations LIMIT 1), false)::boolean AS dirty
 `
@@ -66,8 +68,21 @@ type SchemaVersionRow struct {
 
 // Version and dirty flag of the pgcoord schema; version -1 when it is absent.
 func (q *Queries) SchemaVersion(ctx context.Context, db DBTX) (SchemaVersionRow, error) {
-	row := db.QueryRow(ctx, schemaVersion)
+	row := db.QueryRow(ctx, SchemaVersion)
 	var i SchemaVersionRow
 	err := row.Scan(&i.Version, &i.Dirty)
 	return i, err
+}
+
+const ServerNow = `-- name: ServerNow :one
+SELECT clock_timestamp()::timestamptz AS now
+`
+
+// The server's clock, which heartbeat ages are measured against (as
+// live_members does), so a skewed client clock does not distort them.
+func (q *Queries) ServerNow(ctx context.Context, db DBTX) (pgtype.Timestamptz, error) {
+	row := db.QueryRow(ctx, ServerNow)
+	var now pgtype.Timestamptz
+	err := row.Scan(&now)
+	return now, err
 }

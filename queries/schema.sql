@@ -19,3 +19,8 @@ SELECT (to_regnamespace('pgcoord') IS NOT NULL)::boolean AS exists;
 -- Only run when SchemaExists is false: CREATE SCHEMA checks the CREATE
 -- privilege even with IF NOT EXISTS, and the coordinator's role may lack it.
 CREATE SCHEMA IF NOT EXISTS pgcoord;
+
+-- name: ServerNow :one
+-- The server's clock, which heartbeat ages are measured against (as
+-- live_members does), so a skewed client clock does not distort them.
+SELECT clock_timestamp()::timestamptz AS now;

@@ -61,9 +61,8 @@ func requireSchema(ctx context.Context, conn *pgx.Conn, url string, throwaway bo
 // against it, as live_members does, so a skewed client clock does not
 // distort them.
 func serverNow(ctx context.Context, conn *pgx.Conn) (time.Time, error) {
-	var now time.Time
-	err := conn.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&now)
-	return now, err
+	now, err := queries.ServerNow(ctx, conn)
+	return now.Time, err
 }
 
 // tableStyle is how the tables print: the CLI commands show full
