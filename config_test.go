@@ -155,12 +155,7 @@ func TestSkipMigrationsWithoutSchema(t *testing.T) {
 	require.Contains(t, err.Error(), "pgcoord migrate")
 	// Nothing was left open (a closed session's backend exits a moment
 	// after the client hangs up).
-	require.Eventually(t, func() bool {
-		var n int
-		require.NoError(t, testPool.QueryRow(ctx(t),
-			`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, c.sessionTag).Scan(&n))
-		return n == 0
-	}, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return backendsOf(t, c) == 0 }, 5*time.Second, 20*time.Millisecond)
 }
 
 // freshDatabase creates an empty database for one test and drops it after.

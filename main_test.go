@@ -114,6 +114,15 @@ func mustAcquire(t testing.TB, l *Lock, b Blocking) {
 	require.True(t, ok, "acquire %q", l.Name())
 }
 
+// backendsOf counts c's sessions on the server, by their application_name.
+func backendsOf(t testing.TB, c *Coordinator) int {
+	t.Helper()
+	var n int
+	require.NoError(t, testPool.QueryRow(ctx(t),
+		`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, c.sessionTag).Scan(&n))
+	return n
+}
+
 func requireBusy(t testing.TB, l *Lock) {
 	t.Helper()
 	ok, err := l.Acquire(ctx(t), NoWait)

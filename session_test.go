@@ -14,12 +14,7 @@ import (
 func TestLockSessionsOpenOnFirstUse(t *testing.T) {
 	t.Parallel()
 	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.LockSessions = 4 })
-	backends := func() int {
-		var n int
-		require.NoError(t, testPool.QueryRow(ctx(t),
-			`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, c.sessionTag).Scan(&n))
-		return n
-	}
+	backends := func() int { return backendsOf(t, c) }
 	require.Equal(t, 2, backends(), "control and the first lock session")
 	require.NotNil(t, c.lockSs[0].conn)
 	for _, s := range c.lockSs[1:] {

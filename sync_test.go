@@ -103,6 +103,44 @@ func TestSynchronizedSortedNoDeadlock(t *testing.T) {
 	wg.Wait()
 }
 
+// Synchronized 2, observed directly: with "b" busy elsewhere, names given
+// as b, a, z, a are taken as a, b, z: while the wrapper waits for "b", "a"
+// is held and "z" is not; the repeated "a" is taken once (a second take
+// would find it held and never get in).
+func TestSynchronizedOrderAndDedup(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c, other := newCoord(t, p), newCoord(t, p)
+	busy := other.GetLock("b")
+	mustAcquire(t, busy, NoWait)
+	ran := make(chan struct{}, 2)
+	done := make(chan error, 1)
+	go func() {
+		done <- Synchronized(ctx(t), "z", nil, func(context.Context) error {
+			ran <- struct{}{}
+			return nil
+		}, WithCoordinator(c), WithNames("b", "a", "a"), WithBlocking(Timeout(20*time.Second)))
+	}()
+	probe := func(name string) bool { // true when free; leaves it free
+		l := other.GetLock(name)
+		ok, err := l.Acquire(ctx(t), NoWait)
+		require.NoError(t, err)
+		if ok {
+			require.NoError(t, l.Release(ctx(t)))
+		}
+		return ok
+	}
+	require.Eventually(t, func() bool { return !probe("a") }, 5*time.Second, 5*time.Millisecond,
+		`"a" (first in order) is taken while "b" is awaited`)
+	require.True(t, probe("z"), `"z" (last in order) is not taken before "b"`)
+	require.NoError(t, busy.Release(ctx(t)))
+	require.NoError(t, <-done)
+	require.Len(t, ran, 1)
+	for _, n := range []string{"a", "b", "z"} {
+		require.True(t, probe(n), "%q released after fn", n)
+	}
+}
+
 // Synchronized 3: a failed acquire releases what was taken, never runs fn,
 // and names the lock.
 func TestSynchronizedAcquireFailure(t *testing.T) {
