@@ -81,11 +81,12 @@ type Lock struct {
 	mu        sync.Mutex
 	acquiring bool
 	hold      *hold
-	// lost is what Lost returns: the current hold's channel, or the next
-	// hold's while nothing is held, or (lostSpent) the channel of a hold
-	// released under AsyncRelease, which a late loss may still close.
-	lost      chan struct{}
-	lostSpent bool
+	// lost is what Lost returns: the next hold's channel until a hold is
+	// made with it, then that hold's. lostUsed says a hold was made with it,
+	// so the next Acquire needs a fresh one: the old one is closed, or may
+	// yet close (a loss, or one found late by an AsyncRelease unlock).
+	lost     chan struct{}
+	lostUsed bool
 }
 
 // hold is one acquisition of a lock: it lives on one session until Release
@@ -232,11 +233,9 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	// in-process claim is gone (see awaitFreed).
 	prev := l.hold
 	l.hold = nil
-	if prev != nil || l.lostSpent {
-		// The next hold gets a fresh channel; prev's is closed, or about
-		// to be (loseHolds marks a hold lost before it closes Lost()).
+	if l.lostUsed {
 		l.lost = make(chan struct{})
-		l.lostSpent = false
+		l.lostUsed = false
 	}
 	lost := l.lost
 	l.acquiring = true
@@ -251,6 +250,7 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	}
 
 	h, err := l.c.acquire(ctx, l, b, lost)
+	used := h != nil // even if fencing fails below: the hold may be lost meanwhile
 	err = lockTableFull(err)
 	if h != nil && l.c.cfg.Fencing {
 		if ferr := l.c.advanceFence(ctx, h); ferr != nil {
@@ -268,13 +268,9 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 
 	l.mu.Lock()
 	l.acquiring = false
+	l.lostUsed = l.lostUsed || used
 	if h != nil {
 		l.hold = h
-	} else if isClosed(lost) && l.lost == lost {
-		// A hold that failed half-way may have been lost on the way (its
-		// session died during the fencing step): do not hand its closed
-		// channel to the next hold.
-		l.lost = make(chan struct{})
 	}
 	l.mu.Unlock()
 	return h != nil, err
@@ -288,16 +284,12 @@ func (l *Lock) Release(ctx context.Context) error {
 	l.mu.Lock()
 	h := l.hold
 	l.hold = nil
-	if h != nil {
-		if l.c.cfg.AsyncRelease {
-			// The unlock is only queued and may yet find the lock lost
-			// (lostLate): keep h's channel on show until the next Acquire.
-			l.lostSpent = true
-		} else {
-			// h's channel never closes now (or is closed already, if h
-			// was lost); the next hold needs its own.
-			l.lost = make(chan struct{})
-		}
+	if h != nil && !l.c.cfg.AsyncRelease {
+		// h's channel will not close now (or closed already): show the
+		// next hold's. Under AsyncRelease the queued unlock may yet find
+		// the lock lost (lostLate), so h's stays on show until Acquire.
+		l.lost = make(chan struct{})
+		l.lostUsed = false
 	}
 	l.mu.Unlock()
 	if h == nil {
@@ -650,14 +642,4 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 		return fmt.Errorf("pgcoord: releasing %q: %w", h.lock.full, err)
 	}
 	return cause
-}
-
-// isClosed reports whether ch is closed, without blocking.
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }

@@ -80,19 +80,12 @@ func TestSecondLiveMemberRefused(t *testing.T) {
 func TestStartIsIdempotentAndAgentIDDefaults(t *testing.T) {
 	t.Parallel()
 	c := newCoord(t, testPrefix(t))
-	sessions := backendsOf(t, c)
-	var started time.Time
-	var pid int32
-	require.NoError(t, testPool.QueryRow(ctx(t),
-		`SELECT started_at, backend_pid FROM pgcoord.members WHERE member_id = $1`, c.MemberID()).Scan(&started, &pid))
+	sessions, row := backendsOf(t, c), member(t, c.MemberID())
 	require.NoError(t, c.Start(ctx(t)))
 	require.Equal(t, sessions, backendsOf(t, c), "no sessions opened by a second Start")
-	var started2 time.Time
-	var pid2 int32
-	require.NoError(t, testPool.QueryRow(ctx(t),
-		`SELECT started_at, backend_pid FROM pgcoord.members WHERE member_id = $1`, c.MemberID()).Scan(&started2, &pid2))
-	require.Equal(t, started, started2, "member row not rewritten")
-	require.Equal(t, pid, pid2)
+	again := member(t, c.MemberID())
+	require.Equal(t, row.StartedAt, again.StartedAt, "member row not rewritten")
+	require.Equal(t, row.BackendPid, again.BackendPid)
 	require.Len(t, c.MemberID(), len(c.cfg.Prefix)+36, "a UUID agent id")
 }
 

@@ -145,7 +145,7 @@ func TestLiveMembersHasEveryMembersColumn(t *testing.T) {
 }
 
 // viewColumns lists the columns of table or view pgcoord.rel in order.
-func viewColumns(t *testing.T, conn *pgx.Conn, rel string) []string {
+func viewColumns(t testing.TB, conn *pgx.Conn, rel string) []string {
 	t.Helper()
 	rows, err := conn.Query(ctx(t), `SELECT column_name::text FROM information_schema.columns
 		WHERE table_schema = 'pgcoord' AND table_name = $1 ORDER BY ordinal_position`, rel)

@@ -94,6 +94,15 @@ func (c *proxyConn) sever()          { c.cutOnce.Do(func() { close(c.cut) }) }
 func (c *proxyConn) severed() bool   { return isClosed(c.cut) }
 func (c *proxyConn) markServerGone() { c.serverGoneOnce.Do(func() { close(c.serverGone) }) }
 
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 const (
 	connToxicType = "pgcoord_conn"
 	// partitionHold is how long slow_close keeps the server end of a

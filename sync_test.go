@@ -121,23 +121,15 @@ func TestSynchronizedOrderAndDedup(t *testing.T) {
 			return nil
 		}, WithCoordinator(c), WithNames("b", "a", "a"), WithBlocking(Timeout(20*time.Second)))
 	}()
-	probe := func(name string) bool { // true when free; leaves it free
-		l := other.GetLock(name)
-		ok, err := l.Acquire(ctx(t), NoWait)
-		require.NoError(t, err)
-		if ok {
-			require.NoError(t, l.Release(ctx(t)))
-		}
-		return ok
-	}
-	require.Eventually(t, func() bool { return !probe("a") }, 5*time.Second, 5*time.Millisecond,
+	held := func(name string) bool { return heldBy(t, c.GetLock(name).Key()) != 0 }
+	require.Eventually(t, func() bool { return held("a") }, 5*time.Second, 5*time.Millisecond,
 		`"a" (first in order) is taken while "b" is awaited`)
-	require.True(t, probe("z"), `"z" (last in order) is not taken before "b"`)
+	require.False(t, held("z"), `"z" (last in order) is not taken before "b"`)
 	require.NoError(t, busy.Release(ctx(t)))
 	require.NoError(t, <-done)
 	require.Len(t, ran, 1)
 	for _, n := range []string{"a", "b", "z"} {
-		require.True(t, probe(n), "%q released after fn", n)
+		require.False(t, held(n), "%q released after fn", n)
 	}
 }
 
