@@ -4,7 +4,6 @@ import (
 	"context"
 	"regexp"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -50,14 +49,4 @@ func TestLocksShowsHeldLock(t *testing.T) {
 	r = runCLI(t, "locks")
 	require.Equal(t, exitOK, r.code)
 	require.NotContains(t, r.stdout, prefix+"nightly-report")
-}
-
-func TestThrowawayDatabase(t *testing.T) {
-	t.Parallel()
-	p := startCLI(t, true, "members", "--all")
-	r := p.wait(t, 90*time.Second)
-	require.Equal(t, exitOK, r.code)
-	require.Contains(t, r.stderr, "starting a throwaway PostgreSQL")
-	// The throwaway server is empty, and migrated on the spot.
-	require.Equal(t, "no members\n", r.stdout)
 }

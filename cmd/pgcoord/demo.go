@@ -68,7 +68,7 @@ throwaway PostgreSQL when no database is given. Uses the prefix "demo/".`
 // cmdDemo implements "pgcoord demo".
 func cmdDemo(a *app, args []string) int {
 	fs := newFlagSet(a, "pgcoord demo [--database-url URL]", demoDescription)
-	dbURL := dbFlag(fs)
+	dbURL := fs.String("database-url", "", "PostgreSQL `URL` (default $DATABASE_URL; when neither is set, a throwaway server)")
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
@@ -76,7 +76,7 @@ func cmdDemo(a *app, args []string) int {
 		return code
 	}
 	began := time.Now()
-	url, _, err := a.database(*dbURL)
+	url, err := a.demoDatabase(*dbURL)
 	if err != nil {
 		return a.fail(err)
 	}

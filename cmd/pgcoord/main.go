@@ -7,9 +7,9 @@
 //	pgcoord run --lock NAME -- CMD ARGS   run CMD while holding NAME (like flock(1))
 //	pgcoord demo                          three agents sharing locks, and a crash
 //
-// Every command takes --database-url, default $DATABASE_URL; when neither is
-// set a throwaway PostgreSQL server is started for the command and removed
-// when it exits. Run "pgcoord help" for the exit codes.
+// Every command takes --database-url, default $DATABASE_URL; one of them is
+// required, except by demo, which otherwise starts a throwaway PostgreSQL
+// server and removes it when it exits. Run "pgcoord help" for the exit codes.
 package main
 
 import (
@@ -24,19 +24,37 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/pgcoord/pgcoord/internal/pgtemp"
 )
 
-// Exit codes. A command run by "pgcoord run" passes its own status through,
-// so these can also be the command's; that ambiguity is the same as flock(1)'s.
+// Exit codes, documented in usageText. A command run by "pgcoord run" passes
+// its own status through, so these can also be the command's; that ambiguity
+// is the same as flock(1)'s, and --conflict-exit-code moves the busy code out
+// of the command's range (flock -E).
 const (
-	exitOK    = 0
-	exitError = 1 // any failure; for run: the lock could not be acquired
+	exitOK = 0
+	// exitError is any failure not listed below: a query failed, the server
+	// refused the login, the schema is missing.
+	exitError = 1
 	exitUsage = 2 // bad command line; also "elect", which is not implemented
+	// exitBusy: run could not take the lock (busy under --nowait, or still
+	// busy after --timeout) and did not run the command. Distinct from
+	// exitError so that a script can tell contention from a fault.
+	exitBusy = 3
+	// exitUnavailable is EX_UNAVAILABLE from sysexits.h: the database could
+	// not be reached (refused, unknown host, timed out), as opposed to a
+	// server that answered with an error.
+	exitUnavailable = 69
 	// exitLockLost is EX_TEMPFAIL from sysexits.h: the lock was lost while
 	// the command ran, so the command was stopped; trying again later is the
 	// usual remedy.
-	exitLockLost   = 75
+	exitLockLost = 75
+	// exitNoDatabase is EX_CONFIG from sysexits.h: no database was given.
+	// Only demo starts a throwaway server; for the other commands a private
+	// server would be a lock nobody else can see.
+	exitNoDatabase = 78
 	exitCannotExec = 126 // run: the command exists but could not be started
 	exitNotFound   = 127 // run: the command was not found
 	// exitSignalBase + N: interrupted by signal N (or, for run, the command
@@ -60,17 +78,24 @@ Commands:
   help      show this help, or "pgcoord help <command>" for a command's flags
 
 Database:
-  Every command takes --database-url URL, default $DATABASE_URL. When neither
-  is set, a throwaway PostgreSQL server is started for the command and removed
-  when it exits (useful for demo; other commands then see an empty database).
+  Every command takes --database-url URL, default $DATABASE_URL. Without
+  either, demo starts a throwaway PostgreSQL server (removed when it exits);
+  every other command refuses and exits 78: a private server would give
+  locks nobody else can see.
 
 Exit codes:
   0      success
-  1      error; for run: the lock could not be acquired (busy, timed out),
-         and the command was not run
+  1      error: a query failed, the server refused the login, the schema is
+         missing...
   2      usage error; elect (not implemented)
+  3      run: the lock could not be acquired (busy with --nowait, still busy
+         after --timeout); the command was not run (--conflict-exit-code N
+         picks another code, like flock -E)
+  69     the database could not be reached (connection refused, unknown
+         host, timed out)
   75     run: the lock was lost while the command ran; the command was sent
          SIGTERM (SIGKILL after --grace) and pgcoord exited once it ended
+  78     no database: neither --database-url nor $DATABASE_URL is set
   126    run: the command could not be started
   127    run: the command was not found
   128+N  interrupted by signal N before the command started
@@ -242,8 +267,13 @@ func (a *app) close() {
 	a.runCleanups()
 }
 
+// errNoDatabase is returned by database when no URL was given.
+var errNoDatabase = errors.New("no database: set DATABASE_URL or pass --database-url " +
+	"(only 'pgcoord demo' starts a throwaway PostgreSQL: a private server would give locks nobody else can see)")
+
 // fail reports err and returns the exit code for it: 128+N when a signal
-// cut the command short, else 1.
+// cut the command short, exitNoDatabase, exitUnavailable when the server
+// could not be reached, else exitError.
 func (a *app) fail(err error) int {
 	if sig := a.interrupted(); sig != 0 {
 		fmt.Fprintf(a.stderr, "pgcoord %s: interrupted (%v)\n", a.name, sig)
@@ -251,29 +281,53 @@ func (a *app) fail(err error) int {
 	}
 	// Library errors start with "pgcoord: ", which our prefix already says.
 	fmt.Fprintf(a.stderr, "pgcoord %s: %s\n", a.name, strings.TrimPrefix(err.Error(), "pgcoord: "))
+	switch {
+	case errors.Is(err, errNoDatabase):
+		return exitNoDatabase
+	case unreachable(err):
+		return exitUnavailable
+	}
 	return exitError
 }
 
+// unreachable reports whether err is a failure to reach the server at all
+// (refused, unknown host, timed out), as opposed to a server that answered
+// with an error (bad password, no such database), which is exitError.
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	var pe *pgconn.PgError
+	return errors.As(err, &ce) && !errors.As(err, &pe)
+}
+
 // database returns the URL to use: the --database-url value, else
-// $DATABASE_URL, else a throwaway server started now and removed at exit
-// (throwaway true).
-func (a *app) database(flagURL string) (url string, throwaway bool, err error) {
+// $DATABASE_URL, else errNoDatabase.
+func (a *app) database(flagURL string) (string, error) {
 	if u := strings.TrimSpace(flagURL); u != "" {
-		return u, false, nil
+		return u, nil
 	}
 	if u := strings.TrimSpace(os.Getenv("DATABASE_URL")); u != "" {
-		return u, false, nil
+		return u, nil
+	}
+	return "", errNoDatabase
+}
+
+// demoDatabase is database for demo, the one command that starts a
+// throwaway server (removed at exit) when none is given.
+func (a *app) demoDatabase(flagURL string) (string, error) {
+	url, err := a.database(flagURL)
+	if !errors.Is(err, errNoDatabase) {
+		return url, err
 	}
 	fmt.Fprintln(a.stderr, "pgcoord: DATABASE_URL is not set and --database-url not given; starting a throwaway PostgreSQL (removed at exit)")
 	srv, err := pgtemp.Start(pgtemp.Options{})
 	if err != nil {
 		if errors.Is(err, pgtemp.ErrNoBinaries) {
-			return "", false, fmt.Errorf("%w; or set DATABASE_URL (or --database-url) to the URL of an existing server", err)
+			return "", fmt.Errorf("%w; or set DATABASE_URL (or --database-url) to the URL of an existing server", err)
 		}
-		return "", false, fmt.Errorf("starting a throwaway PostgreSQL: %w (set DATABASE_URL or --database-url to use an existing server)", err)
+		return "", fmt.Errorf("starting a throwaway PostgreSQL: %w (set DATABASE_URL or --database-url to use an existing server)", err)
 	}
 	a.addCleanup(func() { _ = srv.Close() })
-	return srv.URL(), true, nil
+	return srv.URL(), nil
 }
 
 // newFlagSet returns the flag set of a subcommand, whose -h prints synopsis,
@@ -301,7 +355,7 @@ func hasFlags(fs *flag.FlagSet) bool {
 // shown as the flag's default, so -h never prints a password from the
 // environment.
 func dbFlag(fs *flag.FlagSet) *string {
-	return fs.String("database-url", "", "PostgreSQL `URL` (default $DATABASE_URL; when neither is set, a throwaway server)")
+	return fs.String("database-url", "", "PostgreSQL `URL` (default $DATABASE_URL; one of them is required)")
 }
 
 // parseFlags parses args; done is true when the command must return code

@@ -20,7 +20,7 @@ func cmdMigrate(a *app, args []string) int {
 	if code, done := a.noArgs(fs); done {
 		return code
 	}
-	url, _, err := a.database(*dbURL)
+	url, err := a.database(*dbURL)
 	if err != nil {
 		return a.fail(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/pgcoord/pgcoord"
 	"github.com/pgcoord/pgcoord/db"
 )
 
@@ -39,22 +38,17 @@ func closeConn(conn *pgx.Conn) {
 	_ = conn.Close(ctx)
 }
 
-// requireSchema makes sure the pgcoord schema is there. A throwaway server
-// is migrated on the spot, since it is empty and gone at exit anyway; a real
-// database is left alone, with advice, because migrating is a decision for
-// its owner.
-func requireSchema(ctx context.Context, conn *pgx.Conn, url string, throwaway bool) error {
+// requireSchema makes sure the pgcoord schema is there. The database is
+// left alone, with advice, because migrating is a decision for its owner.
+func requireSchema(ctx context.Context, conn *pgx.Conn) error {
 	present, err := queries.SchemaPresent(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("checking for the pgcoord schema: %w", err)
 	}
-	if present {
-		return nil
+	if !present {
+		return fmt.Errorf("schema pgcoord not found in this database; run 'pgcoord migrate' first")
 	}
-	if throwaway {
-		return pgcoord.Migrate(ctx, url)
-	}
-	return fmt.Errorf("schema pgcoord not found in this database; run 'pgcoord migrate' first")
+	return nil
 }
 
 // serverNow is the database server's clock: heartbeat ages are computed
@@ -116,7 +110,7 @@ func dash(s string) string {
 // openSchema resolves the database, connects and checks that pgcoord's
 // schema is there: the common start of the commands that read its tables.
 func (a *app) openSchema(dbURL string) (*pgx.Conn, error) {
-	url, throwaway, err := a.database(dbURL)
+	url, err := a.database(dbURL)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +118,7 @@ func (a *app) openSchema(dbURL string) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := requireSchema(a.ctx, conn, url, throwaway); err != nil {
+	if err := requireSchema(a.ctx, conn); err != nil {
 		closeConn(conn)
 		return nil, err
 	}

@@ -22,7 +22,9 @@ stdin, stdout and stderr passed through, releases NAME when the command exits,
 and exits with the command's exit status.
 
 If the lock cannot be acquired (busy with --nowait, or still busy after
---timeout), pgcoord exits 1 without running the command.
+--timeout), pgcoord exits 3 (or --conflict-exit-code) without running the
+command. Errors (no database: 78, database unreachable: 69, any other: 1)
+are told apart from contention the same way.
 
 If the lock is lost while the command runs (its database session died or was
 terminated, noticed within about one --heartbeat), the command's process group
@@ -42,8 +44,9 @@ func cmdRun(a *app, args []string) int {
 	dbURL := dbFlag(fs)
 	name := fs.String("lock", "", "`NAME` of the lock to hold (required)")
 	fs.Bool("wait", false, "wait for the lock as long as it takes (the default)")
-	nowait := fs.Bool("nowait", false, "exit 1 at once if the lock is busy")
-	timeout := fs.Duration("timeout", 0, "wait at most this long for the lock, then exit 1")
+	nowait := fs.Bool("nowait", false, "exit 3 at once if the lock is busy")
+	timeout := fs.Duration("timeout", 0, "wait at most this long for the lock, then exit 3")
+	conflictCode := fs.Int("conflict-exit-code", exitBusy, "exit status when the lock cannot be acquired (like flock -E)")
 	prefix := fs.String("prefix", "", "namespace prepended to the lock name and the member id")
 	grace := fs.Duration("grace", 5*time.Second, "after the lock is lost, time between SIGTERM and SIGKILL to the command")
 	agentID := fs.String("agent-id", "", "agent id of this member (default run-HOSTNAME-PID)")
@@ -65,6 +68,8 @@ func cmdRun(a *app, args []string) int {
 		return a.usageError("--timeout must be positive (use --nowait not to wait)")
 	case *grace < 0:
 		return a.usageError("--grace must not be negative")
+	case *conflictCode < 0 || *conflictCode > 255:
+		return a.usageError("--conflict-exit-code must be between 0 and 255, got %d", *conflictCode)
 	}
 	blocking := pgcoord.Wait
 	switch {
@@ -78,7 +83,7 @@ func cmdRun(a *app, args []string) int {
 		*agentID = fmt.Sprintf("run-%s-%d", dash(host), os.Getpid())
 	}
 
-	url, _, err := a.database(*dbURL)
+	url, err := a.database(*dbURL)
 	if err != nil {
 		return a.fail(err)
 	}
@@ -119,7 +124,7 @@ func cmdRun(a *app, args []string) int {
 		}
 		fmt.Fprintf(a.stderr, "pgcoord run: lock %q %s%s; not running the command\n",
 			*prefix+*name, why, heldBy(url, *prefix+*name))
-		return exitError
+		return *conflictCode
 	}
 	return runLocked(a, l, *prefix+*name, fs.Args(), *grace)
 }

@@ -65,15 +65,20 @@ func TestRunBusyDoesNotRunCommand(t *testing.T) {
 	marker := filepath.Join(t.TempDir(), "ran")
 
 	r := runCLI(t, "run", "--prefix", prefix, "--lock", "job", "--nowait", "--", "touch", marker)
-	require.Equal(t, exitError, r.code)
+	require.Equal(t, exitBusy, r.code, "busy has its own exit code, not the error one")
 	require.NoFileExists(t, marker, "the command must not run without the lock")
 	require.Contains(t, r.stderr, `lock "`+prefix+`job" is busy (held by `+c.MemberID()+`); not running the command`)
 
 	r = runCLI(t, "run", "--prefix", prefix, "--lock", "job", "--timeout", "300ms", "--", "touch", marker)
-	require.Equal(t, exitError, r.code)
+	require.Equal(t, exitBusy, r.code)
 	require.NoFileExists(t, marker)
 	require.Contains(t, r.stderr, "is still busy after 300ms")
 	require.GreaterOrEqual(t, r.took, 300*time.Millisecond)
+
+	// Like flock -E: the busy code can be moved out of the command's range.
+	r = runCLI(t, "run", "--prefix", prefix, "--lock", "job", "--nowait", "--conflict-exit-code", "200", "--", "touch", marker)
+	require.Equal(t, 200, r.code)
+	require.NoFileExists(t, marker)
 }
 
 func TestRunPassesExitCodeAndLock(t *testing.T) {
@@ -102,6 +107,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"run", "--lock", "x"},
 		{"run", "--lock", "x", "--nowait", "--timeout", "1s", "--", "true"},
 		{"run", "--lock", "x", "--timeout", "-1s", "--", "true"},
+		{"run", "--lock", "x", "--conflict-exit-code", "256", "--", "true"},
 	} {
 		r := runCLI(t, args...)
 		require.Equal(t, exitUsage, r.code, "%v", args)
