@@ -115,12 +115,30 @@ var live = struct {
 
 // Start initialises a data directory and starts the server; it waits until it accepts connections.
 func Start(opts Options) (*Server, error) {
+	began := time.Now()
+	s, err := newServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.initdb(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.listen(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.logf("pgtemp: PostgreSQL ready at %s (dir %s, %s)", s.urlLocked(), s.dir, time.Since(began).Round(time.Millisecond))
+	return s, nil
+}
+
+// newServer finds the binaries, makes the temporary directory and starts
+// its reaper; the data directory is still empty. Close undoes it all.
+func newServer(opts Options) (*Server, error) {
 	logf := opts.Logf
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	began := time.Now()
-
 	binDir, err := findBinDir(opts.BinDir)
 	if err != nil {
 		return nil, err
@@ -155,31 +173,27 @@ func Start(opts Options) (*Server, error) {
 	live.Lock()
 	live.m[s] = struct{}{}
 	live.Unlock()
+	return s, nil
+}
 
-	fail := func(err error) (*Server, error) {
-		_ = s.Close()
-		return nil, err
-	}
-	if err := s.initdb(); err != nil {
-		return fail(err)
-	}
-
-	// s is not shared yet, so the *Locked helpers may run without the lock.
+// listen starts the postmaster of a new server on a free port, trying
+// another port when one is taken before the server binds it. s is not
+// shared yet, so the *Locked helpers may run without the lock.
+func (s *Server) listen() error {
 	for attempt := 1; ; attempt++ {
+		var err error
 		if s.port, err = freePort(); err != nil {
-			return fail(err)
+			return err
 		}
 		err = s.startLocked()
 		if err == nil {
-			break
+			return nil
 		}
 		if !errors.Is(err, errPortInUse) || attempt == portAttempts {
-			return fail(err)
+			return err
 		}
-		logf("pgtemp: port %d was taken before the server bound it; trying another", s.port)
+		s.logf("pgtemp: port %d was taken before the server bound it; trying another", s.port)
 	}
-	logf("pgtemp: PostgreSQL ready at %s (dir %s, %s)", s.urlLocked(), s.dir, time.Since(began).Round(time.Millisecond))
-	return s, nil
 }
 
 // URL is a superuser connection string: postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable
@@ -434,7 +448,9 @@ func (s *Server) initdb() error {
 	// password roles and check that a wrong password is refused.
 	hba := `# Written by pgcoord's pgtemp for a throwaway test server.
 local all all                trust
+local replication all        trust
 host  all postgres 127.0.0.1/32 trust
+host  replication postgres 127.0.0.1/32 trust
 host  all postgres ::1/128      trust
 host  all all      127.0.0.1/32 scram-sha-256
 host  all all      ::1/128      scram-sha-256
@@ -552,16 +568,19 @@ func (s *Server) waitReady(pm *postmaster, logStart int64) error {
 }
 
 // pidFileReady reports whether postmaster.pid belongs to pid and says the
-// server accepts connections (line 8, PM_STATUS, is "ready" since PG 10).
+// server accepts connections (line 8, PM_STATUS, is "ready" since PG 10,
+// or "standby" for a hot standby that accepts read-only connections).
 func pidFileReady(path string, pid int) bool {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return false
 	}
 	lines := strings.Split(string(b), "\n")
-	return len(lines) >= 8 &&
-		strings.TrimSpace(lines[0]) == strconv.Itoa(pid) &&
-		strings.TrimSpace(lines[7]) == "ready"
+	if len(lines) < 8 || strings.TrimSpace(lines[0]) != strconv.Itoa(pid) {
+		return false
+	}
+	status := strings.TrimSpace(lines[7])
+	return status == "ready" || status == "standby"
 }
 
 func (s *Server) logSince(off int64) string {

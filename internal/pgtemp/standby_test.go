@@ -1,0 +1,124 @@
+package pgtemp
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// queryRow runs sql on url and scans its one row into dest.
+func queryRow(t *testing.T, url, sql string, dest ...any) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, sql).Scan(dest...)
+}
+
+// A pair streams from primary to standby; the standby is a read-only hot
+// standby of the same cluster; a failover stops the primary at once and
+// promotes the standby, which then takes writes on a new timeline; a new
+// standby can follow it; Close removes every directory.
+func TestPairFailover(t *testing.T) {
+	began := time.Now()
+	p, err := StartPair(Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("StartPair: %v", err)
+	}
+	t.Logf("StartPair took %s", time.Since(began).Round(time.Millisecond))
+	closed := false
+	defer func() {
+		if !closed {
+			_ = p.Close()
+		}
+	}()
+	primary, standby := p.Primary(), p.Standby()
+	if primary.Port() == standby.Port() || primary.Dir() == standby.Dir() {
+		t.Fatalf("primary and standby share port %d or dir %s", primary.Port(), primary.Dir())
+	}
+
+	var inRecovery bool
+	var sysP, sysS int64
+	if err := queryRow(t, primary.URL(), `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system())`, &inRecovery, &sysP); err != nil || inRecovery {
+		t.Fatalf("primary: in recovery %v, err %v", inRecovery, err)
+	}
+	if err := queryRow(t, standby.URL(), `SELECT pg_is_in_recovery(), (SELECT system_identifier FROM pg_control_system())`, &inRecovery, &sysS); err != nil || !inRecovery {
+		t.Fatalf("standby: in recovery %v, err %v", inRecovery, err)
+	}
+	if sysP != sysS {
+		t.Fatalf("system identifiers differ: primary %d, standby %d", sysP, sysS)
+	}
+	if err := execSQL(standby.URL(), `CREATE TABLE refused (id int)`); err == nil {
+		t.Fatal("the standby took a write")
+	}
+
+	// Streaming: a row committed on the primary shows up on the standby.
+	if err := execSQL(primary.URL(), `CREATE TABLE t (id int); INSERT INTO t VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	streaming := time.Now()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n int
+		err := queryRow(t, standby.URL(), `SELECT count(*) FROM t`, &n)
+		if err == nil && n == 1 {
+			t.Logf("the row reached the standby after %s", time.Since(streaming).Round(time.Millisecond))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the row never reached the standby: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	oldPrimary := primary
+	failing := time.Now()
+	newPrimary, err := p.Failover()
+	if err != nil {
+		t.Fatalf("Failover: %v", err)
+	}
+	t.Logf("Failover took %s", time.Since(failing).Round(time.Millisecond))
+	if newPrimary != standby || p.Primary() != standby || p.Standby() != nil {
+		t.Fatal("after Failover the standby must be the primary, with no standby left")
+	}
+	if tcpAccepts(oldPrimary.Port()) {
+		t.Fatal("the old primary still accepts connections")
+	}
+	var timeline int
+	if err := queryRow(t, newPrimary.URL(), `SELECT pg_is_in_recovery(), (SELECT timeline_id FROM pg_control_checkpoint())`, &inRecovery, &timeline); err != nil || inRecovery {
+		t.Fatalf("promoted standby: in recovery %v, err %v", inRecovery, err)
+	}
+	if err := execSQL(newPrimary.URL(), `INSERT INTO t VALUES (2)`); err != nil {
+		t.Fatalf("the promoted standby refused a write: %v", err)
+	}
+
+	// A new standby follows the new primary.
+	next, err := p.AddStandby()
+	if err != nil {
+		t.Fatalf("AddStandby: %v", err)
+	}
+	if err := queryRow(t, next.URL(), `SELECT pg_is_in_recovery()`, &inRecovery); err != nil || !inRecovery {
+		t.Fatalf("new standby: in recovery %v, err %v", inRecovery, err)
+	}
+
+	dirs := []string{oldPrimary.Dir(), newPrimary.Dir(), next.Dir()}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	closed = true
+	for _, d := range dirs {
+		if exists(d) {
+			t.Errorf("%s left behind", d)
+		}
+	}
+	if _, err := os.Stat(oldPrimary.DataDir()); err == nil {
+		t.Error("old primary's data dir left behind")
+	}
+}
