@@ -19,6 +19,8 @@ func TestNoDatabaseRefused(t *testing.T) {
 	for _, args := range [][]string{
 		{"run", "--lock", "job", "--nowait", "--", "touch", marker},
 		{"migrate"},
+		{"migrate", "--status"},
+		{"members", "--all", "--json"},
 		{"members"},
 		{"locks"},
 	} {

@@ -1,9 +1,9 @@
 // Command pgcoord is the command-line tool of pgcoord, named distributed
 // locks on PostgreSQL advisory locks.
 //
-//	pgcoord migrate                       apply the schema
-//	pgcoord members [--all]               list the members
-//	pgcoord locks                         list held and awaited locks
+//	pgcoord migrate [--status]            apply the schema, or report its version
+//	pgcoord members [--all] [--json]      list the members
+//	pgcoord locks [--json]                list held and awaited locks
 //	pgcoord run --lock NAME -- CMD ARGS   run CMD while holding NAME (like flock(1))
 //	pgcoord demo                          three agents sharing locks, and a crash
 //
@@ -68,7 +68,7 @@ Usage:
   pgcoord <command> [flags] [args]
 
 Commands:
-  migrate   apply pgcoord's schema migrations to the database
+  migrate   apply pgcoord's schema migrations (--status: report, apply nothing)
   members   list live members (--all: also stopped and stale ones)
   locks     list the locks held and awaited, from pgcoord.held_locks
   run       run a command while holding a lock, like flock(1):
@@ -82,6 +82,10 @@ Database:
   either, demo starts a throwaway PostgreSQL server (removed when it exits);
   every other command refuses and exits 78: a private server would give
   locks nobody else can see.
+
+Output:
+  members, locks and migrate take --json (or -o json): times in RFC 3339,
+  UTC. Tables print times in the local zone, with its offset.
 
 Exit codes:
   0      success

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -81,6 +82,12 @@ type cliProc struct {
 // database (or unset when noDB).
 func startCLI(t *testing.T, noDB bool, args ...string) *cliProc {
 	t.Helper()
+	return startCLIEnv(t, noDB, nil, args...)
+}
+
+// startCLIEnv is startCLI with extra environment variables (KEY=VALUE).
+func startCLIEnv(t *testing.T, noDB bool, extraEnv []string, args ...string) *cliProc {
+	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	cmd := exec.Command(exe, args...)
@@ -96,6 +103,7 @@ func startCLI(t *testing.T, noDB bool, args ...string) *cliProc {
 	if !noDB {
 		env = append(env, "DATABASE_URL="+testURL)
 	}
+	env = append(env, extraEnv...)
 	cmd.Env = env
 	p := &cliProc{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, began: time.Now()}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
@@ -142,6 +150,22 @@ func runCLI(t *testing.T, args ...string) cliResult {
 }
 
 var prefixSeq atomic.Int64
+
+// freshDatabase creates an empty database on the test server, dropped at
+// the end of the test, and returns its URL.
+func freshDatabase(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("pgcoord_cmdtest_%d", prefixSeq.Add(1))
+	_, err := testPool.Exec(context.Background(), `CREATE DATABASE `+name)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, _ = testPool.Exec(context.Background(), `DROP DATABASE `+name+` WITH (FORCE)`)
+	})
+	u, err := url.Parse(testURL)
+	require.NoError(t, err)
+	u.Path = "/" + name
+	return u.String()
+}
 
 // testPrefix gives each test its own lock namespace.
 func testPrefix(t *testing.T) string {

@@ -12,18 +12,24 @@ import (
 
 // cmdMembers lists pgcoord.members: the live ones, or with --all every row.
 func cmdMembers(a *app, args []string) int {
-	fs := newFlagSet(a, "pgcoord members [--all] [--database-url URL]",
+	fs := newFlagSet(a, "pgcoord members [--all] [--json | -o json] [--database-url URL]",
 		"Lists the live members (coordinators running now). A member is live while its\n"+
 			"control session holds its member lock; HEARTBEAT_AGE is how long ago it last\n"+
 			"wrote its row. With --all, also the rows of stopped members (Stop was called)\n"+
-			"and stale ones (not stopped, but their sessions are gone: crashed or cut off).")
+			"and stale ones (not stopped, but their sessions are gone: crashed or cut off).\n"+
+			"Tables print times in the local zone, with the zone; JSON prints RFC 3339 in UTC.")
 	dbURL := dbFlag(fs)
 	all := fs.Bool("all", false, "also list stopped and stale members")
+	out := addOutputFlags(fs)
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
 	if code, done := a.noArgs(fs); done {
 		return code
+	}
+	asJSON, err := out.isJSON()
+	if err != nil {
+		return a.usageError("%v", err)
 	}
 	conn, err := a.openSchema(*dbURL)
 	if err != nil {
@@ -40,6 +46,12 @@ func cmdMembers(a *app, args []string) int {
 	}
 	if !*all {
 		rows = liveOnly(rows)
+	}
+	if asJSON {
+		if err := writeJSON(a.stdout, membersJSON(rows, now)); err != nil {
+			return a.fail(err)
+		}
+		return exitOK
 	}
 	if len(rows) == 0 {
 		if *all {
@@ -59,6 +71,47 @@ func liveOnly(rows []db.ListMembersRow) []db.ListMembersRow {
 		if r.Live {
 			out = append(out, r)
 		}
+	}
+	return out
+}
+
+// memberJSON is one member in --json output.
+type memberJSON struct {
+	MemberID      string   `json:"member_id"`
+	Prefix        string   `json:"prefix"`
+	AgentID       string   `json:"agent_id"`
+	Hostname      string   `json:"hostname"`
+	PID           int32    `json:"pid"`
+	StartedAt     jsonTime `json:"started_at"`
+	LastHeartbeat jsonTime `json:"last_heartbeat"`
+	StoppedAt     jsonTime `json:"stopped_at"`
+	// HeartbeatAgeSeconds is measured against the server's clock.
+	HeartbeatAgeSeconds float64 `json:"heartbeat_age_seconds"`
+	Live                bool    `json:"live"`
+	// State is "live", "stopped" or "stale" (see memberState).
+	State string `json:"state"`
+}
+
+// membersJSON turns rows into their JSON form; never nil, so that no
+// members prints [].
+func membersJSON(rows []db.ListMembersRow, now time.Time) []memberJSON {
+	out := make([]memberJSON, 0, len(rows))
+	for _, r := range rows {
+		m := memberJSON{
+			MemberID: r.MemberID, Prefix: r.Prefix, AgentID: r.AgentID, Hostname: r.Hostname, PID: r.Pid,
+			StartedAt: jsonTime{r.StartedAt}, LastHeartbeat: jsonTime{r.LastHeartbeat}, StoppedAt: jsonTime{r.StoppedAt},
+			Live: r.Live, State: "stale",
+		}
+		if r.LastHeartbeat.Valid {
+			m.HeartbeatAgeSeconds = max(now.Sub(r.LastHeartbeat.Time), 0).Seconds()
+		}
+		switch {
+		case r.Live:
+			m.State = "live"
+		case r.StoppedAt.Valid:
+			m.State = "stopped"
+		}
+		out = append(out, m)
 	}
 	return out
 }

@@ -1,32 +1,165 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcoord/pgcoord"
 )
 
-// cmdMigrate applies the embedded migrations. Coordinators do it on Start
-// too; this is for deployments whose coordinators run with SkipMigrations
-// under a role that may not create schemas.
+// cmdMigrate applies the embedded migrations, or with --status reports
+// where the database stands. Coordinators migrate on Start too; this is for
+// deployments whose coordinators run with SkipMigrations under a role that
+// may not create schemas.
 func cmdMigrate(a *app, args []string) int {
-	fs := newFlagSet(a, "pgcoord migrate [--database-url URL]",
-		"Applies pgcoord's schema migrations (schema pgcoord) to the database.\n"+
-			"Safe to run repeatedly and from several processes at once.")
+	fs := newFlagSet(a, "pgcoord migrate [--status] [--json | -o json] [--database-url URL]",
+		"Applies pgcoord's schema migrations (schema pgcoord) to the database and says\n"+
+			"what it did: \"applied 1..3\" or \"already at 3\". Safe to run repeatedly and\n"+
+			"from several processes at once. With --status, changes nothing and prints the\n"+
+			"database's version, the embedded ones and those still to apply.")
 	dbURL := dbFlag(fs)
+	status := fs.Bool("status", false, "report the schema version and pending migrations; apply nothing")
+	out := addOutputFlags(fs)
 	if code, done := parseFlags(fs, args); done {
 		return code
 	}
 	if code, done := a.noArgs(fs); done {
 		return code
 	}
+	asJSON, err := out.isJSON()
+	if err != nil {
+		return a.usageError("%v", err)
+	}
 	url, err := a.database(*dbURL)
 	if err != nil {
 		return a.fail(err)
 	}
+	before, err := schemaStatus(a.ctx, url)
+	if err != nil {
+		return a.fail(err)
+	}
+	if *status {
+		if asJSON {
+			err = writeJSON(a.stdout, before)
+		} else {
+			_, err = fmt.Fprintln(a.stdout, before.String())
+		}
+		if err != nil {
+			return a.fail(err)
+		}
+		return exitOK
+	}
 	if err := pgcoord.Migrate(a.ctx, url); err != nil {
 		return a.fail(err)
 	}
-	fmt.Fprintln(a.stdout, "pgcoord schema is up to date")
+	after, err := schemaStatus(a.ctx, url)
+	if err != nil {
+		return a.fail(err)
+	}
+	res := migrateResult{From: before.Version, To: after.Version}
+	if asJSON {
+		err = writeJSON(a.stdout, res)
+	} else {
+		_, err = fmt.Fprintln(a.stdout, res.String())
+	}
+	if err != nil {
+		return a.fail(err)
+	}
 	return exitOK
+}
+
+// migrateResult is what one migrate run did. From is 0 for an empty
+// database. (Another process migrating at the same moment may have applied
+// some of the range; the schema is at To either way.)
+type migrateResult struct {
+	From int `json:"from"`
+	To   int `json:"to"`
+}
+
+func (r migrateResult) String() string {
+	if r.From == r.To {
+		return fmt.Sprintf("pgcoord schema already at version %d", r.To)
+	}
+	return fmt.Sprintf("pgcoord schema: applied %d..%d, now at version %d", r.From+1, r.To, r.To)
+}
+
+// schemaState is where a database's pgcoord schema stands.
+type schemaState struct {
+	// Version is the applied version, 0 when the schema is absent.
+	Version int `json:"version"`
+	// Dirty is golang-migrate's flag: a migration failed part-way.
+	Dirty bool `json:"dirty"`
+	// Available are the embedded migrations; Pending those above Version.
+	Available []int `json:"available"`
+	Pending   []int `json:"pending"`
+}
+
+func (s schemaState) String() string {
+	var b strings.Builder
+	switch {
+	case s.Version == 0:
+		b.WriteString("pgcoord schema: not installed")
+	default:
+		fmt.Fprintf(&b, "pgcoord schema: version %d", s.Version)
+	}
+	if s.Dirty {
+		b.WriteString(" (dirty: a migration failed part-way; see pgcoord.schema_migrations)")
+	}
+	fmt.Fprintf(&b, "; this pgcoord has %s", versionRange(s.Available))
+	if len(s.Pending) == 0 {
+		b.WriteString("; up to date")
+	} else {
+		fmt.Fprintf(&b, "; pending: %s (run 'pgcoord migrate')", versionRange(s.Pending))
+	}
+	return b.String()
+}
+
+// versionRange prints versions as "1..3", or "5" for one.
+func versionRange(vs []int) string {
+	switch len(vs) {
+	case 0:
+		return "none"
+	case 1:
+		return strconv.Itoa(vs[0])
+	}
+	return fmt.Sprintf("%d..%d", vs[0], vs[len(vs)-1])
+}
+
+// schemaStatus reads the schema version of the database at url.
+func schemaStatus(ctx context.Context, url string) (schemaState, error) {
+	st := schemaState{Available: pgcoord.MigrationVersions(), Pending: []int{}}
+	conn, err := connect(ctx, url, "pgcoord-cli")
+	if err != nil {
+		return st, err
+	}
+	defer closeConn(conn)
+	if err := readVersion(ctx, conn, &st); err != nil {
+		return st, err
+	}
+	for _, v := range st.Available {
+		if v > st.Version {
+			st.Pending = append(st.Pending, v)
+		}
+	}
+	return st, nil
+}
+
+func readVersion(ctx context.Context, conn *pgx.Conn, st *schemaState) error {
+	present, err := queries.SchemaPresent(ctx, conn)
+	if err != nil || !present {
+		if err != nil {
+			return fmt.Errorf("checking for the pgcoord schema: %w", err)
+		}
+		return nil
+	}
+	v, err := queries.SchemaVersion(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("reading the schema version: %w", err)
+	}
+	st.Version, st.Dirty = max(int(v.Version), 0), v.Dirty
+	return nil
 }

@@ -70,7 +70,9 @@ type tableStyle struct {
 	indent string
 }
 
-var cliStyle = tableStyle{timeLayout: "2006-01-02 15:04:05.000", showKey: true}
+// cliStyle prints times with their zone offset: a table read in another
+// zone (or pasted into a ticket) must not be off by hours.
+var cliStyle = tableStyle{timeLayout: "2006-01-02 15:04:05.000 -07:00", showKey: true}
 
 func fmtTime(t pgtype.Timestamptz, layout string) string {
 	if !t.Valid {

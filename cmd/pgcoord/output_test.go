@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord"
+)
+
+// rfc3339UTC is how every time prints in JSON.
+var rfc3339UTC = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$`)
+
+func TestMembersJSON(t *testing.T) {
+	t.Parallel()
+	prefix := testPrefix(t)
+	c := newCoord(t, prefix, "json-member")
+	for _, flags := range [][]string{{"--json"}, {"-o", "json"}, {"--output=json"}} {
+		r := startCLIEnv(t, false, []string{"TZ=Asia/Tokyo"}, append([]string{"members"}, flags...)...).wait(t, 30*time.Second)
+		require.Equal(t, exitOK, r.code, "%v", flags)
+		var ms []map[string]any
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &ms), r.stdout)
+		var mine map[string]any
+		for _, m := range ms {
+			if m["member_id"] == c.MemberID() {
+				mine = m
+			}
+		}
+		require.NotNil(t, mine, "member %s in %s", c.MemberID(), r.stdout)
+		require.Equal(t, "live", mine["state"])
+		require.Equal(t, true, mine["live"])
+		require.Equal(t, prefix, mine["prefix"])
+		require.Equal(t, "json-member", mine["agent_id"])
+		require.Regexp(t, rfc3339UTC, mine["started_at"], "RFC 3339 in UTC whatever TZ says")
+		require.Regexp(t, rfc3339UTC, mine["last_heartbeat"])
+		require.Nil(t, mine["stopped_at"])
+		require.Less(t, mine["heartbeat_age_seconds"], 30.0)
+	}
+
+	require.NoError(t, c.Stop(context.Background()))
+	r := runCLI(t, "members", "--all", "--json")
+	require.Equal(t, exitOK, r.code)
+	var ms []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ms))
+	found := false
+	for _, m := range ms {
+		if m["member_id"] == c.MemberID() {
+			found = true
+			require.Equal(t, "stopped", m["state"])
+			require.Regexp(t, rfc3339UTC, m["stopped_at"])
+		}
+	}
+	require.True(t, found)
+
+	r = runCLI(t, "members", "-o", "yaml")
+	require.Equal(t, exitUsage, r.code)
+	require.Contains(t, r.stderr, `unknown output format "yaml"`)
+}
+
+func TestLocksJSON(t *testing.T) {
+	t.Parallel()
+	prefix := testPrefix(t)
+	c := newCoord(t, prefix, "json-locks")
+	l := holdLock(t, c, "report")
+	r := runCLI(t, "locks", "--json")
+	require.Equal(t, exitOK, r.code)
+	var ls []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ls), r.stdout)
+	var mine map[string]any
+	for _, x := range ls {
+		if x["name"] == prefix+"report" {
+			mine = x
+		}
+	}
+	require.NotNil(t, mine, r.stdout)
+	require.Equal(t, c.MemberID(), mine["member_id"])
+	require.Equal(t, "exclusive", mine["mode"])
+	require.Equal(t, true, mine["granted"])
+	require.Regexp(t, rfc3339UTC, mine["since"])
+	// Keys are int64: JSON numbers lose nothing only when decoded as such.
+	var exact []struct{ Key int64 }
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &exact))
+	keys := []int64{}
+	for _, x := range exact {
+		keys = append(keys, x.Key)
+	}
+	require.Contains(t, keys, l.Key())
+}
+
+// Tables print times in the local zone with the zone, so a table read in
+// Tokyo is not nine hours off.
+func TestTablesPrintZone(t *testing.T) {
+	t.Parallel()
+	prefix := testPrefix(t)
+	c := newCoord(t, prefix, "zone")
+	holdLock(t, c, "zoned")
+	r := startCLIEnv(t, false, []string{"TZ=Asia/Tokyo"}, "members").wait(t, 30*time.Second)
+	require.Equal(t, exitOK, r.code)
+	require.Regexp(t, regexp.QuoteMeta(c.MemberID())+` .*\d\d:\d\d:\d\d\.\d{3} \+09:00 .*\d\d:\d\d:\d\d\.\d{3} \+09:00 `, r.stdout)
+	r = startCLIEnv(t, false, []string{"TZ=UTC"}, "locks").wait(t, 30*time.Second)
+	require.Equal(t, exitOK, r.code)
+	require.Regexp(t, regexp.QuoteMeta(prefix+"zoned")+` .*\d\d:\d\d:\d\d\.\d{3} \+00:00 `, r.stdout)
+}
+
+func TestMigrateSaysWhatItDid(t *testing.T) {
+	t.Parallel()
+	url := freshDatabase(t)
+	latest := pgcoord.MigrationVersions()[len(pgcoord.MigrationVersions())-1]
+
+	r := runCLI(t, "migrate", "--status", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.Equal(t, fmt.Sprintf("pgcoord schema: not installed; this pgcoord has 1..%d; pending: 1..%d (run 'pgcoord migrate')\n", latest, latest), r.stdout)
+
+	r = runCLI(t, "migrate", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.Equal(t, fmt.Sprintf("pgcoord schema: applied 1..%d, now at version %d\n", latest, latest), r.stdout)
+
+	r = runCLI(t, "migrate", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.Equal(t, fmt.Sprintf("pgcoord schema already at version %d\n", latest), r.stdout)
+
+	r = runCLI(t, "migrate", "--status", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.Equal(t, fmt.Sprintf("pgcoord schema: version %d; this pgcoord has 1..%d; up to date\n", latest, latest), r.stdout)
+
+	r = runCLI(t, "migrate", "--status", "--json", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	var st struct {
+		Version   int
+		Dirty     bool
+		Available []int
+		Pending   []int
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st))
+	require.Equal(t, latest, st.Version)
+	require.Equal(t, pgcoord.MigrationVersions(), st.Available)
+	require.Empty(t, st.Pending)
+	require.True(t, strings.HasPrefix(r.stdout, "{\n"), "indented JSON")
+}
