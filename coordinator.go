@@ -41,7 +41,14 @@ type Config struct {
 	// connection to hold a lock: pgxpool would hand a connection still holding
 	// session locks to the next borrower.
 	Pool *pgxpool.Pool
-	// AgentID identifies this agent. Default: a random UUID.
+	// AgentID identifies this agent. Default: a random UUID, which is what
+	// most services want. The member id Prefix+AgentID belongs to one
+	// running process (a second Start with a live member's id fails with
+	// ErrMemberExists), so a plain hostname fails the second process on a
+	// host; use hostname plus pid for a readable id, and a fixed id only
+	// when exactly one process may run under it. Sessions show the member
+	// id in pg_stat_activity's application_name ("pgcoord:" + id, cut to
+	// fit, + "#" + a short hash).
 	AgentID string
 	// Prefix is prepended to AgentID to form the member id, and to every lock
 	// name to form the full name whose key is locked. Coordinators with
@@ -219,8 +226,8 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	c.memberKey, c.memberHi, c.memberLo = hash.MemberKey(c.memberID)
 	// application_name ties every session of this member to its row (see the
-	// held_locks view); it is capped at 63 bytes, so it is a hash, not the id.
-	c.sessionTag = fmt.Sprintf("pgcoord:%016x", uint64(hash.Key("session\x00"+c.memberID)))
+	// held_locks view) and shows the member id in pg_stat_activity.
+	c.sessionTag = sessionTagFor(c.memberID)
 	c.log = cfg.Logger.With(slog.String("member", c.memberID))
 	c.local.init()
 	c.names.init()
