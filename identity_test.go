@@ -13,9 +13,9 @@ import (
 func TestSessionTagVectors(t *testing.T) {
 	t.Parallel()
 	for id, want := range map[string]string{
-		"cinder-volume/host-1": "pgcoord:cinder-volume/host-1#ae04c057",
-		"worker-7":             "pgcoord:worker-7#df819cee",
-		"ünïcode/ağent":        "pgcoord:?n?code/a?ent#5dacf04c",
+		"cinder-volume/host-1":                   "pgcoord:cinder-volume/host-1#ae04c057",
+		"worker-7":                               "pgcoord:worker-7#df819cee",
+		"ünïcode/ağent":                          "pgcoord:?n?code/a?ent#5dacf04c",
 		"svc/" + strings.Repeat("0123456789", 7): "pgcoord:svc/012345678901234567890123456789012345678901#762ffdba",
 	} {
 		got := sessionTagFor(id)
