@@ -36,10 +36,19 @@ type Config struct {
 	// variables apply). Either ConnString or Pool is required.
 	ConnString string
 	// Pool supplies the connection settings instead of ConnString, so an app
-	// can reuse its pool's configuration. The coordinator opens its own
-	// dedicated sessions from Pool's ConnConfig and never borrows a pooled
-	// connection to hold a lock: pgxpool would hand a connection still holding
-	// session locks to the next borrower.
+	// can reuse its pool's configuration. What it gives: a copy of the pool's
+	// ConnConfig (host, user, password, TLS, runtime parameters, pgconn
+	// hooks, tracer) and its BeforeConnect and AfterConnect hooks, run around
+	// every session pgcoord opens (BeforeConnect may change the copy, say to
+	// set a fresh token as password; application_name is set after it). What
+	// it does not give: connections. The coordinator opens its own dedicated
+	// sessions and never borrows a pooled connection, since pgxpool would hand
+	// one still holding session locks to the next borrower; so MaxConns,
+	// MinConns and the health checks do not bound or touch pgcoord's sessions
+	// (budget LockSessions + MaxWaitSessions + 2 backends besides the pool),
+	// and the hooks about lending connections (BeforeAcquire, AfterRelease,
+	// PrepareConn, BeforeClose) are not run. Closing the pool does not stop
+	// the coordinator.
 	Pool *pgxpool.Pool
 	// AgentID identifies this agent. Default: a random UUID, which is what
 	// most services want. The member id Prefix+AgentID belongs to one
@@ -131,6 +140,7 @@ const AsyncReleaseDelay = 500 * time.Microsecond
 type Coordinator struct {
 	cfg        Config
 	connConfig *pgx.ConnConfig
+	hooks      connHooks
 	memberID   string
 	memberKey  int64
 	memberHi   int32
@@ -221,6 +231,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c := &Coordinator{
 		cfg:        cfg,
 		connConfig: connConfig,
+		hooks:      hooksOf(cfg.Pool),
 		memberID:   cfg.Prefix + cfg.AgentID,
 		q:          db.New(),
 	}
@@ -335,7 +346,7 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if !c.cfg.SkipMigrations {
-		if err := migrateWith(ctx, c.connConfig, c.log); err != nil {
+		if err := migrateTo(ctx, connTarget(c.connConfig, c.hooks), c.log); err != nil {
 			return err
 		}
 	}

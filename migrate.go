@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgcoord/pgcoord/db"
 	"github.com/pgcoord/pgcoord/internal/hash"
@@ -34,26 +34,51 @@ var migrationName = regexp.MustCompile(`^[0-9]{4}_[a-z0-9_]+\.(up|down)\.sql$`)
 // connString: schema pgcoord, with golang-migrate's table
 // pgcoord.schema_migrations, so an app's own migrations are never touched.
 // Several processes may migrate at once: they take turns on an advisory lock.
-// Start calls it unless Config.SkipMigrations is set.
+// Start calls it unless Config.SkipMigrations is set. MigratePool does the
+// same through an app's pool.
 func Migrate(ctx context.Context, connString string) error {
 	cc, err := pgx.ParseConfig(connString)
 	if err != nil {
 		return fmt.Errorf("%w: ConnString: %w", ErrInvalidConfig, err)
 	}
-	return migrateWith(ctx, cc, slog.Default())
+	return migrateTo(ctx, connTarget(cc, connHooks{}), slog.Default())
 }
 
-func migrateWith(ctx context.Context, cc *pgx.ConnConfig, log *slog.Logger) error {
+// migrationTarget is where migrations run: one connection for creating the
+// schema, and a database/sql handle for golang-migrate.
+type migrationTarget struct {
+	// conn returns a connection and the function that gives it back.
+	conn   func(ctx context.Context) (*pgx.Conn, func(), error)
+	openDB func() *sql.DB
+}
+
+// connTarget migrates over new connections from cc (with Config.Pool's
+// connect hooks, when the coordinator has them).
+func connTarget(cc *pgx.ConnConfig, hooks connHooks) migrationTarget {
+	return migrationTarget{
+		conn: func(ctx context.Context) (*pgx.Conn, func(), error) {
+			conn, err := hooks.dial(ctx, cc, migrateAppName)
+			if err != nil {
+				return nil, nil, err
+			}
+			return conn, func() { _ = conn.Close(context.WithoutCancel(ctx)) }, nil
+		},
+		openDB: func() *sql.DB { return hooks.openDB(cc, migrateAppName) },
+	}
+}
+
+// migrateAppName is the application_name of migration sessions.
+const migrateAppName = "pgcoord-migrate"
+
+func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) error {
 	if err := checkMigrationNames(migrationFiles); err != nil {
 		return err
 	}
-	cc = cc.Copy()
-	cc.RuntimeParams["application_name"] = "pgcoord-migrate"
-	if err := ensureSchema(ctx, cc); err != nil {
+	if err := ensureSchema(ctx, target); err != nil {
 		return err
 	}
 
-	m, closeM, err := newMigrator(cc)
+	m, closeM, err := newMigratorDB(target.openDB())
 	if err != nil {
 		return err
 	}
@@ -78,10 +103,15 @@ func migrateWith(ctx context.Context, cc *pgx.ConnConfig, log *slog.Logger) erro
 }
 
 // newMigrator returns golang-migrate over the embedded files and table
-// pgcoord.schema_migrations, and the function that closes it. Schema pgcoord
-// must exist (ensureSchema).
+// pgcoord.schema_migrations, on new connections from cc, and the function
+// that closes it. Schema pgcoord must exist (ensureSchema).
 func newMigrator(cc *pgx.ConnConfig) (*migrate.Migrate, func(), error) {
-	sqlDB := stdlib.OpenDB(*cc)
+	return newMigratorDB(connHooks{}.openDB(cc, migrateAppName))
+}
+
+// newMigratorDB is newMigrator over sqlDB, which its close function closes
+// (closing a handle from stdlib.OpenDBFromPool leaves the pool open).
+func newMigratorDB(sqlDB *sql.DB) (*migrate.Migrate, func(), error) {
 	fail := func(err error) (*migrate.Migrate, func(), error) {
 		sqlDB.Close()
 		return nil, nil, fmt.Errorf("pgcoord: migrate: %w", err)
@@ -107,12 +137,12 @@ func newMigrator(cc *pgx.ConnConfig) (*migrate.Migrate, func(), error) {
 // ensureSchema creates schema pgcoord, which must exist before
 // golang-migrate creates its table in it. The transaction-scoped advisory
 // lock keeps processes starting together from racing on CREATE SCHEMA.
-func ensureSchema(ctx context.Context, cc *pgx.ConnConfig) error {
-	conn, err := pgx.ConnectConfig(ctx, cc)
+func ensureSchema(ctx context.Context, target migrationTarget) error {
+	conn, release, err := target.conn(ctx)
 	if err != nil {
 		return fmt.Errorf("pgcoord: migrate: connecting: %w", err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer release()
 	q := db.New()
 	exists, err := q.SchemaExists(ctx, conn)
 	if err != nil || exists {

@@ -217,9 +217,7 @@ func (s *session) connect(ctx context.Context) error {
 
 // dial opens the connection; called with sem held.
 func (s *session) dial(ctx context.Context) error {
-	cc := s.c.connConfig.Copy()
-	cc.RuntimeParams["application_name"] = s.c.sessionTag
-	conn, err := pgx.ConnectConfig(ctx, cc)
+	conn, err := s.c.hooks.dial(ctx, s.c.connConfig, s.c.sessionTag)
 	if err != nil {
 		// pgconn's errors name host, user and database, never the password.
 		return fmt.Errorf("pgcoord: connecting %s session: %w", s.kind, err)
