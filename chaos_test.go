@@ -101,6 +101,11 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 		// ride with later statements, and faults then hit unlocks still
 		// queued, which must neither free a lock early nor leak one.
 		cfg.AsyncRelease = i%2 == 1
+		if i%3 == 2 {
+			// A budget of two sessions: every wait is beyond the budget,
+			// woken by NOTIFY or the dead-holder check.
+			cfg.MaxSessions, cfg.LockSessions = 2, 1
+		}
 		c, err := New(cfg)
 		require.NoError(t, err)
 		require.NoError(t, c.Start(ctx(t)))

@@ -198,7 +198,8 @@ func FuzzNewConfig(f *testing.F) {
 		case cfg.HeartbeatInterval < 10*time.Millisecond,
 			cfg.InitialReconnectBackoff <= 0 || cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff,
 			cfg.SessionTimeout < 3*cfg.HeartbeatInterval,
-			cfg.LockSessions < 1, cfg.MaxWaitSessions < 1, cfg.MaxHeldLocks < 1,
+			cfg.LockSessions < 1, cfg.MaxWaitSessions < 0, cfg.MaxHeldLocks < 1,
+			cfg.MaxSessions < 2, 1+cfg.LockSessions+cfg.MaxWaitSessions > cfg.MaxSessions,
 			validateName(c.MemberID()) != nil:
 			t.Fatalf("New accepted an unsound config: %+v", cfg)
 		}

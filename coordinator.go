@@ -24,9 +24,12 @@ const (
 	DefaultHeartbeatInterval       = time.Second
 	DefaultInitialReconnectBackoff = 100 * time.Millisecond
 	DefaultMaxReconnectBackoff     = 60 * time.Second
-	DefaultLockSessions            = 4
-	DefaultMaxWaitSessions         = 32
-	DefaultMaxHeldLocks            = 4000
+	DefaultMaxSessions             = 4
+	DefaultLockSessions            = 1
+	// DefaultMaxWaitSessions is what the default budget leaves for wait
+	// sessions. Deprecated: see Config.MaxSessions.
+	DefaultMaxWaitSessions = DefaultMaxSessions - 1 - DefaultLockSessions
+	DefaultMaxHeldLocks    = 4000
 )
 
 // Config configures a Coordinator. Every field is optional except one of
@@ -79,10 +82,31 @@ type Config struct {
 	// Logger receives the coordinator's logs. Default slog.Default().
 	Logger *slog.Logger
 
-	// LockSessions is how many dedicated sessions hold the locks taken
-	// without waiting; many locks share each, a name always on the same
-	// one. Start opens the first; the others open when first needed.
-	// Default 4.
+	// MaxSessions is the session budget: the most server backends
+	// (connections) this coordinator uses at once, all kinds counted. Idle,
+	// or holding any number of locks taken without a wait, it uses two: the
+	// control session and one lock session. Waits take the rest, one wait
+	// session each (the server wakes them in FIFO order, the best handoff);
+	// waits beyond the budget cost no backend at all (see the package doc,
+	// Sessions). Raising it may buy speed, never correctness. Default 4, or,
+	// when unset, 1 + LockSessions + MaxWaitSessions if those are set; at
+	// least 2.
+	MaxSessions int
+	// ConnectionHeadroom is how many of the server's connection slots this
+	// coordinator leaves free: it opens no session beyond its first two
+	// that would leave fewer (checked from max_connections, the reserved
+	// slots and pg_stat_activity). A session refused this way, or by the
+	// server ("too many clients", ErrTooManyConnections), is simply not
+	// opened: locks stay on the sessions already open and waits go beyond
+	// the budget. Default (0): 10% of max_connections less the reserved
+	// slots. Negative: no check.
+	ConnectionHeadroom int
+
+	// LockSessions is how many of the MaxSessions budget hold the locks
+	// taken without waiting; many locks share each, a name always on the
+	// same one. Start opens the first; the others open when first needed.
+	// Default 1. Deprecated: set MaxSessions; more lock sessions rarely pay
+	// (a lock session batches concurrent statements into one round trip).
 	LockSessions int
 	// SessionTimeout bounds how long a lock is held by a holder that went
 	// silent (frozen by SIGSTOP or a long pause, or cut off without a FIN).
@@ -100,7 +124,10 @@ type Config struct {
 
 	// MaxWaitSessions caps the sessions that wait on the server for contended
 	// locks (a lock granted after a wait stays on its wait session until
-	// released). Waiters beyond the cap queue in-process. Default 32.
+	// released); waits beyond it wait without a session of their own.
+	// Default: what the budget leaves, MaxSessions - 1 - LockSessions.
+	// Deprecated: set MaxSessions. A value above what the budget leaves is
+	// an ErrInvalidConfig.
 	MaxWaitSessions int
 	// MaxHeldLocks caps the locks this coordinator holds at once; Acquire
 	// beyond it returns an error wrapping ErrTooManyLocks. PostgreSQL's lock
@@ -158,13 +185,16 @@ type Coordinator struct {
 	cancelRun context.CancelFunc
 	hbDone    chan struct{}
 
-	control  *session
-	registry *session
-	lockSs   []*session
-	waits    waitPool
-	local    localTable
-	names    nameCache
-	busy     busyHint
+	control *session
+	lockSs  []*session
+	waits   waitPool
+	far     farWaits
+	// lockRefused remembers a lock session refused for want of
+	// connection slots (see lockSession).
+	lockRefused refusal
+	local       localTable
+	names       nameCache
+	busy        busyHint
 
 	// active is true while the control session works; lastBeat is when the
 	// backend last answered a heartbeat (unix nanos).
@@ -208,8 +238,7 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	cfg.InitialReconnectBackoff = cmp.Or(cfg.InitialReconnectBackoff, DefaultInitialReconnectBackoff)
 	cfg.MaxReconnectBackoff = cmp.Or(cfg.MaxReconnectBackoff, DefaultMaxReconnectBackoff)
-	cfg.LockSessions = cmp.Or(cfg.LockSessions, DefaultLockSessions)
-	cfg.MaxWaitSessions = cmp.Or(cfg.MaxWaitSessions, DefaultMaxWaitSessions)
+	applySessionDefaults(&cfg)
 	cfg.MaxHeldLocks = cmp.Or(cfg.MaxHeldLocks, DefaultMaxHeldLocks)
 	if cfg.HeartbeatInterval > 0 {
 		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 5*cfg.HeartbeatInterval)
@@ -244,6 +273,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.names.init()
 	c.busy.init()
 	c.waits.init(c, cfg.MaxWaitSessions)
+	c.far.init(c)
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -270,10 +300,15 @@ func validateConfig(cfg *Config) error {
 			cfg.InitialReconnectBackoff, cfg.MaxReconnectBackoff)
 	case cfg.SessionTimeout < 3*cfg.HeartbeatInterval:
 		return bad("SessionTimeout", "%v must be at least 3 × HeartbeatInterval (%v)", cfg.SessionTimeout, 3*cfg.HeartbeatInterval)
-	case cfg.LockSessions < 0 || cfg.LockSessions > 64:
+	case cfg.LockSessions < 1 || cfg.LockSessions > 64:
 		return bad("LockSessions", "must be between 1 and 64, got %d", cfg.LockSessions)
 	case cfg.MaxWaitSessions < 0 || cfg.MaxWaitSessions > 1024:
-		return bad("MaxWaitSessions", "must be between 1 and 1024, got %d", cfg.MaxWaitSessions)
+		return bad("MaxWaitSessions", "must be between 0 and 1024, got %d", cfg.MaxWaitSessions)
+	case cfg.MaxSessions < 2:
+		return bad("MaxSessions", "must be at least 2 (the control session and a lock session), got %d", cfg.MaxSessions)
+	case 1+cfg.LockSessions+cfg.MaxWaitSessions > cfg.MaxSessions:
+		return bad("MaxSessions", "budget %d is less than 1 control + %d lock (LockSessions) + %d wait sessions (MaxWaitSessions)",
+			cfg.MaxSessions, cfg.LockSessions, cfg.MaxWaitSessions)
 	case cfg.MaxHeldLocks < 0:
 		return bad("MaxHeldLocks", "must be positive, got %d", cfg.MaxHeldLocks)
 	}
@@ -281,6 +316,23 @@ func validateConfig(cfg *Config) error {
 		return bad("AgentID", "member id %v", err)
 	}
 	return nil
+}
+
+// applySessionDefaults fills in the session budget and its split. The
+// deprecated LockSessions and MaxWaitSessions keep working: set alone, they
+// size the budget (1 + LockSessions + MaxWaitSessions); with MaxSessions set
+// they must fit in it (validateConfig).
+func applySessionDefaults(cfg *Config) {
+	if cfg.MaxSessions == 0 && (cfg.LockSessions > 0 || cfg.MaxWaitSessions > 0) {
+		lock := cmp.Or(cfg.LockSessions, DefaultLockSessions)
+		wait := cmp.Or(cfg.MaxWaitSessions, DefaultMaxSessions-1-DefaultLockSessions)
+		cfg.MaxSessions = 1 + lock + wait
+	}
+	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
+	cfg.LockSessions = cmp.Or(cfg.LockSessions, DefaultLockSessions)
+	if cfg.MaxWaitSessions == 0 {
+		cfg.MaxWaitSessions = max(cfg.MaxSessions-1-cfg.LockSessions, 0)
+	}
 }
 
 // baseConnConfig parses the connection settings once, in New, so that a bad
@@ -327,7 +379,6 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	if err := c.control.connect(ctx); err != nil {
 		return err
 	}
-	c.registry = newSession(c, sessionRegistry)
 	c.lockSs = make([]*session, c.cfg.LockSessions)
 	for i := range c.lockSs {
 		c.lockSs[i] = newSession(c, sessionLock)
@@ -365,6 +416,8 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	c.state.Store(stateStarted)
 	c.hbDone = make(chan struct{})
 	go c.heartbeatLoop()
+	c.far.done = make(chan struct{})
+	go c.far.loop()
 	c.log.Info("pgcoord: member started", slog.Int("lock_sessions", len(c.lockSs)))
 	return nil
 }
@@ -494,7 +547,9 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	c.state.Store(stateStopped)
 	c.active.Store(false)
 	c.cancelRun()
+	c.control.interrupt()
 	<-c.hbDone
+	<-c.far.done
 
 	ctx = context.WithoutCancel(ctx)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second+2*c.cfg.HeartbeatInterval)
@@ -512,9 +567,6 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 	var wg sync.WaitGroup
 	var emu sync.Mutex
 	all := append(append([]*session(nil), c.lockSs...), waits...)
-	if c.registry != nil {
-		all = append(all, c.registry)
-	}
 	for _, s := range all {
 		if s == nil {
 			// A Start that failed part-way left later sessions unmade.

@@ -8,25 +8,50 @@
 // # Sessions
 //
 // A Coordinator owns its connections; none of them is ever in a pool, since
-// a pooled connection would carry its session locks to the next borrower:
+// a pooled connection would carry its session locks to the next borrower.
+// It uses at most Config.MaxSessions of them (the session budget, default
+// 4): two while idle or holding any number of locks taken without a wait,
+// at most four however many goroutines wait on however many names.
 //
 //   - the control session runs the heartbeat, writes the member row and
 //     holds the member lock (a two-int advisory lock, a key space that never
-//     meets lock keys) that makes a second live member with the same id fail;
-//   - the registry session records each new name in pgcoord.locks; it holds
-//     no lock, so a slow or cancelled insert costs no hold;
-//   - a few lock sessions (Config.LockSessions, default 4) hold the locks
-//     taken without waiting; many locks share each, a name always on the
-//     same one, and all but the first open on first use. NoWait is one round trip
+//     meets lock keys) that makes a second live member with the same id
+//     fail. It also records each new name in pgcoord.locks and fencing
+//     tokens in pgcoord.fences, and serves the waits beyond the budget
+//     (below). It never holds a named lock, so its statements run detached
+//     from their caller's context: a cancelled statement would close it;
+//   - lock sessions (Config.LockSessions, default 1) hold the locks taken
+//     without a server-side wait, any number on each; concurrent tries and
+//     unlocks on one session share a round trip. NoWait is one round trip
 //     (pg_try_advisory_lock and the fencing token together);
-//   - wait sessions (at most Config.MaxWaitSessions) wait on the server with
-//     pg_advisory_lock for one contended lock each, and then hold it. The
-//     server wakes them as soon as the holder releases or dies, in FIFO
-//     order, with no polling. They wait in slices of at most a second
-//     (lock_timeout), so no waiter holds a snapshot open long enough to hold
-//     back VACUUM or CREATE INDEX CONCURRENTLY. A wait session holds no other
-//     lock, so cancelling a wait (pgx closes the connection) costs nobody a
-//     hold.
+//   - wait sessions, as many as the budget leaves (two by default), wait on
+//     the server with pg_advisory_lock for one contended lock each, and
+//     then hold it. The server wakes them as soon as the holder releases or
+//     dies, in FIFO order, with no polling. They wait in slices of at most
+//     a second (lock_timeout), so no waiter holds a snapshot open long
+//     enough to hold back VACUUM or CREATE INDEX CONCURRENTLY. A wait
+//     session holds no other lock, so cancelling a wait (pgx closes the
+//     connection) costs nobody a hold. Unused, they close after a few
+//     seconds;
+//   - waits beyond the budget cost no backend. For each such key the
+//     control session holds a shared lock on a wait marker (the two-int key
+//     made of the key's two halves); an unlock that finds a marker taken
+//     sends NOTIFY pgcoord_free with the key, so releases nobody waits for
+//     cost nothing extra. The control session LISTENs and, while such waits
+//     are pending and it has nothing else to do, waits for notifications
+//     (idle on the server: no snapshot). A holder that dies without a word
+//     sends no NOTIFY: every 100 ms one statement tries every key the
+//     coordinator's far waits want (each held for that statement only) and
+//     wakes those that are free. A woken wait tries its lock on a lock
+//     session, and moves to a wait session when one frees up. Cancelling
+//     one drops its marker at the next round and costs the others nothing.
+//
+// Before opening any session beyond its first two, a coordinator checks the
+// server's free connection slots and leaves Config.ConnectionHeadroom of them
+// (default 10% of max_connections less the reserved slots); a session it
+// does not open, or the server refuses with "too many clients"
+// (ErrTooManyConnections), is simply done without: locks go on the lock
+// session that is open and waits go beyond the budget.
 //
 // PostgreSQL session locks are reentrant, so exclusion between Locks of one
 // process is done in-process, per name: at most one Lock per name is

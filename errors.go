@@ -53,4 +53,11 @@ var (
 	// such as PgBouncer in transaction mode): session advisory locks would
 	// not be locks there.
 	ErrSessionLocksUnsupported = errors.New("pgcoord: session advisory locks unsupported on this connection")
+	// ErrTooManyConnections is wrapped by the error of a session the server
+	// refused for want of connection slots (SQLSTATE 53300, "too many
+	// clients"), or that the coordinator did not open because it would have
+	// left fewer than Config.ConnectionHeadroom slots free. Start returns it
+	// when it cannot open its first two sessions; past Start the coordinator
+	// carries on with the sessions it has (waits go beyond the budget).
+	ErrTooManyConnections = errors.New("pgcoord: too many connections")
 )

@@ -91,20 +91,31 @@ func (c *Coordinator) beat(ctx context.Context, control bool) error {
 			s.check(ctx)
 		}()
 	}
+	c.waits.reap()
 	var err error
+	busy := false
 	if control {
-		err = c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-			n, err := c.q.Heartbeat(ctx, conn, c.memberID)
-			if err == nil && n == 0 {
-				// The row was deleted or marked stopped by hand: write it
-				// back, since other members judge liveness by it.
-				return c.registerMemberLocked(ctx, conn, false)
-			}
-			return err
-		})
+		if lerr := c.control.lock(ctx); lerr != nil {
+			// Another statement (a name's registration, a fencing token
+			// waiting for an application transaction) has the control
+			// session for the whole beat: it is bounded by opTimeout, and
+			// a session it found broken is reconnected by the next beat.
+			busy = true
+		} else {
+			err = c.control.doLocked(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+				n, err := c.q.Heartbeat(ctx, conn, c.memberID)
+				if err == nil && n == 0 {
+					// The row was deleted or marked stopped by hand: write
+					// it back, since other members judge liveness by it.
+					return c.registerMemberLocked(ctx, conn, false)
+				}
+				return err
+			})
+			c.control.unlock()
+		}
 	}
 	wg.Wait()
-	if !control {
+	if !control || busy {
 		return nil
 	}
 	if err != nil {

@@ -365,10 +365,11 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, lost cha
 }
 
 // advanceFence records h's token in pgcoord.fences (Config.Fencing). It
-// runs on the registry session, which holds no lock: it may wait for an
+// runs on the control session, which holds no named lock, detached from
+// ctx (a cancelled statement would close that session): it may wait for an
 // application transaction that guarded a write with the previous token.
 func (c *Coordinator) advanceFence(ctx context.Context, h *hold) error {
-	err := c.registry.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		return c.q.AdvanceFence(ctx, conn, db.AdvanceFenceParams{Key: h.key, Token: h.token})
 	})
 	if err != nil {
@@ -401,10 +402,17 @@ func (c *Coordinator) stoppedOr(err error) error {
 // try takes h's key on its lock session in one round trip, without
 // waiting: (true, nil) when granted, with h recorded on the session.
 func (c *Coordinator) try(ctx context.Context, h *hold) (bool, error) {
-	s := c.lockSs[uint64(h.key)%uint64(len(c.lockSs))]
+	s := c.lockSession(h.key)
 	op := &h.op
 	op.h, op.unlock = h, false
 	s.run(op)
+	if errors.Is(op.err, ErrTooManyConnections) && s != c.lockSs[0] {
+		// The server is short of connection slots: carry on with the
+		// lock session that is open.
+		c.lockRefused.mark()
+		s = c.lockSs[0]
+		s.run(op)
+	}
 	if op.err != nil || op.token == 0 {
 		return false, op.err
 	}
@@ -412,15 +420,30 @@ func (c *Coordinator) try(ctx context.Context, h *hold) (bool, error) {
 	return true, nil
 }
 
+// lockSession returns the lock session for key: always the same one while
+// it can be open, so that a name's unlock and its next try in this process
+// queue on one session in order. A session that is not open while sessions
+// were refused lately (connection slots short) is passed over for the
+// first, which Start opened: a try there may find the name still held by
+// an unlock queued elsewhere (Config.AsyncRelease), and then just waits.
+func (c *Coordinator) lockSession(key int64) *session {
+	s := c.lockSs[uint64(key)%uint64(len(c.lockSs))]
+	if s != c.lockSs[0] && s.raw.Load() == nil && c.lockRefused.recent() {
+		return c.lockSs[0]
+	}
+	return s
+}
+
 // register makes sure l's name owns its key in the registry. It runs on the
-// registry session, which holds no lock: an insert stalled behind a table
-// lock, or cancelled by the caller, costs no hold anything.
+// control session, which holds no named lock, detached from ctx: an insert
+// stalled behind a table lock, or given up by its caller, costs no hold
+// anything.
 func (c *Coordinator) register(ctx context.Context, l *Lock) error {
 	if c.names.known(l.key, l.full) {
 		return nil
 	}
 	var got string
-	err := c.registry.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		var err error
 		for range 3 {
 			got, err = c.q.RegisterLockName(ctx, conn, db.RegisterLockNameParams{Key: l.key, Name: l.full})

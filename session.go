@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -17,7 +18,10 @@ import (
 type sessionKind int
 
 const (
-	// sessionControl runs the heartbeat, the member row and holds the member lock.
+	// sessionControl runs the heartbeat, the member row and holds the member
+	// lock. It also registers lock names, records fencing tokens, and
+	// serves the waits beyond the session budget (LISTEN, wait markers,
+	// the check for dead holders): it never holds a named lock.
 	sessionControl sessionKind = iota
 	// sessionLock holds the locks taken without a server-side wait; many per session.
 	sessionLock
@@ -25,14 +29,11 @@ const (
 	// it. It never holds any other lock, so cancelling its wait (pgx closes
 	// the connection on cancel) costs nobody a hold.
 	sessionWait
-	// sessionRegistry registers new lock names in pgcoord.locks. It holds
-	// no lock, so its statements may be cancelled or stall harmlessly.
-	sessionRegistry
 )
 
 // String names the kind in logs and errors.
 func (k sessionKind) String() string {
-	return [...]string{"control", "lock", "wait", "registry"}[k]
+	return [...]string{"control", "lock", "wait"}[k]
 }
 
 // session is one dedicated connection owned by the coordinator, never part of
@@ -65,6 +66,21 @@ type session struct {
 	bmu   sync.Mutex
 	batch batchQueue
 
+	// listenMu guards listening, set while the control session waits for
+	// a notification (see farWaits) with a read deadline on its socket.
+	// Whoever wants the session meanwhile moves that deadline to now, which
+	// ends the wait (a timeout leaves a pgx connection usable); outside
+	// the wait nobody may touch the deadline, or a statement would fail.
+	listenMu  sync.Mutex
+	listening bool
+	// wanted counts goroutines waiting for sem of a control session; the
+	// listener does not start a wait while it is non-zero.
+	wanted atomic.Int32
+
+	// idleSince is when the wait pool last put this session aside unused
+	// (monoNow); guarded by the pool's mu.
+	idleSince int64
+
 	// heard is when the last statement that succeeded on this connection
 	// was sent (nanoseconds on the process's monotonic clock). The server
 	// cannot have started counting the session idle before then, so a lease
@@ -87,6 +103,13 @@ func (s *session) lock(ctx context.Context) error {
 		return nil
 	default:
 	}
+	if s.kind == sessionControl {
+		// The holder may be the listener, waiting for a notification for
+		// as long as nobody else needs the session: end its wait.
+		s.wanted.Add(1)
+		defer s.wanted.Add(-1)
+		s.interrupt()
+	}
 	select {
 	case s.sem <- struct{}{}:
 		return nil
@@ -96,6 +119,33 @@ func (s *session) lock(ctx context.Context) error {
 }
 
 func (s *session) unlock() { <-s.sem }
+
+// interrupt ends the listener's wait for a notification, if one is under
+// way (see listenMu).
+func (s *session) interrupt() {
+	s.listenMu.Lock()
+	defer s.listenMu.Unlock()
+	if s.listening {
+		if r := s.raw.Load(); r != nil {
+			_ = r.SetReadDeadline(time.Now())
+		}
+	}
+}
+
+// detached runs fn on the session without letting ctx cancel the statement:
+// on the control session a cancelled statement would close the connection
+// and with it the member lock. The caller stops waiting when ctx ends; the
+// statement runs on to its end, bounded by opTimeout.
+func (s *session) detached(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	done := make(chan error, 1)
+	go func() { done <- s.do(context.WithoutCancel(ctx), fn) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // opTimeout bounds one statement on a session when the caller's ctx has no
 // deadline, so a black-holed connection cannot hang an Acquire or Release.
@@ -217,13 +267,27 @@ func (s *session) connect(ctx context.Context) error {
 
 // dial opens the connection; called with sem held.
 func (s *session) dial(ctx context.Context) error {
-	conn, err := s.c.hooks.dial(ctx, s.c.connConfig, s.c.sessionTag)
+	if err := s.c.admit(ctx, s); err != nil {
+		return err
+	}
+	base := s.c.connConfig
+	if s.kind == sessionControl {
+		// Notifications arrive during any statement on the session, not
+		// only while the listener waits for one.
+		base = base.Copy()
+		base.OnNotification = s.c.far.notified
+	}
+	conn, err := s.c.hooks.dial(ctx, base, s.c.sessionTag)
 	if err != nil {
 		// pgconn's errors name host, user and database, never the password.
+		err = tooManyConnections(err)
+		if errors.Is(err, ErrTooManyConnections) {
+			s.c.stats.refusedSessions.Add(1)
+		}
 		return fmt.Errorf("pgcoord: connecting %s session: %w", s.kind, err)
 	}
 	pid, err := s.c.q.BackendPID(ctx, simpleProtocol{conn})
-	if err == nil && s.kind != sessionRegistry {
+	if err == nil {
 		// The control session too: after a partition its old server session
 		// must not keep the member lock (and so block the reconnect) for
 		// as long as TCP takes to give up.
@@ -233,7 +297,7 @@ func (s *session) dial(ctx context.Context) error {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return fmt.Errorf("pgcoord: preparing %s session: %w", s.kind, err)
 	}
-	if s.gonePID != 0 && s.gonePID != pid && s.kind != sessionRegistry {
+	if s.gonePID != 0 && s.gonePID != pid {
 		s.awaitGone(ctx, conn, s.gonePID)
 	}
 	s.gonePID = 0

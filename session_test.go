@@ -35,7 +35,7 @@ func TestLockSessionsOpenOnFirstUse(t *testing.T) {
 		require.Equal(t, l.Key(), serverLockKeyOn(t, c.lockSs[slot].backendPID, l.Key()))
 		held = append(held, l)
 	}
-	require.Equal(t, 2+len(c.lockSs), backends(), "control, registry and every lock session")
+	require.Equal(t, 1+len(c.lockSs), backends(), "control and every lock session (names register on the control session)")
 	for _, l := range held {
 		require.NoError(t, l.Release(ctx(t)))
 	}

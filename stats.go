@@ -23,31 +23,42 @@ type Stats struct {
 	Lost uint64
 	// Reconnects counts successful reconnects of the control session.
 	Reconnects uint64
+	// WaitsBeyondBudget counts waits that had no wait session to wait on
+	// (see Config.MaxSessions) and were woken by a notification or the
+	// dead-holder check instead.
+	WaitsBeyondBudget uint64
+	// RefusedSessions counts sessions not opened for want of connection
+	// slots (see Config.ConnectionHeadroom and ErrTooManyConnections).
+	RefusedSessions uint64
 	// Active is IsActive().
 	Active bool
 }
 
 // coordStats holds the counters behind Stats.
 type coordStats struct {
-	held       atomic.Int64
-	acquired   atomic.Uint64
-	busy       atomic.Uint64
-	waited     atomic.Uint64
-	waitNanos  atomic.Int64
-	lost       atomic.Uint64
-	reconnects atomic.Uint64
+	held            atomic.Int64
+	acquired        atomic.Uint64
+	busy            atomic.Uint64
+	waited          atomic.Uint64
+	waitNanos       atomic.Int64
+	lost            atomic.Uint64
+	reconnects      atomic.Uint64
+	farWaits        atomic.Uint64
+	refusedSessions atomic.Uint64
 }
 
 // Stats returns the coordinator's counters.
 func (c *Coordinator) Stats() Stats {
 	return Stats{
-		Held:       c.stats.held.Load(),
-		Acquired:   c.stats.acquired.Load(),
-		Busy:       c.stats.busy.Load(),
-		Waited:     c.stats.waited.Load(),
-		WaitTime:   time.Duration(c.stats.waitNanos.Load()),
-		Lost:       c.stats.lost.Load(),
-		Reconnects: c.stats.reconnects.Load(),
-		Active:     c.IsActive(),
+		Held:              c.stats.held.Load(),
+		Acquired:          c.stats.acquired.Load(),
+		Busy:              c.stats.busy.Load(),
+		Waited:            c.stats.waited.Load(),
+		WaitTime:          time.Duration(c.stats.waitNanos.Load()),
+		Lost:              c.stats.lost.Load(),
+		Reconnects:        c.stats.reconnects.Load(),
+		WaitsBeyondBudget: c.stats.farWaits.Load(),
+		RefusedSessions:   c.stats.refusedSessions.Load(),
+		Active:            c.IsActive(),
 	}
 }

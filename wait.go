@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -29,6 +30,9 @@ type waitPool struct {
 	mu   sync.Mutex
 	idle []*session
 	used map[*session]struct{}
+	// refused remembers a wait session refused for want of connection
+	// slots: waits go beyond the budget for a while instead.
+	refused refusal
 	// closing counts sessions being closed in the background; Stop waits
 	// for them so that no connection outlives it.
 	closing sync.WaitGroup
@@ -43,22 +47,22 @@ func (p *waitPool) init(c *Coordinator, max int) {
 	p.used = map[*session]struct{}{}
 }
 
-// get returns a wait session, waiting up to within for a free slot if
-// MaxWaitSessions are in use; (nil, nil) when none freed up in time.
-func (p *waitPool) get(ctx context.Context, within time.Duration) (*session, error) {
+// tryGet returns a wait session if the budget has one free now; nil when
+// all MaxWaitSessions are in use, or none is open and one was refused for
+// want of connection slots lately.
+func (p *waitPool) tryGet() (*session, error) {
 	select {
 	case p.slots <- struct{}{}:
+		return p.take()
 	default:
-		timer := time.NewTimer(within)
-		defer timer.Stop()
-		select {
-		case p.slots <- struct{}{}:
-		case <-timer.C:
-			return nil, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return nil, nil
 	}
+}
+
+// take returns a wait session for a slot the caller has taken; nil (and
+// the slot given back) when a new one would be needed and sessions were
+// refused lately.
+func (p *waitPool) take() (*session, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stopped {
@@ -69,6 +73,9 @@ func (p *waitPool) get(ctx context.Context, within time.Duration) (*session, err
 	if n := len(p.idle); n > 0 {
 		s = p.idle[n-1]
 		p.idle = p.idle[:n-1]
+	} else if p.refused.recent() {
+		<-p.slots
+		return nil, nil
 	} else {
 		s = newSession(p.c, sessionWait)
 	}
@@ -93,6 +100,7 @@ func (p *waitPool) put(s *session, reuse bool) {
 	}
 	keep := reuse && len(p.idle) < maxIdleWaitSessions
 	if keep {
+		s.idleSince = monoNow()
 		p.idle = append(p.idle, s)
 	} else {
 		// Added under mu, before stop can set stopped: Stop's Wait sees it.
@@ -105,6 +113,40 @@ func (p *waitPool) put(s *session, reuse bool) {
 			defer p.closing.Done()
 			// Not under the caller's locks: close takes the session's sem,
 			// which the caller may hold (a break found mid-statement).
+			_ = s.close(context.Background(), ErrLockLost)
+		}()
+	}
+}
+
+// idleWaitSessionMax is how long a wait session stays open unused: after
+// contention the coordinator goes back to its two sessions (see
+// Config.MaxSessions).
+const idleWaitSessionMax = 5 * time.Second
+
+// reap closes the wait sessions unused for idleWaitSessionMax (the
+// heartbeat calls it).
+func (p *waitPool) reap() {
+	p.mu.Lock()
+	if p.stopped {
+		p.mu.Unlock()
+		return
+	}
+	kept := p.idle[:0]
+	var old []*session
+	for _, s := range p.idle {
+		if time.Duration(monoNow()-s.idleSince) > idleWaitSessionMax {
+			old = append(old, s)
+		} else {
+			kept = append(kept, s)
+		}
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	p.closing.Add(len(old))
+	p.mu.Unlock()
+	for _, s := range old {
+		go func() {
+			defer p.closing.Done()
 			_ = s.close(context.Background(), ErrLockLost)
 		}()
 	}
@@ -129,43 +171,73 @@ func (p *waitPool) all() []*session {
 	return out
 }
 
-// slotPoll is how often a waiter queued for a wait session (all
-// MaxWaitSessions in use) tries its lock without waiting.
-const slotPoll = 100 * time.Millisecond
-
-// waitSession gets a wait session for h. While all MaxWaitSessions are in
-// use it tries the lock on a lock session every slotPoll, so a lock freed
-// meanwhile is taken (then it returns nil and h is held), and it gives up
-// at deadline (nil, nil). This polling is the degraded mode of a coordinator
-// with too many waited-for locks held at once; raise MaxWaitSessions to
-// avoid it.
-func (c *Coordinator) waitSession(ctx context.Context, h *hold, deadline time.Time) (*session, error) {
+// wait waits for h's key until granted (true), deadline passes (false,
+// nil) or ctx ends (false, ctx.Err()): on a wait session while the budget
+// has one, else beyond the budget (waitFar) until one frees up.
+func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bool, error) {
+	s, err := c.waits.tryGet()
 	for {
-		within := slotPoll
-		if !deadline.IsZero() {
-			left := time.Until(deadline)
-			if left <= 0 {
-				return nil, nil
-			}
-			within = min(within, left)
+		if err != nil {
+			return false, err
 		}
-		s, err := c.waits.get(ctx, within)
-		if s != nil || err != nil {
-			return s, err
+		if s == nil {
+			ok, moved, ferr := c.waitFar(ctx, h, deadline)
+			if !moved {
+				return ok, ferr
+			}
+			s, err = c.waits.take()
+			continue
+		}
+		ok, err := c.waitOn(ctx, s, h, deadline)
+		if !errors.Is(err, ErrTooManyConnections) || ctx.Err() != nil {
+			return ok, err
+		}
+		// The session could not be opened: the server is short of
+		// connection slots. Wait beyond the budget instead.
+		c.waits.refused.mark()
+		s, err = nil, nil
+	}
+}
+
+// waitFar waits for h's key without a session of its own (see farWaits):
+// woken by a release's NOTIFY or the dead-holder check, it tries the lock
+// on a lock session. It returns moved when a wait session came free first
+// (its slot is taken: the caller takes the session), so that the wait goes
+// on in the server's FIFO queue.
+func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time) (ok, moved bool, err error) {
+	c.stats.farWaits.Add(1)
+	wake := c.far.add(h.key)
+	defer c.far.remove(h.key, wake)
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		// No try first: the listener checks a key as soon as its marker
+		// is taken, and wakes the wait if the lock is free by then.
+		slots := c.waits.slots
+		if c.waits.refused.recent() {
+			slots = nil
+		}
+		select {
+		case <-wake:
+		case slots <- struct{}{}:
+			return false, true, nil
+		case <-timeout:
+			return false, false, nil
+		case <-ctx.Done():
+			return false, false, ctx.Err()
 		}
 		if ok, err := c.try(ctx, h); ok || err != nil {
-			return nil, err
+			return ok, false, err
 		}
 	}
 }
 
-// wait waits on the server for h's key on a wait session until granted
-// (true), deadline passes (false, nil) or ctx ends (false, ctx.Err()).
-func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bool, error) {
-	s, err := c.waitSession(ctx, h, deadline)
-	if s == nil {
-		return h.token != 0, err
-	}
+// waitOn waits on the server for h's key on the wait session s.
+func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline time.Time) (bool, error) {
 	for {
 		slice := waitSlice
 		if !deadline.IsZero() {

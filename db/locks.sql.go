@@ -61,6 +61,44 @@ func (q *Queries) BoundSession(ctx context.Context, db DBTX, timeoutMs string) e
 	return err
 }
 
+const FreeConnections = `-- name: FreeConnections :one
+SELECT (current_setting('max_connections')::integer
+        - current_setting('superuser_reserved_connections')::integer
+        - coalesce(current_setting('reserved_connections', true)::integer, 0))::integer AS usable,
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity
+        WHERE backend_type = 'client backend')::integer AS used
+`
+
+type FreeConnectionsRow struct {
+	Usable int32
+	Used   int32
+}
+
+// Connection slots a new ordinary session may still take: max_connections
+// less the reserved slots and the client backends connected now.
+func (q *Queries) FreeConnections(ctx context.Context, db DBTX) (FreeConnectionsRow, error) {
+	row := db.QueryRow(ctx, FreeConnections)
+	var i FreeConnectionsRow
+	err := row.Scan(&i.Usable, &i.Used)
+	return i, err
+}
+
+const FreeKeys = `-- name: FreeKeys :one
+SELECT coalesce(array_agg(k), '{}')::bigint[] AS free
+FROM unnest($1::bigint[]) AS k
+WHERE pg_try_advisory_xact_lock(k)
+`
+
+// Which of keys nobody holds now: each is tried and, when free, held only
+// until the statement ends. This is the one statement a coordinator runs
+// each check to find locks whose holder died without a release (no NOTIFY).
+func (q *Queries) FreeKeys(ctx context.Context, db DBTX, keys []int64) ([]int64, error) {
+	row := db.QueryRow(ctx, FreeKeys, keys)
+	var free []int64
+	err := row.Scan(&free)
+	return free, err
+}
+
 const ListHeldLocks = `-- name: ListHeldLocks :many
 SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS mode,
        coalesce(h.member_id, '')::text AS member_id, h.granted::boolean AS granted,
@@ -107,6 +145,16 @@ func (q *Queries) ListHeldLocks(ctx context.Context, db DBTX) ([]ListHeldLocksRo
 	return items, nil
 }
 
+const Listen = `-- name: Listen :exec
+LISTEN pgcoord_free
+`
+
+// Releases of keys with a wait marker notify this channel (see Unlock).
+func (q *Queries) Listen(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, Listen)
+	return err
+}
+
 const LockKey = `-- name: LockKey :one
 SELECT pgcoord.lock_key($1::text)::bigint AS key
 `
@@ -116,6 +164,18 @@ func (q *Queries) LockKey(ctx context.Context, db DBTX, name string) (int64, err
 	var key int64
 	err := row.Scan(&key)
 	return key, err
+}
+
+const LockWaitMarkers = `-- name: LockWaitMarkers :exec
+SELECT pg_advisory_lock_shared((k >> 32)::integer, k::bit(32)::integer)
+FROM unnest($1::bigint[]) AS k
+`
+
+// Takes a shared lock on the wait marker of each key: a release of the key
+// then notifies (see Unlock). Many waiters may hold one marker.
+func (q *Queries) LockWaitMarkers(ctx context.Context, db DBTX, keys []int64) error {
+	_, err := db.Exec(ctx, LockWaitMarkers, keys)
+	return err
 }
 
 const RegisterLockName = `-- name: RegisterLockName :one
@@ -159,10 +219,30 @@ func (q *Queries) TryLock(ctx context.Context, db DBTX, key int64) (int64, error
 	return token, err
 }
 
-const Unlock = `-- name: Unlock :one
-SELECT pg_advisory_unlock($1::bigint) AS released
+const Unlisten = `-- name: Unlisten :exec
+UNLISTEN pgcoord_free
 `
 
+func (q *Queries) Unlisten(ctx context.Context, db DBTX) error {
+	_, err := db.Exec(ctx, Unlisten)
+	return err
+}
+
+const Unlock = `-- name: Unlock :one
+SELECT (CASE
+    WHEN NOT pg_advisory_unlock($1::bigint) THEN false
+    WHEN pg_try_advisory_xact_lock(($1::bigint >> 32)::integer, $1::bigint::bit(32)::integer) THEN true
+    ELSE (SELECT true FROM pg_notify('pgcoord_free', $1::bigint::text))
+END)::boolean AS released
+`
+
+// Releases key and, only when someone waits for it beyond their session
+// budget (a shared lock on its wait marker, the two-int key (key >> 32,
+// low 32 bits of key), is held), sends NOTIFY pgcoord_free with the key.
+// The marker try is an exclusive transaction-level lock, so it fails while
+// any waiter holds the marker and is gone when the statement ends. CASE
+// fixes the order: unlock, then the marker, then the notify (a scalar
+// subquery is evaluated only when its branch is reached).
 func (q *Queries) Unlock(ctx context.Context, db DBTX, key int64) (bool, error) {
 	row := db.QueryRow(ctx, Unlock, key)
 	var released bool
@@ -176,6 +256,16 @@ SELECT pg_advisory_unlock_all()
 
 func (q *Queries) UnlockAll(ctx context.Context, db DBTX) error {
 	_, err := db.Exec(ctx, UnlockAll)
+	return err
+}
+
+const UnlockWaitMarkers = `-- name: UnlockWaitMarkers :exec
+SELECT pg_advisory_unlock_shared((k >> 32)::integer, k::bit(32)::integer)
+FROM unnest($1::bigint[]) AS k
+`
+
+func (q *Queries) UnlockWaitMarkers(ctx context.Context, db DBTX, keys []int64) error {
+	_, err := db.Exec(ctx, UnlockWaitMarkers, keys)
 	return err
 }
 

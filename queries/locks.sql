@@ -9,7 +9,52 @@ SELECT (CASE WHEN pg_try_advisory_lock(sqlc.arg(key)::bigint)
 SELECT pgcoord.wait_lock(sqlc.arg(key)::bigint, sqlc.arg(timeout_ms)::integer)::bigint AS token;
 
 -- name: Unlock :one
-SELECT pg_advisory_unlock(sqlc.arg(key)::bigint) AS released;
+-- Releases key and, only when someone waits for it beyond their session
+-- budget (a shared lock on its wait marker, the two-int key (key >> 32,
+-- low 32 bits of key), is held), sends NOTIFY pgcoord_free with the key.
+-- The marker try is an exclusive transaction-level lock, so it fails while
+-- any waiter holds the marker and is gone when the statement ends. CASE
+-- fixes the order: unlock, then the marker, then the notify (a scalar
+-- subquery is evaluated only when its branch is reached).
+SELECT (CASE
+    WHEN NOT pg_advisory_unlock(sqlc.arg(key)::bigint) THEN false
+    WHEN pg_try_advisory_xact_lock((sqlc.arg(key)::bigint >> 32)::integer, sqlc.arg(key)::bigint::bit(32)::integer) THEN true
+    ELSE (SELECT true FROM pg_notify('pgcoord_free', sqlc.arg(key)::bigint::text))
+END)::boolean AS released;
+
+-- name: Listen :exec
+-- Releases of keys with a wait marker notify this channel (see Unlock).
+LISTEN pgcoord_free;
+
+-- name: Unlisten :exec
+UNLISTEN pgcoord_free;
+
+-- name: LockWaitMarkers :exec
+-- Takes a shared lock on the wait marker of each key: a release of the key
+-- then notifies (see Unlock). Many waiters may hold one marker.
+SELECT pg_advisory_lock_shared((k >> 32)::integer, k::bit(32)::integer)
+FROM unnest(sqlc.arg(keys)::bigint[]) AS k;
+
+-- name: UnlockWaitMarkers :exec
+SELECT pg_advisory_unlock_shared((k >> 32)::integer, k::bit(32)::integer)
+FROM unnest(sqlc.arg(keys)::bigint[]) AS k;
+
+-- name: FreeKeys :one
+-- Which of keys nobody holds now: each is tried and, when free, held only
+-- until the statement ends. This is the one statement a coordinator runs
+-- each check to find locks whose holder died without a release (no NOTIFY).
+SELECT coalesce(array_agg(k), '{}')::bigint[] AS free
+FROM unnest(sqlc.arg(keys)::bigint[]) AS k
+WHERE pg_try_advisory_xact_lock(k);
+
+-- name: FreeConnections :one
+-- Connection slots a new ordinary session may still take: max_connections
+-- less the reserved slots and the client backends connected now.
+SELECT (current_setting('max_connections')::integer
+        - current_setting('superuser_reserved_connections')::integer
+        - coalesce(current_setting('reserved_connections', true)::integer, 0))::integer AS usable,
+       (SELECT count(*) FROM pg_catalog.pg_stat_activity
+        WHERE backend_type = 'client backend')::integer AS used;
 
 -- name: BackendHoldsLocks :one
 -- Whether a backend still holds advisory locks: a session's old backend

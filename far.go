@@ -1,0 +1,303 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// farCheck is how often a coordinator with waits beyond its budget checks,
+// in one statement, whether any of the locks they want is free: a holder
+// that died (SIGKILL, a terminated backend) released its locks without the
+// NOTIFY of an unlock, and this is what notices.
+const farCheck = 100 * time.Millisecond
+
+// farWaits serves the waits beyond the session budget: waits with no wait
+// session of their own. One mechanism per coordinator wakes them, on the
+// control session it already has:
+//
+//   - for each key waited for, the control session holds a shared lock on
+//     the key's wait marker (a two-int advisory key). An unlock finds the
+//     marker taken and then, only then, sends NOTIFY pgcoord_free with the
+//     key (see the Unlock query), so releases nobody waits for cost nothing;
+//   - the control session LISTENs on pgcoord_free and, while waits are
+//     pending and nobody else needs the session, waits for notifications
+//     (an idle session holds no snapshot);
+//   - every farCheck, one statement tries every key waited for (a lock
+//     held for the statement only) and wakes the waits on the free ones.
+//
+// A woken wait tries its lock on a lock session; if someone else was
+// quicker it waits again. The local table lets one goroutine per key wait
+// on the server, so there is one entry per key here. Cancelling a wait
+// removes its entry (the marker goes at the next round) and costs the other
+// waits nothing.
+type farWaits struct {
+	c *Coordinator
+
+	mu sync.Mutex
+	// waiting maps key -> the wake channel (capacity 1) of its wait.
+	waiting map[int64]chan struct{}
+	// changed is set when waiting changed since the listener last looked.
+	changed atomic.Bool
+	// kick wakes an idle listener (capacity 1).
+	kick chan struct{}
+
+	// The fields below belong to the listener goroutine.
+	// conn is the control connection on which armed's markers are held and
+	// LISTEN was run; a new connection has neither.
+	conn  *pgx.Conn
+	armed map[int64]bool
+	// nextCheck is when the next dead-holder check is due (monoNow).
+	nextCheck int64
+
+	done chan struct{}
+}
+
+func (f *farWaits) init(c *Coordinator) {
+	f.c = c
+	f.waiting = map[int64]chan struct{}{}
+	f.armed = map[int64]bool{}
+	f.kick = make(chan struct{}, 1)
+}
+
+// add registers a wait for key and returns its wake channel.
+func (f *farWaits) add(key int64) chan struct{} {
+	wake := make(chan struct{}, 1)
+	f.mu.Lock()
+	f.waiting[key] = wake
+	f.mu.Unlock()
+	f.poke()
+	return wake
+}
+
+// remove ends the wait for key registered as wake.
+func (f *farWaits) remove(key int64, wake chan struct{}) {
+	f.mu.Lock()
+	if f.waiting[key] == wake {
+		delete(f.waiting, key)
+	}
+	f.mu.Unlock()
+	f.poke()
+}
+
+// poke tells the listener that the waits changed.
+func (f *farWaits) poke() {
+	f.changed.Store(true)
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
+	f.c.control.interrupt()
+}
+
+// notified is the control session's OnNotification: it wakes the wait for
+// the released key, if this coordinator has one. It runs inside pgx's read
+// of the connection, so it only signals.
+func (f *farWaits) notified(_ *pgconn.PgConn, n *pgconn.Notification) {
+	if n.Channel != "pgcoord_free" {
+		return
+	}
+	key, err := strconv.ParseInt(n.Payload, 10, 64)
+	if err != nil {
+		return
+	}
+	f.mu.Lock()
+	wake := f.waiting[key]
+	f.mu.Unlock()
+	signal(wake)
+}
+
+// signal sends on a wake channel without blocking (nil: nothing).
+func signal(wake chan struct{}) {
+	if wake == nil {
+		return
+	}
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
+// wakeAll wakes every wait: when the control session cannot serve them,
+// each tries its lock every farCheck instead.
+func (f *farWaits) wakeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, wake := range f.waiting {
+		signal(wake)
+	}
+}
+
+// snapshot returns the keys waited for now.
+func (f *farWaits) snapshot() map[int64]bool {
+	f.changed.Store(false)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keys := make(map[int64]bool, len(f.waiting))
+	for k := range f.waiting {
+		keys[k] = true
+	}
+	return keys
+}
+
+// loop is the listener: it runs from Start to Stop, and uses the control
+// session only while waits beyond the budget are pending (or their markers
+// are still to be dropped).
+func (f *farWaits) loop() {
+	defer close(f.done)
+	ctx := f.c.runCtx
+	for {
+		if f.idle() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-f.kick:
+				continue
+			}
+		}
+		err := f.c.control.do(ctx, f.serve)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			// The control session is down (reconnecting): the waits try
+			// their locks themselves every farCheck until it is back.
+			if f.conn != nil && f.conn.IsClosed() {
+				f.conn, f.armed = nil, map[int64]bool{}
+			}
+			f.wakeAll()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(farCheck):
+			}
+		}
+	}
+}
+
+// idle reports whether the listener has nothing to do.
+func (f *farWaits) idle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.waiting) == 0 && (len(f.armed) == 0 || f.conn == nil)
+}
+
+// serve runs one round on the control session (sem held): it brings the
+// markers in line with the waits, runs the dead-holder check when due, and
+// then waits for a notification until the next check, a change in the
+// waits, or someone else wanting the session.
+func (f *farWaits) serve(ctx context.Context, conn *pgx.Conn) error {
+	c := f.c
+	if conn != f.conn {
+		// A new connection: its markers and LISTEN are gone, and releases
+		// may have gone unnoticed meanwhile: check every key at once.
+		f.armed = map[int64]bool{}
+		f.conn = nil
+		if err := c.q.Listen(ctx, conn); err != nil {
+			return err
+		}
+		f.conn = conn
+		f.nextCheck = 0
+	}
+	want := f.snapshot()
+	var arm, disarm []int64
+	for k := range want {
+		if !f.armed[k] {
+			arm = append(arm, k)
+		}
+	}
+	for k := range f.armed {
+		if !want[k] {
+			disarm = append(disarm, k)
+		}
+	}
+	if len(disarm) > 0 {
+		if err := c.q.UnlockWaitMarkers(ctx, conn, disarm); err != nil {
+			return err
+		}
+		for _, k := range disarm {
+			delete(f.armed, k)
+		}
+	}
+	check := arm
+	if len(arm) > 0 {
+		if err := c.q.LockWaitMarkers(ctx, conn, arm); err != nil {
+			return err
+		}
+		for _, k := range arm {
+			f.armed[k] = true
+		}
+	}
+	now := monoNow()
+	if now >= f.nextCheck {
+		check = check[:0]
+		for k := range f.armed {
+			check = append(check, k)
+		}
+		f.nextCheck = now + int64(farCheck)
+	}
+	// A newly marked key is checked at once: its lock may have been
+	// released after its wait's try and before the marker was there, with
+	// no NOTIFY.
+	if len(check) > 0 {
+		free, err := c.q.FreeKeys(ctx, conn, check)
+		if err != nil {
+			return err
+		}
+		f.mu.Lock()
+		for _, k := range free {
+			signal(f.waiting[k])
+		}
+		f.mu.Unlock()
+	}
+	if len(f.armed) == 0 {
+		if len(disarm) > 0 {
+			// Nothing waits any more: stop listening, so that this session
+			// is not sent other coordinators' notifications.
+			if err := c.q.Unlisten(ctx, conn); err != nil {
+				return err
+			}
+			f.conn = nil
+		}
+		return nil
+	}
+	return f.listen(conn, time.Duration(f.nextCheck-monoNow()))
+}
+
+// listen waits for a notification for at most d, ending early when the
+// waits change or someone else wants the control session (see
+// session.interrupt). Notifications are handled by notified.
+func (f *farWaits) listen(conn *pgx.Conn, d time.Duration) error {
+	s := f.c.control
+	raw := conn.PgConn().Conn()
+	s.listenMu.Lock()
+	s.listening = true
+	_ = raw.SetReadDeadline(time.Now().Add(d))
+	s.listenMu.Unlock()
+	defer func() {
+		s.listenMu.Lock()
+		s.listening = false
+		_ = raw.SetReadDeadline(time.Time{})
+		s.listenMu.Unlock()
+	}()
+	// Checked after listening is set: a change or a want that came before
+	// is seen here, one that comes after moves the deadline.
+	if f.changed.Load() || s.wanted.Load() > 0 || d <= 0 {
+		return nil
+	}
+	// Without a context pgx watches nothing: the read deadline bounds the
+	// wait, and a timeout leaves the connection usable.
+	err := conn.PgConn().WaitForNotification(context.Background())
+	var netErr net.Error
+	if err != nil && errors.As(err, &netErr) && netErr.Timeout() && !conn.IsClosed() {
+		return nil
+	}
+	return err
+}

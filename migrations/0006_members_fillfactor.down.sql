@@ -1,0 +1,1 @@
+ALTER TABLE pgcoord.members RESET (fillfactor);

@@ -1,0 +1,80 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// tooManyConnections types the server's refusal of a connection for want of
+// slots (SQLSTATE 53300, "sorry, too many clients already").
+func tooManyConnections(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "53300" {
+		return fmt.Errorf("%w: %w", ErrTooManyConnections, err)
+	}
+	return err
+}
+
+// firstTwo reports whether s is one of the two sessions a coordinator
+// always has (control and the first lock session): they are opened by Start
+// without a headroom check, since without them it cannot work at all.
+func (c *Coordinator) firstTwo(s *session) bool {
+	return s == c.control || (len(c.lockSs) > 0 && s == c.lockSs[0])
+}
+
+// admit decides whether s may open a connection now: a session beyond the
+// first two is refused (ErrTooManyConnections) when opening it would leave
+// the server fewer free connection slots than Config.ConnectionHeadroom.
+// Connection slots are a shared server's scarcest resource: when they run
+// out, every client of the server (the application itself) fails. The check
+// runs on the control session; when that is unavailable the dial goes ahead
+// and only the server's own refusal (53300) stops it.
+func (c *Coordinator) admit(ctx context.Context, s *session) error {
+	if c.firstTwo(s) || c.cfg.ConnectionHeadroom < 0 {
+		return nil
+	}
+	var free, headroom int
+	err := c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		row, err := c.q.FreeConnections(ctx, conn)
+		if err != nil {
+			return err
+		}
+		free = int(row.Usable - row.Used)
+		headroom = c.cfg.ConnectionHeadroom
+		if headroom == 0 {
+			headroom = int(row.Usable) / 10
+		}
+		return nil
+	})
+	if err != nil {
+		return nil
+	}
+	if free-1 < headroom {
+		c.stats.refusedSessions.Add(1)
+		return fmt.Errorf("%w: opening a %s session would leave %d free connection slots, fewer than the headroom of %d (Config.ConnectionHeadroom)",
+			ErrTooManyConnections, s.kind, free-1, headroom)
+	}
+	return nil
+}
+
+// refusalPause is how long, after a wait session was refused for want of
+// connection slots, waits go beyond the budget without trying to open one.
+const refusalPause = time.Second
+
+// refusal remembers when a session was last refused (monoNow), so that a
+// crowd of waiters does not ask the server for slots it has not got.
+type refusal struct{ at atomic.Int64 }
+
+func (r *refusal) mark() { r.at.Store(monoNow()) }
+
+// recent reports whether a session was refused within refusalPause.
+func (r *refusal) recent() bool {
+	at := r.at.Load()
+	return at != 0 && time.Duration(monoNow()-at) < refusalPause
+}
