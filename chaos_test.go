@@ -361,7 +361,7 @@ func injectFault(t *testing.T, kind string, rng *rand.Rand, srv *pgtemp.Server, 
 	switch kind {
 	case "terminate":
 		// Mostly a session holding a lock (so the fault bites a holder),
-		// else any pgcoord session: control, lock, wait or registry.
+		// else any pgcoord session: control, lock or wait.
 		q := `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 			WHERE application_name LIKE 'pgcoord:%' ORDER BY random() LIMIT 1`
 		if rng.IntN(3) > 0 {
