@@ -1,6 +1,6 @@
 module github.com/pgcoord/pgcoord
 
-go 1.26
+go 1.25.11
 
 require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0

@@ -224,7 +224,7 @@ func TestFormatPrinting(t *testing.T) {
 		{name: "float", tmpl: "{float}", data: h, want: "1.5"},
 		{name: "big float", tmpl: "{f}", extra: map[string]any{"f": 1e21}, want: "1e+21"},
 		{name: "bool", tmpl: "{bool}", data: h, want: "true"},
-		{name: "pointer to int", tmpl: "{p}", extra: map[string]any{"p": new(7)}, want: "7"},
+		{name: "pointer to int", tmpl: "{p}", extra: map[string]any{"p": func() *int { v := 7; return &v }()}, want: "7"},
 		{name: "slice printed", tmpl: "{s}", extra: map[string]any{"s": []int{1, 2}}, want: "[1 2]"},
 		{name: "struct printed", tmpl: "{s}", extra: map[string]any{"s": struct{ A, B int }{1, 2}}, want: "{1 2}"},
 		{name: "nil at end", tmpl: "{v.parent}", data: map[string]any{"v": &Volume{}}, err: "v.parent is a nil *tmpl.Volume"},
