@@ -203,6 +203,9 @@ type Coordinator struct {
 	// registered is set once this coordinator took its member lock, so a
 	// failed Start never marks another live member's row stopped.
 	registered atomic.Bool
+	// identity is the server the control session last connected to; every
+	// other session must be on the same one (see checkServer).
+	identity atomic.Pointer[serverIdentity]
 
 	stats coordStats
 
@@ -340,12 +343,15 @@ func applySessionDefaults(cfg *Config) {
 // parse errors.
 func baseConnConfig(cfg *Config) (*pgx.ConnConfig, error) {
 	if cfg.Pool != nil {
-		return cfg.Pool.Config().ConnConfig.Copy(), nil
+		cc := cfg.Pool.Config().ConnConfig.Copy()
+		skipStandbys(cc)
+		return cc, nil
 	}
 	cc, err := pgx.ParseConfig(cfg.ConnString)
 	if err != nil {
 		return nil, fmt.Errorf("%w: ConnString: %w", ErrInvalidConfig, err)
 	}
+	skipStandbys(cc)
 	return cc, nil
 }
 

@@ -60,4 +60,12 @@ var (
 	// when it cannot open its first two sessions; past Start the coordinator
 	// carries on with the sessions it has (waits go beyond the budget).
 	ErrTooManyConnections = errors.New("pgcoord: too many connections")
+	// ErrWrongServer is returned when a session reaches a server it must
+	// not hold locks on: a standby in recovery (its advisory locks exclude
+	// nobody on the primary), or a server other than the control
+	// session's (another cluster, or another timeline of it: the other
+	// side of a failover). The session is closed, never used. With a
+	// multi-host connection string, a standby is skipped for the next
+	// host.
+	ErrWrongServer = errors.New("pgcoord: session on the wrong server")
 )

@@ -41,6 +41,7 @@ func Migrate(ctx context.Context, connString string) error {
 	if err != nil {
 		return fmt.Errorf("%w: ConnString: %w", ErrInvalidConfig, err)
 	}
+	skipStandbys(cc)
 	return migrateTo(ctx, connTarget(cc, connHooks{}), slog.Default())
 }
 

@@ -54,6 +54,9 @@ type session struct {
 
 	// backendPID is the server backend of conn, asked when it connected.
 	backendPID int32
+	// identity is the server conn reached, found when it connected
+	// (guarded by sem); see onControlServer.
+	identity serverIdentity
 	// gonePID is guarded by sem: the backend of the connection broken last,
 	// which may still hold its locks for a moment (see awaitGone).
 	gonePID int32
@@ -182,6 +185,13 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 		defer cancel()
 	}
 	for attempt := 0; ; attempt++ {
+		if s.conn != nil && !s.onControlServer() {
+			// The control session moved to another server (a failover):
+			// this session's server is not the primary any more, and its
+			// holds protect nothing. (Its connection is usually dead
+			// already; if not, closing it frees its locks there too.)
+			s.broken(fmt.Errorf("%w: %w: %s session on %v, the control session on %v", ErrLockLost, ErrWrongServer, s.kind, s.identity, s.c.identity.Load()))
+		}
 		if s.conn == nil || s.conn.IsClosed() {
 			if s.conn != nil {
 				s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
@@ -286,20 +296,33 @@ func (s *session) dial(ctx context.Context) error {
 		}
 		return fmt.Errorf("pgcoord: connecting %s session: %w", s.kind, err)
 	}
-	pid, err := s.c.q.BackendPID(ctx, simpleProtocol{conn})
+	// One round trip says which backend and which server this is (and
+	// bounds the session); a standby, or a server other than the control
+	// session's, is refused.
+	row, err := s.prepare(ctx, conn)
 	if err == nil {
-		// The control session too: after a partition its old server session
-		// must not keep the member lock (and so block the reconnect) for
-		// as long as TCP takes to give up.
-		err = s.c.boundIdle(ctx, conn)
+		err = s.c.checkServer(s.kind, conn, row)
 	}
 	if err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
+		if errors.Is(err, ErrWrongServer) {
+			return err
+		}
 		return fmt.Errorf("pgcoord: preparing %s session: %w", s.kind, err)
 	}
-	if s.gonePID != 0 && s.gonePID != pid {
+	pid, id := row.pid, row.identity
+	if s.gonePID != 0 && s.gonePID != pid && id == s.identity {
+		// (On another server, after a failover, that pid is nobody of ours.)
 		s.awaitGone(ctx, conn, s.gonePID)
 	}
+	if s.kind == sessionControl {
+		if old := s.c.identity.Load(); old != nil && *old != id {
+			s.c.log.Warn("pgcoord: the control session is on another server now (a failover?); every other session follows it, and their holds are lost",
+				"was", old.String(), "now", id.String())
+		}
+		s.c.identity.Store(&id)
+	}
+	s.identity = id
 	s.gonePID = 0
 	s.backendPID = pid
 	s.conn = conn
@@ -352,22 +375,42 @@ func (s *session) forceClose() {
 	}
 }
 
-// boundIdle asks the server to end the session when it stays idle for
-// SessionTimeout (PostgreSQL 14+; see Config.SessionTimeout).
-func (c *Coordinator) boundIdle(ctx context.Context, conn *pgx.Conn) error {
+// prepare runs the one statement that prepares a new connection: which
+// backend and server it is (SessionIdentity) and the bounds that free its
+// locks when its client goes silent (PrepareSession: idle_session_timeout,
+// PostgreSQL 14+, see Config.SessionTimeout). The control session is
+// bounded too: after a partition its old server session must not keep the
+// member lock (and so block the reconnect) for as long as TCP takes to
+// give up.
+func (s *session) prepare(ctx context.Context, conn *pgx.Conn) (sessionFound, error) {
+	q := simpleProtocol{conn}
+	if !s.c.canBoundIdle(conn) {
+		row, err := s.c.q.SessionIdentity(ctx, q)
+		if err != nil {
+			return sessionFound{}, fmt.Errorf("pgcoord: asking the server who it is: %w", err)
+		}
+		return found(row.Pid, row.InRecovery, row.SystemID, row.WalFile)
+	}
+	ms := strconv.FormatInt(s.c.cfg.SessionTimeout.Milliseconds(), 10)
+	row, err := s.c.q.PrepareSession(ctx, q, ms)
+	if err != nil {
+		return sessionFound{}, fmt.Errorf("pgcoord: asking the server who it is and setting idle_session_timeout and tcp_user_timeout: %w", err)
+	}
+	return found(row.Pid, row.InRecovery, row.SystemID, row.WalFile)
+}
+
+// canBoundIdle reports whether the server can end idle sessions
+// (idle_session_timeout, PostgreSQL 14+), warning once when it cannot.
+func (c *Coordinator) canBoundIdle(conn *pgx.Conn) bool {
 	version := conn.PgConn().ParameterStatus("server_version")
-	if serverMajor(version) < 14 {
-		c.warnOldServer.Do(func() {
-			c.log.Warn("pgcoord: PostgreSQL before 14 has no idle_session_timeout; a frozen holder keeps its locks until TCP gives up",
-				"server_version", version)
-		})
-		return nil
+	if serverMajor(version) >= 14 {
+		return true
 	}
-	ms := strconv.FormatInt(c.cfg.SessionTimeout.Milliseconds(), 10)
-	if err := c.q.BoundSession(ctx, simpleProtocol{conn}, ms); err != nil {
-		return fmt.Errorf("pgcoord: setting idle_session_timeout and tcp_user_timeout: %w", err)
-	}
-	return nil
+	c.warnOldServer.Do(func() {
+		c.log.Warn("pgcoord: PostgreSQL before 14 has no idle_session_timeout; a frozen holder keeps its locks until TCP gives up",
+			"server_version", version)
+	})
+	return false
 }
 
 // serverMajor returns the major version in a server_version parameter such
@@ -440,6 +483,10 @@ func (s *session) check(ctx context.Context) {
 	}
 	if s.conn.IsClosed() {
 		s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
+		return
+	}
+	if !s.onControlServer() {
+		s.broken(fmt.Errorf("%w: %w: %s session on %v, the control session on %v", ErrLockLost, ErrWrongServer, s.kind, s.identity, s.c.identity.Load()))
 		return
 	}
 	sent := monoNow()

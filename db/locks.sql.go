@@ -46,21 +46,6 @@ func (q *Queries) BackendHoldsLocks(ctx context.Context, db DBTX, pid int32) (bo
 	return holds, err
 }
 
-const BoundSession = `-- name: BoundSession :exec
-SELECT set_config('idle_session_timeout', $1::text, false),
-       set_config('tcp_user_timeout', $1::text, false)
-`
-
-// PostgreSQL 14+ ends a session that stays idle this long (a frozen or
-// cut-off client), freeing its locks; the heartbeat keeps live ones busy.
-// tcp_user_timeout bounds how long the server keeps sending to a client
-// that stopped acknowledging (a waiter cut off just as its lock was
-// granted would otherwise hold it until TCP gives up, many minutes later).
-func (q *Queries) BoundSession(ctx context.Context, db DBTX, timeoutMs string) error {
-	_, err := db.Exec(ctx, BoundSession, timeoutMs)
-	return err
-}
-
 const FreeConnections = `-- name: FreeConnections :one
 SELECT (current_setting('max_connections')::integer
         - current_setting('superuser_reserved_connections')::integer

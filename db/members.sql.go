@@ -11,17 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-const BackendPID = `-- name: BackendPID :one
-SELECT pg_backend_pid()::integer AS pid
-`
-
-func (q *Queries) BackendPID(ctx context.Context, db DBTX) (int32, error) {
-	row := db.QueryRow(ctx, BackendPID)
-	var pid int32
-	err := row.Scan(&pid)
-	return pid, err
-}
-
 const GetMember = `-- name: GetMember :one
 SELECT member_id, prefix, agent_id, hostname, pid, started_at, last_heartbeat,
        stopped_at, heartbeat_interval, session_tag, member_key, backend_pid
@@ -162,6 +151,47 @@ func (q *Queries) MarkStopped(ctx context.Context, db DBTX, memberID string) err
 	return err
 }
 
+const PrepareSession = `-- name: PrepareSession :one
+SELECT pg_backend_pid()::integer AS pid,
+       pg_is_in_recovery()::boolean AS in_recovery,
+       c.system_identifier::bigint AS system_id,
+       (CASE WHEN pg_is_in_recovery() THEN ''
+             ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file,
+       set_config('idle_session_timeout', $1::text, false)::text AS idle_session_timeout,
+       set_config('tcp_user_timeout', $1::text, false)::text AS tcp_user_timeout
+FROM pg_control_system() c
+`
+
+type PrepareSessionRow struct {
+	Pid                int32
+	InRecovery         bool
+	SystemID           int64
+	WalFile            string
+	IdleSessionTimeout string
+	TcpUserTimeout     string
+}
+
+// SessionIdentity and, in the same round trip, the bounds of a session that
+// may hold locks (PostgreSQL 14+). The server ends a session that stays
+// idle this long (a frozen or cut-off client), freeing its locks; the
+// heartbeat keeps live ones busy. tcp_user_timeout bounds how long the
+// server keeps sending to a client that stopped acknowledging (a waiter cut
+// off just as its lock was granted would otherwise hold it until TCP gives
+// up, many minutes later).
+func (q *Queries) PrepareSession(ctx context.Context, db DBTX, timeoutMs string) (PrepareSessionRow, error) {
+	row := db.QueryRow(ctx, PrepareSession, timeoutMs)
+	var i PrepareSessionRow
+	err := row.Scan(
+		&i.Pid,
+		&i.InRecovery,
+		&i.SystemID,
+		&i.WalFile,
+		&i.IdleSessionTimeout,
+		&i.TcpUserTimeout,
+	)
+	return i, err
+}
+
 const RegisterMember = `-- name: RegisterMember :exec
 INSERT INTO pgcoord.members AS m (member_id, prefix, agent_id, hostname, pid,
                                   heartbeat_interval, session_tag, member_key, backend_pid)
@@ -210,6 +240,41 @@ func (q *Queries) RegisterMember(ctx context.Context, db DBTX, arg RegisterMembe
 		arg.Restart,
 	)
 	return err
+}
+
+const SessionIdentity = `-- name: SessionIdentity :one
+SELECT pg_backend_pid()::integer AS pid,
+       pg_is_in_recovery()::boolean AS in_recovery,
+       c.system_identifier::bigint AS system_id,
+       (CASE WHEN pg_is_in_recovery() THEN ''
+             ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file
+FROM pg_control_system() c
+`
+
+type SessionIdentityRow struct {
+	Pid        int32
+	InRecovery bool
+	SystemID   int64
+	WalFile    string
+}
+
+// Run once as each session connects, in its one round trip: its backend pid
+// (the pooler check compares them) and which server it reached. A standby
+// is in recovery. A promoted standby keeps its primary's system identifier
+// and writes on a new timeline: that of the WAL insert position, whose WAL
+// file name starts with it (8 hex digits, read in Go), and which is the new
+// one as soon as the server takes writes (pg_control_checkpoint() shows it
+// only after the next checkpoint). pg_walfile_name fails in recovery.
+func (q *Queries) SessionIdentity(ctx context.Context, db DBTX) (SessionIdentityRow, error) {
+	row := db.QueryRow(ctx, SessionIdentity)
+	var i SessionIdentityRow
+	err := row.Scan(
+		&i.Pid,
+		&i.InRecovery,
+		&i.SystemID,
+		&i.WalFile,
+	)
+	return i, err
 }
 
 const TryMemberLock = `-- name: TryMemberLock :one

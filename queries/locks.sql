@@ -92,15 +92,6 @@ SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS
 FROM pgcoord.held_locks h
 ORDER BY h.name, h.granted DESC, h.since;
 
--- name: BoundSession :exec
--- PostgreSQL 14+ ends a session that stays idle this long (a frozen or
--- cut-off client), freeing its locks; the heartbeat keeps live ones busy.
--- tcp_user_timeout bounds how long the server keeps sending to a client
--- that stopped acknowledging (a waiter cut off just as its lock was
--- granted would otherwise hold it until TCP gives up, many minutes later).
-SELECT set_config('idle_session_timeout', sqlc.arg(timeout_ms)::text, false),
-       set_config('tcp_user_timeout', sqlc.arg(timeout_ms)::text, false);
-
 -- name: AdvanceFence :exec
 -- Records a new hold's token (Config.Fencing). It waits for transactions
 -- that guarded a write with pgcoord.fence_ok on the previous token.

@@ -45,8 +45,37 @@ SELECT m.member_id, m.prefix, m.agent_id, m.hostname, m.pid, m.started_at,
 FROM pgcoord.members m
 ORDER BY m.member_id;
 
--- name: BackendPID :one
-SELECT pg_backend_pid()::integer AS pid;
+-- name: SessionIdentity :one
+-- Run once as each session connects, in its one round trip: its backend pid
+-- (the pooler check compares them) and which server it reached. A standby
+-- is in recovery. A promoted standby keeps its primary's system identifier
+-- and writes on a new timeline: that of the WAL insert position, whose WAL
+-- file name starts with it (8 hex digits, read in Go), and which is the new
+-- one as soon as the server takes writes (pg_control_checkpoint() shows it
+-- only after the next checkpoint). pg_walfile_name fails in recovery.
+SELECT pg_backend_pid()::integer AS pid,
+       pg_is_in_recovery()::boolean AS in_recovery,
+       c.system_identifier::bigint AS system_id,
+       (CASE WHEN pg_is_in_recovery() THEN ''
+             ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file
+FROM pg_control_system() c;
+
+-- name: PrepareSession :one
+-- SessionIdentity and, in the same round trip, the bounds of a session that
+-- may hold locks (PostgreSQL 14+). The server ends a session that stays
+-- idle this long (a frozen or cut-off client), freeing its locks; the
+-- heartbeat keeps live ones busy. tcp_user_timeout bounds how long the
+-- server keeps sending to a client that stopped acknowledging (a waiter cut
+-- off just as its lock was granted would otherwise hold it until TCP gives
+-- up, many minutes later).
+SELECT pg_backend_pid()::integer AS pid,
+       pg_is_in_recovery()::boolean AS in_recovery,
+       c.system_identifier::bigint AS system_id,
+       (CASE WHEN pg_is_in_recovery() THEN ''
+             ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file,
+       set_config('idle_session_timeout', sqlc.arg(timeout_ms)::text, false)::text AS idle_session_timeout,
+       set_config('tcp_user_timeout', sqlc.arg(timeout_ms)::text, false)::text AS tcp_user_timeout
+FROM pg_control_system() c;
 
 -- name: HoldsMemberLock :one
 -- True when this very backend holds the member lock: false behind a

@@ -1,0 +1,109 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// serverIdentity says which server a session reached: the cluster (its
+// system identifier, which a streaming standby shares with its primary) and
+// the timeline it writes WAL on, which promotion moves to a new one. Two
+// sessions with the same identity are on the same primary: two primaries
+// of one cluster on one timeline cannot both take writes.
+type serverIdentity struct {
+	systemID int64
+	timeline int32
+}
+
+// String names the identity in errors.
+func (id serverIdentity) String() string {
+	return fmt.Sprintf("system %d timeline %d", id.systemID, id.timeline)
+}
+
+// sessionFound is what a new session learnt about its server as it
+// connected (see the SessionIdentity query).
+type sessionFound struct {
+	pid        int32
+	inRecovery bool
+	identity   serverIdentity
+}
+
+// found reads a SessionIdentity row: the timeline is the first 8 hex digits
+// of the WAL file name (none in recovery).
+func found(pid int32, inRecovery bool, systemID int64, walFile string) (sessionFound, error) {
+	f := sessionFound{pid: pid, inRecovery: inRecovery, identity: serverIdentity{systemID: systemID}}
+	if inRecovery {
+		return f, nil
+	}
+	if len(walFile) < 8 {
+		return f, fmt.Errorf("pgcoord: unreadable WAL file name %q", walFile)
+	}
+	tli, err := strconv.ParseUint(walFile[:8], 16, 32)
+	if err != nil || tli == 0 || tli > math.MaxInt32 {
+		return f, fmt.Errorf("pgcoord: unreadable timeline in WAL file name %q", walFile)
+	}
+	f.identity.timeline = int32(tli)
+	return f, nil
+}
+
+// skipStandbys makes the connection attempt move on from a hot standby to
+// the next host of a multi-host connection string, as
+// target_session_attrs=read-write does, even when the string does not say
+// so; with one host it fails with ErrWrongServer. A hot standby says so in
+// the in_hot_standby parameter it reports as the session starts
+// (PostgreSQL 14+), so this costs no round trip; older servers do not
+// report it, and the check in dial refuses a standby there. cc's own
+// ValidateConnect (target_session_attrs) still runs.
+func skipStandbys(cc *pgx.ConnConfig) {
+	prev := cc.ValidateConnect
+	cc.ValidateConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+		if pc.ParameterStatus("in_hot_standby") == "on" {
+			return fmt.Errorf("%w: %s is a hot standby", ErrWrongServer, pc.Conn().RemoteAddr())
+		}
+		if prev != nil {
+			return prev(ctx, pc)
+		}
+		return nil
+	}
+}
+
+// checkServer refuses a session that reached the wrong server: a standby,
+// or (for any session but the control session, whose server the others
+// follow) a server whose identity differs from the control session's.
+func (c *Coordinator) checkServer(kind sessionKind, conn *pgx.Conn, f sessionFound) error {
+	addr := conn.PgConn().Conn().RemoteAddr()
+	if f.inRecovery {
+		return fmt.Errorf("%w: %s session reached %s, a standby in recovery: list the primary first, or add target_session_attrs=read-write, and never use a read-replica endpoint",
+			ErrWrongServer, kind, addr)
+	}
+	if kind == sessionControl {
+		return nil
+	}
+	got := f.identity
+	want := c.identity.Load()
+	switch {
+	case want == nil:
+		return fmt.Errorf("%w: %s session reached %s (%v) before the control session connected", ErrWrongServer, kind, addr, got)
+	case got != *want:
+		return fmt.Errorf("%w: %s session reached %s (%v), but the control session is on %v (a failover in progress, or the connection string names servers of different clusters)",
+			ErrWrongServer, kind, addr, got, *want)
+	}
+	return nil
+}
+
+// onControlServer reports whether s's connection is on the control
+// session's server, as the control session last found it: after a failover
+// the control session moves to the new primary and every other session
+// must follow. The control session itself always is.
+func (s *session) onControlServer() bool {
+	if s.kind == sessionControl {
+		return true
+	}
+	want := s.c.identity.Load()
+	return want != nil && s.identity == *want
+}

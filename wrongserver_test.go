@@ -1,0 +1,198 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/pgtemp"
+)
+
+// haPair starts a primary and an asynchronous streaming standby for one
+// test, migrated (and the migration replayed on the standby). It is removed
+// after the test's coordinators stopped (cleanups run last-added first).
+func haPair(t testing.TB) *pgtemp.Pair {
+	t.Helper()
+	p, err := pgtemp.StartPair(pgtemp.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	require.NoError(t, Migrate(ctx(t), p.Primary().URL()))
+	caughtUp(t, p)
+	return p
+}
+
+// caughtUp waits until the standby has replayed everything the primary has
+// written so far.
+func caughtUp(t testing.TB, p *pgtemp.Pair) {
+	t.Helper()
+	primary := connect(t, p.Primary().URL())
+	var lsn string
+	require.NoError(t, primary.QueryRow(ctx(t), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn))
+	standby := connect(t, p.Standby().URL())
+	require.Eventually(t, func() bool {
+		var done bool
+		err := standby.QueryRow(ctx(t), `SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`, lsn).Scan(&done)
+		return err == nil && done
+	}, 30*time.Second, 10*time.Millisecond, "standby never replayed up to %s", lsn)
+}
+
+// multiHost is a URL listing servers in order, with extra query parameters.
+func multiHost(extra string, servers ...*pgtemp.Server) string {
+	hosts := ""
+	for i, s := range servers {
+		if i > 0 {
+			hosts += ","
+		}
+		hosts += fmt.Sprintf("%s:%d", s.Host(), s.Port())
+	}
+	return "postgres://postgres@" + hosts + "/postgres?sslmode=disable" + extra
+}
+
+// sessionsOn counts c's sessions on the server at url.
+func sessionsOn(t testing.TB, url string, c *Coordinator) int {
+	t.Helper()
+	var n int
+	require.NoError(t, connect(t, url).QueryRow(ctx(t),
+		`SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, c.sessionTag).Scan(&n))
+	return n
+}
+
+// haCoord starts a coordinator on connString with a short heartbeat and
+// reconnect backoff, stopped when the test ends.
+func haCoord(t testing.TB, connString string, mods ...func(*Config)) *Coordinator {
+	t.Helper()
+	return newCoord(t, testPrefix(t), append([]func(*Config){func(cfg *Config) {
+		cfg.ConnString = connString
+		cfg.HeartbeatInterval = 250 * time.Millisecond
+		cfg.SessionTimeout = 5 * time.Second
+		cfg.InitialReconnectBackoff = 20 * time.Millisecond
+		cfg.MaxReconnectBackoff = 500 * time.Millisecond
+	}}, mods...)...)
+}
+
+// A standby never serves a session. A multi-host connection string that
+// lists the standby first, without target_session_attrs, lands every
+// session on the primary (the hot standby is skipped as it reports itself
+// at connection start); so does the key=value form with
+// target_session_attrs=read-write. The standby alone is refused with
+// ErrWrongServer, and so it is by the check run as a session connects when
+// the server does not report in_hot_standby (PostgreSQL before 14).
+func TestStandbyNeverServes(t *testing.T) {
+	t.Parallel()
+	p := haPair(t)
+	primary, standby := p.Primary(), p.Standby()
+
+	for _, conn := range []string{
+		multiHost("", standby, primary),
+		fmt.Sprintf("host=%s,%s port=%d,%d user=postgres dbname=postgres sslmode=disable target_session_attrs=read-write",
+			standby.Host(), primary.Host(), standby.Port(), primary.Port()),
+	} {
+		c := haCoord(t, conn)
+		l := c.GetLock("standby-first")
+		mustAcquire(t, l, NoWait)
+		require.Positive(t, sessionsOn(t, primary.URL(), c), "sessions on the primary")
+		require.Zero(t, sessionsOn(t, standby.URL(), c), "sessions on the standby")
+		var held bool
+		require.NoError(t, connect(t, primary.URL()).QueryRow(ctx(t),
+			`SELECT EXISTS (SELECT 1 FROM pgcoord.held_locks WHERE key = $1 AND granted)`, l.Key()).Scan(&held))
+		require.True(t, held, "the lock is held on the primary")
+		require.NoError(t, l.Release(ctx(t)))
+	}
+
+	// The standby alone.
+	c, err := New(Config{ConnString: standby.URL(), SkipMigrations: true, Logger: quietLogger()})
+	require.NoError(t, err)
+	err = c.Start(ctx(t))
+	require.ErrorIs(t, err, ErrWrongServer)
+	require.ErrorContains(t, err, "standby")
+
+	// As on a server that does not report in_hot_standby: the session's
+	// own check refuses it, before any statement of the coordinator runs.
+	c, err = New(Config{ConnString: standby.URL(), SkipMigrations: true, Logger: quietLogger()})
+	require.NoError(t, err)
+	c.connConfig.ValidateConnect = nil
+	err = c.Start(ctx(t))
+	require.ErrorIs(t, err, ErrWrongServer)
+	require.ErrorContains(t, err, "in recovery")
+	require.Zero(t, sessionsOn(t, standby.URL(), c))
+}
+
+// A lock or wait session that reaches another server than the
+// control session's (here: the connection settings point at another
+// cluster once the control session is up) is refused with ErrWrongServer
+// and closed; the sessions on the right server keep their holds.
+func TestSessionOnOtherServerRefused(t *testing.T) {
+	t.Parallel()
+	other := ownServer(t, nil)
+	c := newCoord(t, testPrefix(t))
+	holder := newCoord(t, c.cfg.Prefix)
+
+	// onSession returns a lock of c whose name falls on lock session i.
+	n := 0
+	onSession := func(i uint64) *Lock {
+		for ; ; n++ {
+			if l := c.GetLock(fmt.Sprintf("name-%d", n)); uint64(l.Key())%2 == i {
+				n++
+				return l
+			}
+		}
+	}
+	onOpen, onUnopened, waiter := onSession(0), onSession(1), onSession(0)
+	require.Nil(t, c.lockSs[1].conn, "the second lock session opens on first use")
+	mustAcquire(t, onOpen, NoWait)
+	mustAcquire(t, waiter, NoWait) // registers the name while it is free
+	require.NoError(t, waiter.Release(ctx(t)))
+	busy := holder.GetLock(waiter.Name())
+	mustAcquire(t, busy, NoWait)
+
+	cc, err := pgx.ParseConfig(other.URL())
+	require.NoError(t, err)
+	skipStandbys(cc)
+	c.connConfig = cc // what dial reads; no session of c dials meanwhile
+
+	ok, err := onUnopened.Acquire(ctx(t), NoWait)
+	require.False(t, ok)
+	require.ErrorIs(t, err, ErrWrongServer, "a lock session on another cluster")
+	require.ErrorContains(t, err, "control session is on system")
+	ok, err = waiter.Acquire(ctx(t), Timeout(5*time.Second))
+	require.False(t, ok)
+	require.ErrorIs(t, err, ErrWrongServer, "a wait session on another cluster")
+	require.Zero(t, sessionsOn(t, other.URL(), c), "refused sessions are closed")
+
+	require.NoError(t, c.Heartbeat(ctx(t)))
+	require.NotZero(t, onOpen.Token(), "the hold on the right server stands")
+	require.NoError(t, onOpen.Release(ctx(t)))
+}
+
+// When the control session finds itself on another server (it reconnected
+// after a failover), every other session is on the old one: its holds are
+// reported lost with ErrWrongServer at its next check, and it redials.
+func TestControlMovedLosesOtherHolds(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t))
+	l := c.GetLock("moved")
+	mustAcquire(t, l, NoWait)
+	id := *c.identity.Load()
+	moved := serverIdentity{systemID: id.systemID, timeline: id.timeline + 1}
+	c.identity.Store(&moved)
+
+	require.NoError(t, c.Heartbeat(ctx(t)))
+	requireClosedWithin(t, l.Lost(), 5*time.Second, "Lost after the control session moved")
+	err := l.Release(ctx(t))
+	require.ErrorIs(t, err, ErrLockLost)
+	require.ErrorIs(t, err, ErrWrongServer)
+	require.Zero(t, heldBy(t, l.Key()), "the old session's lock is freed")
+
+	// Its next dial lands on a server that is not the control session's
+	// (as recorded): refused.
+	ok, err := l.Acquire(ctx(t), NoWait)
+	require.False(t, ok)
+	require.ErrorIs(t, err, ErrWrongServer)
+	c.identity.Store(&id)
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(context.Background()))
+}
