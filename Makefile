@@ -9,6 +9,10 @@ TOOLS_BIN ?= $(HOME)/.cache/pgcoord/bin
 SQLC := $(TOOLS_BIN)/sqlc-$(SQLC_VERSION)
 STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(TOOLS_BIN)/staticcheck-$(STATICCHECK_VERSION)
+# golang-migrate's own CLI (pgx5 driver), for the test of the README's
+# workflow for DBAs; the same version as the library's go.mod.
+MIGRATE_VERSION := v4.20.1
+MIGRATE := $(TOOLS_BIN)/migrate-$(MIGRATE_VERSION)
 
 .DEFAULT_GOAL := help
 
@@ -21,7 +25,7 @@ demo: ## Run the demo: three agents, shared volumes, a crash and a takeover (sta
 	$(GO) run ./cmd/pgcoord demo
 
 .PHONY: test
-test: ## Run every test with the race detector (starts its own PostgreSQL unless PGCOORD_TEST_DATABASE_URL is set).
+test: $(MIGRATE) ## Run every test with the race detector (starts its own PostgreSQL unless PGCOORD_TEST_DATABASE_URL is set).
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 .PHONY: chaos
@@ -58,7 +62,7 @@ verify: $(SQLC) $(STATICCHECK) ## Check formatting, go vet, staticcheck, and tha
 	$(SQLC) diff || { echo "db/ is stale: run 'make generate' and commit it"; exit 1; }
 
 .PHONY: tools
-tools: $(SQLC) $(STATICCHECK) ## Build the pinned tools into $(TOOLS_BIN).
+tools: $(SQLC) $(STATICCHECK) $(MIGRATE) ## Build the pinned tools into $(TOOLS_BIN).
 
 $(SQLC):
 	@mkdir -p $(TOOLS_BIN)
@@ -69,3 +73,8 @@ $(STATICCHECK):
 	@mkdir -p $(TOOLS_BIN)
 	GOBIN=$(TOOLS_BIN)/.staticcheck-build $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 	mv $(TOOLS_BIN)/.staticcheck-build/staticcheck $@
+
+$(MIGRATE):
+	@mkdir -p $(TOOLS_BIN)
+	GOBIN=$(TOOLS_BIN)/.migrate-build $(GO) install -tags pgx5 github.com/golang-migrate/migrate/v4/cmd/migrate@$(MIGRATE_VERSION)
+	mv $(TOOLS_BIN)/.migrate-build/migrate $@

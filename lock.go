@@ -511,7 +511,14 @@ func (c *Coordinator) loseHolds(s *session, cause error) {
 			c.waits.put(s, false)
 		}
 	}
-	if len(lost) > 0 {
+	switch {
+	case len(lost) == 0:
+	case errors.Is(cause, errStopped):
+		// Stop with locks still held is a normal shutdown, not a fault to
+		// warn about; Lost() still closes, since the sections are no
+		// longer protected.
+		c.log.Info("pgcoord: locks released by Stop", "count", len(lost), "session", s.kind.String())
+	default:
 		c.log.Warn("pgcoord: locks lost", "count", len(lost), "session", s.kind.String(), "cause", cause)
 	}
 }
