@@ -184,6 +184,8 @@ type Coordinator struct {
 	runCtx    context.Context
 	cancelRun context.CancelFunc
 	hbDone    chan struct{}
+	// beatNow asks the heartbeat loop for a beat at once (see beatSoon).
+	beatNow chan struct{}
 
 	control *session
 	lockSs  []*session
@@ -278,6 +280,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.waits.init(c, cfg.MaxWaitSessions)
 	c.far.init(c)
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
+	c.beatNow = make(chan struct{}, 1)
 	return c, nil
 }
 

@@ -67,7 +67,7 @@
 // context with cause ErrLockLost. Release of a lost hold returns an error
 // wrapping ErrLockLost. Fencing tokens (Lock.Token) come from a sequence
 // taken while the lock is held, so successive holds of one name always get
-// larger tokens, across members and server restarts.
+// larger tokens, across members, server restarts and failovers (see below).
 //
 // # Keys
 //
@@ -109,4 +109,25 @@
 // locks. A session not heard from for SessionTimeout less two heartbeats
 // has its holds reported lost and its socket closed, at least a heartbeat
 // before the server can let anyone else in.
+//
+// # Highly available PostgreSQL
+//
+// Advisory locks live in the memory of the server that granted them: they
+// are not replicated, and on a hot standby they exclude nobody on the
+// primary. So every session, as it connects, asks in the one statement that
+// prepares it whether the server is in recovery, and which cluster (system
+// identifier) and timeline it is on; a standby, or a server other than the
+// control session's, is refused with ErrWrongServer and the session closed.
+// A hot standby also says so when the session starts (in_hot_standby,
+// PostgreSQL 14+), so a multi-host connection string moves on to its next
+// host at no cost, with or without target_session_attrs=read-write.
+//
+// A failover ends every session on the old primary, and with them every
+// hold: each is reported lost. The control session reconnects, with its
+// backoff, to whichever host is the primary now, and takes that server's
+// identity; every other session follows it (one still on another server is
+// closed, its holds lost, and dials again). A promoted standby writes on a
+// new timeline, and every fencing token is taken at or above that
+// timeline's floor (timeline << 48, see pgcoord.next_token): tokens the old
+// primary issued that never reached the standby are never issued again.
 package pgcoord

@@ -33,6 +33,7 @@ func (c *Coordinator) heartbeatLoop() {
 		case <-c.runCtx.Done():
 			return
 		case <-ticker.C:
+		case <-c.beatNow:
 		}
 		err := c.beat(c.runCtx, !reconnecting.Load())
 		var pgErr *pgconn.PgError
@@ -55,6 +56,16 @@ func (c *Coordinator) heartbeatLoop() {
 				c.reconnect()
 			}()
 		}
+	}
+}
+
+// beatSoon asks the heartbeat loop for a beat now rather than at the next
+// tick: the control session broke, and a beat that finds it broken starts
+// the reconnect. Many asks before the beat make one beat.
+func (c *Coordinator) beatSoon() {
+	select {
+	case c.beatNow <- struct{}{}:
+	default:
 	}
 }
 

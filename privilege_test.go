@@ -17,6 +17,13 @@ import (
 // CREATE ROLE options, and drops it when the test ends.
 func appRole(t *testing.T, options string) string {
 	t.Helper()
+	return appRoleOn(t, testURL, options)
+}
+
+// appRoleOn is appRole on the server at url.
+func appRoleOn(t *testing.T, url, options string) string {
+	t.Helper()
+	admin := connect(t, url)
 	role := fmt.Sprintf("pgcoord_app_%d", prefixSeq.Add(1))
 	for _, stmt := range []string{
 		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'app-pw' NOSUPERUSER NOCREATEDB NOCREATEROLE ` + options,
@@ -25,17 +32,17 @@ func appRole(t *testing.T, options string) string {
 		`GRANT SELECT, INSERT ON pgcoord.locks TO ` + role,
 		`GRANT SELECT ON pgcoord.live_members, pgcoord.held_locks, pgcoord.schema_migrations TO ` + role,
 		`GRANT USAGE ON SEQUENCE pgcoord.fencing_token TO ` + role,
-		`GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer) TO ` + role,
+		`GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer), pgcoord.next_token() TO ` + role,
 		// With Config.Fencing:
 		`GRANT SELECT, INSERT, UPDATE ON pgcoord.fences TO ` + role,
 		`GRANT EXECUTE ON FUNCTION pgcoord.fence_ok(bigint, bigint) TO ` + role,
 	} {
-		_, err := testPool.Exec(ctx(t), stmt)
+		_, err := admin.Exec(ctx(t), stmt)
 		require.NoError(t, err, stmt)
 	}
 	t.Cleanup(func() {
-		_, _ = testPool.Exec(context.Background(), `DROP OWNED BY `+role)
-		_, _ = testPool.Exec(context.Background(), `DROP ROLE `+role)
+		_, _ = admin.Exec(context.Background(), `DROP OWNED BY `+role)
+		_, _ = admin.Exec(context.Background(), `DROP ROLE `+role)
 	})
 	return role
 }

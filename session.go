@@ -445,6 +445,12 @@ func (s *session) broken(cause error) {
 		s.gonePID = s.backendPID
 		s.conn = nil
 		s.raw.Store(nil)
+		if s.kind == sessionControl {
+			// Reconnect now, not at the next beat: until the control
+			// session is back, no name can be registered (a failover's
+			// new primary waits for it).
+			s.c.beatSoon()
+		}
 	}
 	s.c.loseHolds(s, cause)
 }

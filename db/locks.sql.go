@@ -192,11 +192,13 @@ func (q *Queries) RegisterLockName(ctx context.Context, db DBTX, arg RegisterLoc
 
 const TryLock = `-- name: TryLock :one
 SELECT (CASE WHEN pg_try_advisory_lock($1::bigint)
-             THEN nextval('pgcoord.fencing_token')
+             THEN pgcoord.next_token()
              ELSE 0 END)::bigint AS token
 `
 
 // One round trip: the try and, when it succeeds, the fencing token. 0 means busy.
+// Tokens come from pgcoord.next_token, which keeps them increasing across a
+// failover (migration 4).
 func (q *Queries) TryLock(ctx context.Context, db DBTX, key int64) (int64, error) {
 	row := db.QueryRow(ctx, TryLock, key)
 	var token int64

@@ -1,7 +1,9 @@
 -- name: TryLock :one
 -- One round trip: the try and, when it succeeds, the fencing token. 0 means busy.
+-- Tokens come from pgcoord.next_token, which keeps them increasing across a
+-- failover (migration 4).
 SELECT (CASE WHEN pg_try_advisory_lock(sqlc.arg(key)::bigint)
-             THEN nextval('pgcoord.fencing_token')
+             THEN pgcoord.next_token()
              ELSE 0 END)::bigint AS token;
 
 -- name: WaitLock :one

@@ -35,6 +35,14 @@ func StartStandby(primary *Server, opts Options) (*Server, error) {
 	if opts.BinDir == "" {
 		opts.BinDir = primary.binDir
 	}
+	// A standby whose primary is gone retries its WAL sources every
+	// wal_retrieve_retry_interval (5s by default), and a promotion asked for
+	// meanwhile can wait that long: keep failovers in tests quick.
+	settings := map[string]string{"wal_retrieve_retry_interval": "100ms"}
+	for k, v := range opts.Settings {
+		settings[k] = v
+	}
+	opts.Settings = settings
 	s, err := newServer(opts)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,244 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// A coordinator given a multi-host connection string follows a failover:
+// the primary stops at once (pg_ctl stop -m immediate), the asynchronous
+// standby is promoted; every hold on the old primary is reported lost
+// (Lost closed, Synchronized's ctx cancelled with ErrLockLost), the
+// coordinator reconnects to the new primary with its backoff, its member
+// row is live there, every session is there, and new acquires succeed with
+// larger tokens. The time from the old primary's death to the first
+// successful acquire on the new one is logged ("failover: ...").
+//
+// It runs with the test's short heartbeat and backoff, and with the
+// defaults (HeartbeatInterval 1s, InitialReconnectBackoff 100ms).
+func TestFailoverFollow(t *testing.T) {
+	t.Parallel()
+	t.Run("short", func(t *testing.T) {
+		t.Parallel()
+		failoverFollow(t)
+	})
+	t.Run("defaults", func(t *testing.T) {
+		t.Parallel()
+		failoverFollow(t, func(cfg *Config) {
+			cfg.HeartbeatInterval = 0
+			cfg.SessionTimeout = 0
+			cfg.InitialReconnectBackoff = 0
+			cfg.MaxReconnectBackoff = 0
+		})
+	})
+}
+
+func failoverFollow(t *testing.T, mods ...func(*Config)) {
+	p := haPair(t)
+	primary, standby := p.Primary(), p.Standby()
+	conn := multiHost("&target_session_attrs=read-write", primary, standby)
+	c := haCoord(t, conn, mods...)
+	other := haCoord(t, conn, append(mods, func(cfg *Config) { cfg.Prefix = c.cfg.Prefix })...)
+
+	// A hold on a lock session, one on a wait session, one in Synchronized.
+	onLock := c.GetLock("on-lock")
+	mustAcquire(t, onLock, NoWait)
+	blocker := other.GetLock("on-wait")
+	mustAcquire(t, blocker, NoWait)
+	onWait := c.GetLock("on-wait")
+	waited := make(chan error, 1)
+	go func() {
+		ok, err := onWait.Acquire(ctx(t), Wait)
+		if err == nil && !ok {
+			err = errors.New("Wait returned false")
+		}
+		waited <- err
+	}()
+	require.Eventually(t, func() bool {
+		var n int
+		err := connect(t, primary.URL()).QueryRow(ctx(t),
+			`SELECT count(*) FROM pgcoord.held_locks WHERE key = $1 AND NOT granted`, onWait.Key()).Scan(&n)
+		return err == nil && n == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, blocker.Release(ctx(t)))
+	require.NoError(t, <-waited)
+	started := make(chan struct{})
+	cause := make(chan error, 1)
+	synced := make(chan error, 1)
+	go func() {
+		synced <- Synchronized(ctx(t), "in-sync", nil, func(ctx context.Context) error {
+			close(started)
+			<-ctx.Done()
+			cause <- context.Cause(ctx)
+			return nil
+		}, WithCoordinator(c))
+	}()
+	<-started
+	before := max(onLock.Token(), onWait.Token())
+	caughtUp(t, p)
+
+	// From the old primary's death, an acquirer tries a fresh name until
+	// it gets it on the new primary; until then attempts fail (no primary
+	// yet, or a session ahead of the control session's reconnect:
+	// ErrWrongServer).
+	after := c.GetLock("after-failover")
+	died := time.Now()
+	require.NoError(t, primary.StopImmediate()) // Failover's first step, done here so no attempt reaches the old primary
+	type firstAcquire struct {
+		took     time.Duration
+		refusals []error
+	}
+	acquired := make(chan firstAcquire, 1)
+	go func() {
+		var first firstAcquire
+		for time.Since(died) < 30*time.Second {
+			ok, err := after.Acquire(context.Background(), NoWait)
+			if ok {
+				first.took = time.Since(died)
+				break
+			}
+			if err == nil {
+				err = errors.New("busy: the name is free")
+			}
+			first.refusals = append(first.refusals, err)
+			time.Sleep(2 * time.Millisecond)
+		}
+		acquired <- first
+	}()
+	newPrimary, err := p.Failover()
+	require.NoError(t, err)
+	promoted := time.Since(died)
+
+	requireClosedWithin(t, onLock.Lost(), 10*time.Second, "the lock session's hold")
+	requireClosedWithin(t, onWait.Lost(), 10*time.Second, "the wait session's hold")
+	require.ErrorIs(t, <-cause, ErrLockLost, "Synchronized's ctx")
+	require.ErrorIs(t, <-synced, ErrLockLost, "Synchronized's result")
+	require.ErrorIs(t, onLock.Release(ctx(t)), ErrLockLost)
+	require.ErrorIs(t, onWait.Release(ctx(t)), ErrLockLost)
+
+	first := <-acquired
+	require.NotZero(t, first.took, "no acquire within 30s of the failover; refusals: %v", first.refusals)
+	wrongServer := 0
+	for _, err := range first.refusals {
+		if errors.Is(err, ErrWrongServer) {
+			wrongServer++
+		}
+	}
+	t.Logf("failover: first acquire on the new primary %v after the old one was stopped (HeartbeatInterval %v, InitialReconnectBackoff %v; promotion done after %v; %d attempts refused before, %d with ErrWrongServer)",
+		first.took.Round(time.Millisecond), c.cfg.HeartbeatInterval, c.cfg.InitialReconnectBackoff, promoted.Round(time.Millisecond), len(first.refusals), wrongServer)
+	if n := len(first.refusals); n > 0 {
+		t.Logf("first refusal: %v; last: %v", first.refusals[0], first.refusals[n-1])
+	}
+	require.Greater(t, after.Token()>>48, before>>48, "the first token after the failover is from the new primary's timeline")
+	require.Greater(t, after.Token(), before, "tokens go on increasing")
+	require.NoError(t, after.Release(ctx(t)))
+
+	require.Eventually(t, c.IsActive, 10*time.Second, 10*time.Millisecond)
+	require.GreaterOrEqual(t, c.Stats().Reconnects, uint64(1))
+	var live bool
+	require.NoError(t, connect(t, newPrimary.URL()).QueryRow(ctx(t),
+		`SELECT EXISTS (SELECT 1 FROM pgcoord.live_members WHERE member_id = $1)`, c.MemberID()).Scan(&live))
+	require.True(t, live, "the member row is live on the new primary")
+	mustAcquire(t, onLock, NoWait)
+	require.Greater(t, onLock.Token(), before)
+	mustAcquire(t, onWait, NoWait)
+	require.Positive(t, sessionsOn(t, newPrimary.URL(), c))
+	require.NoError(t, onLock.Release(ctx(t)))
+	require.NoError(t, onWait.Release(ctx(t)))
+	require.NoError(t, Synchronized(ctx(t), "in-sync", nil, func(context.Context) error { return nil }, WithCoordinator(c)))
+}
+
+// Fencing tokens taken in a tight loop keep increasing through a failover
+// to an asynchronous standby that never received the last tokens the old
+// primary issued: the new primary's tokens start above the floor of its new
+// timeline. pgcoord.fence_ok keeps working: after the failover a write
+// guarded by the newest token lands and one guarded by a token from before
+// does not. The coordinator runs as an application role with the grants
+// the README lists, so the first token of the new timeline, which moves the
+// sequence up, needs no more than those.
+func TestTokensIncreaseAcrossFailover(t *testing.T) {
+	t.Parallel()
+	p := haPair(t)
+	role := appRoleOn(t, p.Primary().URL(), "")
+	caughtUp(t, p)
+	conn := strings.Replace(multiHost("&target_session_attrs=read-write", p.Primary(), p.Standby()),
+		"postgres://postgres@", "postgres://"+role+":app-pw@", 1)
+	c := haCoord(t, conn, func(cfg *Config) { cfg.Fencing = true })
+	l := c.GetLock("tokens")
+
+	lctx := ctx(t)
+	var mu sync.Mutex
+	var tokens []int64
+	failedOver := -1 // len(tokens) when the failover was over
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			ok, err := l.Acquire(lctx, NoWait)
+			if ok {
+				tok := l.Token()
+				_ = l.Release(lctx) // may find the hold lost: the token was issued all the same
+				mu.Lock()
+				tokens = append(tokens, tok)
+				enough := failedOver >= 0 && len(tokens) >= failedOver+100
+				mu.Unlock()
+				if enough {
+					return
+				}
+				continue
+			}
+			if lctx.Err() != nil {
+				return
+			}
+			_ = err // during the failover
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(tokens)
+	}
+	require.Eventually(t, func() bool { return count() >= 300 }, 30*time.Second, time.Millisecond)
+	_, err := p.Failover()
+	require.NoError(t, err)
+	mu.Lock()
+	failedOver = len(tokens)
+	mu.Unlock()
+	<-done
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, len(tokens), failedOver+100, "tokens after the failover")
+	for i := 1; i < len(tokens); i++ {
+		require.Greater(t, tokens[i], tokens[i-1], "token %d of %d (the failover ended at %d)", i, len(tokens), failedOver)
+	}
+	// Which primary issued a token shows in its high bits (the timeline).
+	promoted := 0
+	for promoted < len(tokens) && tokens[promoted]>>48 == tokens[0]>>48 {
+		promoted++
+	}
+	require.Less(t, promoted, len(tokens), "no token from the new primary's timeline")
+	t.Logf("%d tokens from the old primary (timeline %d), up to %d; %d from the new one (timeline %d), from %d",
+		promoted, tokens[0]>>48, tokens[promoted-1], len(tokens)-promoted, tokens[promoted]>>48, tokens[promoted])
+
+	table := "fenced_" + randomSuffix()
+	db := connect(t, p.Primary().URL())
+	_, err = db.Exec(ctx(t), `CREATE TABLE `+table+` (id int PRIMARY KEY, v text); INSERT INTO `+table+` VALUES (1, 'init')`)
+	require.NoError(t, err)
+	mustAcquire(t, l, NoWait)
+	write := func(token int64) int64 {
+		tag, err := db.Exec(ctx(t), `UPDATE `+table+` SET v = $1 WHERE id = 1 AND pgcoord.fence_ok($2, $3)`, "w", l.Key(), token)
+		require.NoError(t, err)
+		return tag.RowsAffected()
+	}
+	require.EqualValues(t, 0, write(tokens[promoted-1]), "a token from the old primary is refused")
+	require.EqualValues(t, 1, write(l.Token()), "the holder's write lands")
+	require.NoError(t, l.Release(ctx(t)))
+}
