@@ -142,6 +142,14 @@ type Config struct {
 	// writer's: guard it with pgcoord.fence_ok(key, token). It costs one
 	// table write per acquire, which is why it is off by default.
 	Fencing bool
+	// Retention is how long the rows of stopped and silent (crashed, cut
+	// off) members, and the registrations of names nobody uses any more,
+	// are kept: the coordinator deletes older ones every Retention/4, at
+	// most hourly (see Prune). Running members and names held, waited for
+	// or used within the retention are never deleted. Default 24h
+	// (DefaultRetention); at least MinRetention (1h); negative: this
+	// coordinator never prunes (`pgcoord prune` still can).
+	Retention time.Duration
 	// AsyncRelease makes Release of a lock held on a lock session (one not
 	// taken after a wait) return once its unlock is queued: the unlock goes
 	// out in the same round trip as the session's next statement, or on its
@@ -185,7 +193,8 @@ type Coordinator struct {
 	cancelRun context.CancelFunc
 	hbDone    chan struct{}
 	// beatNow asks the heartbeat loop for a beat at once (see beatSoon).
-	beatNow chan struct{}
+	beatNow   chan struct{}
+	pruneDone chan struct{}
 
 	control *session
 	lockSs  []*session
@@ -245,6 +254,7 @@ func New(cfg Config) (*Coordinator, error) {
 	cfg.MaxReconnectBackoff = cmp.Or(cfg.MaxReconnectBackoff, DefaultMaxReconnectBackoff)
 	applySessionDefaults(&cfg)
 	cfg.MaxHeldLocks = cmp.Or(cfg.MaxHeldLocks, DefaultMaxHeldLocks)
+	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
 	if cfg.HeartbeatInterval > 0 {
 		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 5*cfg.HeartbeatInterval)
 	}
@@ -315,6 +325,8 @@ func validateConfig(cfg *Config) error {
 	case 1+cfg.LockSessions+cfg.MaxWaitSessions > cfg.MaxSessions:
 		return bad("MaxSessions", "budget %d is less than 1 control + %d lock (LockSessions) + %d wait sessions (MaxWaitSessions)",
 			cfg.MaxSessions, cfg.LockSessions, cfg.MaxWaitSessions)
+	case cfg.Retention > 0 && cfg.Retention < MinRetention:
+		return bad("Retention", "must be at least %v (or negative: no pruning), got %v", MinRetention, cfg.Retention)
 	case cfg.MaxHeldLocks < 0:
 		return bad("MaxHeldLocks", "must be positive, got %d", cfg.MaxHeldLocks)
 	}
@@ -425,6 +437,8 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	c.state.Store(stateStarted)
 	c.hbDone = make(chan struct{})
 	go c.heartbeatLoop()
+	c.pruneDone = make(chan struct{})
+	go c.pruneLoop()
 	c.far.done = make(chan struct{})
 	go c.far.loop()
 	c.log.Info("pgcoord: member started", slog.Int("lock_sessions", len(c.lockSs)))
@@ -558,6 +572,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	c.cancelRun()
 	c.control.interrupt()
 	<-c.hbDone
+	<-c.pruneDone
 	<-c.far.done
 
 	ctx = context.WithoutCancel(ctx)

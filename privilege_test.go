@@ -28,8 +28,8 @@ func appRoleOn(t *testing.T, url, options string) string {
 	for _, stmt := range []string{
 		`CREATE ROLE ` + role + ` LOGIN PASSWORD 'app-pw' NOSUPERUSER NOCREATEDB NOCREATEROLE ` + options,
 		`GRANT USAGE ON SCHEMA pgcoord TO ` + role,
-		`GRANT SELECT, INSERT, UPDATE ON pgcoord.members TO ` + role,
-		`GRANT SELECT, INSERT ON pgcoord.locks TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.members TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE (last_used), DELETE ON pgcoord.locks TO ` + role,
 		`GRANT SELECT ON pgcoord.live_members, pgcoord.held_locks, pgcoord.schema_migrations TO ` + role,
 		`GRANT USAGE ON SEQUENCE pgcoord.fencing_token TO ` + role,
 		`GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer), pgcoord.next_token() TO ` + role,
@@ -65,10 +65,13 @@ func TestLeastPrivilegeRole(t *testing.T) {
 	acquireAfterWait(t, w, blocker)
 	require.NoError(t, w.Release(ctx(t)))
 	require.NoError(t, l.Release(ctx(t)))
+	// Pruning (Config.Retention) as the app role.
+	_, err := c.Prune(ctx(t), MinRetention)
+	require.NoError(t, err)
 
 	// The role cannot change the schema.
 	conn := connect(t, appURL)
-	_, err := conn.Exec(ctx(t), `CREATE TABLE pgcoord.intruder (id int)`)
+	_, err = conn.Exec(ctx(t), `CREATE TABLE pgcoord.intruder (id int)`)
 	require.Error(t, err)
 	require.NoError(t, c.Stop(ctx(t)))
 }

@@ -165,9 +165,10 @@ func (q *Queries) LockWaitMarkers(ctx context.Context, db DBTX, keys []int64) er
 
 const RegisterLockName = `-- name: RegisterLockName :one
 WITH ins AS (
-    INSERT INTO pgcoord.locks (key, name) VALUES ($1, $2)
-    ON CONFLICT DO NOTHING
-    RETURNING locks.name
+    INSERT INTO pgcoord.locks AS r (key, name) VALUES ($1, $2)
+    ON CONFLICT (key) DO UPDATE SET last_used = now()
+        WHERE r.name = excluded.name AND r.last_used < now() - interval '1 minute'
+    RETURNING r.name
 )
 SELECT ins.name FROM ins
 UNION ALL
@@ -183,6 +184,8 @@ type RegisterLockNameParams struct {
 // Registers key -> name, returning the name registered under key: a different
 // name means a key collision. No row comes back only when a concurrent insert
 // of the same key committed after this statement's snapshot; callers retry.
+// A name registered again refreshes last_used (at most once a minute, to
+// spare the row a write per registration), which keeps PruneLockNames off it.
 func (q *Queries) RegisterLockName(ctx context.Context, db DBTX, arg RegisterLockNameParams) (string, error) {
 	row := db.QueryRow(ctx, RegisterLockName, arg.Key, arg.Name)
 	var name string

@@ -44,6 +44,7 @@ type PgcoordLock struct {
 	Key       int64
 	Name      string
 	CreatedAt pgtype.Timestamptz
+	LastUsed  pgtype.Timestamptz
 }
 
 type PgcoordMember struct {

@@ -74,10 +74,13 @@ SELECT pg_advisory_unlock_all();
 -- Registers key -> name, returning the name registered under key: a different
 -- name means a key collision. No row comes back only when a concurrent insert
 -- of the same key committed after this statement's snapshot; callers retry.
+-- A name registered again refreshes last_used (at most once a minute, to
+-- spare the row a write per registration), which keeps PruneLockNames off it.
 WITH ins AS (
-    INSERT INTO pgcoord.locks (key, name) VALUES (sqlc.arg(key), sqlc.arg(name))
-    ON CONFLICT DO NOTHING
-    RETURNING locks.name
+    INSERT INTO pgcoord.locks AS r (key, name) VALUES (sqlc.arg(key), sqlc.arg(name))
+    ON CONFLICT (key) DO UPDATE SET last_used = now()
+        WHERE r.name = excluded.name AND r.last_used < now() - interval '1 minute'
+    RETURNING r.name
 )
 SELECT ins.name FROM ins
 UNION ALL

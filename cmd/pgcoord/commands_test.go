@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"regexp"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord"
 )
 
 func TestMigrateThenMembers(t *testing.T) {
@@ -49,4 +54,42 @@ func TestLocksShowsHeldLock(t *testing.T) {
 	r = runCLI(t, "locks")
 	require.Equal(t, exitOK, r.code)
 	require.NotContains(t, r.stdout, prefix+"nightly-report")
+}
+
+func TestPrune(t *testing.T) {
+	t.Parallel()
+	url := freshDatabase(t)
+	r := runCLI(t, "migrate", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	prefix := testPrefix(t)
+	c, err := pgcoord.New(pgcoord.Config{ConnString: url, Prefix: prefix, AgentID: "old", SkipMigrations: true, Retention: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	require.NoError(t, c.Start(context.Background()))
+	l := c.GetLock("job")
+	ok, err := l.Acquire(context.Background(), pgcoord.NoWait)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.NoError(t, c.Stop(context.Background()))
+	conn, err := pgx.Connect(context.Background(), url)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(context.Background(), `UPDATE pgcoord.members SET stopped_at = now() - interval '3 hours'`)
+	require.NoError(t, err)
+	_, err = conn.Exec(context.Background(), `UPDATE pgcoord.locks SET last_used = now() - interval '3 hours'`)
+	require.NoError(t, err)
+
+	r = runCLI(t, "prune", "--older-than", "30m", "--database-url", url)
+	require.Equal(t, exitUsage, r.code)
+	require.Contains(t, r.stderr, "--older-than must be at least 1h0m0s")
+
+	r = runCLI(t, "prune", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.Equal(t, "pruned 0 member rows and 0 lock names unused for 24h\n", r.stdout, "3 hours is within 24h")
+	r = runCLI(t, "prune", "--older-than", "2h", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.Equal(t, "pruned 1 member rows and 1 lock names unused for 2h\n", r.stdout)
+	r = runCLI(t, "prune", "--older-than", "90m", "--json", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.JSONEq(t, `{"members": 0, "names": 0, "older_than_seconds": 5400}`, r.stdout)
 }

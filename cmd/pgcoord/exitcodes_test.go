@@ -23,6 +23,7 @@ func TestNoDatabaseRefused(t *testing.T) {
 		{"members", "--all", "--json"},
 		{"members"},
 		{"locks"},
+		{"prune"},
 	} {
 		r := startCLI(t, true, args...).wait(t, 30*time.Second)
 		require.Equal(t, exitNoDatabase, r.code, "%v", args)

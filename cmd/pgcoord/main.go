@@ -4,6 +4,7 @@
 //	pgcoord migrate [--status]            apply the schema, or report its version
 //	pgcoord members [--all] [--json]      list the members
 //	pgcoord locks [--json]                list held and awaited locks
+//	pgcoord prune [--older-than 24h]      delete old member rows and unused names
 //	pgcoord run --lock NAME -- CMD ARGS   run CMD while holding NAME (like flock(1))
 //	pgcoord demo                          three agents sharing locks, and a crash
 //
@@ -71,6 +72,7 @@ Commands:
   migrate   apply pgcoord's schema migrations (--status: report, apply nothing)
   members   list live members (--all: also stopped and stale ones)
   locks     list the locks held and awaited, from pgcoord.held_locks
+  prune     delete old member rows and unused lock names (--older-than 24h)
   run       run a command while holding a lock, like flock(1):
               pgcoord run --lock NAME [--wait|--nowait|--timeout 10s] -- CMD ARGS...
   demo      three agents share volume locks; one crashes and another takes over
@@ -84,7 +86,7 @@ Database:
   locks nobody else can see.
 
 Output:
-  members, locks and migrate take --json (or -o json): times in RFC 3339,
+  members, locks, migrate and prune take --json (or -o json): times in RFC 3339,
   UTC. Tables print times in the local zone, with its offset.
 
 Exit codes:
@@ -118,6 +120,7 @@ var commands = []command{
 	{"migrate", cmdMigrate},
 	{"members", cmdMembers},
 	{"locks", cmdLocks},
+	{"prune", cmdPrune},
 	{"run", cmdRun},
 	{"demo", cmdDemo},
 	{"elect", cmdElect},

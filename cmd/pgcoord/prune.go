@@ -1,0 +1,71 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pgcoord/pgcoord"
+)
+
+// cmdPrune deletes old member rows and unused name registrations, as
+// coordinators do by themselves every Retention/4.
+func cmdPrune(a *app, args []string) int {
+	fs := newFlagSet(a, "pgcoord prune [--older-than 24h] [--json | -o json] [--database-url URL]",
+		"Deletes the rows of members stopped, or silent (crashed, cut off), for longer than\n"+
+			"--older-than, and the registrations in pgcoord.locks of names nobody has used for\n"+
+			"that long and nobody holds or waits for now. Running members and names in use\n"+
+			"are never deleted. Coordinators do the same by themselves (Config.Retention);\n"+
+			"this is for a cron job, or after changing the retention.")
+	dbURL := dbFlag(fs)
+	olderThan := fs.Duration("older-than", pgcoord.DefaultRetention, fmt.Sprintf("retention (at least %v)", pgcoord.MinRetention))
+	out := addOutputFlags(fs)
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if code, done := a.noArgs(fs); done {
+		return code
+	}
+	asJSON, err := out.isJSON()
+	if err != nil {
+		return a.usageError("%v", err)
+	}
+	if *olderThan < pgcoord.MinRetention {
+		return a.usageError("--older-than must be at least %v, got %v", pgcoord.MinRetention, *olderThan)
+	}
+	conn, err := a.openSchema(*dbURL)
+	if err != nil {
+		return a.fail(err)
+	}
+	defer closeConn(conn)
+	res, err := pgcoord.PruneConn(a.ctx, conn, *olderThan)
+	if err != nil {
+		return a.fail(err)
+	}
+	if asJSON {
+		err = writeJSON(a.stdout, struct {
+			Members          int64   `json:"members"`
+			Names            int64   `json:"names"`
+			OlderThanSeconds float64 `json:"older_than_seconds"`
+		}{res.Members, res.Names, olderThan.Seconds()})
+	} else {
+		_, err = fmt.Fprintf(a.stdout, "pruned %d member rows and %d lock names unused for %v\n",
+			res.Members, res.Names, fmtRetention(*olderThan))
+	}
+	if err != nil {
+		return a.fail(err)
+	}
+	return exitOK
+}
+
+// fmtRetention prints 24h0m0s as 24h and 1h30m0s as 1h30m.
+func fmtRetention(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}

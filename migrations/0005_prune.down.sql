@@ -1,0 +1,1 @@
+ALTER TABLE pgcoord.locks DROP COLUMN last_used;

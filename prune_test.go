@@ -1,0 +1,188 @@
+package pgcoord
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// backdate makes rows look older than they are, as if hours had passed.
+func backdate(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	_, err := conn.Exec(ctx(t), sql, args...)
+	require.NoError(t, err)
+}
+
+func memberRowExists(t *testing.T, conn *pgx.Conn, id string) bool {
+	var n int
+	require.NoError(t, conn.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.members WHERE member_id = $1`, id).Scan(&n))
+	return n == 1
+}
+
+func nameRow(t *testing.T, conn *pgx.Conn, key int64) string {
+	var name string
+	err := conn.QueryRow(ctx(t), `SELECT name FROM pgcoord.locks WHERE key = $1`, key).Scan(&name)
+	if err == pgx.ErrNoRows {
+		return ""
+	}
+	require.NoError(t, err)
+	return name
+}
+
+// Stopped and silent members older than the retention go; running ones and
+// recent ones stay, however old their heartbeat looks.
+func TestPruneMembers(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t) // prunes every prefix: keep other tests' rows out of it
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	conn := connect(t, dbURL)
+	prefix := testPrefix(t)
+	mk := func(agent string) *Coordinator {
+		return newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1 })
+	}
+	pruner := mk("pruner")
+	running := mk("running")
+	oldStopped := mk("old-stopped")
+	newStopped := mk("new-stopped")
+	require.NoError(t, oldStopped.Stop(ctx(t)))
+	require.NoError(t, newStopped.Stop(ctx(t)))
+	// A crashed member: a row nobody's member lock covers, never stopped.
+	_, err := conn.Exec(ctx(t), `INSERT INTO pgcoord.members (member_id, agent_id, session_tag, member_key, last_heartbeat)
+		VALUES ($1, 'crashed', 'x', 42, now() - interval '3 hours')`, prefix+"crashed")
+	require.NoError(t, err)
+	backdate(t, conn, `UPDATE pgcoord.members SET stopped_at = now() - interval '2 hours' WHERE member_id = $1`, oldStopped.MemberID())
+	// A running member whose heartbeat looks old (its lock says it runs).
+	backdate(t, conn, `UPDATE pgcoord.members SET last_heartbeat = now() - interval '5 hours' WHERE member_id = $1`, running.MemberID())
+
+	_, err = pruner.Prune(ctx(t), 30*time.Minute)
+	require.ErrorIs(t, err, ErrInvalidConfig, "below MinRetention")
+	res, err := pruner.Prune(ctx(t), time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), res.Members)
+	require.False(t, memberRowExists(t, conn, oldStopped.MemberID()))
+	require.False(t, memberRowExists(t, conn, prefix+"crashed"))
+	require.True(t, memberRowExists(t, conn, newStopped.MemberID()))
+	require.True(t, memberRowExists(t, conn, running.MemberID()))
+	// The running member goes on heartbeating; a new one with a pruned id starts.
+	require.NoError(t, running.Heartbeat(ctx(t)))
+	mk("old-stopped")
+}
+
+// A name goes once nobody used it for the retention and nobody holds or
+// waits for it; a coordinator that uses it again registers it again.
+func TestPruneLockNames(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	conn := connect(t, dbURL)
+	prefix := testPrefix(t)
+	mods := func(cfg *Config) { cfg.ConnString, cfg.Retention = dbURL, -1 }
+	a, b := newCoord(t, prefix, mods), newCoord(t, prefix, mods)
+	unused, held, waited, recent := a.GetLock("unused"), a.GetLock("held"), a.GetLock("waited"), a.GetLock("recent")
+	for _, l := range []*Lock{unused, held, waited, recent} {
+		mustAcquire(t, l, NoWait)
+	}
+	for _, l := range []*Lock{unused, recent} {
+		require.NoError(t, l.Release(ctx(t)))
+	}
+	// b waits on the server for "waited".
+	waiter := b.GetLock("waited")
+	got := make(chan error, 1)
+	go func() {
+		ok, err := waiter.Acquire(ctx(t), Wait)
+		if err == nil && !ok {
+			err = ErrLockAcquireFailed
+		}
+		got <- err
+	}()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, conn.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.held_locks WHERE key = $1 AND NOT granted`, waiter.Key()).Scan(&n))
+		return n == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, waited.Release(ctx(t))) // the waiter now holds it
+	require.NoError(t, <-got)
+
+	backdate(t, conn, `UPDATE pgcoord.locks SET last_used = now() - interval '2 hours' WHERE key <> $1`, recent.Key())
+	res, err := a.Prune(ctx(t), time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.Names)
+	require.Empty(t, nameRow(t, conn, unused.Key()), "unused for the retention and free: pruned")
+	require.Equal(t, prefix+"held", nameRow(t, conn, held.Key()), "held: kept")
+	require.Equal(t, prefix+"waited", nameRow(t, conn, waited.Key()), "held after a wait: kept")
+	require.Equal(t, prefix+"recent", nameRow(t, conn, recent.Key()), "used lately: kept")
+
+	// A coordinator using the name again registers it again.
+	c := newCoord(t, prefix, mods)
+	mustAcquire(t, c.GetLock("unused"), NoWait)
+	require.Equal(t, prefix+"unused", nameRow(t, conn, unused.Key()))
+}
+
+// Prune racing registration: whatever the interleaving, once a register
+// returns, the name owns its key and a colliding name is refused, so
+// collision detection holds for names in use.
+func TestPruneRacesRegister(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	prefix := testPrefix(t)
+	c := newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.Retention = dbURL, -1 })
+	const names = 8
+	locks := make([]*Lock, names)
+	for i := range locks {
+		locks[i] = c.GetLock(string(rune('a' + i)))
+	}
+	pruneConn, checkConn := connect(t, dbURL), connect(t, dbURL)
+
+	stop := make(chan struct{})
+	var pruned atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // prunes as fast as it can
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			res, err := PruneConn(context.Background(), pruneConn, time.Hour)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			pruned.Add(res.Names)
+		}
+	}()
+
+	deadline := time.Now().Add(3 * time.Second)
+	rounds := 0
+	for ; time.Now().Before(deadline) || pruned.Load() == 0; rounds++ {
+		require.Less(t, rounds, 100000, "prune never deleted a name")
+		// An hour passes for every name, and the coordinator's cache forgets.
+		backdate(t, checkConn, `UPDATE pgcoord.locks SET last_used = now() - interval '2 hours' WHERE name LIKE $1 || '%'`, prefix)
+		c.names.mu.Lock()
+		clear(c.names.names)
+		c.names.mu.Unlock()
+		for _, l := range locks {
+			require.NoError(t, c.register(ctx(t), l))
+			// Another name with the same key (a collision, forged) must be
+			// refused now, exactly as RegisterLockName refuses one.
+			var owner string
+			require.NoError(t, checkConn.QueryRow(ctx(t), `WITH ins AS (
+				INSERT INTO pgcoord.locks (key, name) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING name)
+				SELECT name FROM ins UNION ALL SELECT name FROM pgcoord.locks WHERE key = $1 LIMIT 1`,
+				l.Key(), "collider-"+l.Name()).Scan(&owner))
+			require.Equal(t, l.full, owner, "round %d: %s lost its registration to a collider", rounds, l.Name())
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d rounds, %d names pruned and registered again", rounds, pruned.Load())
+	require.Positive(t, pruned.Load())
+}
