@@ -13,10 +13,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// farCheck is how often a coordinator with waits beyond its budget checks,
-// in one statement, whether any of the locks they want is free: a holder
-// that died (SIGKILL, a terminated backend) released its locks without the
-// NOTIFY of an unlock, and this is what notices.
+// farCheck is how often a coordinator with waits beyond its budget has them
+// all try their locks (one batch per lock session: concurrent tries share a
+// round trip): a holder that died (SIGKILL, a terminated backend) released
+// its locks without the NOTIFY of an unlock, and this is what notices.
 const farCheck = 100 * time.Millisecond
 
 // farWaits serves the waits beyond the session budget: waits with no wait
@@ -30,8 +30,13 @@ const farCheck = 100 * time.Millisecond
 //   - the control session LISTENs on pgcoord_free and, while waits are
 //     pending and nobody else needs the session, waits for notifications
 //     (an idle session holds no snapshot);
-//   - every farCheck, one statement tries every key waited for (a lock
-//     held for the statement only) and wakes the waits on the free ones.
+//   - every farCheck, every wait tries its lock, the tries of a lock
+//     session going out as one batch.
+//
+// (The check is a real try, not a statement that tries each key on the
+// control session for an instant: such a phantom holder makes someone
+// else's try fail, and releases without a NOTIFY, so that waiter would
+// sleep until the next check.)
 //
 // A woken wait tries its lock on a lock session; if someone else was
 // quicker it waits again. The local table lets one goroutine per key wait
@@ -226,7 +231,6 @@ func (f *farWaits) serve(ctx context.Context, conn *pgx.Conn) error {
 			delete(f.armed, k)
 		}
 	}
-	check := arm
 	if len(arm) > 0 {
 		if err := c.q.LockWaitMarkers(ctx, conn, arm); err != nil {
 			return err
@@ -235,24 +239,14 @@ func (f *farWaits) serve(ctx context.Context, conn *pgx.Conn) error {
 			f.armed[k] = true
 		}
 	}
-	now := monoNow()
-	if now >= f.nextCheck {
-		check = check[:0]
-		for k := range f.armed {
-			check = append(check, k)
-		}
+	if now := monoNow(); now >= f.nextCheck {
 		f.nextCheck = now + int64(farCheck)
-	}
-	// A newly marked key is checked at once: its lock may have been
-	// released after its wait's try and before the marker was there, with
-	// no NOTIFY.
-	if len(check) > 0 {
-		free, err := c.q.FreeKeys(ctx, conn, check)
-		if err != nil {
-			return err
-		}
+		f.wakeAll()
+	} else if len(arm) > 0 {
+		// A newly marked key's wait tries at once: its lock may have been
+		// released before the marker was there, with no NOTIFY.
 		f.mu.Lock()
-		for _, k := range free {
+		for _, k := range arm {
 			signal(f.waiting[k])
 		}
 		f.mu.Unlock()

@@ -68,22 +68,6 @@ func (q *Queries) FreeConnections(ctx context.Context, db DBTX) (FreeConnections
 	return i, err
 }
 
-const FreeKeys = `-- name: FreeKeys :one
-SELECT coalesce(array_agg(k), '{}')::bigint[] AS free
-FROM unnest($1::bigint[]) AS k
-WHERE pg_try_advisory_xact_lock(k)
-`
-
-// Which of keys nobody holds now: each is tried and, when free, held only
-// until the statement ends. This is the one statement a coordinator runs
-// each check to find locks whose holder died without a release (no NOTIFY).
-func (q *Queries) FreeKeys(ctx context.Context, db DBTX, keys []int64) ([]int64, error) {
-	row := db.QueryRow(ctx, FreeKeys, keys)
-	var free []int64
-	err := row.Scan(&free)
-	return free, err
-}
-
 const ListHeldLocks = `-- name: ListHeldLocks :many
 SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS mode,
        coalesce(h.member_id, '')::text AS member_id, h.granted::boolean AS granted,

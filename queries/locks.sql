@@ -41,14 +41,6 @@ FROM unnest(sqlc.arg(keys)::bigint[]) AS k;
 SELECT pg_advisory_unlock_shared((k >> 32)::integer, k::bit(32)::integer)
 FROM unnest(sqlc.arg(keys)::bigint[]) AS k;
 
--- name: FreeKeys :one
--- Which of keys nobody holds now: each is tried and, when free, held only
--- until the statement ends. This is the one statement a coordinator runs
--- each check to find locks whose holder died without a release (no NOTIFY).
-SELECT coalesce(array_agg(k), '{}')::bigint[] AS free
-FROM unnest(sqlc.arg(keys)::bigint[]) AS k
-WHERE pg_try_advisory_xact_lock(k);
-
 -- name: FreeConnections :one
 -- Connection slots a new ordinary session may still take: max_connections
 -- less the reserved slots and the client backends connected now.
