@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -9,66 +10,96 @@ import (
 // localTable does exclusion between the Locks of one coordinator. PostgreSQL
 // session locks are reentrant, so two Locks of one name sharing a lock
 // session would both "get" it; instead at most one Lock per key is acquiring
-// or holding in this process, and the others wait here, in-process. That also
-// means only one goroutine per process waits on the server for a name.
+// or holding in this process, and the others wait here, in-process, in FIFO
+// order: a claim that ends hands the key straight to the longest waiter, so
+// a goroutine that releases and at once acquires again queues behind the
+// others instead of winning every race. That also means only one goroutine
+// per process waits on the server for a name.
 type localTable struct {
 	mu      sync.Mutex
-	entries map[int64]*localEntry
+	entries map[int64]*localSlot
 }
 
-// localEntry marks a key as claimed; freed is closed when the claim ends.
+// localSlot is a claimed key: its current claim and the claims queued for it.
+type localSlot struct {
+	claim *localEntry
+	queue []*localWaiter
+}
+
+// localWaiter is a claim queued for a key; grant receives its entry.
+type localWaiter struct {
+	grant chan *localEntry
+}
+
+// localEntry is one claim of a key; freed is closed when the claim ends.
 type localEntry struct {
 	freed chan struct{}
 }
 
-func (t *localTable) init() { t.entries = map[int64]*localEntry{} }
+func (t *localTable) init() { t.entries = map[int64]*localSlot{} }
 
 // claim takes key for the caller. With noWait it returns nil at once when
-// another Lock has it; otherwise it waits until the key is free, ctx ends
-// (returning ctx's error) or deadline passes (nil, nil). A zero deadline
-// means no deadline. waited reports whether it had to wait.
+// another Lock has it; otherwise it queues until the key is handed to it,
+// ctx ends (returning ctx's error) or deadline passes (nil, nil). A zero
+// deadline means no deadline. waited reports whether it had to wait.
 func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline time.Time) (_ *localEntry, waited bool, err error) {
-	var timer *time.Timer
-	var timeout <-chan time.Time
-	for {
-		t.mu.Lock()
-		e, busy := t.entries[key]
-		if !busy {
-			e = &localEntry{freed: make(chan struct{})}
-			t.entries[key] = e
-			t.mu.Unlock()
-			if timer != nil {
-				timer.Stop()
-			}
-			return e, waited, nil
-		}
+	t.mu.Lock()
+	slot, busy := t.entries[key]
+	if !busy {
+		e := &localEntry{freed: make(chan struct{})}
+		t.entries[key] = &localSlot{claim: e}
 		t.mu.Unlock()
-		if noWait {
-			return nil, false, nil
-		}
-		waited = true
-		if !deadline.IsZero() && timer == nil {
-			timer = time.NewTimer(time.Until(deadline))
-			timeout = timer.C
-		}
-		select {
-		case <-e.freed:
-		case <-timeout:
-			return nil, true, nil
-		case <-ctx.Done():
-			if timer != nil {
-				timer.Stop()
-			}
-			return nil, true, ctx.Err()
+		return e, false, nil
+	}
+	if noWait {
+		t.mu.Unlock()
+		return nil, false, nil
+	}
+	w := &localWaiter{grant: make(chan *localEntry, 1)}
+	slot.queue = append(slot.queue, w)
+	t.mu.Unlock()
+
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		timer := time.NewTimer(time.Until(deadline))
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	select {
+	case e := <-w.grant:
+		return e, true, nil
+	case <-timeout:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	// Leave the queue; if the key was handed over meanwhile, pass it on.
+	t.mu.Lock()
+	if slot := t.entries[key]; slot != nil {
+		if i := slices.Index(slot.queue, w); i >= 0 {
+			slot.queue = slices.Delete(slot.queue, i, i+1)
+			t.mu.Unlock()
+			return nil, true, err
 		}
 	}
+	t.mu.Unlock()
+	t.free(key, <-w.grant)
+	return nil, true, err
 }
 
-// free ends the claim e on key and wakes its waiters.
+// free ends the claim e on key and hands the key to the longest waiter.
 func (t *localTable) free(key int64, e *localEntry) {
 	t.mu.Lock()
-	if t.entries[key] == e {
-		delete(t.entries, key)
+	slot := t.entries[key]
+	if slot != nil && slot.claim == e {
+		if len(slot.queue) == 0 {
+			delete(t.entries, key)
+		} else {
+			w := slot.queue[0]
+			slot.queue = slices.Delete(slot.queue, 0, 1)
+			next := &localEntry{freed: make(chan struct{})}
+			slot.claim = next
+			w.grant <- next
+		}
 	}
 	t.mu.Unlock()
 	close(e.freed)
