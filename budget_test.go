@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/db"
 )
 
 // budgetCoord starts a coordinator with the default session budget (newCoord
@@ -320,8 +322,14 @@ func TestHeadroomRefusesSession(t *testing.T) {
 	p := testPrefix(t)
 	on := func(cfg *Config) { cfg.ConnString = srv.URL() }
 	holder := budgetCoord(t, p, on)
-	c := budgetCoord(t, p, on, func(cfg *Config) { cfg.ConnectionHeadroom = 100 })
+	c := budgetCoord(t, p, on, func(cfg *Config) { cfg.ConnectionHeadroom = 5 })
 	admin := connect(t, srv.URL())
+	// Take slots until exactly 5 are free: a sixth session would leave 4.
+	var usable, used int
+	require.NoError(t, admin.QueryRow(ctx(t), db.FreeConnections).Scan(&usable, &used))
+	for range usable - used - 5 {
+		_ = connect(t, srv.URL())
+	}
 	hl := holder.GetLock("h")
 	mustAcquire(t, hl, NoWait)
 	w := c.GetLock("h")
@@ -333,6 +341,12 @@ func TestHeadroomRefusesSession(t *testing.T) {
 	require.NoError(t, <-res)
 	require.Equal(t, 2, backendsOn(t, admin, c))
 	require.NoError(t, w.Release(ctx(t)))
+
+	// Start, too, refuses to eat into the headroom, and leaves nothing open.
+	refused, err := New(Config{ConnString: srv.URL(), Prefix: p, SkipMigrations: true, ConnectionHeadroom: 100, Logger: quietLogger()})
+	require.NoError(t, err)
+	require.ErrorIs(t, refused.Start(ctx(t)), ErrTooManyConnections)
+	require.Eventually(t, func() bool { return backendsOn(t, admin, refused) == 0 }, 10*time.Second, 5*time.Millisecond)
 
 	// The default headroom, 10% of 17 usable slots, leaves room here.
 	d := budgetCoord(t, p, on)

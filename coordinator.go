@@ -93,13 +93,14 @@ type Config struct {
 	// least 2.
 	MaxSessions int
 	// ConnectionHeadroom is how many of the server's connection slots this
-	// coordinator leaves free: it opens no session beyond its first two
-	// that would leave fewer (checked from max_connections, the reserved
-	// slots and pg_stat_activity). A session refused this way, or by the
-	// server ("too many clients", ErrTooManyConnections), is simply not
-	// opened: locks stay on the sessions already open and waits go beyond
-	// the budget. Default (0): 10% of max_connections less the reserved
-	// slots. Negative: no check.
+	// coordinator leaves free: it opens no session that would leave fewer
+	// (checked from max_connections, the reserved slots and
+	// pg_stat_activity). Start fails with ErrTooManyConnections when its
+	// first lock session would; after Start a session refused this way, or
+	// by the server ("too many clients"), is simply not opened: locks stay
+	// on the sessions already open and waits go beyond the budget. Default
+	// (0): 10% of max_connections less the reserved slots. Negative: no
+	// check.
 	ConnectionHeadroom int
 
 	// LockSessions is how many of the MaxSessions budget hold the locks

@@ -46,12 +46,15 @@
 //     session, and moves to a wait session when one frees up. Cancelling
 //     one drops its marker at the next round and costs the others nothing.
 //
-// Before opening any session beyond its first two, a coordinator checks the
-// server's free connection slots and leaves Config.ConnectionHeadroom of them
-// (default 10% of max_connections less the reserved slots); a session it
-// does not open, or the server refuses with "too many clients"
-// (ErrTooManyConnections), is simply done without: locks go on the lock
-// session that is open and waits go beyond the budget.
+// Before opening a session (from Start's first lock session on), a
+// coordinator checks the server's free connection slots and leaves
+// Config.ConnectionHeadroom of them (default 10% of max_connections less the
+// reserved slots), so that a fleet of coordinators never takes the slots the
+// application needs. Start fails with ErrTooManyConnections when it cannot
+// have its two sessions so; after Start a session it does not open, or the
+// server refuses with "too many clients" (ErrTooManyConnections), is simply
+// done without: locks go on the lock session that is open and waits go
+// beyond the budget.
 //
 // PostgreSQL session locks are reentrant, so exclusion between Locks of one
 // process is done in-process, per name: at most one Lock per name is

@@ -57,8 +57,9 @@ var (
 	// refused for want of connection slots (SQLSTATE 53300, "too many
 	// clients"), or that the coordinator did not open because it would have
 	// left fewer than Config.ConnectionHeadroom slots free. Start returns it
-	// when it cannot open its first two sessions; past Start the coordinator
-	// carries on with the sessions it has (waits go beyond the budget).
+	// when it cannot have its first two sessions so; past Start the
+	// coordinator carries on with the sessions it has (waits go beyond the
+	// budget).
 	ErrTooManyConnections = errors.New("pgcoord: too many connections")
 	// ErrWrongServer is returned when a session reaches a server it must
 	// not hold locks on: a standby in recovery (its advisory locks exclude

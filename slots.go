@@ -21,22 +21,26 @@ func tooManyConnections(err error) error {
 	return err
 }
 
-// firstTwo reports whether s is one of the two sessions a coordinator
-// always has (control and the first lock session): they are opened by Start
-// without a headroom check, since without them it cannot work at all.
-func (c *Coordinator) firstTwo(s *session) bool {
-	return s == c.control || (len(c.lockSs) > 0 && s == c.lockSs[0])
+// exempt reports whether s opens without a headroom check: the control
+// session, which runs the check, and, once Start is done, the first lock
+// session, which a started coordinator cannot work without (it had a slot a
+// moment ago, when its connection broke).
+func (c *Coordinator) exempt(s *session) bool {
+	return s == c.control || (len(c.lockSs) > 0 && s == c.lockSs[0] && c.running())
 }
 
-// admit decides whether s may open a connection now: a session beyond the
-// first two is refused (ErrTooManyConnections) when opening it would leave
-// the server fewer free connection slots than Config.ConnectionHeadroom.
-// Connection slots are a shared server's scarcest resource: when they run
-// out, every client of the server (the application itself) fails. The check
-// runs on the control session; when that is unavailable the dial goes ahead
-// and only the server's own refusal (53300) stops it.
+// admit decides whether s may open a connection now: it is refused
+// (ErrTooManyConnections) when opening it would leave the server fewer free
+// connection slots than Config.ConnectionHeadroom. Connection slots are a
+// shared server's scarcest resource: when they run out, every client of the
+// server (the application itself) fails. Start checks too, before its first
+// lock session: a coordinator that cannot have its two sessions without
+// eating into the headroom does not start (ErrTooManyConnections), and closes
+// the control session it opened to ask. The check runs on the control
+// session; when that is unavailable the dial goes ahead and only the
+// server's own refusal (53300) stops it.
 func (c *Coordinator) admit(ctx context.Context, s *session) error {
-	if c.firstTwo(s) || c.cfg.ConnectionHeadroom < 0 {
+	if c.exempt(s) || c.cfg.ConnectionHeadroom < 0 {
 		return nil
 	}
 	var free, headroom int
