@@ -49,6 +49,14 @@ bench-go: ## Run the root package's benchmarks (go test -bench) ROUNDS times (de
 bench-peers: ## Compare pgcoord with raw pgx, etcd, Redis (redsync) and a tooz-style baseline (bench/, PEER_ROUNDS, default 3; installs redis-server if missing); print a markdown table of medians.
 	scripts/bench-peers.sh -rounds $${PEER_ROUNDS:-3}
 
+.PHONY: fleet
+fleet: ## Fleet benchmark (bench/fleet): 50 coordinators in 5 processes, 20 goroutines each, 100 shared names, max_connections=100, against a connection per holder or waiter; then the starvation run (FLEET_DURATION, default 30s).
+	scripts/fleet.sh
+
+.PHONY: heartbeat
+heartbeat: ## Heartbeat load on pgcoord.members: 500 members beating every second for 5 minutes (HEARTBEAT_DURATION); table size and HOT updates.
+	cd bench && $(GO) run ./fleet heartbeat -duration $${HEARTBEAT_DURATION:-5m}
+
 .PHONY: generate
 generate: $(SQLC) ## Regenerate db/ from queries/ and migrations/ with sqlc.
 	$(SQLC) generate

@@ -100,16 +100,23 @@ func (w pgcoordWaiter) acquire(ctx context.Context) error {
 
 func (w pgcoordWaiter) release(ctx context.Context) error { return w.l.Release(ctx) }
 
-// pgcoordHandoff has two coordinators take turns on one name.
-func pgcoordHandoff(ctx context.Context, b *bench) (sample, error) {
-	var lockers [2]locker
-	for i := range lockers {
-		c, err := startCoordinator(ctx, b.url, nil)
-		if err != nil {
-			return sample{}, err
+// beyondBudget leaves a coordinator no wait session: every wait is beyond
+// the session budget (woken by NOTIFY or the dead-holder check).
+func beyondBudget(cfg *pgcoord.Config) { cfg.MaxSessions = 2 }
+
+// pgcoordHandoff has two coordinators take turns on one name, with tune
+// applied to their configs.
+func pgcoordHandoff(tune func(*pgcoord.Config)) scenarioFunc {
+	return func(ctx context.Context, b *bench) (sample, error) {
+		var lockers [2]locker
+		for i := range lockers {
+			c, err := startCoordinator(ctx, b.url, tune)
+			if err != nil {
+				return sample{}, err
+			}
+			defer c.Stop(context.Background())
+			lockers[i] = pgcoordWaiter{c.GetLock("handoff")}
 		}
-		defer c.Stop(context.Background())
-		lockers[i] = pgcoordWaiter{c.GetLock("handoff")}
+		return handoff(ctx, b.duration, lockers[0], lockers[1])
 	}
-	return handoff(ctx, b.duration, lockers[0], lockers[1])
 }

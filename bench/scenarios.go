@@ -91,12 +91,14 @@ func scenarios() []scenario {
 		{name: "pgcoord, AsyncRelease: 1 coordinator, LockSessions 4", group: groupParallel, run: pgcoordParallel(asyncRelease)},
 
 		{name: "raw pgx: 2 conns, pg_advisory_lock, unlock", group: groupHandoff, floor: true, run: rawHandoff},
-		{name: "pgcoord: 2 coordinators, Acquire(Wait), Release", group: groupHandoff, run: pgcoordHandoff},
+		{name: "pgcoord: 2 coordinators, Acquire(Wait), Release", group: groupHandoff, run: pgcoordHandoff(nil)},
+		{name: "pgcoord: 2 coordinators, waits beyond the budget (MaxSessions 2)", group: groupHandoff, run: pgcoordHandoff(beyondBudget)},
 		{name: "tooz-style (baseline): blocking=True (server wait)", group: groupHandoff, run: toozHandoff(0, normal)},
 		{name: "tooz-style (baseline): blocking=60 (try-lock polling)", group: groupHandoff, run: toozHandoff(time.Minute, slow)},
 
 		{name: "raw pgx: holder in pg_advisory_lock, raw waiter", group: groupTakeover, floor: true, run: rawTakeover},
 		{name: "pgcoord: holder Acquire(NoWait), waiter Acquire(Wait)", group: groupTakeover, run: pgcoordTakeover},
 		{name: "pgcoord waiter, raw holder (one backend to exit)", group: groupTakeover, run: pgcoordWaiterRawHolder},
+		{name: "pgcoord: waiter beyond the budget (MaxSessions 2)", group: groupTakeover, run: pgcoordFarTakeover},
 	}
 }

@@ -69,6 +69,37 @@ func holdRaw(ctx context.Context, url, keyArg string) error {
 // takeoverTrials runs b.trials trials with holder children of mode and the
 // waiter w on key; arg is the lock name or key the child takes.
 func takeoverTrials(ctx context.Context, b *bench, mode, arg string, key int64, w locker) (sample, error) {
+	return takeoverTrialsQueued(ctx, b, mode, arg, key, w, queuedOnServer)
+}
+
+// queuedCheck reports whether a waiter for key is waiting yet.
+type queuedCheck func(ctx context.Context, mon *pgx.Conn, key int64) (bool, error)
+
+// queuedOnServer: a session waits on the server for the bigint advisory key.
+func queuedOnServer(ctx context.Context, mon *pgx.Conn, key int64) (bool, error) {
+	// pg_locks shows a bigint key as its high and low 32 bits.
+	hi, lo := int64(uint64(key)>>32), int64(uint32(key))
+	var waiting bool
+	err := mon.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+		WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted
+		  AND classid::bigint = $1 AND objid::bigint = $2)`, hi, lo).Scan(&waiting)
+	return waiting, err
+}
+
+// queuedBeyondBudget: a wait beyond the session budget holds key's wait
+// marker (a shared two-int advisory lock on the key's halves).
+func queuedBeyondBudget(ctx context.Context, mon *pgx.Conn, key int64) (bool, error) {
+	hi, lo := int64(uint64(key)>>32), int64(uint32(key))
+	var waiting bool
+	err := mon.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+		WHERE locktype = 'advisory' AND objsubid = 2 AND granted AND mode = 'ShareLock'
+		  AND classid::bigint = $1 AND objid::bigint = $2)`, hi, lo).Scan(&waiting)
+	return waiting, err
+}
+
+// takeoverTrialsQueued is takeoverTrials with queued telling when the
+// waiter waits.
+func takeoverTrialsQueued(ctx context.Context, b *bench, mode, arg string, key int64, w locker, queued queuedCheck) (sample, error) {
 	mon, err := pgx.Connect(ctx, b.url)
 	if err != nil {
 		return sample{}, err
@@ -78,7 +109,7 @@ func takeoverTrials(ctx context.Context, b *bench, mode, arg string, key int64, 
 	var s sample
 	began := time.Now()
 	for range b.trials {
-		lat, err := takeoverTrial(ctx, b.url, mon, mode, arg, key, w)
+		lat, err := takeoverTrial(ctx, b.url, mon, mode, arg, key, w, queued)
 		if err != nil {
 			return sample{}, err
 		}
@@ -89,7 +120,7 @@ func takeoverTrials(ctx context.Context, b *bench, mode, arg string, key int64, 
 }
 
 // takeoverTrial runs one trial and returns the time from kill to acquire.
-func takeoverTrial(ctx context.Context, url string, mon *pgx.Conn, mode, arg string, key int64, w locker) (time.Duration, error) {
+func takeoverTrial(ctx context.Context, url string, mon *pgx.Conn, mode, arg string, key int64, w locker, queued queuedCheck) (time.Duration, error) {
 	holder, _, err := startChild(ctx, mode, childArgEnv+"="+url, childLockEnv+"="+arg)
 	if err != nil {
 		return 0, err
@@ -105,7 +136,7 @@ func takeoverTrial(ctx context.Context, url string, mon *pgx.Conn, mode, arg str
 		at = time.Now()
 		acquired <- err
 	}()
-	if err := waitQueued(ctx, mon, key, acquired); err != nil {
+	if err := waitQueued(ctx, mon, key, acquired, queued); err != nil {
 		return 0, err
 	}
 	killed := time.Now()
@@ -117,16 +148,11 @@ func takeoverTrial(ctx context.Context, url string, mon *pgx.Conn, mode, arg str
 	return took, w.release(ctx)
 }
 
-// waitQueued polls pg_locks until a session waits for the bigint advisory
-// key, so the kill lands on a waiter that is already queued on the server.
-func waitQueued(ctx context.Context, mon *pgx.Conn, key int64, acquired <-chan error) error {
-	// pg_locks shows a bigint key as its high and low 32 bits.
-	hi, lo := int64(uint64(key)>>32), int64(uint32(key))
+// waitQueued polls pg_locks until queued says the waiter waits, so the kill
+// lands on a waiter that is already queued.
+func waitQueued(ctx context.Context, mon *pgx.Conn, key int64, acquired <-chan error, queued queuedCheck) error {
 	for {
-		var waiting bool
-		err := mon.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
-			WHERE locktype = 'advisory' AND objsubid = 1 AND NOT granted
-			  AND classid::bigint = $1 AND objid::bigint = $2)`, hi, lo).Scan(&waiting)
+		waiting, err := queued(ctx, mon, key)
 		if err != nil {
 			return err
 		}
@@ -154,6 +180,20 @@ func pgcoordTakeover(ctx context.Context, b *bench) (sample, error) {
 	const name = "takeover"
 	l := c.GetLock(name)
 	return takeoverTrials(ctx, b, "pgcoord-holder", name, l.Key(), pgcoordWaiter{l})
+}
+
+// pgcoordFarTakeover: pgcoord holder child, pgcoord waiter with no wait
+// session (MaxSessions 2): nothing tells it of the kill but the dead-holder
+// check (every 100 ms).
+func pgcoordFarTakeover(ctx context.Context, b *bench) (sample, error) {
+	c, err := startCoordinator(ctx, b.url, beyondBudget)
+	if err != nil {
+		return sample{}, err
+	}
+	defer c.Stop(context.Background())
+	const name = "takeover-far"
+	l := c.GetLock(name)
+	return takeoverTrialsQueued(ctx, b, "pgcoord-holder", name, l.Key(), pgcoordWaiter{l}, queuedBeyondBudget)
 }
 
 // pgcoordWaiterRawHolder: raw holder child (one backend to exit), pgcoord
