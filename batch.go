@@ -230,14 +230,53 @@ func (s *session) runBatch(ops []*lockOp) {
 // undoTry releases key on the session for as many times as a failed try may
 // have taken it. The in-process claim on key means no hold of this process
 // has it on this session, so nothing held is released by mistake.
+//
+// An unlock that fails on a connection that stays open would leave the lock
+// taken by this session for nobody, so the connection is dropped instead
+// (doLocked then reports the session's holds lost).
 func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, key int64) error {
 	for range 3 {
 		released, err := s.c.q.Unlock(ctx, conn, key)
-		if err != nil || !released {
+		if err != nil {
+			if !conn.IsClosed() {
+				s.c.log.Warn("pgcoord: undoing a failed try failed; closing its session, which frees the lock", "session", s.kind.String(), "error", err)
+				s.dropConn(conn)
+			}
 			return err
+		}
+		if !released {
+			return nil
 		}
 	}
 	return nil
+}
+
+// dropForUnlock ends h as released and closes conn, on which h's unlock
+// failed while the connection stayed open (a cancel request, a
+// statement_timeout, a revoked privilege): left open, the session would
+// hold the lock for nobody as long as it lives. Closing it frees the lock;
+// the session's other holds go with it, and doLocked, seeing the connection
+// closed, reports them lost. Called with sem held.
+func (s *session) dropForUnlock(conn *pgx.Conn, h *hold, err error) {
+	s.c.mu.Lock()
+	if !h.ended {
+		h.ended, h.dropped = true, true
+		delete(s.holds, h)
+		s.c.stats.held.Add(-1)
+	}
+	s.c.mu.Unlock()
+	s.c.log.Warn("pgcoord: unlock failed; closing its session, which frees the lock",
+		"lock", h.lock.full, "session", s.kind.String(), "error", err)
+	s.dropConn(conn)
+}
+
+// dropConn closes conn, on which a statement just failed or must not be
+// trusted; called with sem held, inside doLocked, which then sees the
+// connection closed and treats the session as broken.
+func (s *session) dropConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
 }
 
 // batchStmtError marks a batch that failed on a statement while its
@@ -255,8 +294,14 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 		}
 		var err error
 		op.released, err = s.c.q.Unlock(ctx, conn, op.h.key)
+		if err != nil && !conn.IsClosed() && !op.async {
+			// (An async unlock's hold has ended already: checkAsync
+			// drops the session for it.)
+			s.dropForUnlock(conn, op.h, err)
+		}
 		return err
 	}
+	op.token = 0 // a try run again (see doLocked) must not keep an earlier token
 	tok, err := s.c.q.TryLock(ctx, conn, op.h.key)
 	if err != nil && !conn.IsClosed() {
 		// A try that failed may still have taken the lock (the server's
@@ -270,7 +315,14 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 		return err
 	}
 	op.token = tok
-	return s.c.addHold(s, op.h)
+	err = s.c.addHold(s, op.h)
+	if errors.Is(err, errLeaseExpired) {
+		// The lock this try took would outlive its reported loss: close
+		// the connection, which frees it; doLocked runs the try again on a
+		// new one.
+		s.dropConn(conn)
+	}
+	return err
 }
 
 // sendBatch sends ops as one pipelined batch and reads their results.
@@ -302,10 +354,17 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 		// Every lock taken by this batch went with the connection.
 		return err
 	}
+	refused := false
 	for _, op := range ops {
 		if op.ran && !op.unlock && op.token != 0 {
 			op.err = s.c.addHold(s, op.h)
+			refused = refused || errors.Is(op.err, errLeaseExpired)
 		}
+	}
+	if refused {
+		// As in runOne; the batch is not run again (its unlocks ran), the
+		// refused tries are (see Coordinator.try).
+		s.dropConn(conn)
 	}
 	if err != nil {
 		return &batchStmtError{err}

@@ -29,7 +29,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"too many lock sessions", Config{ConnString: testURL, LockSessions: 1000}, "LockSessions"},
 		{"negative wait sessions", Config{ConnString: testURL, MaxWaitSessions: -2}, "MaxWaitSessions"},
 		{"negative lock cap", Config{ConnString: testURL, MaxHeldLocks: -1}, "MaxHeldLocks"},
-		{"session timeout under 3 heartbeats", Config{ConnString: testURL, SessionTimeout: 2 * time.Second}, "SessionTimeout"},
+		{"session timeout under 4 heartbeats", Config{ConnString: testURL, SessionTimeout: 3 * time.Second}, "SessionTimeout"},
+		{"lease under MinLease", Config{ConnString: testURL, HeartbeatInterval: 20 * time.Millisecond, SessionTimeout: 120 * time.Millisecond}, "SessionTimeout"},
 		{"bad connection string", Config{ConnString: "postgres://u:pw@%zz/db"}, "ConnString"},
 		{"unknown key=value setting", Config{ConnString: "host=localhost sslmode=sometimes"}, "ConnString"},
 		{"member id not UTF-8", Config{ConnString: testURL, AgentID: "\xff"}, "AgentID"},
@@ -197,7 +198,7 @@ func FuzzNewConfig(f *testing.F) {
 		switch {
 		case cfg.HeartbeatInterval < 10*time.Millisecond,
 			cfg.InitialReconnectBackoff <= 0 || cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff,
-			cfg.SessionTimeout < 3*cfg.HeartbeatInterval,
+			cfg.SessionTimeout-2*cfg.HeartbeatInterval < max(2*cfg.HeartbeatInterval, MinLease),
 			cfg.LockSessions < 1, cfg.MaxWaitSessions < 0, cfg.MaxHeldLocks < 1,
 			cfg.MaxSessions < 2, 1+cfg.LockSessions+cfg.MaxWaitSessions > cfg.MaxSessions,
 			validateName(c.MemberID()) != nil:

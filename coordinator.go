@@ -112,15 +112,24 @@ type Config struct {
 	// SessionTimeout bounds how long a lock is held by a holder that went
 	// silent (frozen by SIGSTOP or a long pause, or cut off without a FIN).
 	// On PostgreSQL 14 and later the server ends any session of the
-	// coordinator that stays idle this long (idle_session_timeout), freeing its locks; the
-	// heartbeat keeps healthy sessions from ever being idle that long. The
-	// holder's own lease is shorter: a session not heard from for
-	// SessionTimeout - 2×HeartbeatInterval has its holds reported lost
-	// (checked every heartbeat), before the server can hand them on. This rests on
-	// the client's and the server's clocks ticking at the same rate. On older
+	// coordinator that stays idle this long (idle_session_timeout), freeing
+	// its locks; the heartbeat keeps healthy sessions from ever being idle
+	// that long. The holder's own lease is shorter: a session not heard
+	// from for SessionTimeout - 2×HeartbeatInterval has its holds reported
+	// lost, before the server can hand them on. The lease is looked at by
+	// every heartbeat and by every look a holder takes (Lock.Lost,
+	// Lock.Token, Synchronized's ctx), so a holder that resumes after a
+	// longer pause sees its loss at its first look. This rests on the
+	// client's and the server's clocks ticking at the same rate. On older
 	// servers only the client-side lease applies, and a frozen holder keeps
-	// its locks until TCP gives up. Default 5 × HeartbeatInterval; it must be
-	// at least 3 × HeartbeatInterval.
+	// its locks until TCP gives up.
+	//
+	// The lease must be at least two heartbeats and at least MinLease, so
+	// that it fires only when nothing has been heard on the session for two
+	// whole ping periods, never because one ping was late: SessionTimeout
+	// is at least max(4 × HeartbeatInterval, 2 × HeartbeatInterval +
+	// MinLease). Default: max(5 × HeartbeatInterval, 2 × HeartbeatInterval
+	// + 2 × MinLease), 5s with the default heartbeat.
 	SessionTimeout time.Duration
 
 	// MaxWaitSessions caps the sessions that wait on the server for contended
@@ -164,6 +173,11 @@ type Config struct {
 	// default: with it off, a lock is free for everyone when Release returns.
 	AsyncRelease bool
 }
+
+// MinLease is the shortest lease (SessionTimeout less two heartbeats) that
+// Config accepts: shorter, a scheduling stall of a loaded machine could end
+// holds of a healthy session.
+const MinLease = 100 * time.Millisecond
 
 // AsyncReleaseDelay is the longest an unlock queued by Release under
 // Config.AsyncRelease waits for another statement to share its round trip.
@@ -231,6 +245,10 @@ type Coordinator struct {
 
 	// mu guards the hold bookkeeping of every session.
 	mu sync.Mutex
+	// pings counts the heartbeat's pings in flight (see session.check).
+	pings sync.WaitGroup
+	// beatReq carries Heartbeat's requests to the heartbeat goroutine.
+	beatReq chan chan error
 }
 
 const (
@@ -257,7 +275,7 @@ func New(cfg Config) (*Coordinator, error) {
 	cfg.MaxHeldLocks = cmp.Or(cfg.MaxHeldLocks, DefaultMaxHeldLocks)
 	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
 	if cfg.HeartbeatInterval > 0 {
-		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, 5*cfg.HeartbeatInterval)
+		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, max(5*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+2*MinLease))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -292,6 +310,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.far.init(c)
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
 	c.beatNow = make(chan struct{}, 1)
+	c.beatReq = make(chan chan error)
 	return c, nil
 }
 
@@ -315,8 +334,9 @@ func validateConfig(cfg *Config) error {
 	case cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff:
 		return bad("InitialReconnectBackoff", "%v is above MaxReconnectBackoff %v",
 			cfg.InitialReconnectBackoff, cfg.MaxReconnectBackoff)
-	case cfg.SessionTimeout < 3*cfg.HeartbeatInterval:
-		return bad("SessionTimeout", "%v must be at least 3 × HeartbeatInterval (%v)", cfg.SessionTimeout, 3*cfg.HeartbeatInterval)
+	case cfg.SessionTimeout < 4*cfg.HeartbeatInterval || cfg.SessionTimeout < 2*cfg.HeartbeatInterval+MinLease:
+		return bad("SessionTimeout", "%v leaves a lease (SessionTimeout less two heartbeats) under two heartbeats or under %v: it must be at least %v",
+			cfg.SessionTimeout, MinLease, max(4*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+MinLease))
 	case cfg.LockSessions < 1 || cfg.LockSessions > 64:
 		return bad("LockSessions", "must be between 1 and 64, got %d", cfg.LockSessions)
 	case cfg.MaxWaitSessions < 0 || cfg.MaxWaitSessions > 1024:
@@ -558,9 +578,14 @@ func (c *Coordinator) running() bool { return c.state.Load() == stateStarted }
 // Stop releases every held lock (others see them free when Stop returns),
 // marks the member stopped and closes every session. Holds released this way
 // count as lost: their Lost channels close, since the critical sections they
-// guarded are no longer protected. Stop is idempotent. ctx bounds the polite
-// part (unlock, member row); sessions are closed whatever happens, which
-// releases their locks on the server too.
+// guarded are no longer protected. Stop is idempotent.
+//
+// ctx bounds the polite part: unlocking, waiting for the backends of broken
+// sessions to exit, marking the member row stopped (when ctx has no
+// deadline, an internal bound of 5s plus two heartbeats applies). Sessions
+// are closed whatever happens, which frees their locks on the server too,
+// but when ctx ends first, only once the server has noticed: a lock may
+// then still look held for a moment after Stop returns.
 func (c *Coordinator) Stop(ctx context.Context) error {
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
@@ -576,10 +601,15 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	<-c.pruneDone
 	<-c.far.done
 
-	ctx = context.WithoutCancel(ctx)
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second+2*c.cfg.HeartbeatInterval)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opTimeout())
+		defer cancel()
+	}
 	errs := c.closeSessions(ctx, c.waits.stop())
+	// A ping in flight held its session's sem, which close waited for (or
+	// closed the socket under): it is over or about to be.
+	c.pings.Wait()
 	c.log.Info("pgcoord: member stopped")
 	return errors.Join(errs...)
 }
@@ -591,6 +621,7 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 	var errs []error
 	var wg sync.WaitGroup
 	var emu sync.Mutex
+	var exiting []int32
 	all := append(append([]*session(nil), c.lockSs...), waits...)
 	for _, s := range all {
 		if s == nil {
@@ -600,10 +631,14 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.close(ctx, errStopped); err != nil {
-				emu.Lock()
+			pid, err := s.close(ctx, errStopped)
+			emu.Lock()
+			defer emu.Unlock()
+			if err != nil {
 				errs = append(errs, err)
-				emu.Unlock()
+			}
+			if pid != 0 {
+				exiting = append(exiting, pid)
 			}
 		}()
 	}
@@ -612,6 +647,13 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 	c.waitCleanups(ctx)
 	if c.control != nil && c.registered.Swap(false) {
 		err := c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			// Sessions whose locks went with their connection (it broke,
+			// or Stop raced a statement on it) free them when their backend
+			// has exited: wait for that, so that Stop returns with every
+			// lock free for others.
+			for _, pid := range exiting {
+				c.control.awaitGone(ctx, conn, pid)
+			}
 			// Under the member lock, so that nothing a cancelled control
 			// session still runs on the server can write the row after us.
 			if err := c.q.LockMember(ctx, conn, db.LockMemberParams{Key1: c.memberHi, Key2: c.memberLo}); err != nil {
@@ -629,7 +671,7 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 		}
 	}
 	if c.control != nil {
-		_ = c.control.close(ctx, errStopped)
+		_, _ = c.control.close(ctx, errStopped)
 	}
 	return errs
 }

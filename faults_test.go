@@ -243,7 +243,7 @@ func TestRetryAfterLossWaitsForOldBackend(t *testing.T) {
 	pid := int(s.backendPID)
 	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
 	defer syscall.Kill(pid, syscall.SIGCONT)
-	s.forceClose()
+	s.forceClose(0)
 	requireClosedWithin(t, l.Lost(), 2*c.cfg.HeartbeatInterval+time.Second, "Lost")
 
 	const frozen = 300 * time.Millisecond

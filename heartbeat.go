@@ -14,11 +14,12 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// heartbeatLoop beats every HeartbeatInterval until Stop. Every beat checks
-// the lock and wait sessions, whatever the control session is doing: holders
-// must learn of a loss within two intervals even while the control session
-// reconnects, which happens in a goroutine of its own with jittered
-// exponential backoff, forever. IsActive is false meanwhile.
+// heartbeatLoop beats every HeartbeatInterval until Stop, and whenever
+// Heartbeat asks. Every beat checks the lock and wait sessions, whatever the
+// control session is doing: holders must learn of a loss within two
+// intervals even while the control session reconnects, which happens in a
+// goroutine of its own with jittered exponential backoff, forever. IsActive
+// is false meanwhile.
 func (c *Coordinator) heartbeatLoop() {
 	var reconnecting atomic.Bool
 	var wg sync.WaitGroup
@@ -29,13 +30,22 @@ func (c *Coordinator) heartbeatLoop() {
 	ticker := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer ticker.Stop()
 	for {
+		var reply chan error
 		select {
 		case <-c.runCtx.Done():
 			return
 		case <-ticker.C:
 		case <-c.beatNow:
+		case reply = <-c.beatReq:
 		}
-		err := c.beat(c.runCtx, !reconnecting.Load())
+		control := !reconnecting.Load()
+		err := c.beat(c.runCtx, control)
+		if reply != nil {
+			if !control {
+				err = errors.New("pgcoord: heartbeat: the control session is reconnecting")
+			}
+			reply <- err
+		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Severity == "ERROR" {
 			// The server answered, with an error (its lock table is full,
@@ -45,7 +55,7 @@ func (c *Coordinator) heartbeatLoop() {
 			c.log.Warn("pgcoord: heartbeat refused by the server", slog.Any("err", err))
 			continue
 		}
-		if err != nil && c.runCtx.Err() == nil && !reconnecting.Load() {
+		if err != nil && control && c.runCtx.Err() == nil {
 			c.active.Store(false)
 			c.log.Warn("pgcoord: heartbeat failed; reconnecting", slog.Any("err", err))
 			reconnecting.Store(true)
@@ -71,64 +81,62 @@ func (c *Coordinator) beatSoon() {
 
 // Heartbeat sends one heartbeat now: it refreshes last_heartbeat with the
 // database clock and checks every session that holds locks. It returns an
-// error when the control session cannot reach the backend. ctx bounds only
-// the wait for the result: the checks themselves run on the coordinator's
-// own deadline, so a cancelled ctx cannot cut a session (and its holds) short.
+// error when the control session cannot reach the backend. The beat is run
+// by the coordinator's heartbeat goroutine, on the coordinator's own
+// deadline, so a cancelled ctx cannot cut a session (and its holds) short:
+// ctx bounds only the wait for the result, and Heartbeat leaves no goroutine
+// behind when it ends first.
 func (c *Coordinator) Heartbeat(ctx context.Context) error {
 	if !c.running() {
 		return ErrNotStarted
 	}
-	done := make(chan error, 1)
-	go func() { done <- c.beat(c.runCtx, true) }()
+	reply := make(chan error, 1) // the loop never blocks on a caller gone
 	select {
-	case err := <-done:
+	case c.beatReq <- reply:
+	case <-c.hbDone:
+		return ErrNotStarted
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// beat runs one heartbeat: the session checks and, when control is set, the
-// member row update, each bounded by one interval so a stalled network
-// cannot delay the next beat. ctx must be the coordinator's runCtx.
+// beat runs one heartbeat: the session checks (which never wait: see
+// session.check) and, when control is set, the member row update, bounded
+// by one interval so a stalled network cannot delay the next beat. ctx must
+// be the coordinator's runCtx.
 func (c *Coordinator) beat(ctx context.Context, control bool) error {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatInterval)
-	defer cancel()
-	var wg sync.WaitGroup
 	for _, s := range c.checkedSessions() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.check(ctx)
-		}()
+		s.check()
 	}
 	c.waits.reap()
-	var err error
-	busy := false
-	if control {
-		if lerr := c.control.lock(ctx); lerr != nil {
-			// Another statement (a name's registration, a fencing token
-			// waiting for an application transaction) has the control
-			// session for the whole beat: it is bounded by opTimeout, and
-			// a session it found broken is reconnected by the next beat.
-			busy = true
-		} else {
-			err = c.control.doLocked(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-				n, err := c.q.Heartbeat(ctx, conn, c.memberID)
-				if err == nil && n == 0 {
-					// The row was deleted or marked stopped by hand: write
-					// it back, since other members judge liveness by it.
-					return c.registerMemberLocked(ctx, conn, false)
-				}
-				return err
-			})
-			c.control.unlock()
-		}
-	}
-	wg.Wait()
-	if !control || busy {
+	if !control {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatInterval)
+	defer cancel()
+	if c.control.lock(ctx) != nil {
+		// Another statement (a name's registration, a fencing token
+		// waiting for an application transaction) has the control
+		// session for the whole beat: it is bounded by opTimeout, and a
+		// session it found broken is reconnected by the next beat.
+		return nil
+	}
+	err := c.control.doLocked(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		n, err := c.q.Heartbeat(ctx, conn, c.memberID)
+		if err == nil && n == 0 {
+			// The row was deleted or marked stopped by hand: write it
+			// back, since other members judge liveness by it.
+			return c.registerMemberLocked(ctx, conn, false)
+		}
+		return err
+	})
+	c.control.unlock()
 	if err != nil {
 		return fmt.Errorf("pgcoord: heartbeat: %w", err)
 	}

@@ -105,9 +105,12 @@ type hold struct {
 	lost     chan struct{}
 	lostOnce sync.Once
 	// The fields below are guarded by the coordinator's mu.
-	ended  bool
-	cause  error
-	onLost []func(error)
+	ended bool
+	cause error
+	// dropped: released by closing its session, after its unlock failed
+	// on a connection that stayed open (see session.dropForUnlock).
+	dropped bool
+	onLost  []func(error)
 }
 
 // NewLock returns a Lock whose name is the template name formatted with data
@@ -182,10 +185,18 @@ func (l *Lock) Key() int64 { return l.key }
 // Acquire; after a loss it stays closed until the next Acquire succeeds.
 // Under Config.AsyncRelease, after Release it is the released hold's channel
 // until the next Acquire: a loss only the queued unlock finds closes it late.
+//
+// Every call looks at the hold's lease first: once the lease has run out (a
+// pause longer than it, SIGSTOP, a stalled VM), the channel returned is
+// already closed, whether or not the heartbeat has run since.
 func (l *Lock) Lost() <-chan struct{} {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lost
+	h, lost := l.hold, l.lost
+	l.mu.Unlock()
+	if h != nil {
+		l.c.lookLease(h)
+	}
+	return lost
 }
 
 // Token returns the fencing token of the current hold, 0 when not held
@@ -194,13 +205,21 @@ func (l *Lock) Lost() <-chan struct{} {
 // pass it to a store that rejects writes carrying a token lower than one it
 // has seen, and a holder that lost its lock without knowing cannot clobber
 // its successor's work.
+//
+// Like Lost, it looks at the hold's lease first: 0 from the first call
+// after the lease ran out.
 func (l *Lock) Token() int64 {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.hold == nil || l.c.holdLost(l.hold) {
+	h := l.hold
+	l.mu.Unlock()
+	if h == nil {
 		return 0
 	}
-	return l.hold.token
+	l.c.lookLease(h)
+	if l.c.holdLost(h) {
+		return 0
+	}
+	return h.token
 }
 
 // Acquire takes the lock. It returns (true, nil) when acquired; (false, nil)
@@ -413,6 +432,11 @@ func (c *Coordinator) try(ctx context.Context, h *hold) (bool, error) {
 		s = c.lockSs[0]
 		s.run(op)
 	}
+	if errors.Is(op.err, errLeaseExpired) {
+		// The connection was dropped under the try (see addHold): once
+		// more, on a new one.
+		s.run(op)
+	}
 	if op.err != nil || op.token == 0 {
 		return false, op.err
 	}
@@ -463,19 +487,40 @@ func (c *Coordinator) register(ctx context.Context, l *Lock) error {
 	return nil
 }
 
-// addHold records h on s. It refuses once Stop has begun: Stop releases
-// every session's locks after it, so the server lock cannot outlive Stop.
+// addHold records h on s, whose statement just took its lock. It refuses
+// once Stop has begun (Stop releases every session's locks after it, so the
+// server lock cannot outlive Stop), and on a connection whose lease was
+// found run out (errLeaseExpired): its holds were reported lost and its
+// socket is being closed, so a hold added now would be reported held while
+// the server frees it. The caller then drops the connection itself (see
+// session.dropConn), which frees the lock this statement took.
 func (c *Coordinator) addHold(s *session, h *hold) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.running() {
 		return ErrNotStarted
 	}
+	if testHookAddHold != nil {
+		c.mu.Unlock()
+		testHookAddHold(s)
+		c.mu.Lock()
+	}
+	if s.expiredGen == s.gen.Load() {
+		return errLeaseExpired
+	}
 	h.sess = s
 	s.holds[h] = struct{}{}
 	c.stats.held.Add(1)
 	return nil
 }
+
+// errLeaseExpired refuses a hold on a connection whose lease ran out while
+// the statement that took the lock was under way.
+var errLeaseExpired = fmt.Errorf("%w: the session's lease ran out as the lock was taken; try again", ErrLockAcquireFailed)
+
+// testHookAddHold, when set by a test, runs in addHold before the lease
+// test, so a test can make a lease run out at exactly that point.
+var testHookAddHold func(s *session)
 
 func (c *Coordinator) hasHolds(s *session) bool {
 	c.mu.Lock()
@@ -494,6 +539,14 @@ func (c *Coordinator) holdLost(h *hold) bool {
 // of this process can take the name before its old holder was told.
 func (c *Coordinator) loseHolds(s *session, cause error) {
 	c.mu.Lock()
+	lost := c.endHoldsLocked(s, cause)
+	c.mu.Unlock()
+	c.signalHoldsLost(s, lost)
+}
+
+// endHoldsLocked ends every hold on s with cause and returns them; called
+// with c.mu held. signalHoldsLost must follow, without c.mu.
+func (c *Coordinator) endHoldsLocked(s *session, cause error) []*hold {
 	var lost []*hold
 	for h := range s.holds {
 		delete(s.holds, h)
@@ -503,9 +556,14 @@ func (c *Coordinator) loseHolds(s *session, cause error) {
 	}
 	c.stats.held.Add(-int64(len(lost)))
 	c.stats.lost.Add(uint64(len(lost)))
-	c.mu.Unlock()
+	return lost
+}
+
+// signalHoldsLost tells the holders of lost (just ended on s) and then frees
+// their in-process claims.
+func (c *Coordinator) signalHoldsLost(s *session, lost []*hold) {
 	for _, h := range lost {
-		h.signalLost(cause)
+		h.signalLost(h.cause)
 		c.local.free(h.key, h.entry)
 		if s.kind == sessionWait {
 			c.waits.put(s, false)
@@ -513,13 +571,13 @@ func (c *Coordinator) loseHolds(s *session, cause error) {
 	}
 	switch {
 	case len(lost) == 0:
-	case errors.Is(cause, errStopped):
+	case errors.Is(lost[0].cause, errStopped):
 		// Stop with locks still held is a normal shutdown, not a fault to
 		// warn about; Lost() still closes, since the sections are no
 		// longer protected.
 		c.log.Info("pgcoord: locks released by Stop", "count", len(lost), "session", s.kind.String())
 	default:
-		c.log.Warn("pgcoord: locks lost", "count", len(lost), "session", s.kind.String(), "cause", cause)
+		c.log.Warn("pgcoord: locks lost", "count", len(lost), "session", s.kind.String(), "cause", lost[0].cause)
 	}
 }
 
@@ -601,6 +659,9 @@ func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released
 		}
 		var err error
 		released, err = c.q.Unlock(ctx, conn, h.key)
+		if err != nil && !conn.IsClosed() {
+			s.dropForUnlock(conn, h, err)
+		}
 		return err
 	})
 	return released, err
@@ -637,6 +698,16 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 	released, err := c.unlock(ctx, s, h)
 
 	c.mu.Lock()
+	if h.ended && h.dropped {
+		// The unlock failed, and closing the session released the lock
+		// instead: released all the same.
+		c.mu.Unlock()
+		c.local.free(h.key, h.entry)
+		if s.kind == sessionWait {
+			c.waits.put(s, false)
+		}
+		return nil
+	}
 	if h.ended {
 		// Lost meanwhile (the session broke): loseHolds did the bookkeeping.
 		cause := h.cause

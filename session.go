@@ -65,6 +65,15 @@ type session struct {
 	holds map[*hold]struct{}
 	// raw is the socket of conn, for forceClose.
 	raw atomic.Pointer[rawConn]
+	// gen numbers the session's connections: dial moves it on, under c.mu.
+	// A lease expiry names the connection it ends (expiredGen, guarded by
+	// c.mu), so that it never ends a newer one, and no hold is added to a
+	// connection once its lease was found run out (see addHold).
+	gen        atomic.Uint64
+	expiredGen uint64
+	// pinging is set while a heartbeat's ping of this session is in flight,
+	// so a slow ping is never joined by another.
+	pinging atomic.Bool
 	// bmu guards batch, the ops queued on a lock session (see lockOp).
 	bmu   sync.Mutex
 	batch batchQueue
@@ -326,8 +335,11 @@ func (s *session) dial(ctx context.Context) error {
 	s.gonePID = 0
 	s.backendPID = pid
 	s.conn = conn
-	s.raw.Store(&rawConn{conn.PgConn().Conn()})
 	s.heardAt(monoNow())
+	s.c.mu.Lock()
+	gen := s.gen.Add(1)
+	s.c.mu.Unlock()
+	s.raw.Store(&rawConn{conn.PgConn().Conn(), gen})
 	return nil
 }
 
@@ -362,15 +374,20 @@ func (s *session) awaitGone(ctx context.Context, conn *pgx.Conn, pid int32) {
 	}
 }
 
-// rawConn boxes a net.Conn for an atomic pointer.
-type rawConn struct{ net.Conn }
+// rawConn boxes a net.Conn for an atomic pointer, with the generation of
+// the session's connection it belongs to.
+type rawConn struct {
+	net.Conn
+	gen uint64
+}
 
-// forceClose closes the socket under the session without its sem: for a
-// session whose lease ran out while a statement on it hangs. The statement
-// then fails and its caller sees a broken connection, and the server, seeing
-// the socket closed, ends the session and frees its locks.
-func (s *session) forceClose() {
-	if r := s.raw.Load(); r != nil {
+// forceClose closes the socket of connection gen (0: whichever is current)
+// without the session's sem: for a session whose lease ran out while a
+// statement on it may hang, or that Stop must close whatever it is doing.
+// The statement then fails and its caller sees a broken connection, and the
+// server, seeing the socket closed, ends the session and frees its locks.
+func (s *session) forceClose(gen uint64) {
+	if r := s.raw.Load(); r != nil && (gen == 0 || r.gen == gen) {
 		_ = r.Close()
 	}
 }
@@ -425,15 +442,6 @@ func serverMajor(version string) int {
 	return major
 }
 
-// leaseExpired reports whether s has not been heard from for longer than the
-// holder's lease, SessionTimeout less two heartbeats: the lease is checked
-// once a heartbeat, so it is noticed at least one heartbeat before the
-// server's idle_session_timeout can free the locks.
-func (s *session) leaseExpired() bool {
-	lease := s.c.cfg.SessionTimeout - 2*s.c.cfg.HeartbeatInterval
-	return time.Duration(monoNow()-s.heard.Load()) > lease
-}
-
 // broken drops the connection and reports every hold on it lost; called with
 // sem held.
 func (s *session) broken(cause error) {
@@ -455,39 +463,55 @@ func (s *session) broken(cause error) {
 	s.c.loseHolds(s, cause)
 }
 
-// check confirms that a session that may hold locks still has them (a
-// failed ping means they are gone) and keeps idle sessions from reaching
-// the server's idle_session_timeout. The lease is checked first and without
-// the session's sem, so a statement hung on a dead network cannot keep a
-// hold alive past the point where the server may free it.
-//
-// ctx must be the coordinator's own (bounded by one interval), never a
-// caller's: a cancelled ping would close the session and lose its holds.
-func (s *session) check(ctx context.Context) {
-	if s.kind != sessionControl && s.leaseExpired() && s.c.hasHolds(s) {
-		// Signal first, then close the socket so the server frees the
-		// locks now rather than at idle_session_timeout, or never if the
-		// session is still alive but stalled.
-		s.c.loseHolds(s, fmt.Errorf("%w: %s session not heard from within the lease (SessionTimeout %v less two heartbeats)",
-			ErrLockLost, s.kind, s.c.cfg.SessionTimeout))
-		s.forceClose()
+// pingSkip is how recently a session must have been heard from for the
+// heartbeat to skip its ping: a session answering other statements is
+// alive, and far from the server's idle_session_timeout. Half an interval
+// keeps a death found within two intervals (the next beat pings it).
+func (c *Coordinator) pingSkip() time.Duration { return c.cfg.HeartbeatInterval / 2 }
+
+// check is the heartbeat's look at a lock or wait session: its lease first,
+// then a ping, which confirms that the session still has its locks (a
+// failed ping means they are gone) and keeps it from the server's
+// idle_session_timeout. check never waits for the session: the ping runs in
+// a goroutine of its own (at most one per session), and a session busy
+// with a statement is not pinged at all, since that statement will either
+// be heard or find the break. So a busy session is never taken for a
+// silent one, and a slow ping never delays the next beat's lease checks.
+func (s *session) check() {
+	if s.kind != sessionControl {
+		s.checkLease()
 	}
-	if s.kind == sessionWait {
-		// A wait session in use is mid-wait, busy on the server and holding
-		// nothing: skip it rather than stall the beat behind its wait.
-		select {
-		case s.sem <- struct{}{}:
-		default:
-			return
-		}
-	} else if err := s.lock(ctx); err != nil {
+	if time.Duration(monoNow()-s.heard.Load()) < s.c.pingSkip() {
 		return
+	}
+	if !s.pinging.CompareAndSwap(false, true) {
+		return
+	}
+	s.c.pings.Add(1)
+	go func() {
+		defer s.c.pings.Done()
+		defer s.pinging.Store(false)
+		s.ping()
+	}()
+}
+
+// ping sends an empty statement on the session unless it is in use. It is
+// bounded by a deadline on the socket, not a context, so that Stop, which
+// ends the heartbeat's context, cannot cut it short: pgx would close the
+// connection in the background, and the server would free its locks a
+// moment after Stop returned instead of before.
+func (s *session) ping() {
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		return // in use: see check
 	}
 	defer s.unlock()
 	if s.conn == nil || s.closed {
 		return
 	}
-	if s.conn.IsClosed() {
+	conn := s.conn
+	if conn.IsClosed() {
 		s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
 		return
 	}
@@ -495,36 +519,54 @@ func (s *session) check(ctx context.Context) {
 		s.broken(fmt.Errorf("%w: %w: %s session on %v, the control session on %v", ErrLockLost, ErrWrongServer, s.kind, s.identity, s.c.identity.Load()))
 		return
 	}
+	raw := conn.PgConn().Conn()
+	_ = raw.SetDeadline(time.Now().Add(s.c.opTimeout()))
 	sent := monoNow()
-	if err := s.conn.Ping(ctx); err != nil {
-		if s.conn.IsClosed() {
-			s.broken(fmt.Errorf("%w: %s session failed its check: %w", ErrLockLost, s.kind, err))
-		}
-		return
+	err := conn.Ping(context.Background())
+	if !conn.IsClosed() {
+		_ = raw.SetDeadline(time.Time{})
 	}
-	s.heardAt(sent)
+	switch {
+	case err == nil:
+		s.heardAt(sent)
+	case conn.IsClosed():
+		s.broken(fmt.Errorf("%w: %s session failed its check: %w", ErrLockLost, s.kind, err))
+	}
 }
 
 // close releases the session's locks (signalling their loss first, so no
 // holder learns of it after someone else got the lock), closes the
-// connection and keeps the session from dialling again.
-func (s *session) close(ctx context.Context, cause error) error {
-	if err := s.lock(ctx); err != nil {
-		return fmt.Errorf("pgcoord: closing %s session: %w", s.kind, err)
+// connection and keeps the session from dialling again. It closes the
+// session whatever ctx says: when ctx ends while a statement holds the
+// session, the socket is closed under it (so the statement fails at once)
+// and the polite unlock is skipped.
+//
+// It returns the backend pid whose exit frees this session's locks when
+// they were not released by a statement here (0 when they were, or there
+// were none): the server frees a session's locks only once its backend has
+// exited, a moment after the client saw the connection end, so Stop waits
+// for that pid to hold nothing before it returns.
+func (s *session) close(ctx context.Context, cause error) (exiting int32, err error) {
+	if s.lock(ctx) != nil {
+		s.forceClose(0)
+		s.sem <- struct{}{}
 	}
 	defer s.unlock()
 	s.closed = true
 	s.stopFlush()
 	s.c.loseHolds(s, cause)
 	if s.conn == nil {
-		return nil
+		return s.gonePID, nil
 	}
-	var err error
-	if s.kind != sessionControl && !s.conn.IsClosed() {
+	exiting = s.backendPID
+	if s.kind != sessionControl && !s.conn.IsClosed() && ctx.Err() == nil {
 		// Closing alone would free the locks too, but only once the server
 		// notices; unlocking first makes them free when Stop returns.
 		err = s.c.q.UnlockAll(ctx, s.conn)
-		if err != nil && s.conn.IsClosed() {
+		switch {
+		case err == nil:
+			exiting = 0
+		case s.conn.IsClosed():
 			// The session was already dead (an idle timeout, a restart):
 			// its locks went with it, and there is nothing to release.
 			err = nil
@@ -534,9 +576,9 @@ func (s *session) close(ctx context.Context, cause error) error {
 	s.conn = nil
 	s.raw.Store(nil)
 	if err != nil {
-		return fmt.Errorf("pgcoord: releasing locks of %s session: %w", s.kind, err)
+		return exiting, fmt.Errorf("pgcoord: releasing locks of %s session: %w", s.kind, err)
 	}
-	return nil
+	return exiting, nil
 }
 
 // simpleProtocol runs sqlc's queries with PostgreSQL's simple protocol. The

@@ -184,8 +184,10 @@ func (c *Coordinator) synchronized(ctx context.Context, b Blocking, names []stri
 		taken = append(taken, l)
 	}
 
-	fnCtx, cancel := context.WithCancelCause(ctx)
+	cancelCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// fn's ctx looks at the leases of its holds whenever fn looks at it.
+	fnCtx := &leaseCtx{Context: cancelCtx, c: c}
 	var lostMu sync.Mutex
 	var lostName string
 	for _, l := range locks {
@@ -195,6 +197,7 @@ func (c *Coordinator) synchronized(ctx context.Context, b Blocking, names []stri
 		if h == nil {
 			continue
 		}
+		fnCtx.holds = append(fnCtx.holds, h)
 		c.onLoss(h, func(error) {
 			lostMu.Lock()
 			if lostName == "" {

@@ -113,7 +113,7 @@ func (p *waitPool) put(s *session, reuse bool) {
 			defer p.closing.Done()
 			// Not under the caller's locks: close takes the session's sem,
 			// which the caller may hold (a break found mid-statement).
-			_ = s.close(context.Background(), ErrLockLost)
+			_, _ = s.close(context.Background(), ErrLockLost)
 		}()
 	}
 }
@@ -147,7 +147,7 @@ func (p *waitPool) reap() {
 	for _, s := range old {
 		go func() {
 			defer p.closing.Done()
-			_ = s.close(context.Background(), ErrLockLost)
+			_, _ = s.close(context.Background(), ErrLockLost)
 		}()
 	}
 }
@@ -258,7 +258,11 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 			// lease runs from now, not from the send.
 			s.heardAt(monoNow())
 			h.token = tok
-			return c.addHold(s, h)
+			err = c.addHold(s, h)
+			if errors.Is(err, errLeaseExpired) {
+				s.dropConn(conn) // see runOne; doLocked waits again
+			}
+			return err
 		})
 		if err != nil {
 			// A cancelled wait closed its connection, and with it any grant
