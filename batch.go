@@ -82,7 +82,9 @@ func (s *session) lead(self *lockOp) {
 	s.batch.queue = s.batch.spare[:0]
 	s.bmu.Unlock()
 
+	s.running = ops
 	s.runBatch(ops)
+	s.running = nil
 	s.checkAsync(ops)
 	<-s.sem
 
@@ -257,12 +259,24 @@ func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, key int64) error 
 // hold the lock for nobody as long as it lives. Closing it frees the lock;
 // the session's other holds go with it, and doLocked, seeing the connection
 // closed, reports them lost. Called with sem held.
+//
+// The other unlocks of the batch being run (s.running) end the same way:
+// closing the connection releases their locks too, so their Release
+// succeeds rather than reporting a loss.
 func (s *session) dropForUnlock(conn *pgx.Conn, h *hold, err error) {
 	s.c.mu.Lock()
-	if !h.ended {
-		h.ended, h.dropped = true, true
-		delete(s.holds, h)
-		s.c.stats.held.Add(-1)
+	drop := func(h *hold) {
+		if !h.ended {
+			h.ended, h.dropped = true, true
+			delete(s.holds, h)
+			s.c.stats.held.Add(-1)
+		}
+	}
+	drop(h)
+	for _, op := range s.running {
+		if op.unlock && !op.async {
+			drop(op.h)
+		}
 	}
 	s.c.mu.Unlock()
 	s.c.log.Warn("pgcoord: unlock failed; closing its session, which frees the lock",

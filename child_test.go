@@ -25,6 +25,9 @@ const childRoleEnv = "PGCOORD_TEST_CHILD"
 // (printing "released"); it prints "lost" if the hold is lost, and stops at
 // EOF.
 func runChild(role string) int {
+	if role == "poller" {
+		return runPoller()
+	}
 	if role != "holder" {
 		fmt.Fprintln(os.Stderr, "unknown child role", role)
 		return 2

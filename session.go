@@ -77,6 +77,8 @@ type session struct {
 	// bmu guards batch, the ops queued on a lock session (see lockOp).
 	bmu   sync.Mutex
 	batch batchQueue
+	// running is the batch being run, guarded by sem (see dropForUnlock).
+	running []*lockOp
 
 	// listenMu guards listening, set while the control session waits for
 	// a notification (see farWaits) with a read deadline on its socket.

@@ -1,0 +1,186 @@
+package pgcoord
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// A holder frozen past its lease (SIGSTOP), whose lock another member took
+// meanwhile, sees the loss from its very first look after SIGCONT: nothing
+// orders the heartbeat goroutine before the application's after a pause,
+// so every look (Lost, Token, Synchronized's ctx) checks the lease itself.
+// The child polls every 10 ms and reports each look; the parent counts the
+// looks taken after the resume that still saw the hold as live. 20
+// repetitions, half through Lock.Lost/Token, half through Synchronized's ctx.
+func TestResumedHolderSeesLossAtFirstLook(t *testing.T) {
+	t.Parallel()
+	const lanes, perLane = 4, 5
+	p := testPrefix(t)
+	taker := newCoord(t, p)
+	for lane := range lanes {
+		t.Run(fmt.Sprintf("lane%d", lane), func(t *testing.T) {
+			t.Parallel()
+			for rep := range perLane {
+				mode := []string{"lock", "sync"}[(lane*perLane+rep)%2]
+				name := fmt.Sprintf("resume-%d-%d", lane, rep)
+				stale, firstLook := resumeOnce(t, taker, p, name, mode)
+				require.Zero(t, stale, "%s (%s): %d looks after SIGCONT saw the hold live; first look after the pause: %q",
+					name, mode, stale, firstLook)
+			}
+		})
+	}
+}
+
+// resumeOnce runs one repetition and returns how many looks after the
+// resume saw the hold live, and the child's first look after the pause.
+func resumeOnce(t *testing.T, taker *Coordinator, prefix, name, mode string) (stale int, firstLook string) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		childRoleEnv+"=poller",
+		"PGCOORD_TEST_URL="+testURL,
+		"PGCOORD_TEST_PREFIX="+prefix,
+		"PGCOORD_TEST_LOCK="+name,
+		"PGCOORD_TEST_MODE="+mode,
+	)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+
+	// Every line the child prints, in order; held is closed at "held".
+	var mu sync.Mutex
+	var lines []string
+	held, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		once := sync.Once{}
+		for sc.Scan() {
+			mu.Lock()
+			lines = append(lines, sc.Text())
+			mu.Unlock()
+			if strings.HasPrefix(sc.Text(), "held") {
+				once.Do(func() { close(held) })
+			}
+		}
+	}()
+	select {
+	case <-held:
+	case <-done:
+		t.Fatalf("child ended before holding %q: %v", name, lines)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("child did not hold %q", name)
+	}
+
+	l := taker.GetLock(name)
+	got := make(chan error, 1)
+	go func() {
+		ok, err := l.Acquire(ctx(t), Timeout(30*time.Second))
+		if err == nil && !ok {
+			err = fmt.Errorf("not granted")
+		}
+		got <- err
+	}()
+	require.Eventually(t, func() bool { return waiters(t, l.Key()) == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
+	require.NoError(t, <-got, "the frozen child's lock was never taken over")
+	// Everything the child printed before the stop has been read by now:
+	// the takeover took at least its SessionTimeout.
+	mu.Lock()
+	before := len(lines)
+	mu.Unlock()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGCONT))
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("child never reported the loss of %q", name)
+	}
+	require.NoError(t, l.Release(ctx(t)))
+
+	mu.Lock()
+	defer mu.Unlock()
+	after := lines[before:]
+	require.NotEmpty(t, after, "no look after the resume")
+	require.Equal(t, "lost", after[len(after)-1], "child's last line")
+	for _, line := range after {
+		if line == "look held" {
+			stale++
+		}
+	}
+	return stale, after[0]
+}
+
+// runPoller is the child of TestResumedHolderSeesLossAtFirstLook: it takes
+// PGCOORD_TEST_LOCK, prints "held", then looks at the hold every 10 ms,
+// printing "look held" or "look lost" each time, and "lost" once it saw the
+// loss. Mode "lock" looks at Lock.Lost and Lock.Token, mode "sync" at the
+// ctx Synchronized gives its function.
+func runPoller() int {
+	ctx := context.Background()
+	c, err := New(Config{
+		ConnString:        os.Getenv("PGCOORD_TEST_URL"),
+		Prefix:            os.Getenv("PGCOORD_TEST_PREFIX"),
+		HeartbeatInterval: 100 * time.Millisecond,
+		SessionTimeout:    600 * time.Millisecond,
+		SkipMigrations:    true,
+		Logger:            quietLogger(),
+	})
+	if err == nil {
+		err = c.Start(ctx)
+	}
+	if err != nil {
+		fmt.Println("error", err)
+		return 1
+	}
+	defer func() { _ = c.Stop(ctx) }()
+	name := os.Getenv("PGCOORD_TEST_LOCK")
+	poll := func(live func() bool) {
+		fmt.Println("held")
+		for {
+			if live() {
+				fmt.Println("look held")
+			} else {
+				fmt.Println("look lost")
+				fmt.Println("lost")
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if os.Getenv("PGCOORD_TEST_MODE") == "sync" {
+		_ = Synchronized(ctx, name, nil, func(ctx context.Context) error {
+			poll(func() bool { return ctx.Err() == nil })
+			return nil
+		}, WithCoordinator(c))
+		return 0
+	}
+	l := c.GetLock(name)
+	if ok, err := l.Acquire(ctx, NoWait); !ok || err != nil {
+		fmt.Println("error", ok, err)
+		return 1
+	}
+	poll(func() bool {
+		select {
+		case <-l.Lost():
+			return false
+		default:
+		}
+		return l.Token() != 0
+	})
+	return 0
+}
