@@ -1,6 +1,10 @@
 package pgcoord
 
 import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -89,4 +93,77 @@ func TestServerMajor(t *testing.T) {
 	for v, want := range map[string]int{"15.18 (Debian 15.18-0+deb12u1)": 15, "14beta1": 14, "9.6.24": 9, "": 0, "x": 0} {
 		require.Equal(t, want, serverMajor(v), v)
 	}
+}
+
+// No hold is added to a connection whose lease ran out while the try that
+// took the lock was under way (the heartbeat found it silent and is closing
+// its socket): the try runs again on a new connection, and the hold it
+// reports is one the server really has. The hook makes the lease run out at
+// exactly that point.
+func TestNoHoldAddedPastLease(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.LockSessions = 1 })
+	a := c.GetLock("a")
+	mustAcquire(t, a, NoWait)
+	s := c.lockSs[0]
+	oldPID := s.backendPID
+	var fired atomic.Bool
+	hook := func(hs *session) {
+		if hs == s && fired.CompareAndSwap(false, true) {
+			s.expire(s.gen.Load())
+		}
+	}
+	testHookAddHold.Store(&hook)
+	defer testHookAddHold.Store(nil)
+
+	b := c.GetLock("b")
+	mustAcquire(t, b, NoWait)
+	require.True(t, fired.Load(), "the hook never ran")
+	require.True(t, isClosed(a.Lost()), "the expired connection's holds are lost")
+	require.NotZero(t, b.Token())
+	require.NotEqual(t, oldPID, s.backendPID, "b is held on the expired connection")
+	require.Equal(t, s.backendPID, heldBy(t, b.Key()), "b is reported held but the server does not hold it there")
+	require.NoError(t, b.Release(ctx(t)))
+	require.ErrorIs(t, a.Release(ctx(t)), ErrLockLost)
+}
+
+// A busy lock session is never taken for a silent one: 64 goroutines
+// hammering one lock session with a 50 ms heartbeat (and the default
+// SessionTimeout that goes with it) for 30 s lose nothing.
+func TestBusySessionKeepsLeases(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.HeartbeatInterval = 50 * time.Millisecond
+		cfg.SessionTimeout = 0 // the default for that heartbeat
+		cfg.LockSessions = 1
+	})
+	require.Equal(t, 300*time.Millisecond, c.cfg.SessionTimeout)
+	end := time.Now().Add(30 * time.Second)
+	var holds, lost atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			l := c.GetLock(fmt.Sprintf("busy-%d", g))
+			for time.Now().Before(end) {
+				ok, err := l.Acquire(context.Background(), NoWait)
+				if err != nil || !ok {
+					t.Errorf("acquire %q: %v %v", l.Name(), ok, err)
+					return
+				}
+				holds.Add(1)
+				if isClosed(l.Lost()) {
+					lost.Add(1)
+				}
+				if err := l.Release(context.Background()); err != nil {
+					lost.Add(1)
+					t.Errorf("release %q: %v", l.Name(), err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d holds in 30s on one lock session", holds.Load())
+	require.Zero(t, lost.Load())
+	require.Zero(t, c.Stats().Lost)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -500,9 +501,9 @@ func (c *Coordinator) addHold(s *session, h *hold) error {
 	if !c.running() {
 		return ErrNotStarted
 	}
-	if testHookAddHold != nil {
+	if hook := testHookAddHold.Load(); hook != nil {
 		c.mu.Unlock()
-		testHookAddHold(s)
+		(*hook)(s)
 		c.mu.Lock()
 	}
 	if s.expiredGen == s.gen.Load() {
@@ -520,7 +521,7 @@ var errLeaseExpired = fmt.Errorf("%w: the session's lease ran out as the lock wa
 
 // testHookAddHold, when set by a test, runs in addHold before the lease
 // test, so a test can make a lease run out at exactly that point.
-var testHookAddHold func(s *session)
+var testHookAddHold atomic.Pointer[func(s *session)]
 
 func (c *Coordinator) hasHolds(s *session) bool {
 	c.mu.Lock()
