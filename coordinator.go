@@ -64,7 +64,10 @@ type Config struct {
 	AgentID string
 	// Prefix is prepended to AgentID to form the member id, and to every lock
 	// name to form the full name whose key is locked. Coordinators with
-	// different prefixes never conflict. Default: "".
+	// different full names never conflict. The two are simply concatenated
+	// (as Cinder does), so prefix "a" with lock "bc" and prefix "ab" with
+	// lock "c" are the same lock "abc": end a prefix with a separator that
+	// names do not start with, such as "billing/". Default: "".
 	Prefix string
 	// HeartbeatInterval is how often the member row is refreshed and every
 	// session holding locks is checked. Default 1s.

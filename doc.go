@@ -27,10 +27,13 @@
 //   - wait sessions, as many as the budget leaves (two by default), wait on
 //     the server with pg_advisory_lock for one contended lock each, and
 //     then hold it. The server wakes them as soon as the holder releases or
-//     dies, in FIFO order, with no polling. They wait in slices of at most
-//     a second (lock_timeout), so no waiter holds a snapshot open long
-//     enough to hold back VACUUM or CREATE INDEX CONCURRENTLY. A wait
-//     session holds no other lock, so cancelling a wait (pgx closes the
+//     dies, with no polling. They wait in slices of at most a second
+//     (lock_timeout), so no waiter holds a snapshot open long enough to
+//     hold back VACUUM or CREATE INDEX CONCURRENTLY. Within a slice the
+//     server grants waiters in the order they queued; a waiter whose slice
+//     ends queues again, behind those who came meanwhile, so the order is
+//     FIFO only within a second, not overall. A wait session holds no
+//     other lock, so cancelling a wait (pgx closes the
 //     connection) costs nobody a hold. Unused, they close after a few
 //     seconds;
 //   - waits beyond the budget cost no backend. For each such key the
@@ -105,13 +108,26 @@
 //
 // # Silence and leases
 //
-// Each session records when a statement on it last succeeded. The heartbeat
-// pings every lock and wait session each HeartbeatInterval, so a healthy
-// session is never idle for long; the server ends one that stays idle for
-// Config.SessionTimeout (idle_session_timeout, PostgreSQL 14+), freeing its
-// locks. A session not heard from for SessionTimeout less two heartbeats
-// has its holds reported lost and its socket closed, at least a heartbeat
-// before the server can let anyone else in.
+// Each session records when a statement on it last succeeded (timed from
+// when it was sent). The heartbeat pings every lock and wait session each
+// HeartbeatInterval unless it was heard from within half an interval, so a
+// healthy session is never idle for long; a busy session is not pinged at
+// all (its own statements prove it alive), and a ping never waits for its
+// turn or delays the next beat. The server ends a session that stays idle
+// for Config.SessionTimeout (idle_session_timeout, PostgreSQL 14+), freeing
+// its locks. A session not heard from for SessionTimeout less two
+// heartbeats (the lease: at least two heartbeats and MinLease) has its
+// holds reported lost and its socket closed, before the server can let
+// anyone else in, and no hold is added to it afterwards. The lease is
+// looked at by every heartbeat and by every look a holder takes (Lost,
+// Token, Synchronized's ctx), so a holder resumed after a long pause
+// (SIGSTOP, a stalled VM) is told at its first look, whichever goroutine
+// runs first.
+//
+// An unlock that fails while its connection stays open (a cancel request,
+// a statement_timeout, a revoked privilege) would leave its lock held by
+// nobody for as long as the session lives; the session is closed instead,
+// which frees it, and the session's other holds are reported lost.
 //
 // # Highly available PostgreSQL
 //
