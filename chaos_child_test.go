@@ -82,7 +82,7 @@ type pipeSink struct {
 }
 
 func (p *pipeSink) Enter(s chaos.Section) {
-	p.line(fmt.Sprintf("chaos-enter %s %d %d", s.Lock, s.Token, s.Enter.UnixNano()))
+	p.line(fmt.Sprintf("chaos-enter %s %d %d %s", s.Lock, s.Token, s.Enter.UnixNano(), s.Session))
 }
 
 func (p *pipeSink) Exit(s chaos.Section) {
@@ -90,7 +90,7 @@ func (p *pipeSink) Exit(s chaos.Section) {
 	if !s.Told.IsZero() {
 		told = s.Told.UnixNano()
 	}
-	p.line(fmt.Sprintf("chaos-exit %s %d %d %d %d", s.Lock, s.Token, s.Enter.UnixNano(), s.Exit.UnixNano(), told))
+	p.line(fmt.Sprintf("chaos-exit %s %d %d %d %d %s", s.Lock, s.Token, s.Enter.UnixNano(), s.Exit.UnixNano(), told, s.Session))
 }
 
 func (p *pipeSink) line(l string) {
@@ -180,9 +180,9 @@ func startChaosChild(t *testing.T, agent, url string, names int, j *chaos.Journa
 // ("PASS") are ignored.
 func (ch *chaosChild) parse(line string, j *chaos.Journal) {
 	f := strings.Fields(line)
-	nums := func(from int) []int64 {
+	nums := func(from, to int) []int64 {
 		var out []int64
-		for _, s := range f[from:] {
+		for _, s := range f[from:to] {
 			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil {
 				return nil
@@ -202,14 +202,15 @@ func (ch *chaosChild) parse(line string, j *chaos.Journal) {
 	switch {
 	case len(f) == 1 && f[0] == "chaos-started":
 		close(ch.started)
-	case len(f) == 4 && f[0] == "chaos-enter":
-		if n := nums(2); n != nil {
-			ch.open[f[1]+" "+f[2]] = chaos.Section{Lock: f[1], Token: n[0], Member: ch.member, Enter: at(n[1])}
+	case len(f) == 5 && f[0] == "chaos-enter":
+		if n := nums(2, 4); n != nil {
+			ch.open[f[1]+" "+f[2]] = chaos.Section{Lock: f[1], Token: n[0], Member: ch.member, Session: f[4], Enter: at(n[1])}
 		}
-	case len(f) == 6 && f[0] == "chaos-exit":
-		if n := nums(2); n != nil {
+	case len(f) == 7 && f[0] == "chaos-exit":
+		if n := nums(2, 6); n != nil {
 			delete(ch.open, f[1]+" "+f[2])
-			j.Record(chaos.Section{Lock: f[1], Token: n[0], Member: ch.member, Enter: at(n[1]), Exit: at(n[2]), Told: at(n[3])})
+			j.Record(chaos.Section{Lock: f[1], Token: n[0], Member: ch.member, Session: f[6],
+				Enter: at(n[1]), Exit: at(n[2]), Told: at(n[3])})
 		}
 	}
 }

@@ -98,6 +98,9 @@ type hold struct {
 	sess  *session
 	entry *localEntry
 	token int64
+	// pid is the backend of the session's connection the hold lives on
+	// (for tests and diagnostics).
+	pid int32
 
 	// op is the hold's try, then its unlock, on a lock session: one at a
 	// time, so one op (and its wake channel) serves both.
@@ -509,7 +512,7 @@ func (c *Coordinator) addHold(s *session, h *hold) error {
 	if s.expiredGen == s.gen.Load() {
 		return errLeaseExpired
 	}
-	h.sess = s
+	h.sess, h.pid = s, s.backendPID
 	s.holds[h] = struct{}{}
 	c.stats.held.Add(1)
 	return nil

@@ -21,6 +21,9 @@ type Section struct {
 	Lock   string
 	Token  int64
 	Member string
+	// Session names the server session the hold lived on ("pid:1234"),
+	// so that a fault can name it as a victim; empty when unknown.
+	Session string
 	Enter  time.Time
 	Exit   time.Time
 	// Told is when the holder was told its hold was lost (Lost() closed, or
@@ -38,6 +41,11 @@ type Fault struct {
 	// after the fact, within its bound. Faults that merely silence a session
 	// (black hole, latency) must be signalled before any takeover.
 	Kills bool
+	// Victims are the sessions (Section.Session) a killing fault ended;
+	// All says it ended every session (a server restart, a failover).
+	// A killing fault excuses an overlap only for a hold that was its victim.
+	Victims []string
+	All     bool
 	// Member and Until describe a freeze (SIGSTOP until SIGCONT) of one
 	// member's process. A frozen holder cannot learn anything until it runs
 	// again (that is what fencing tokens are for), so an overlap with its
@@ -60,9 +68,16 @@ func (j *Journal) Record(s Section) {
 	j.mu.Unlock()
 }
 
-// Fault records a fault of kind that happened at at.
-func (j *Journal) Fault(kind string, at time.Time, kills bool) {
-	j.AddFault(Fault{Kind: kind, At: at, Kills: kills})
+// Fault records a fault of kind that happened at at and hit no session in
+// particular (latency, a black hole): it excuses no overlap.
+func (j *Journal) Fault(kind string, at time.Time) {
+	j.AddFault(Fault{Kind: kind, At: at})
+}
+
+// hit reports whether f ended the session of s, or froze its process.
+func (f Fault) hit(s Section) bool {
+	return f.All || (f.Member != "" && f.Member == s.Member) ||
+		(s.Session != "" && slices.Contains(f.Victims, s.Session))
 }
 
 // AddFault records f.
@@ -93,10 +108,12 @@ type Report struct {
 	// Violations are overlaps the contract does not allow and token
 	// inversions; the run fails if there is any.
 	Violations []string
-	// Excused counts overlaps that followed a session-killing fault, or a
-	// freeze of the earlier holder, where that holder was told within the
-	// signalling bound (of the fault, or of waking up).
-	Excused int
+	// Excused counts overlaps that followed a session-killing fault that
+	// hit the earlier holder's session, or a freeze of its process, where
+	// that holder was told within the signalling bound (of the fault, or
+	// of waking up); ExcusedBy counts them by the kind of that fault.
+	Excused   int
+	ExcusedBy map[string]int
 	// ExcusedSamples describes the first few excused overlaps.
 	ExcusedSamples []string
 	// Losses counts sections whose holder was told of a loss.
@@ -118,33 +135,38 @@ func (r Report) String() string {
 		kinds = append(kinds, k)
 	}
 	slices.Sort(kinds)
-	var fs, ws []string
+	var fs, es, ws []string
 	for _, k := range kinds {
 		fs = append(fs, fmt.Sprintf("%s=%d", k, r.Faults[k]))
+		if n := r.ExcusedBy[k]; n > 0 {
+			es = append(es, fmt.Sprintf("%s=%d", k, n))
+		}
 		if d, ok := r.WorstSignal[k]; ok {
 			ws = append(ws, fmt.Sprintf("%s=%v", k, d.Round(time.Millisecond)))
 		}
 	}
-	return fmt.Sprintf("holds=%d faults[%s] violations=%d excused-overlaps=%d losses-signalled=%d worst-fault-to-signal[%s]",
-		r.Holds, strings.Join(fs, " "), len(r.Violations), r.Excused, r.Losses, strings.Join(ws, " "))
+	return fmt.Sprintf("holds=%d faults[%s] violations=%d excused-overlaps=%d[%s] losses-signalled=%d worst-fault-to-signal[%s]",
+		r.Holds, strings.Join(fs, " "), len(r.Violations), r.Excused, strings.Join(es, " "), r.Losses, strings.Join(ws, " "))
 }
 
 // maxViolations caps how many violations a Report spells out.
 const maxViolations = 20
 
 // Check checks the journal. bound is how long after a session-killing fault
-// a holder may learn of its loss (the library promises two heartbeat
-// intervals; pass that plus scheduling slack).
+// a holder may learn of its loss, and after waking from a freeze (the
+// library promises two heartbeat intervals, and the first look after a
+// pause).
 //
 // The rules, per lock:
 //   - (a) two sections overlap only if the one granted first (lower token)
 //     was told of its loss before the other entered, or a session-killing
-//     fault hit it and it was told within bound of that fault;
+//     fault ended its very session (or froze its process) and it was told
+//     within bound of that fault (or of waking);
 //   - (b) in enter order, tokens strictly increase.
 func (j *Journal) Check(bound time.Duration) Report {
 	sections, faults := j.Sections(), j.Faults()
 	slices.SortFunc(faults, func(a, b Fault) int { return a.At.Compare(b.At) })
-	r := Report{Holds: len(sections), Faults: map[string]int{}, WorstSignal: map[string]time.Duration{}}
+	r := Report{Holds: len(sections), Faults: map[string]int{}, ExcusedBy: map[string]int{}, WorstSignal: map[string]time.Duration{}}
 	for _, f := range faults {
 		r.Faults[f.Kind]++
 	}
@@ -198,11 +220,13 @@ func (j *Journal) Check(bound time.Duration) Report {
 				if second.Token < first.Token {
 					first, second = second, first
 				}
+				kind := excusedBy(first, second, faults, bound)
 				switch {
 				case !first.Told.IsZero() && !first.Told.After(second.Enter):
 					// Told before the takeover: the contract.
-				case excused(first, second, faults, bound):
+				case kind != "":
 					r.Excused++
+					r.ExcusedBy[kind]++
 					if len(r.ExcusedSamples) < 3 {
 						r.ExcusedSamples = append(r.ExcusedSamples, pair(first, second))
 					}
@@ -232,7 +256,7 @@ func lateEntryExcused(s Section, faults []Fault, bound time.Duration) bool {
 			if s.Told.Sub(f.Until) <= bound {
 				return true
 			}
-		case f.Kills:
+		case f.Kills && f.hit(s):
 			if s.Told.Sub(f.At) <= bound {
 				return true
 			}
@@ -263,13 +287,13 @@ func signalDelay(s Section, faults []Fault) (string, time.Duration, bool) {
 	return "", 0, false
 }
 
-// excused reports whether a session-killing fault that hit first's hold
-// explains the overlap (it came before second entered, and first was told
-// within bound of it), or a freeze of first's process did (first was told
-// within bound of waking).
-func excused(first, second Section, faults []Fault, bound time.Duration) bool {
+// excusedBy returns the kind of the fault that explains the overlap, or ""
+// when none does: a session-killing fault that ended first's session (it
+// came before second entered, and first was told within bound of it), or a
+// freeze of first's process (first was told within bound of waking).
+func excusedBy(first, second Section, faults []Fault, bound time.Duration) string {
 	if first.Told.IsZero() {
-		return false
+		return ""
 	}
 	for _, f := range faults {
 		if f.Member != "" && f.Member == first.Member && !f.Until.IsZero() &&
@@ -277,14 +301,14 @@ func excused(first, second Section, faults []Fault, bound time.Duration) bool {
 			!first.Told.Before(f.At) && first.Told.Sub(f.Until) <= bound {
 			// Frozen while holding (or between the grant and recording
 			// its entry), told soon after waking.
-			return true
+			return f.Kind
 		}
-		if f.Kills && !f.At.After(second.Enter) && !f.At.Before(first.Enter.Add(-bound)) &&
+		if f.Kills && f.hit(first) && !f.At.After(second.Enter) && !f.At.Before(first.Enter.Add(-bound)) &&
 			!f.At.After(first.Told) && first.Told.Sub(f.At) <= bound {
-			return true
+			return f.Kind
 		}
 	}
-	return false
+	return ""
 }
 
 func pair(a, b Section) string {
@@ -298,6 +322,6 @@ func (s Section) String() string {
 	if !s.Told.IsZero() {
 		told = "told " + s.Told.Format("15:04:05.000000")
 	}
-	return fmt.Sprintf("[%s token %d by %s: %s..%s, %s]", s.Lock, s.Token, s.Member,
+	return fmt.Sprintf("[%s token %d by %s (%s): %s..%s, %s]", s.Lock, s.Token, s.Member, cmp.Or(s.Session, "session ?"),
 		s.Enter.Format("15:04:05.000000"), s.Exit.Format("15:04:05.000000"), told)
 }

@@ -42,12 +42,15 @@ func TestOverlapAfterSignalPasses(t *testing.T) {
 
 func TestOverlapAfterKillExcusedWithinBound(t *testing.T) {
 	var j Journal
-	j.Fault("terminate", at(5), true)
-	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(200), Told: at(200)})
-	j.Record(Section{Lock: "a", Token: 2, Enter: at(10), Exit: at(20)})
+	j.AddFault(Fault{Kind: "terminate", At: at(5), Kills: true, Victims: []string{"pid:7"}})
+	j.Record(Section{Lock: "a", Token: 1, Session: "pid:7", Enter: at(0), Exit: at(200), Told: at(200)})
+	j.Record(Section{Lock: "a", Token: 2, Session: "pid:8", Enter: at(10), Exit: at(20)})
 	r := j.Check(500 * time.Millisecond)
-	if !r.OK() || r.Excused != 1 || r.WorstSignal["terminate"] != 195*time.Millisecond {
+	if !r.OK() || r.Excused != 1 || r.ExcusedBy["terminate"] != 1 || r.WorstSignal["terminate"] != 195*time.Millisecond {
 		t.Fatalf("want excused: %v %v", r, r.Violations)
+	}
+	if !strings.Contains(r.String(), "excused-overlaps=1[terminate=1]") {
+		t.Fatalf("summary %q", r)
 	}
 	// Told too late for the bound.
 	if r := j.Check(100 * time.Millisecond); r.OK() {
@@ -55,9 +58,29 @@ func TestOverlapAfterKillExcusedWithinBound(t *testing.T) {
 	}
 }
 
+// A killing fault excuses only overlaps whose earlier holder was its
+// victim: terminating some other session explains nothing.
+func TestOverlapAfterKillOfAnotherSessionFails(t *testing.T) {
+	var j Journal
+	j.AddFault(Fault{Kind: "terminate", At: at(5), Kills: true, Victims: []string{"pid:9"}})
+	j.Record(Section{Lock: "a", Token: 1, Session: "pid:7", Enter: at(0), Exit: at(200), Told: at(200)})
+	j.Record(Section{Lock: "a", Token: 2, Session: "pid:8", Enter: at(10), Exit: at(20)})
+	if r := j.Check(time.Second); r.OK() {
+		t.Fatal("a kill of another session excused an overlap")
+	}
+	// A restart hits every session.
+	var k Journal
+	k.AddFault(Fault{Kind: "restart", At: at(5), Kills: true, All: true})
+	k.Record(Section{Lock: "a", Token: 1, Session: "pid:7", Enter: at(0), Exit: at(200), Told: at(200)})
+	k.Record(Section{Lock: "a", Token: 2, Session: "pid:8", Enter: at(10), Exit: at(20)})
+	if r := k.Check(time.Second); !r.OK() || r.ExcusedBy["restart"] != 1 {
+		t.Fatalf("want excused by the restart: %v %v", r, r.Violations)
+	}
+}
+
 func TestOverlapAfterSilencingFaultNotExcused(t *testing.T) {
 	var j Journal
-	j.Fault("blackhole", at(5), false)
+	j.Fault("blackhole", at(5))
 	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(200), Told: at(200)})
 	j.Record(Section{Lock: "a", Token: 2, Enter: at(10), Exit: at(20)})
 	if r := j.Check(time.Second); r.OK() {
@@ -82,9 +105,9 @@ func TestTokenInversionFails(t *testing.T) {
 
 func TestSummaryCountsFaults(t *testing.T) {
 	var j Journal
-	j.Fault("terminate", at(1), true)
-	j.Fault("terminate", at(2), true)
-	j.Fault("latency", at(3), false)
+	j.AddFault(Fault{Kind: "terminate", At: at(1), Kills: true})
+	j.AddFault(Fault{Kind: "terminate", At: at(2), Kills: true})
+	j.Fault("latency", at(3))
 	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(50), Told: at(50)})
 	s := j.Check(time.Second).String()
 	if !strings.Contains(s, "faults[latency=1 terminate=2]") || !strings.Contains(s, "violations=0") ||
