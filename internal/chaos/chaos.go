@@ -24,8 +24,8 @@ type Section struct {
 	// Session names the server session the hold lived on ("pid:1234"),
 	// so that a fault can name it as a victim; empty when unknown.
 	Session string
-	Enter  time.Time
-	Exit   time.Time
+	Enter   time.Time
+	Exit    time.Time
 	// Told is when the holder was told its hold was lost (Lost() closed, or
 	// Release returned ErrLockLost); zero when it never was.
 	Told time.Time
