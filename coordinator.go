@@ -132,7 +132,12 @@ type Config struct {
 	// whole ping periods, never because one ping was late: SessionTimeout
 	// is at least max(4 × HeartbeatInterval, 2 × HeartbeatInterval +
 	// MinLease). Default: max(5 × HeartbeatInterval, 2 × HeartbeatInterval
-	// + 2 × MinLease), 5s with the default heartbeat.
+	// + 1s), 5s with the default heartbeat: a lease of at least a second,
+	// since on a loaded machine a busy session's answer can take a few
+	// hundred milliseconds (measured: 64 goroutines on one lock session,
+	// 50ms heartbeat, a 2-core machine at load 11, lost holds to a 200ms
+	// lease and none to a 1s one). A shorter lease, set explicitly, trades
+	// that margin for a shorter hold by a frozen holder.
 	SessionTimeout time.Duration
 
 	// MaxWaitSessions caps the sessions that wait on the server for contended
@@ -181,6 +186,9 @@ type Config struct {
 // Config accepts: shorter, a scheduling stall of a loaded machine could end
 // holds of a healthy session.
 const MinLease = 100 * time.Millisecond
+
+// defaultLeaseFloor is the shortest lease the default SessionTimeout gives.
+const defaultLeaseFloor = time.Second
 
 // AsyncReleaseDelay is the longest an unlock queued by Release under
 // Config.AsyncRelease waits for another statement to share its round trip.
@@ -278,7 +286,7 @@ func New(cfg Config) (*Coordinator, error) {
 	cfg.MaxHeldLocks = cmp.Or(cfg.MaxHeldLocks, DefaultMaxHeldLocks)
 	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
 	if cfg.HeartbeatInterval > 0 {
-		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, max(5*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+2*MinLease))
+		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, max(5*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+defaultLeaseFloor))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -20,7 +20,7 @@ func TestFrozenHolderLosesLockAfterSessionTimeout(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
 	c := newCoord(t, p)
-	child := startHolder(t, p, "frozen") // HeartbeatInterval 200ms: SessionTimeout 1s
+	child := startHolder(t, p, "frozen") // HeartbeatInterval 200ms: SessionTimeout 1.4s
 	l := c.GetLock("frozen")
 	got := make(chan bool, 1)
 	go func() {
@@ -137,7 +137,7 @@ func TestBusySessionKeepsLeases(t *testing.T) {
 		cfg.SessionTimeout = 0 // the default for that heartbeat
 		cfg.LockSessions = 1
 	})
-	require.Equal(t, 300*time.Millisecond, c.cfg.SessionTimeout)
+	require.Equal(t, 1100*time.Millisecond, c.cfg.SessionTimeout)
 	end := time.Now().Add(30 * time.Second)
 	var holds, lost atomic.Int64
 	var wg sync.WaitGroup
