@@ -61,11 +61,21 @@ func (s *session) expire(gen uint64) {
 }
 
 // lookLease is a holder's look at h's lease: when it ran out, h (and every
-// hold on its session) is lost now, before the look returns.
+// hold on its session) is lost now, before the look returns. So is a hold
+// that another goroutine (the heartbeat, a statement that found the session
+// broken) has just ended as lost but not yet signalled: the look completes
+// the signal (signalLost runs once; a second caller waits for the first),
+// so that no look sees a hold live that is already ended.
 func (c *Coordinator) lookLease(h *hold) {
 	// h.sess is written once, by addHold, before the hold is handed out.
 	if s := h.sess; s != nil {
 		s.checkLease()
+	}
+	c.mu.Lock()
+	cause := h.cause
+	c.mu.Unlock()
+	if cause != nil {
+		h.signalLost(cause)
 	}
 }
 

@@ -526,12 +526,6 @@ var errLeaseExpired = fmt.Errorf("%w: the session's lease ran out as the lock wa
 // test, so a test can make a lease run out at exactly that point.
 var testHookAddHold atomic.Pointer[func(s *session)]
 
-func (c *Coordinator) hasHolds(s *session) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(s.holds) > 0
-}
-
 func (c *Coordinator) holdLost(h *hold) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

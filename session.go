@@ -477,8 +477,9 @@ func (c *Coordinator) pingSkip() time.Duration { return c.cfg.HeartbeatInterval 
 // idle_session_timeout. check never waits for the session: the ping runs in
 // a goroutine of its own (at most one per session), and a session busy
 // with a statement is not pinged at all, since that statement will either
-// be heard or find the break. So a busy session is never taken for a
-// silent one, and a slow ping never delays the next beat's lease checks.
+// be heard or find the break (or, if it hangs on a dead network, the lease
+// ends it). So a busy session is never taken for a silent one, and a slow
+// ping never delays the next beat's lease checks.
 func (s *session) check() {
 	if s.kind != sessionControl {
 		s.checkLease()
@@ -497,9 +498,13 @@ func (s *session) check() {
 	}()
 }
 
-// ping sends an empty statement on the session unless it is in use. It is
-// bounded by a deadline on the socket, not a context, so that Stop, which
-// ends the heartbeat's context, cannot cut it short: pgx would close the
+// ping sends an empty statement on the session unless it is in use. A ping
+// not answered within one heartbeat interval of being sent (never counting
+// a wait for the session: it does not wait) means the session is cut off:
+// the socket's deadline fails it, pgx closes the connection, and its holds
+// are reported lost, within two intervals of the cut. The bound is a
+// deadline on the socket, not a context, so that Stop, which ends the
+// heartbeat's context, cannot cut a ping short: pgx would close the
 // connection in the background, and the server would free its locks a
 // moment after Stop returned instead of before.
 func (s *session) ping() {
@@ -522,7 +527,7 @@ func (s *session) ping() {
 		return
 	}
 	raw := conn.PgConn().Conn()
-	_ = raw.SetDeadline(time.Now().Add(s.c.opTimeout()))
+	_ = raw.SetDeadline(time.Now().Add(s.c.cfg.HeartbeatInterval))
 	sent := monoNow()
 	err := conn.Ping(context.Background())
 	if !conn.IsClosed() {
