@@ -39,12 +39,23 @@ func (c *Coordinator) heartbeatLoop() {
 		case reply = <-c.beatReq:
 		}
 		control := !reconnecting.Load()
-		err := c.beat(c.runCtx, control)
+		var asked *sync.WaitGroup
+		if reply != nil {
+			asked = new(sync.WaitGroup)
+		}
+		err := c.beat(c.runCtx, control, asked)
 		if reply != nil {
 			if !control {
 				err = errors.New("pgcoord: heartbeat: the control session is reconnecting")
 			}
-			reply <- err
+			// Heartbeat's answer waits for the beat's pings (each bounded
+			// by one interval); the loop does not.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				asked.Wait()
+				reply <- err
+			}()
 		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Severity == "ERROR" {
@@ -110,9 +121,9 @@ func (c *Coordinator) Heartbeat(ctx context.Context) error {
 // session.check) and, when control is set, the member row update, bounded
 // by one interval so a stalled network cannot delay the next beat. ctx must
 // be the coordinator's runCtx.
-func (c *Coordinator) beat(ctx context.Context, control bool) error {
+func (c *Coordinator) beat(ctx context.Context, control bool, asked *sync.WaitGroup) error {
 	for _, s := range c.checkedSessions() {
-		s.check()
+		s.check(asked)
 	}
 	c.waits.reap()
 	if !control {

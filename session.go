@@ -480,7 +480,10 @@ func (c *Coordinator) pingSkip() time.Duration { return c.cfg.HeartbeatInterval 
 // be heard or find the break (or, if it hangs on a dead network, the lease
 // ends it). So a busy session is never taken for a silent one, and a slow
 // ping never delays the next beat's lease checks.
-func (s *session) check() {
+//
+// A ping started is also counted in asked, when not nil: Heartbeat waits
+// for the pings of the beat it asked for.
+func (s *session) check(asked *sync.WaitGroup) {
 	if s.kind != sessionControl {
 		s.checkLease()
 	}
@@ -491,8 +494,14 @@ func (s *session) check() {
 		return
 	}
 	s.c.pings.Add(1)
+	if asked != nil {
+		asked.Add(1)
+	}
 	go func() {
 		defer s.c.pings.Done()
+		if asked != nil {
+			defer asked.Done()
+		}
 		defer s.pinging.Store(false)
 		s.ping()
 	}()
