@@ -475,7 +475,12 @@ func (c *Coordinator) register(ctx context.Context, l *Lock) error {
 		var err error
 		for range 3 {
 			got, err = c.q.RegisterLockName(ctx, conn, db.RegisterLockNameParams{Key: l.key, Name: l.full})
-			if !errors.Is(err, pgx.ErrNoRows) {
+			// A concurrent first registration of the same name: no row
+			// (it committed after this snapshot), or a unique violation on
+			// the name (ON CONFLICT arbitrates on the key only). Either
+			// way, the next try finds its row.
+			var pgErr *pgconn.PgError
+			if !errors.Is(err, pgx.ErrNoRows) && !(errors.As(err, &pgErr) && pgErr.Code == "23505") {
 				break
 			}
 		}

@@ -161,7 +161,9 @@ func TestSessionOnOtherServerRefused(t *testing.T) {
 	ok, err = waiter.Acquire(ctx(t), Timeout(5*time.Second))
 	require.False(t, ok)
 	require.ErrorIs(t, err, ErrWrongServer, "a wait session on another cluster")
-	require.Zero(t, sessionsOn(t, other.URL(), c), "refused sessions are closed")
+	// Closed: their backends are gone once they have finished exiting.
+	require.Eventually(t, func() bool { return sessionsOn(t, other.URL(), c) == 0 }, 5*time.Second, time.Millisecond,
+		"refused sessions are closed")
 
 	require.NoError(t, c.Heartbeat(ctx(t)))
 	require.NotZero(t, onOpen.Token(), "the hold on the right server stands")
