@@ -3,6 +3,7 @@ package pgtemp
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -34,6 +35,11 @@ func StartStandby(primary *Server, opts Options) (*Server, error) {
 	}
 	if opts.BinDir == "" {
 		opts.BinDir = primary.binDir
+	}
+	for _, tool := range []string{"pg_basebackup", "pg_ctl"} {
+		if fi, err := os.Stat(filepath.Join(opts.BinDir, tool)); err != nil || fi.IsDir() {
+			return nil, fmt.Errorf("%w: no %s in %s: install postgresql-client-15 (which postgresql-15 depends on)", ErrNoBinaries, tool, opts.BinDir)
+		}
 	}
 	// A standby whose primary is gone retries its WAL sources every
 	// wal_retrieve_retry_interval (5s by default), and a promotion asked for

@@ -2,7 +2,10 @@ package pgtemp
 
 import (
 	"context"
+	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,5 +123,21 @@ func TestPairFailover(t *testing.T) {
 	}
 	if _, err := os.Stat(oldPrimary.DataDir()); err == nil {
 		t.Error("old primary's data dir left behind")
+	}
+}
+
+// A standby needs pg_basebackup and pg_ctl next to the server binaries;
+// without them StartStandby says so with ErrNoBinaries.
+func TestStandbyWithoutTools(t *testing.T) {
+	primary := start(t, Options{})
+	dir := t.TempDir()
+	for _, name := range []string{"initdb", "postgres"} {
+		if err := os.Symlink(filepath.Join(primary.BinDir(), name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := StartStandby(primary, Options{BinDir: dir})
+	if !errors.Is(err, ErrNoBinaries) || !strings.Contains(err.Error(), "pg_basebackup") {
+		t.Fatalf("StartStandby without pg_basebackup: %v", err)
 	}
 }
