@@ -225,13 +225,16 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	for _, c := range coords {
 		lost += c.Stats().Lost
 	}
-	summary := fmt.Sprintf("chaos: %s in %v (%d coordinators, every other with AsyncRelease, × %d workers, %d names, HB %v, SessionTimeout %v); "+
-		"busy=%d acquire-errors=%d lost(stats)=%d; after Stop: connections=%d advisory-locks=%d (goroutine leaks: TestMain goleak)",
-		report, elapsed.Round(time.Millisecond), budget.coords, budget.workers, budget.names, chaosHB, chaosSessionTimeout,
-		busy.Load(), acquireErrs.Load(), lost, conns, locks)
-	t.Log(summary)
-	if long {
-		fmt.Println(summary)
+	lines := append(report.Lines(),
+		fmt.Sprintf("in %v: %d coordinators × %d workers, %d names, %d child processes, HB %v, SessionTimeout %v, signal bound %v",
+			elapsed.Round(time.Millisecond), budget.coords, budget.workers, budget.names, budget.children, chaosHB, chaosSessionTimeout, chaosSignalBound),
+		fmt.Sprintf("busy=%d acquire-errors=%d lost(stats)=%d; after Stop: connections=%d advisory-locks=%d (goroutine leaks: TestMain goleak)",
+			busy.Load(), acquireErrs.Load(), lost, conns, locks))
+	for _, l := range lines {
+		t.Log("chaos: " + l)
+		if long {
+			fmt.Println("chaos: " + l)
+		}
 	}
 	for _, v := range report.ExcusedSamples {
 		t.Log("excused overlap:", v)

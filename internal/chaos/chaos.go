@@ -128,8 +128,11 @@ type Report struct {
 // OK reports whether the run had no violations.
 func (r Report) OK() bool { return len(r.Violations) == 0 }
 
-// String is the summary line.
-func (r Report) String() string {
+// String is the summary on one line.
+func (r Report) String() string { return strings.Join(r.Lines(), " ") }
+
+// Lines is the summary: counts, then the verdict, then signal delays.
+func (r Report) Lines() []string {
 	kinds := make([]string, 0, len(r.Faults))
 	for k := range r.Faults {
 		kinds = append(kinds, k)
@@ -145,8 +148,11 @@ func (r Report) String() string {
 			ws = append(ws, fmt.Sprintf("%s=%v", k, d.Round(time.Millisecond)))
 		}
 	}
-	return fmt.Sprintf("holds=%d faults[%s] violations=%d excused-overlaps=%d[%s] losses-signalled=%d worst-fault-to-signal[%s]",
-		r.Holds, strings.Join(fs, " "), len(r.Violations), r.Excused, strings.Join(es, " "), r.Losses, strings.Join(ws, " "))
+	return []string{
+		fmt.Sprintf("holds=%d faults[%s]", r.Holds, strings.Join(fs, " ")),
+		fmt.Sprintf("violations=%d excused-overlaps=%d[%s] losses-signalled=%d", len(r.Violations), r.Excused, strings.Join(es, " "), r.Losses),
+		fmt.Sprintf("worst-fault-to-signal[%s]", strings.Join(ws, " ")),
+	}
 }
 
 // maxViolations caps how many violations a Report spells out.
