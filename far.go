@@ -30,8 +30,9 @@ const farCheck = 100 * time.Millisecond
 //   - the control session LISTENs on pgcoord_free and, while waits are
 //     pending and nobody else needs the session, waits for notifications
 //     (an idle session holds no snapshot);
-//   - every farCheck, every wait tries its lock, the tries of a lock
-//     session going out as one batch.
+//   - every farCheck, every wait whose key had no release notified in that
+//     time tries its lock, the tries of a lock session going out as one
+//     batch.
 //
 // (The check is a real try, not a statement that tries each key on the
 // control session for an instant: such a phantom holder makes someone
@@ -47,8 +48,8 @@ type farWaits struct {
 	c *Coordinator
 
 	mu sync.Mutex
-	// waiting maps key -> the wake channel (capacity 1) of its wait.
-	waiting map[int64]chan struct{}
+	// waiting maps key -> its wait.
+	waiting map[int64]*farWaiter
 	// changed is set when waiting changed since the listener last looked.
 	changed atomic.Bool
 	// kick wakes an idle listener (capacity 1).
@@ -67,25 +68,35 @@ type farWaits struct {
 
 func (f *farWaits) init(c *Coordinator) {
 	f.c = c
-	f.waiting = map[int64]chan struct{}{}
+	f.waiting = map[int64]*farWaiter{}
 	f.armed = map[int64]bool{}
 	f.kick = make(chan struct{}, 1)
 }
 
+// farWaiter is one wait beyond the budget.
+type farWaiter struct {
+	// wake (capacity 1) tells the wait to try its lock.
+	wake chan struct{}
+	// heard is when a release of its key was last notified (monoNow);
+	// guarded by farWaits.mu. A key whose releases are heard needs no
+	// dead-holder check: its holders are alive and letting go.
+	heard int64
+}
+
 // add registers a wait for key and returns its wake channel.
 func (f *farWaits) add(key int64) chan struct{} {
-	wake := make(chan struct{}, 1)
+	w := &farWaiter{wake: make(chan struct{}, 1)}
 	f.mu.Lock()
-	f.waiting[key] = wake
+	f.waiting[key] = w
 	f.mu.Unlock()
 	f.poke()
-	return wake
+	return w.wake
 }
 
 // remove ends the wait for key registered as wake.
 func (f *farWaits) remove(key int64, wake chan struct{}) {
 	f.mu.Lock()
-	if f.waiting[key] == wake {
+	if w := f.waiting[key]; w != nil && w.wake == wake {
 		delete(f.waiting, key)
 	}
 	f.mu.Unlock()
@@ -114,9 +125,11 @@ func (f *farWaits) notified(_ *pgconn.PgConn, n *pgconn.Notification) {
 		return
 	}
 	f.mu.Lock()
-	wake := f.waiting[key]
-	f.mu.Unlock()
-	signal(wake)
+	defer f.mu.Unlock()
+	if w := f.waiting[key]; w != nil {
+		w.heard = monoNow()
+		signal(w.wake)
+	}
 }
 
 // signal sends on a wake channel without blocking (nil: nothing).
@@ -135,8 +148,22 @@ func signal(wake chan struct{}) {
 func (f *farWaits) wakeAll() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, wake := range f.waiting {
-		signal(wake)
+	for _, w := range f.waiting {
+		signal(w.wake)
+	}
+}
+
+// wakeQuiet is the dead-holder check: it wakes the waits whose key has had
+// no release notified for a check period. Under contention most keys
+// change hands more often than that, and their waits are left alone.
+func (f *farWaits) wakeQuiet() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := monoNow()
+	for _, w := range f.waiting {
+		if time.Duration(now-w.heard) >= farCheck {
+			signal(w.wake)
+		}
 	}
 }
 
@@ -239,17 +266,20 @@ func (f *farWaits) serve(ctx context.Context, conn *pgx.Conn) error {
 			f.armed[k] = true
 		}
 	}
-	if now := monoNow(); now >= f.nextCheck {
-		f.nextCheck = now + int64(farCheck)
-		f.wakeAll()
-	} else if len(arm) > 0 {
+	if len(arm) > 0 {
 		// A newly marked key's wait tries at once: its lock may have been
 		// released before the marker was there, with no NOTIFY.
 		f.mu.Lock()
 		for _, k := range arm {
-			signal(f.waiting[k])
+			if w := f.waiting[k]; w != nil {
+				signal(w.wake)
+			}
 		}
 		f.mu.Unlock()
+	}
+	if now := monoNow(); now >= f.nextCheck {
+		f.nextCheck = now + int64(farCheck)
+		f.wakeQuiet()
 	}
 	if len(f.armed) == 0 {
 		if len(disarm) > 0 {
