@@ -358,6 +358,24 @@ func TestHeadroomRefusesSession(t *testing.T) {
 	require.Zero(t, d.Stats().RefusedSessions)
 }
 
+// connectWhenFree is connect, retried while the server refuses for want of
+// slots that backends still exiting hold.
+func connectWhenFree(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	var conn *pgx.Conn
+	require.Eventually(t, func() bool {
+		c, err := pgx.Connect(ctx(t), url)
+		if err != nil {
+			require.ErrorIs(t, tooManyConnections(err), ErrTooManyConnections)
+			return false
+		}
+		conn = c
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
 // A server out of connection slots refuses a session with SQLSTATE 53300:
 // that is ErrTooManyConnections, the coordinator carries on with the
 // sessions it has, and a new coordinator's Start fails with it.
@@ -366,10 +384,17 @@ func TestTooManyConnections(t *testing.T) {
 	srv := ownServer(t, map[string]string{"max_connections": "6", "superuser_reserved_connections": "0"})
 	p := testPrefix(t)
 	on := func(cfg *Config) { cfg.ConnString = srv.URL(); cfg.ConnectionHeadroom = -1 }
+	// The migration's connections may still be exiting: wait for their
+	// slots before taking all six.
+	admin := connectWhenFree(t, srv.URL())
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, admin.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'`).Scan(&n))
+		return n == 1
+	}, 10*time.Second, 10*time.Millisecond, "only this connection left")
 	holder := budgetCoord(t, p, on)
 	c := budgetCoord(t, p, on)
-	admin := connect(t, srv.URL())
-	_ = connect(t, srv.URL()) // the sixth and last slot
+	_ = connectWhenFree(t, srv.URL()) // the sixth and last slot
 	hl := holder.GetLock("full")
 	mustAcquire(t, hl, NoWait)
 	w := c.GetLock("full")
