@@ -26,7 +26,9 @@ func TestResumedHolderSeesLossAtFirstLook(t *testing.T) {
 	t.Parallel()
 	const lanes, perLane = 4, 5
 	p := testPrefix(t)
-	taker := newCoord(t, p)
+	// A wait session per lane: the test waits until the server shows the
+	// taker waiting (a wait beyond the budget would not show there).
+	taker := newCoord(t, p, func(cfg *Config) { cfg.MaxWaitSessions = lanes })
 	for lane := range lanes {
 		t.Run(fmt.Sprintf("lane%d", lane), func(t *testing.T) {
 			t.Parallel()
