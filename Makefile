@@ -14,6 +14,10 @@ STATICCHECK := $(TOOLS_BIN)/staticcheck-$(STATICCHECK_VERSION)
 MIGRATE_VERSION := v4.20.1
 MIGRATE := $(TOOLS_BIN)/migrate-$(MIGRATE_VERSION)
 
+# Nested modules with their own go.mod (heavy dependencies kept out of the
+# library's): make test and make verify cover them too.
+METRICS_MODULES := metrics/prom metrics/otel
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -27,6 +31,7 @@ demo: ## Run the demo: three agents, shared volumes, a crash and a takeover (sta
 .PHONY: test
 test: $(MIGRATE) ## Run every test with the race detector (starts its own PostgreSQL unless PGCOORD_TEST_DATABASE_URL is set).
 	$(GO) test -race -count=1 -timeout 20m ./...
+	for m in $(METRICS_MODULES); do (cd $$m && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
 
 .PHONY: chaos
 chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected while coordinators contend; prints the figures.
@@ -66,7 +71,7 @@ verify: $(SQLC) $(STATICCHECK) ## Check formatting, go vet, staticcheck, and tha
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
-	cd bench && $(GO) mod tidy -diff && $(GO) vet ./... && $(STATICCHECK) ./...
+	for m in bench $(METRICS_MODULES); do (cd $$m && $(GO) mod tidy -diff && $(GO) vet ./... && $(STATICCHECK) ./...) || exit 1; done
 	$(SQLC) diff || { echo "db/ is stale: run 'make generate' and commit it"; exit 1; }
 
 .PHONY: tools

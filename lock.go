@@ -345,8 +345,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, lost cha
 	var waited bool
 	defer func() {
 		if waited {
-			c.stats.waited.Add(1)
-			c.stats.waitNanos.Add(int64(time.Since(waitStart)))
+			c.observeWait(time.Since(waitStart))
 		}
 	}()
 	entry, waited, err := c.local.claim(ctx, l.key, b.mode == blockNoWait, deadline)

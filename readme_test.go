@@ -97,6 +97,21 @@ var readmeImports = map[string]string{
 	"slog":    "log/slog",
 	"os":      "os",
 	"time":    "time",
+	"http":    "net/http",
+	// Only in the nested modules (readmeModules).
+	"prometheus":  "github.com/prometheus/client_golang/prometheus",
+	"promhttp":    "github.com/prometheus/client_golang/prometheus/promhttp",
+	"pgcoordprom": "github.com/pgcoord/pgcoord/metrics/prom",
+	"otel":        "go.opentelemetry.io/otel",
+	"attribute":   "go.opentelemetry.io/otel/attribute",
+	"pgcoordotel": "github.com/pgcoord/pgcoord/metrics/otel",
+}
+
+// readmeModules maps a package name to the nested module a block that uses
+// it is compiled in; other blocks compile in the library's module.
+var readmeModules = map[string]string{
+	"pgcoordprom": "metrics/prom",
+	"pgcoordotel": "metrics/otel",
 }
 
 // TestReadmeGoBlocks compiles every ```go block of README.md, so that code
@@ -110,11 +125,13 @@ var readmeImports = map[string]string{
 //     ends with a return), in which readmeEnv's names (ctx, c, vol, store,
 //     data, m, appPool, deleteVolume, Volume, Manager) are in scope.
 //
-// All blocks are compiled together in one package under the module, with
-// //line directives, so an error points at README.md's line.
+// All blocks are compiled together in one package under the module (a
+// block that uses pgcoordprom or pgcoordotel: under that nested module),
+// with //line directives, so an error points at README.md's line.
 func TestReadmeGoBlocks(t *testing.T) {
 	t.Parallel()
-	var decls, bodies strings.Builder
+	type unit struct{ decls, bodies strings.Builder }
+	units := map[string]*unit{}
 	n := 0
 	for _, b := range readmeBlocks(t) {
 		if b.lang != "go" {
@@ -124,7 +141,18 @@ func TestReadmeGoBlocks(t *testing.T) {
 		if len(b.code) > 0 && strings.HasPrefix(b.code[0], "package ") {
 			t.Fatalf("README.md:%d: whole-file blocks are not supported by this test yet", b.line)
 		}
-		fmt.Fprintf(&bodies, "\nfunc readmeBlock%d() error {\n", n)
+		mod := "."
+		for pkg, dir := range readmeModules {
+			if strings.Contains(strings.Join(b.code, "\n"), pkg+".") {
+				mod = dir
+			}
+		}
+		u := units[mod]
+		if u == nil {
+			u = &unit{}
+			units[mod] = u
+		}
+		fmt.Fprintf(&u.bodies, "\nfunc readmeBlock%d() error {\n", n)
 		depth := 0
 		inDecl := false
 		last := ""
@@ -135,30 +163,39 @@ func TestReadmeGoBlocks(t *testing.T) {
 				continue
 			case !inDecl && (strings.HasPrefix(line, "type ") || strings.HasPrefix(line, "func ")):
 				inDecl = true
-				fmt.Fprintf(&decls, "\n//line README.md:%d\n", lineNo)
+				fmt.Fprintf(&u.decls, "\n//line README.md:%d\n", lineNo)
 			}
 			if inDecl {
-				decls.WriteString(line + "\n")
+				u.decls.WriteString(line + "\n")
 				depth += strings.Count(line, "{") - strings.Count(line, "}")
 				if depth == 0 {
 					inDecl = false
 				}
 				continue
 			}
-			fmt.Fprintf(&bodies, "//line README.md:%d\n%s\n", lineNo, line)
+			fmt.Fprintf(&u.bodies, "//line README.md:%d\n%s\n", lineNo, line)
 			if strings.TrimSpace(line) != "" {
 				last = strings.TrimSpace(line)
 			}
 		}
 		if !strings.HasPrefix(last, "return ") {
-			bodies.WriteString("return nil\n")
+			u.bodies.WriteString("return nil\n")
 		}
-		bodies.WriteString("}\n")
+		u.bodies.WriteString("}\n")
 	}
 	require.GreaterOrEqual(t, n, 4, "README.md's Go blocks")
-	src := "package readme\n" + decls.String() + bodies.String()
+	for mod, u := range units {
+		compileReadmeUnit(t, mod, u.decls.String()+u.bodies.String())
+	}
+	require.Contains(t, units, "metrics/prom", "the Prometheus example is compiled")
+	require.Contains(t, units, "metrics/otel", "the OpenTelemetry example is compiled")
+}
 
-	// Import what the code uses.
+// compileReadmeUnit writes code, with its imports and readmeEnv, into a
+// temporary package of the module in dir, and runs go vet on it.
+func compileReadmeUnit(t *testing.T, dir, code string) {
+	t.Helper()
+	src := "package readme\n" + code
 	f, err := parser.ParseFile(token.NewFileSet(), "blocks.go", src, parser.SkipObjectResolution)
 	require.NoError(t, err, "README Go blocks do not parse:\n%s", src)
 	used := map[string]bool{}
@@ -175,15 +212,19 @@ func TestReadmeGoBlocks(t *testing.T) {
 		imports = append(imports, strconv.Quote(p))
 	}
 	slices.Sort(imports)
-	src = "package readme\n\nimport (\n" + strings.Join(imports, "\n") + "\n)\n" + src[len("package readme\n"):]
+	src = "package readme\n\nimport (\n" + strings.Join(imports, "\n") + "\n)\n" + code
 
-	dir, err := os.MkdirTemp(".", ".readmecheck-") // in the module, so it imports pgcoord as is
+	// In the module, so that it imports pgcoord (and the module's own
+	// dependencies) as they are.
+	pkgDir, err := os.MkdirTemp(dir, ".readmecheck-")
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "env.go"), []byte(readmeEnv), 0o644))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "blocks.go"), []byte(src), 0o644))
-	out, err := exec.Command("go", "vet", "./"+filepath.Base(dir)).CombinedOutput()
-	require.NoError(t, err, "README.md's Go blocks do not compile (go vet):\n%s\ngenerated:\n%s", out, src)
+	t.Cleanup(func() { _ = os.RemoveAll(pkgDir) })
+	require.NoError(t, os.WriteFile(filepath.Join(pkgDir, "env.go"), []byte(readmeEnv), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(pkgDir, "blocks.go"), []byte(src), 0o644))
+	cmd := exec.Command("go", "vet", "./"+filepath.Base(pkgDir))
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "README.md's Go blocks do not compile in %s (go vet):\n%s\ngenerated:\n%s", dir, out, src)
 }
 
 // The README's SQL shows keys that belong to the names beside them.

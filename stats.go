@@ -1,12 +1,15 @@
 package pgcoord
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 )
 
-// Stats are a coordinator's counters since New, for metrics and dashboards:
-// export them to Prometheus or expvar as gauges and counters.
+// Stats are a coordinator's counters since New, and a few gauges, for
+// metrics and dashboards. The nested modules github.com/pgcoord/pgcoord/metrics/prom
+// (a Prometheus collector) and .../metrics/otel (OpenTelemetry instruments)
+// export them; for expvar or anything else, read them on each scrape.
 type Stats struct {
 	// Held is the number of locks held now.
 	Held int64
@@ -19,6 +22,10 @@ type Stats struct {
 	// server), whatever their outcome; WaitTime is their total time waiting.
 	Waited   uint64
 	WaitTime time.Duration
+	// WaitBuckets is the histogram of those waits: WaitBuckets[i] counts
+	// the waits that took at most WaitBucketBounds[i] (cumulative, as
+	// Prometheus histograms count); Waited is the +Inf bucket.
+	WaitBuckets []uint64
 	// Lost counts holds that ended without Release (see Lock.Lost).
 	Lost uint64
 	// Reconnects counts successful reconnects of the control session.
@@ -30,9 +37,29 @@ type Stats struct {
 	// RefusedSessions counts sessions not opened for want of connection
 	// slots (see Config.ConnectionHeadroom and ErrTooManyConnections).
 	RefusedSessions uint64
+	// Sessions is the number of database sessions (backends) this
+	// coordinator has open now: control, lock and wait sessions.
+	Sessions int
+	// HeartbeatAge is how long ago the backend last answered a heartbeat
+	// (0 when not started): it grows while the database is unreachable,
+	// and IsActive turns false at three HeartbeatIntervals.
+	HeartbeatAge time.Duration
 	// Active is IsActive().
 	Active bool
 }
+
+// WaitBucketBounds are the upper bounds of Stats.WaitBuckets, from 1ms to
+// 5 minutes.
+var WaitBucketBounds = []time.Duration{
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
+	10 * time.Second, 30 * time.Second, time.Minute, 5 * time.Minute,
+}
+
+// waitBounds is WaitBucketBounds as the code counts with, safe from a
+// caller that modifies the exported slice.
+var waitBounds = append([]time.Duration(nil), WaitBucketBounds...)
 
 // coordStats holds the counters behind Stats.
 type coordStats struct {
@@ -45,6 +72,55 @@ type coordStats struct {
 	reconnects      atomic.Uint64
 	farWaits        atomic.Uint64
 	refusedSessions atomic.Uint64
+	// waitBuckets[i] counts waits in (waitBounds[i-1], waitBounds[i]]; the
+	// last one those above every bound.
+	waitBuckets [17]atomic.Uint64
+	// waitObservers are the functions OnWait registered.
+	waitObservers atomic.Pointer[[]*func(time.Duration)]
+}
+
+// observeWait counts one acquisition that waited d.
+func (c *Coordinator) observeWait(d time.Duration) {
+	c.stats.waited.Add(1)
+	c.stats.waitNanos.Add(int64(d))
+	i := 0
+	for i < len(waitBounds) && d > waitBounds[i] {
+		i++
+	}
+	c.stats.waitBuckets[i].Add(1)
+	if obs := c.stats.waitObservers.Load(); obs != nil {
+		for _, f := range *obs {
+			(*f)(d)
+		}
+	}
+}
+
+// OnWait registers fn to be called with the wait of every acquisition that
+// had to wait, as Stats.Waited counts them, for a histogram that records
+// each (OpenTelemetry's). fn runs on the acquiring goroutine after the wait:
+// keep it cheap. The returned function unregisters it.
+func (c *Coordinator) OnWait(fn func(waited time.Duration)) (unregister func()) {
+	f := &fn
+	for {
+		old := c.stats.waitObservers.Load()
+		var next []*func(time.Duration)
+		if old != nil {
+			next = append(next, *old...)
+		}
+		next = append(next, f)
+		if c.stats.waitObservers.CompareAndSwap(old, &next) {
+			break
+		}
+	}
+	return func() {
+		for {
+			old := c.stats.waitObservers.Load()
+			next := slices.DeleteFunc(slices.Clone(*old), func(g *func(time.Duration)) bool { return g == f })
+			if c.stats.waitObservers.CompareAndSwap(old, &next) {
+				return
+			}
+		}
+	}
 }
 
 // Stats returns the coordinator's counters.
@@ -59,6 +135,42 @@ func (c *Coordinator) Stats() Stats {
 		Reconnects:        c.stats.reconnects.Load(),
 		WaitsBeyondBudget: c.stats.farWaits.Load(),
 		RefusedSessions:   c.stats.refusedSessions.Load(),
+		WaitBuckets:       c.waitBuckets(),
+		Sessions:          c.openSessions(),
+		HeartbeatAge:      c.heartbeatAge(),
 		Active:            c.IsActive(),
 	}
+}
+
+// waitBuckets returns the cumulative wait histogram.
+func (c *Coordinator) waitBuckets() []uint64 {
+	out := make([]uint64, len(waitBounds))
+	var sum uint64
+	for i := range out {
+		sum += c.stats.waitBuckets[i].Load()
+		out[i] = sum
+	}
+	return out
+}
+
+// openSessions counts the sessions whose connection is open now.
+func (c *Coordinator) openSessions() int {
+	if c.state.Load() != stateStarted {
+		return 0
+	}
+	n := 0
+	for _, s := range append(append([]*session{c.control}, c.lockSs...), c.waits.all()...) {
+		if s != nil && s.raw.Load() != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// heartbeatAge is the time since the backend last answered a heartbeat.
+func (c *Coordinator) heartbeatAge() time.Duration {
+	if c.state.Load() != stateStarted {
+		return 0
+	}
+	return max(time.Since(time.Unix(0, c.lastBeat.Load())), 0)
 }

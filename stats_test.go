@@ -1,6 +1,7 @@
 package pgcoord
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -11,9 +12,17 @@ func TestStatsCount(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
 	c, other := newCoord(t, p), newCoord(t, p)
+	var observed []time.Duration
+	var omu sync.Mutex
+	unregister := c.OnWait(func(d time.Duration) { omu.Lock(); observed = append(observed, d); omu.Unlock() })
+	defer unregister()
 	a := c.GetLock("a")
 	mustAcquire(t, a, NoWait)
-	require.Equal(t, Stats{Held: 1, Acquired: 1, Active: true}, c.Stats())
+	s := c.Stats()
+	require.Equal(t, Stats{Held: 1, Acquired: 1, Active: true, WaitBuckets: make([]uint64, len(WaitBucketBounds))},
+		Stats{Held: s.Held, Acquired: s.Acquired, Active: s.Active, WaitBuckets: s.WaitBuckets, Busy: s.Busy, Waited: s.Waited, Lost: s.Lost})
+	require.GreaterOrEqual(t, s.Sessions, 2, "control and lock session")
+	require.Less(t, s.HeartbeatAge, 3*c.cfg.HeartbeatInterval)
 
 	blocker := other.GetLock("b")
 	mustAcquire(t, blocker, NoWait)
@@ -29,13 +38,20 @@ func TestStatsCount(t *testing.T) {
 	require.NoError(t, err)
 	requireClosedWithin(t, a.Lost(), 5*time.Second, "Lost")
 
-	s := c.Stats()
+	s = c.Stats()
 	require.EqualValues(t, 1, s.Held, "b is held")
 	require.EqualValues(t, 2, s.Acquired)
 	require.EqualValues(t, 2, s.Busy)
 	require.EqualValues(t, 2, s.Waited, "the timed-out wait and the successful one")
 	require.Greater(t, s.WaitTime, 50*time.Millisecond)
 	require.EqualValues(t, 1, s.Lost)
+	require.Equal(t, s.Waited, s.WaitBuckets[len(s.WaitBuckets)-1], "every wait is under the last bound")
+	require.Equal(t, 25*time.Millisecond, WaitBucketBounds[4])
+	require.LessOrEqual(t, s.WaitBuckets[4], uint64(1), "the timed-out wait took 50ms or more: above the 25ms bucket")
+	omu.Lock()
+	require.Len(t, observed, 2, "OnWait saw both waits")
+	require.GreaterOrEqual(t, observed[0]+observed[1], 50*time.Millisecond)
+	omu.Unlock()
 	require.NoError(t, w.Release(ctx(t)))
 	require.Zero(t, c.Stats().Held)
 }
