@@ -92,8 +92,18 @@ func BenchmarkSynchronized(b *testing.B) {
 // waiting on the server (Wait) while the other holds it; b.N counts the
 // acquisitions of both.
 func BenchmarkContended(b *testing.B) {
+	benchContended(b, func(cfg *Config) { cfg.LockSessions = 0 })
+}
+
+// BenchmarkContendedBeyondBudget is BenchmarkContended with every wait
+// beyond the session budget (MaxSessions 2): woken by NOTIFY, then a try.
+func BenchmarkContendedBeyondBudget(b *testing.B) {
+	benchContended(b, func(cfg *Config) { cfg.LockSessions, cfg.MaxSessions = 0, 2 })
+}
+
+func benchContended(b *testing.B, tune func(*Config)) {
 	p := testPrefix(b)
-	locks := []*Lock{newCoord(b, p).GetLock("contended"), newCoord(b, p).GetLock("contended")}
+	locks := []*Lock{newCoord(b, p, tune).GetLock("contended"), newCoord(b, p, tune).GetLock("contended")}
 	ctx := context.Background()
 	var left atomic.Int64
 	left.Store(int64(b.N))
