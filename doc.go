@@ -42,12 +42,12 @@
 //     sends NOTIFY pgcoord_free with the key, so releases nobody waits for
 //     cost nothing extra. The control session LISTENs and, while such waits
 //     are pending and it has nothing else to do, waits for notifications
-//     (idle on the server: no snapshot). A holder that dies without a word
-//     sends no NOTIFY: every 100 ms one statement tries every key the
-//     coordinator's far waits want (each held for that statement only) and
-//     wakes those that are free. A woken wait tries its lock on a lock
-//     session, and moves to a wait session when one frees up. Cancelling
-//     one drops its marker at the next round and costs the others nothing.
+//     (idle on the server: no snapshot). A woken wait tries its lock on a
+//     lock session, and moves to a wait session when one frees up. A holder
+//     that dies without a word sends no NOTIFY: every 100 ms the waits whose
+//     key had no release notified for that long try their lock (a lock
+//     session sends concurrent tries as one batch). Cancelling one wait
+//     drops its marker at the next round and costs the others nothing.
 //
 // Before opening a session (from Start's first lock session on), a
 // coordinator checks the server's free connection slots and leaves
