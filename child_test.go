@@ -28,6 +28,9 @@ func runChild(role string) int {
 	if role == "poller" {
 		return runPoller()
 	}
+	if role == "leader" {
+		return runLeaderChild()
+	}
 	if role != "holder" {
 		fmt.Fprintln(os.Stderr, "unknown child role", role)
 		return 2

@@ -232,6 +232,7 @@ type Coordinator struct {
 	local       localTable
 	names       nameCache
 	busy        busyHint
+	lastTerms   lastTerms
 
 	// active is true while the control session works; lastBeat is when the
 	// backend last answered a heartbeat (unix nanos).

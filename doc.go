@@ -75,6 +75,20 @@
 // taken while the lock is held, so successive holds of one name always get
 // larger tokens, across members, server restarts and failovers (see below).
 //
+// # Elections
+//
+// Coordinator.Election gives etcd-style leader election on the same
+// machinery: leadership of election name is an exclusive hold of the lock
+// ElectionLockPrefix+Prefix+name, so Campaign waits like Acquire (within
+// the session budget) and a leader loses its leadership exactly when a
+// holder would lose its lock (Done closes). Each term is recorded in
+// pgcoord.elections by its leader, fenced by the term's token, with a
+// NOTIFY on pgcoord_leader that the control session's listener passes to
+// observers (Observe). A leader that takes over from one that did not
+// resign waits two and a half of its predecessor's heartbeats before
+// Campaign returns, so that the predecessor, if it still runs, was told
+// first: two leaders never act at once.
+//
 // # Keys
 //
 // A lock's key is the first 8 bytes of SHA-256 of its full name

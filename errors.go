@@ -69,4 +69,11 @@ var (
 	// multi-host connection string, a standby is skipped for the next
 	// host.
 	ErrWrongServer = errors.New("pgcoord: session on the wrong server")
+
+	// ErrNotLeader is returned by Election.Resign and Election.Proclaim
+	// when the Election does not lead (never did, resigned, or lost it).
+	ErrNotLeader = errors.New("pgcoord: not the leader")
+	// ErrNoLeader is returned by Election.Leader when the election has no
+	// leader now.
+	ErrNoLeader = errors.New("pgcoord: no leader")
 )

@@ -116,3 +116,51 @@ func ExampleLock_Token() {
 	// b writes: <nil>
 	// a's late write refused: true value: from b
 }
+
+func ExampleElection() {
+	ctx := context.Background()
+	a, b := exampleCoordinator("leader-a"), exampleCoordinator("leader-b")
+	defer a.Stop(ctx)
+	defer b.Stop(ctx)
+
+	ea, eb := a.Election("scheduler"), b.Election("scheduler")
+	fmt.Println("a campaigns:", ea.Campaign(ctx, "a:8080"))
+	l, _ := eb.Leader(ctx)
+	fmt.Println("leader:", l.MemberID, l.Value)
+	fmt.Println("b proclaims:", eb.Proclaim(ctx, "b:8080"))
+
+	won := make(chan error)
+	go func() { won <- eb.Campaign(ctx, "b:8080") }()
+	fmt.Println("a resigns:", ea.Resign(ctx))
+	<-ea.Done()
+	fmt.Println("b campaigned:", <-won, eb.IsLeader())
+	l, _ = ea.Leader(ctx)
+	fmt.Println("leader:", l.MemberID, l.Value)
+	fmt.Println("b resigns:", eb.Resign(ctx))
+	_, err := ea.Leader(ctx)
+	fmt.Println(err)
+	// Output:
+	// a campaigns: <nil>
+	// leader: example/leader-a a:8080
+	// b proclaims: pgcoord: not the leader: election "example/scheduler"
+	// a resigns: <nil>
+	// b campaigned: <nil> true
+	// leader: example/leader-b b:8080
+	// b resigns: <nil>
+	// pgcoord: no leader: election "example/scheduler"
+}
+
+func ExampleRunAsLeader() {
+	ctx := context.Background()
+	c := exampleCoordinator("cron-1")
+	defer c.Stop(ctx)
+
+	err := pgcoord.RunAsLeader(ctx, c, "nightly-report", "cron-1", func(ctx context.Context) error {
+		fmt.Println("only the leader runs this")
+		return nil
+	})
+	fmt.Println("done:", err)
+	// Output:
+	// only the leader runs this
+	// done: <nil>
+}

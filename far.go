@@ -39,6 +39,11 @@ const farCheck = 100 * time.Millisecond
 // else's try fail, and releases without a NOTIFY, so that waiter would
 // sleep until the next check.)
 //
+// The same listener serves election observers (Election.Observe): while
+// any is registered it also LISTENs on pgcoord_leader, whose payload is an
+// election's key, and wakes that election's observers; a new connection
+// wakes them all, since notifications may have been missed meanwhile.
+//
 // A woken wait tries its lock on a lock session; if someone else was
 // quicker it waits again. The local table lets one goroutine per key wait
 // on the server, so there is one entry per key here. Cancelling a wait
@@ -54,6 +59,10 @@ type farWaits struct {
 	changed atomic.Bool
 	// kick wakes an idle listener (capacity 1).
 	kick chan struct{}
+	// watchers maps an election's key -> the wake channels (capacity 1)
+	// of its observers (Election.Observe), woken by pgcoord_leader
+	// notifications and whenever notifications may have been missed.
+	watchers map[int64]map[chan struct{}]struct{}
 
 	// The fields below belong to the listener goroutine.
 	// conn is the control connection on which armed's markers are held and
@@ -71,6 +80,45 @@ func (f *farWaits) init(c *Coordinator) {
 	f.waiting = map[int64]*farWaiter{}
 	f.armed = map[int64]bool{}
 	f.kick = make(chan struct{}, 1)
+	f.watchers = map[int64]map[chan struct{}]struct{}{}
+}
+
+// watch registers an observer of the election whose lock key is key and
+// returns its wake channel; the listener LISTENs on pgcoord_leader while
+// any observer is registered.
+func (f *farWaits) watch(key int64) chan struct{} {
+	wake := make(chan struct{}, 1)
+	f.mu.Lock()
+	if f.watchers[key] == nil {
+		f.watchers[key] = map[chan struct{}]struct{}{}
+	}
+	f.watchers[key][wake] = struct{}{}
+	f.mu.Unlock()
+	f.poke()
+	return wake
+}
+
+// unwatch ends the observer registered as wake.
+func (f *farWaits) unwatch(key int64, wake chan struct{}) {
+	f.mu.Lock()
+	delete(f.watchers[key], wake)
+	if len(f.watchers[key]) == 0 {
+		delete(f.watchers, key)
+	}
+	f.mu.Unlock()
+	f.poke()
+}
+
+// wakeWatchers wakes every observer, to read the leader again: the
+// notifications of a broken connection may have been missed.
+func (f *farWaits) wakeWatchers() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ws := range f.watchers {
+		for wake := range ws {
+			signal(wake)
+		}
+	}
 }
 
 // farWaiter is one wait beyond the budget.
@@ -117,7 +165,7 @@ func (f *farWaits) poke() {
 // the released key, if this coordinator has one. It runs inside pgx's read
 // of the connection, so it only signals.
 func (f *farWaits) notified(_ *pgconn.PgConn, n *pgconn.Notification) {
-	if n.Channel != "pgcoord_free" {
+	if n.Channel != "pgcoord_free" && n.Channel != "pgcoord_leader" {
 		return
 	}
 	key, err := strconv.ParseInt(n.Payload, 10, 64)
@@ -126,6 +174,12 @@ func (f *farWaits) notified(_ *pgconn.PgConn, n *pgconn.Notification) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if n.Channel == "pgcoord_leader" {
+		for wake := range f.watchers[key] {
+			signal(wake)
+		}
+		return
+	}
 	if w := f.waiting[key]; w != nil {
 		w.heard = monoNow()
 		signal(w.wake)
@@ -205,6 +259,7 @@ func (f *farWaits) loop() {
 				f.conn, f.armed = nil, map[int64]bool{}
 			}
 			f.wakeAll()
+			f.wakeWatchers()
 			select {
 			case <-ctx.Done():
 				return
@@ -214,11 +269,19 @@ func (f *farWaits) loop() {
 	}
 }
 
-// idle reports whether the listener has nothing to do.
+// idle reports whether the listener has nothing to do: no waits, no
+// observers, and no LISTEN left to undo.
 func (f *farWaits) idle() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.waiting) == 0 && (len(f.armed) == 0 || f.conn == nil)
+	return len(f.waiting) == 0 && len(f.watchers) == 0 && f.conn == nil
+}
+
+// watching reports whether any observer is registered.
+func (f *farWaits) watching() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.watchers) > 0
 }
 
 // serve runs one round on the control session (sem held): it brings the
@@ -235,8 +298,13 @@ func (f *farWaits) serve(ctx context.Context, conn *pgx.Conn) error {
 		if err := c.q.Listen(ctx, conn); err != nil {
 			return err
 		}
+		if err := c.q.ListenLeader(ctx, conn); err != nil {
+			return err
+		}
 		f.conn = conn
 		f.nextCheck = 0
+		// Leader changes may have gone unnoticed too.
+		f.wakeWatchers()
 	}
 	want := f.snapshot()
 	var arm, disarm []int64
@@ -281,15 +349,16 @@ func (f *farWaits) serve(ctx context.Context, conn *pgx.Conn) error {
 		f.nextCheck = now + int64(farCheck)
 		f.wakeQuiet()
 	}
-	if len(f.armed) == 0 {
-		if len(disarm) > 0 {
-			// Nothing waits any more: stop listening, so that this session
-			// is not sent other coordinators' notifications.
-			if err := c.q.Unlisten(ctx, conn); err != nil {
-				return err
-			}
-			f.conn = nil
+	if len(f.armed) == 0 && !f.watching() {
+		// Nothing waits or observes any more: stop listening, so that
+		// this session is not sent other coordinators' notifications.
+		if err := c.q.Unlisten(ctx, conn); err != nil {
+			return err
 		}
+		if err := c.q.UnlistenLeader(ctx, conn); err != nil {
+			return err
+		}
+		f.conn = nil
 		return nil
 	}
 	return f.listen(conn, time.Duration(f.nextCheck-monoNow()))

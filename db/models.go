@@ -8,6 +8,16 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type PgcoordElection struct {
+	Election   string
+	Key        int64
+	MemberID   string
+	Value      string
+	Token      int64
+	Since      pgtype.Timestamptz
+	ResignedAt pgtype.Timestamptz
+}
+
 type PgcoordFence struct {
 	Key       int64
 	Token     int64
@@ -22,6 +32,16 @@ type PgcoordHeldLock struct {
 	Granted  pgtype.Bool
 	Since    interface{}
 	Pid      pgtype.Int4
+}
+
+type PgcoordLeader struct {
+	Election string
+	MemberID string
+	Value    string
+	Token    int64
+	Since    pgtype.Timestamptz
+	Hostname string
+	Pid      int32
 }
 
 type PgcoordLiveMember struct {

@@ -1,0 +1,480 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/hash"
+)
+
+// ElectionLockPrefix starts the lock name of every election: leadership of
+// election name is an exclusive hold of the lock
+// ElectionLockPrefix+Prefix+name, taken like any Lock (so it shows in
+// pgcoord.held_locks under that name). Lock names are free-form, so a Lock
+// given such a name would contend with the election: do not use it.
+const ElectionLockPrefix = "pgcoord.election:"
+
+// Election is one leader election, named per Prefix: at most one member
+// of a prefix leads it at a time. Create it with Coordinator.Election.
+//
+// Leadership is an exclusive hold of the election's lock, taken through the
+// same sessions and waits as Lock (a campaign waits on a wait session, or
+// beyond the session budget at no backend cost), so a leader whose process
+// dies frees it at once, and a leader whose session dies or goes silent
+// learns of it as a holder does (Done closes, within two heartbeats, or at
+// its first look once its lease ran out). Each term's value, fencing token
+// and start are recorded in pgcoord.elections and shown, while the term
+// lasts, in the view pgcoord.leaders.
+//
+// A new leader that takes over from one that did not resign (it died, or
+// its session was cut off) does not return from Campaign until two and a
+// half of its predecessor's heartbeat intervals have passed: by then a
+// predecessor still running has been told (its Done closed), so two leaders
+// never act at once. After a Resign, or when the predecessor's member
+// stopped, the successor returns as soon as it holds the lock.
+//
+// An Election is safe for concurrent use; one Campaign at a time.
+type Election struct {
+	c    *Coordinator
+	name string
+	full string
+	lock *Lock
+
+	mu          sync.Mutex
+	campaigning bool
+	term        *term
+}
+
+// term is one leadership of an Election: from Campaign's success to Resign
+// or loss.
+type term struct {
+	h     *hold
+	token int64
+	value string
+	since time.Time
+	// done is closed when the term ends, by Resign or by the loss of h
+	// (see hold.onLost), before anyone else in this process can take the
+	// election's lock.
+	done    chan struct{}
+	endOnce sync.Once
+}
+
+func (t *term) end() { t.endOnce.Do(func() { close(t.done) }) }
+
+// Leader is an election's leader, as Election.Leader and Election.Observe
+// report it. The zero Leader means none.
+type Leader struct {
+	// MemberID is the leader's member id (its Prefix+AgentID).
+	MemberID string
+	// Value is what the leader gave Campaign, or its last Proclaim.
+	Value string
+	// Token is the fencing token of the term: tokens of successive terms of
+	// an election strictly increase.
+	Token int64
+	// Since is when the term began (the database clock).
+	Since time.Time
+}
+
+// closedChan is what Done returns when there is no leadership to end.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
+
+// Election returns the election name among this coordinator's prefix. It
+// does no I/O; an invalid name makes Campaign fail with ErrInvalidName.
+func (c *Coordinator) Election(name string) *Election {
+	full := c.cfg.Prefix + name
+	lockName := ElectionLockPrefix + full
+	l := &Lock{c: c, name: lockName, full: lockName, key: hash.Key(lockName), lost: make(chan struct{})}
+	if name == "" {
+		l.err = fmt.Errorf("%w: empty election name", ErrInvalidName)
+	} else if err := validateName(lockName); err != nil {
+		l.err = err
+	}
+	return &Election{c: c, name: name, full: full, lock: l}
+}
+
+// Name returns the election's name, without Prefix.
+func (e *Election) Name() string { return e.name }
+
+// Campaign blocks until this coordinator leads the election (nil), or ctx
+// ends (ctx's error) or the coordinator stops (ErrNotStarted). value is
+// published with the leadership (Leader.Value). Campaign on an Election that
+// already leads changes its value, as Proclaim does (etcd's Campaign does
+// the same). The wait is a lock wait, in line behind other campaigners.
+func (e *Election) Campaign(ctx context.Context, value string) error {
+	if e.lock.err != nil {
+		return e.lock.err
+	}
+	if e.current() != nil {
+		return e.Proclaim(ctx, value)
+	}
+	e.mu.Lock()
+	if e.campaigning {
+		e.mu.Unlock()
+		return fmt.Errorf("%w: a Campaign for election %q is under way on this Election", ErrAlreadyHeld, e.full)
+	}
+	e.campaigning = true
+	e.term = nil
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.campaigning = false
+		e.mu.Unlock()
+	}()
+
+	ok, err := e.lock.Acquire(ctx, Wait)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ctx.Err()
+	}
+	e.lock.mu.Lock()
+	h := e.lock.hold
+	e.lock.mu.Unlock()
+	t := &term{h: h, token: h.token, value: value, done: make(chan struct{})}
+	e.c.onLoss(h, func(error) { t.end() })
+	if err := e.begin(ctx, t); err != nil {
+		t.end()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.opTimeout())
+		_ = e.lock.Release(rctx)
+		cancel()
+		return err
+	}
+	e.mu.Lock()
+	e.term = t
+	e.mu.Unlock()
+	e.c.lastTerms.set(e.full, t.token)
+	return nil
+}
+
+// begin makes t, whose lock is held, the election's recorded term: after
+// the grace its predecessor may need to be told (see Election), it writes
+// the term, fenced by its token, and notifies observers.
+func (e *Election) begin(ctx context.Context, t *term) error {
+	c := e.c
+	var prev db.PreviousTermRow
+	found := true
+	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		prev, err = c.q.PreviousTerm(ctx, conn, e.full)
+		if errors.Is(err, pgx.ErrNoRows) {
+			found, err = false, nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: election %q: reading the previous term: %w", e.full, err)
+	}
+	if found && !prev.Resigned && !prev.Stopped && !c.lastTerms.ours(e.full, prev.Token) {
+		// The predecessor's lock was freed without a Resign: its session
+		// died or was cut off, and if its process still runs it learns
+		// of it within two of its heartbeats. Wait for that first.
+		hb := time.Duration(prev.HeartbeatSeconds * float64(time.Second))
+		if hb <= 0 {
+			hb = c.cfg.HeartbeatInterval
+		}
+		grace := time.NewTimer(2*hb + hb/2)
+		defer grace.Stop()
+		select {
+		case <-grace.C:
+		case <-t.done:
+			return fmt.Errorf("%w: election %q: leadership lost as it began", ErrLockLost, e.full)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.runCtx.Done():
+			return ErrNotStarted
+		}
+	}
+	var since pgtype.Timestamptz
+	err = c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		since, err = c.q.BeginTerm(ctx, conn, db.BeginTermParams{
+			Election: e.full, Key: e.lock.key, MemberID: c.memberID, Value: t.value, Token: t.token,
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: election %q: recording the term: %w", e.full, c.stoppedOr(err))
+	}
+	if !since.Valid {
+		return fmt.Errorf("%w: election %q: a newer term is recorded", ErrLockLost, e.full)
+	}
+	t.since = since.Time
+	c.lookLease(t.h)
+	if c.holdLost(t.h) {
+		return fmt.Errorf("%w: election %q: leadership lost as it began", ErrLockLost, e.full)
+	}
+	return nil
+}
+
+// current returns the term under way, after a look at its lease; nil when
+// not leader.
+func (e *Election) current() *term {
+	e.mu.Lock()
+	t := e.term
+	e.mu.Unlock()
+	if t == nil {
+		return nil
+	}
+	e.c.lookLease(t.h)
+	if e.c.holdLost(t.h) {
+		return nil
+	}
+	return t
+}
+
+// IsLeader reports whether this Election leads now. Like Lock.Lost it looks
+// at the lease first: false from the first look after the lease ran out.
+func (e *Election) IsLeader() bool { return e.current() != nil }
+
+// Token returns the fencing token of the current term, 0 when not leader.
+// Tokens of successive terms of an election, by any member, strictly
+// increase; pass it to a store that refuses older tokens.
+func (e *Election) Token() int64 {
+	if t := e.current(); t != nil {
+		return t.token
+	}
+	return 0
+}
+
+// Done returns a channel closed when the current leadership ends: by Resign,
+// or lost (its session died or was cut off, its lease ran out, or the
+// coordinator stopped). When not leader it returns a closed channel. It
+// looks at the lease first, as Lock.Lost does.
+func (e *Election) Done() <-chan struct{} {
+	e.mu.Lock()
+	t := e.term
+	e.mu.Unlock()
+	if t == nil {
+		return closedChan
+	}
+	e.c.lookLease(t.h)
+	return t.done
+}
+
+// Proclaim publishes a new value for the current term, without a new
+// election (observers see the change). It returns ErrNotLeader when this
+// Election does not lead.
+func (e *Election) Proclaim(ctx context.Context, value string) error {
+	t := e.current()
+	if t == nil {
+		return fmt.Errorf("%w: election %q", ErrNotLeader, e.full)
+	}
+	var ok bool
+	err := e.c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		ok, err = e.c.q.Proclaim(ctx, conn, db.ProclaimParams{Election: e.full, Token: t.token, Value: value})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: election %q: proclaiming: %w", e.full, e.c.stoppedOr(err))
+	}
+	if !ok || e.current() != t {
+		return fmt.Errorf("%w: election %q: the term ended", ErrNotLeader, e.full)
+	}
+	e.mu.Lock()
+	t.value = value
+	e.mu.Unlock()
+	return nil
+}
+
+// Resign ends the leadership: Done closes, the term is recorded as
+// resigned (so a successor need not wait for this leader to be told), and
+// the lock is released, so the next campaigner leads within a few round
+// trips. It returns ErrNotLeader when this Election does not lead. Like
+// Lock.Release it ignores ctx's cancellation, bounded by an internal
+// timeout.
+func (e *Election) Resign(ctx context.Context) error {
+	e.mu.Lock()
+	t := e.term
+	e.mu.Unlock()
+	if e.current() == nil {
+		if t != nil {
+			// Lost: let the lost hold go, so the Lock is ready again.
+			_ = e.lock.Release(ctx)
+			e.mu.Lock()
+			if e.term == t {
+				e.term = nil
+			}
+			e.mu.Unlock()
+		}
+		return fmt.Errorf("%w: election %q", ErrNotLeader, e.full)
+	}
+	e.mu.Lock()
+	e.term = nil
+	e.mu.Unlock()
+	t.end()
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.opTimeout())
+	defer cancel()
+	// Recorded first, then released: the successor then sees the
+	// resignation and does not wait for this leader to be told.
+	_ = e.c.control.do(bctx, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := e.c.q.EndTerm(ctx, conn, db.EndTermParams{Election: e.full, Token: t.token})
+		return err
+	})
+	if err := e.lock.Release(bctx); err != nil {
+		return fmt.Errorf("pgcoord: election %q: resigning: %w", e.full, err)
+	}
+	return nil
+}
+
+// Leader returns the election's current leader, read from pgcoord.leaders:
+// a term counts while its leader's session holds the election's lock. It
+// returns an error wrapping ErrNoLeader when there is none (nobody
+// campaigned, the leader resigned, or it died and no successor has begun
+// its term yet).
+func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	if e.lock.err != nil {
+		return Leader{}, e.lock.err
+	}
+	if !e.c.running() {
+		return Leader{}, ErrNotStarted
+	}
+	var row db.CurrentLeaderRow
+	err := e.c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		row, err = e.c.q.CurrentLeader(ctx, conn, e.full)
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Leader{}, fmt.Errorf("%w: election %q", ErrNoLeader, e.full)
+	}
+	if err != nil {
+		return Leader{}, fmt.Errorf("pgcoord: election %q: reading the leader: %w", e.full, e.c.stoppedOr(err))
+	}
+	return Leader{MemberID: row.MemberID, Value: row.Value, Token: row.Token, Since: row.Since.Time}, nil
+}
+
+// Observe returns a channel that receives the current leader (the zero
+// Leader when there is none), then the leader after every change: a new
+// term, a new value, a resignation or a death. Changes come by
+// notification from the leader's writes (within a round trip), and from a
+// read every HeartbeatInterval, which finds a leader that died without a
+// word and reconciles after the coordinator's connection broke; changes
+// that pass within one read are seen as one. The channel is closed when ctx
+// ends or the coordinator stops. A slow reader delays only its own
+// updates.
+func (e *Election) Observe(ctx context.Context) <-chan Leader {
+	out := make(chan Leader)
+	if e.lock.err != nil || !e.c.running() {
+		close(out)
+		return out
+	}
+	c := e.c
+	// Registered before the first read, so no change falls in between.
+	wake := c.far.watch(e.lock.key)
+	go func() {
+		defer close(out)
+		defer c.far.unwatch(e.lock.key, wake)
+		tick := time.NewTicker(c.cfg.HeartbeatInterval)
+		defer tick.Stop()
+		var last Leader
+		first := true
+		for {
+			cur, err := e.Leader(ctx)
+			if err == nil || errors.Is(err, ErrNoLeader) {
+				if first || !sameTerm(cur, last) {
+					select {
+					case out <- cur:
+					case <-ctx.Done():
+						return
+					case <-c.runCtx.Done():
+						return
+					}
+					first, last = false, cur
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.runCtx.Done():
+				return
+			case <-wake:
+			case <-tick.C:
+			}
+		}
+	}()
+	return out
+}
+
+// sameTerm reports whether a and b show the same leader, term and value.
+func sameTerm(a, b Leader) bool {
+	return a.MemberID == b.MemberID && a.Token == b.Token && a.Value == b.Value
+}
+
+// RunAsLeader campaigns for election name of c (nil: Default()) with value,
+// runs fn while leader and resigns when fn returns or panics. fn's ctx is
+// cancelled with cause ErrLockLost when the leadership is lost, and
+// RunAsLeader then returns an error wrapping ErrLockLost even when fn
+// returned nil. It returns fn's error, or ctx's when ctx ended before the
+// leadership was won (fn did not run).
+func RunAsLeader(ctx context.Context, c *Coordinator, name, value string, fn func(ctx context.Context) error) (err error) {
+	if c == nil {
+		if c = Default(); c == nil {
+			return fmt.Errorf("%w: no coordinator given and no default set (SetDefault)", ErrNotStarted)
+		}
+	}
+	e := c.Election(name)
+	if err := e.Campaign(ctx, value); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	t := e.term
+	e.mu.Unlock()
+	if t == nil {
+		return fmt.Errorf("%w: election %q: leadership ended as it began", ErrLockLost, e.full)
+	}
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var lostMu sync.Mutex
+	lost := false
+	c.onLoss(t.h, func(error) {
+		lostMu.Lock()
+		lost = true
+		lostMu.Unlock()
+		cancel(ErrLockLost)
+	})
+	defer func() {
+		_ = e.Resign(context.WithoutCancel(ctx))
+		lostMu.Lock()
+		wasLost := lost
+		lostMu.Unlock()
+		if wasLost {
+			err = errors.Join(fmt.Errorf("%w: leadership of election %q was lost while the function ran", ErrLockLost, e.full), err)
+		}
+	}()
+	return fn(&leaseCtx{Context: fnCtx, c: c, holds: []*hold{t.h}})
+}
+
+// lastTerms remembers the latest term each election had in this
+// coordinator, so that a leader re-elected after its own loss does not wait
+// for itself to be told (it was, before its claim on the lock was freed).
+type lastTerms struct {
+	mu     sync.Mutex
+	tokens map[string]int64
+}
+
+func (l *lastTerms) set(election string, token int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tokens == nil {
+		l.tokens = map[string]int64{}
+	}
+	if len(l.tokens) >= nameCacheMax {
+		clear(l.tokens)
+	}
+	l.tokens[election] = token
+}
+
+func (l *lastTerms) ours(election string, token int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return token != 0 && l.tokens[election] == token
+}
