@@ -6,6 +6,8 @@
 //	pgcoord locks [--json]                list held and awaited locks
 //	pgcoord prune [--older-than 24h]      delete old member rows and unused names
 //	pgcoord run --lock NAME -- CMD ARGS   run CMD while holding NAME (like flock(1))
+//	pgcoord elect NAME -- CMD ARGS        run CMD while leader of election NAME
+//	pgcoord leader NAME [--watch]         print (or follow) the leader of NAME
 //	pgcoord demo                          three agents sharing locks, and a crash
 //
 // Every command takes --database-url, default $DATABASE_URL; one of them is
@@ -39,7 +41,7 @@ const (
 	// exitError is any failure not listed below: a query failed, the server
 	// refused the login, the schema is missing.
 	exitError = 1
-	exitUsage = 2 // bad command line; also "elect", which is not implemented
+	exitUsage = 2 // bad command line
 	// exitBusy: run could not take the lock (busy under --nowait, or still
 	// busy after --timeout) and did not run the command. Distinct from
 	// exitError so that a script can tell contention from a fault.
@@ -76,7 +78,9 @@ Commands:
   run       run a command while holding a lock, like flock(1):
               pgcoord run --lock NAME [--wait|--nowait|--timeout 10s] -- CMD ARGS...
   demo      three agents share volume locks; one crashes and another takes over
-  elect     leader election (planned, not implemented yet)
+  elect     run a command while leader of an election:
+              pgcoord elect NAME [--value V] [--timeout 10s] -- CMD ARGS...
+  leader    print an election's leader (--watch: follow every change)
   help      show this help, or "pgcoord help <command>" for a command's flags
 
 Database:
@@ -86,26 +90,27 @@ Database:
   locks nobody else can see.
 
 Output:
-  members, locks, migrate and prune take --json (or -o json): times in RFC 3339,
+  members, locks, leader, migrate and prune take --json (or -o json): times in RFC 3339,
   UTC. Tables print times in the local zone, with its offset.
 
 Exit codes:
   0      success
   1      error: a query failed, the server refused the login, the schema is
          missing...
-  2      usage error; elect (not implemented)
+  2      usage error
   3      run: the lock could not be acquired (busy with --nowait, still busy
-         after --timeout); the command was not run (--conflict-exit-code N
-         picks another code, like flock -E)
+         after --timeout); elect: not leader within --timeout; the command
+         was not run (--conflict-exit-code N picks another code, like flock -E)
   69     the database could not be reached (connection refused, unknown
          host, timed out)
-  75     run: the lock was lost while the command ran; the command was sent
-         SIGTERM (SIGKILL after --grace) and pgcoord exited once it ended
+  75     run: the lock was lost while the command ran (elect: leadership
+         was lost); the command was sent SIGTERM (SIGKILL after --grace) and
+         pgcoord exited once it ended
   78     no database: neither --database-url nor $DATABASE_URL is set
-  126    run: the command could not be started
-  127    run: the command was not found
+  126    run, elect: the command could not be started
+  127    run, elect: the command was not found
   128+N  interrupted by signal N before the command started
-  other  run: the command's own exit status (128+N if signal N killed it)
+  other  run, elect: the command's own exit status (128+N if signal N killed it)
 `
 
 // command is one subcommand.
@@ -124,6 +129,7 @@ var commands = []command{
 	{"run", cmdRun},
 	{"demo", cmdDemo},
 	{"elect", cmdElect},
+	{"leader", cmdLeader},
 	{"demo-agent", cmdDemoAgent},
 }
 
@@ -390,10 +396,4 @@ func (a *app) noArgs(fs *flag.FlagSet) (int, bool) {
 		return a.usageError("unexpected argument %q", fs.Arg(0)), true
 	}
 	return exitOK, false
-}
-
-// cmdElect is the placeholder of the planned leader election.
-func cmdElect(a *app, args []string) int {
-	fmt.Fprintln(a.stderr, "pgcoord elect: not implemented yet (leader election is a planned issue)")
-	return exitUsage
 }

@@ -229,14 +229,6 @@ func TestUsage(t *testing.T) {
 	require.Equal(t, exitUsage, r.code)
 }
 
-func TestElectIsPlanned(t *testing.T) {
-	t.Parallel()
-	r := runCLI(t, "elect")
-	require.Equal(t, exitUsage, r.code)
-	require.Contains(t, r.stderr, "not implemented yet (leader election is a planned issue)")
-	require.Contains(t, usageText, "elect     leader election (planned")
-}
-
 func TestFmtAge(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		-time.Second:                          "0.0s",

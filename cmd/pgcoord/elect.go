@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgcoord/pgcoord"
+)
+
+const electDescription = `Runs a command while this process leads the election NAME (etcdctl elect,
+client-go leaderelection): starts a coordinator (a member of the group),
+campaigns for NAME with --value, waiting in line behind the current leader,
+then runs the command with stdin, stdout and stderr passed through, resigns
+when the command exits, and exits with the command's exit status.
+
+If leadership is lost while the command runs (its database session died or was
+terminated, noticed within about two --heartbeat), the command's process group
+gets SIGTERM, then SIGKILL after --grace, and pgcoord exits 75, as run does
+when its lock is lost. With --timeout, pgcoord exits 3 (or
+--conflict-exit-code) without running the command if it is not leader by then.
+
+The command runs in its own process group, and SIGINT, SIGTERM and SIGHUP sent
+to pgcoord are forwarded to it. It finds the election's full name in
+$PGCOORD_ELECTION, the value in $PGCOORD_LEADER_VALUE and the term's fencing
+token in $PGCOORD_FENCING_TOKEN (terms' tokens increase). "pgcoord leader NAME"
+shows the leader.`
+
+// cmdElect implements "pgcoord elect NAME [flags] -- CMD ARGS".
+func cmdElect(a *app, args []string) int {
+	fs := newFlagSet(a, "pgcoord elect NAME [--value V] [--timeout 10s] [--prefix P] [flags] -- CMD [ARGS...]", electDescription)
+	dbURL := dbFlag(fs)
+	value := fs.String("value", "", "value published with the leadership (default: the agent id)")
+	timeout := fs.Duration("timeout", 0, "campaign at most this long, then exit 3 (default: as long as it takes)")
+	conflictCode := fs.Int("conflict-exit-code", exitBusy, "exit status when not leader within --timeout")
+	prefix := fs.String("prefix", "", "namespace prepended to the election name and the member id")
+	grace := fs.Duration("grace", 5*time.Second, "after leadership is lost, time between SIGTERM and SIGKILL to the command")
+	agentID := fs.String("agent-id", "", "agent id of this member (default elect-HOSTNAME-PID)")
+	heartbeat := fs.Duration("heartbeat", pgcoord.DefaultHeartbeatInterval, "heartbeat interval: a lost leadership is noticed within about two intervals")
+	// NAME may come before the flags (elect NAME --value V -- CMD) or after
+	// them (elect --value V NAME -- CMD).
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	rest := fs.Args()
+	if name == "" && len(rest) > 0 {
+		name, rest = rest[0], rest[1:]
+		if len(rest) > 0 && rest[0] == "--" {
+			rest = rest[1:]
+		}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch {
+	case name == "":
+		return a.usageError("the election NAME is required (pgcoord elect NAME -- CMD ARGS...)")
+	case len(rest) == 0:
+		return a.usageError("no command given (pgcoord elect NAME -- CMD ARGS...)")
+	case *timeout < 0 || (set["timeout"] && *timeout == 0):
+		return a.usageError("--timeout must be positive")
+	case *grace < 0:
+		return a.usageError("--grace must not be negative")
+	case *conflictCode < 0 || *conflictCode > 255:
+		return a.usageError("--conflict-exit-code must be between 0 and 255, got %d", *conflictCode)
+	}
+	if *agentID == "" {
+		host, _ := os.Hostname()
+		*agentID = fmt.Sprintf("elect-%s-%d", dash(host), os.Getpid())
+	}
+	if !set["value"] {
+		*value = *agentID
+	}
+
+	url, err := a.database(*dbURL)
+	if err != nil {
+		return a.fail(err)
+	}
+	c, err := pgcoord.New(pgcoord.Config{
+		ConnString:        url,
+		AgentID:           *agentID,
+		Prefix:            *prefix,
+		HeartbeatInterval: *heartbeat,
+		Logger:            slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		return a.usageError("%v", strings.TrimPrefix(err.Error(), "pgcoord: "))
+	}
+	if err := c.Start(a.ctx); err != nil {
+		return a.fail(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Stop(ctx); err != nil {
+			fmt.Fprintf(a.stderr, "pgcoord elect: stopping: %v\n", err)
+		}
+	}()
+
+	full := *prefix + name
+	e := c.Election(name)
+	cctx := a.ctx
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(a.ctx, *timeout)
+		defer cancel()
+	}
+	if err := e.Campaign(cctx, *value); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && a.ctx.Err() == nil {
+			fmt.Fprintf(a.stderr, "pgcoord elect: not leader of %q after %v%s; not running the command\n",
+				full, *timeout, currentLeader(url, full))
+			return *conflictCode
+		}
+		return a.fail(fmt.Errorf("campaigning for %q: %w", full, err))
+	}
+	return runLeading(a, e, full, *value, rest, *grace)
+}
+
+// currentLeader describes who leads full, best effort, for messages.
+func currentLeader(url, full string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := connect(ctx, url, "pgcoord-cli")
+	if err != nil {
+		return ""
+	}
+	defer closeConn(conn)
+	row, err := queries.CurrentLeader(ctx, conn, full)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (led by %s, value %q)", row.MemberID, row.Value)
+}
+
+// runLeading runs argv while e leads and returns pgcoord's exit code: it
+// stops the command as run does when its lock is lost.
+func runLeading(a *app, e *pgcoord.Election, full, value string, argv []string, grace time.Duration) int {
+	resign := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.Resign(ctx); err != nil && !errors.Is(err, pgcoord.ErrNotLeader) {
+			fmt.Fprintf(a.stderr, "pgcoord elect: resigning %q: %v\n", full, err)
+		}
+	}
+	sigs := make(chan os.Signal, 8)
+	a.setForward(func(s os.Signal) {
+		select {
+		case sigs <- s:
+		default:
+		}
+	})
+	defer a.setForward(nil)
+	if sig := a.interrupted(); sig != 0 {
+		resign()
+		fmt.Fprintf(a.stderr, "pgcoord elect: interrupted (%v); not running the command\n", sig)
+		return exitSignalBase + int(sig)
+	}
+
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(),
+		"PGCOORD_ELECTION="+full,
+		"PGCOORD_LEADER_VALUE="+value,
+		"PGCOORD_FENCING_TOKEN="+strconv.FormatInt(e.Token(), 10))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		resign()
+		fmt.Fprintf(a.stderr, "pgcoord elect: %v\n", err)
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return exitNotFound
+		}
+		return exitCannotExec
+	}
+	pgid := cmd.Process.Pid
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+
+	lostCh := e.Done()
+	lost := false
+	var killTimer <-chan time.Time
+loop:
+	for {
+		select {
+		case <-done:
+			break loop
+		case s := <-sigs:
+			if sig, ok := s.(syscall.Signal); ok {
+				_ = syscall.Kill(-pgid, sig)
+			}
+		case <-lostCh:
+			lostCh, lost = nil, true
+			fmt.Fprintf(a.stderr, "pgcoord elect: lost leadership of %q while the command was running; stopping the command\n", full)
+			_ = syscall.Kill(-pgid, syscall.SIGTERM)
+			if grace == 0 {
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			} else {
+				killTimer = time.After(grace)
+			}
+		case <-killTimer:
+			killTimer = nil
+			fmt.Fprintf(a.stderr, "pgcoord elect: the command did not exit within %v of SIGTERM; sending SIGKILL\n", grace)
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+	}
+	if lost || !e.IsLeader() {
+		// Lost as the command finished counts as lost too: part of its
+		// work may have run without leadership.
+		fmt.Fprintf(a.stderr, "pgcoord elect: the command ended (%s) after leadership of %q was lost; exiting %d\n",
+			describeExit(cmd.ProcessState), full, exitLockLost)
+		resign()
+		return exitLockLost
+	}
+	resign()
+	return exitStatus(cmd.ProcessState)
+}
