@@ -140,7 +140,7 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 				rng := rand.New(rand.NewPCG(uint64(ci), uint64(w)))
 				for runCtx.Err() == nil && holds.Load() < budget.maxHolds {
 					name := "n" + strconv.Itoa(rng.IntN(budget.names))
-					switch chaosHold(runCtx, c, name, rng, journalSink{&journal}, &late) {
+					switch chaosStep(runCtx, c, name, rng, journalSink{&journal}, &late) {
 					case holdDone:
 						holds.Add(1)
 					case holdBusy:
