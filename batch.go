@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgcoord/pgcoord/db"
 )
 
 // lockOp is one try or unlock queued on a lock session. Concurrent callers
@@ -220,7 +218,7 @@ func (s *session) runBatch(ops []*lockOp) {
 			if !op.unlock {
 				// The failed statement may have been this try, and may
 				// have taken its lock before failing.
-				if err := s.undoTry(ctx, conn, op.h.key); err != nil {
+				if err := s.undoTry(ctx, conn, op.h); err != nil {
 					return err
 				}
 			}
@@ -236,7 +234,17 @@ func (s *session) runBatch(ops []*lockOp) {
 // An unlock that fails on a connection that stays open would leave the lock
 // taken by this session for nobody, so the connection is dropped instead
 // (doLocked then reports the session's holds lost).
-func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, key int64) error {
+func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, h *hold) error {
+	key := h.key
+	if h.shared {
+		// Other readers of this process may hold key shared on this
+		// session: an unlock cannot tell their levels from the failed
+		// try's. Closing the session frees them all (they are reported
+		// lost), and never leaves a level held for nobody.
+		s.c.log.Warn("pgcoord: a shared try failed; closing its session, which frees what it may have taken", "session", s.kind.String())
+		s.dropConn(conn)
+		return fmt.Errorf("%w: a shared try of %q failed and its session was closed", ErrLockAcquireFailed, h.lock.full)
+	}
 	for range 3 {
 		released, err := s.c.q.Unlock(ctx, conn, key)
 		if err != nil {
@@ -307,7 +315,7 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 			return nil
 		}
 		var err error
-		op.released, err = s.c.q.Unlock(ctx, conn, op.h.key)
+		op.released, err = s.c.unlockOn(ctx, conn, op.h)
 		if err != nil && !conn.IsClosed() && !op.async {
 			// (An async unlock's hold has ended already: checkAsync
 			// drops the session for it.)
@@ -316,12 +324,12 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 		return err
 	}
 	op.token = 0 // a try run again (see doLocked) must not keep an earlier token
-	tok, err := s.c.q.TryLock(ctx, conn, op.h.key)
+	tok, err := s.c.tryOn(ctx, conn, op.h)
 	if err != nil && !conn.IsClosed() {
 		// A try that failed may still have taken the lock (the server's
 		// lock table filling up as the statement ran): undo it, or the
 		// session would keep a lock nobody holds.
-		if uerr := s.undoTry(ctx, conn, op.h.key); uerr != nil {
+		if uerr := s.undoTry(ctx, conn, op.h); uerr != nil {
 			return uerr
 		}
 	}
@@ -350,14 +358,14 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 			if op.skipped = !op.async && s.c.holdEnded(op.h); op.skipped {
 				continue
 			}
-			b.Queue(db.Unlock, op.h.key).QueryRow(func(row pgx.Row) error {
+			b.Queue(op.h.unlockSQL(), op.h.key).QueryRow(func(row pgx.Row) error {
 				err := row.Scan(&op.released)
 				op.ran = err == nil
 				return err
 			})
 			continue
 		}
-		b.Queue(db.TryLock, op.h.key).QueryRow(func(row pgx.Row) error {
+		b.Queue(op.h.trySQL(), op.h.key).QueryRow(func(row pgx.Row) error {
 			err := row.Scan(&op.token)
 			op.ran = err == nil
 			return err

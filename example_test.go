@@ -164,3 +164,30 @@ func ExampleRunAsLeader() {
 	// only the leader runs this
 	// done: <nil>
 }
+
+func ExampleLock_AcquireShared() {
+	ctx := context.Background()
+	a, b := exampleCoordinator("reader-a"), exampleCoordinator("reader-b")
+	defer a.Stop(ctx)
+	defer b.Stop(ctx)
+
+	ra, rb := a.GetLock("catalog"), b.GetLock("catalog")
+	ok, err := ra.AcquireShared(ctx, pgcoord.NoWait)
+	fmt.Println("a reads:", ok, err)
+	ok, err = rb.AcquireShared(ctx, pgcoord.NoWait)
+	fmt.Println("b reads too:", ok, err)
+	ok, err = b.GetLock("catalog").Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("a writer meanwhile:", ok, err)
+	fmt.Println(ra.Release(ctx), rb.Release(ctx))
+	w := b.GetLock("catalog")
+	ok, err = w.Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("the writer once they left:", ok, err)
+	fmt.Println(w.Release(ctx))
+	// Output:
+	// a reads: true <nil>
+	// b reads too: true <nil>
+	// a writer meanwhile: false <nil>
+	// <nil> <nil>
+	// the writer once they left: true <nil>
+	// <nil>
+}

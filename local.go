@@ -10,44 +10,82 @@ import (
 // localTable does exclusion between the Locks of one coordinator. PostgreSQL
 // session locks are reentrant, so two Locks of one name sharing a lock
 // session would both "get" it; instead at most one Lock per key is acquiring
-// or holding in this process, and the others wait here, in-process, in FIFO
-// order: a claim that ends hands the key straight to the longest waiter, so
-// a goroutine that releases and at once acquires again queues behind the
-// others instead of winning every race. That also means only one goroutine
-// per process waits on the server for a name.
+// or holding exclusively in this process, or any number shared
+// (AcquireShared: each takes its own level of the server's shared lock), and
+// the others wait here, in-process, in FIFO order: a claim that ends hands
+// the key straight to the longest waiter, so a goroutine that releases and
+// at once acquires again queues behind the others instead of winning every
+// race. A shared claim queues behind an exclusive one that waits, so a
+// stream of readers cannot starve a writer of this process. That also means
+// only one goroutine per process waits on the server for a name
+// exclusively.
 type localTable struct {
 	mu      sync.Mutex
 	entries map[int64]*localSlot
 }
 
-// localSlot is a claimed key: its current claim and the claims queued for it.
+// localSlot is a claimed key: its current claims and the claims queued for
+// it. claim is the exclusive claim, or nil while readers (shared claims)
+// hold it.
 type localSlot struct {
-	claim *localEntry
-	queue []*localWaiter
+	claim   *localEntry
+	readers int
+	queue   []*localWaiter
 }
 
 // localWaiter is a claim queued for a key; grant receives its entry.
 type localWaiter struct {
-	grant chan *localEntry
+	shared bool
+	grant  chan *localEntry
 }
 
 // localEntry is one claim of a key; freed is closed when the claim ends.
+// joined says a shared claim was granted while other shared claims held
+// the key: this process's session may hold the key shared already, and a
+// try there is granted whatever waits on the server (see TryJoinShared).
 type localEntry struct {
-	freed chan struct{}
+	freed  chan struct{}
+	shared bool
+	joined bool
 }
 
 func (t *localTable) init() { t.entries = map[int64]*localSlot{} }
 
-// claim takes key for the caller. With noWait it returns nil at once when
-// another Lock has it; otherwise it queues until the key is handed to it,
-// ctx ends (returning ctx's error) or deadline passes (nil, nil). A zero
-// deadline means no deadline. waited reports whether it had to wait.
-func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline time.Time) (_ *localEntry, waited bool, err error) {
+// admits reports whether slot can grant a claim of the given mode now,
+// with nobody queued ahead.
+func (slot *localSlot) admits(shared bool) bool {
+	if len(slot.queue) > 0 || slot.claim != nil {
+		return false
+	}
+	return shared || slot.readers == 0
+}
+
+// grantLocked records a new claim on slot; called with t.mu held.
+func (slot *localSlot) grantLocked(shared bool) *localEntry {
+	e := &localEntry{freed: make(chan struct{}), shared: shared}
+	if shared {
+		e.joined = slot.readers > 0
+		slot.readers++
+	} else {
+		slot.claim = e
+	}
+	return e
+}
+
+// claim takes key for the caller, exclusively or shared. With noWait it
+// returns nil at once when the key is not free for it; otherwise it queues
+// until the key is handed to it, ctx ends (returning ctx's error) or
+// deadline passes (nil, nil). A zero deadline means no deadline. waited
+// reports whether it had to wait.
+func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, deadline time.Time) (_ *localEntry, waited bool, err error) {
 	t.mu.Lock()
 	slot, busy := t.entries[key]
 	if !busy {
-		e := &localEntry{freed: make(chan struct{})}
-		t.entries[key] = &localSlot{claim: e}
+		slot = &localSlot{}
+		t.entries[key] = slot
+	}
+	if slot.admits(shared) {
+		e := slot.grantLocked(shared)
 		t.mu.Unlock()
 		return e, false, nil
 	}
@@ -55,7 +93,7 @@ func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline
 		t.mu.Unlock()
 		return nil, false, nil
 	}
-	w := &localWaiter{grant: make(chan *localEntry, 1)}
+	w := &localWaiter{shared: shared, grant: make(chan *localEntry, 1)}
 	slot.queue = append(slot.queue, w)
 	t.mu.Unlock()
 
@@ -77,6 +115,9 @@ func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline
 	if slot := t.entries[key]; slot != nil {
 		if i := slices.Index(slot.queue, w); i >= 0 {
 			slot.queue = slices.Delete(slot.queue, i, i+1)
+			// Leaving may let those queued behind in (readers behind a
+			// writer that gave up).
+			t.handOnLocked(key, slot)
 			t.mu.Unlock()
 			return nil, true, err
 		}
@@ -86,23 +127,41 @@ func (t *localTable) claim(ctx context.Context, key int64, noWait bool, deadline
 	return nil, true, err
 }
 
-// free ends the claim e on key and hands the key to the longest waiter.
+// free ends the claim e on key and hands the key on in FIFO order.
 func (t *localTable) free(key int64, e *localEntry) {
 	t.mu.Lock()
 	slot := t.entries[key]
-	if slot != nil && slot.claim == e {
-		if len(slot.queue) == 0 {
-			delete(t.entries, key)
-		} else {
-			w := slot.queue[0]
-			slot.queue = slices.Delete(slot.queue, 0, 1)
-			next := &localEntry{freed: make(chan struct{})}
-			slot.claim = next
-			w.grant <- next
+	if slot != nil {
+		switch {
+		case !e.shared && slot.claim == e:
+			slot.claim = nil
+		case e.shared && slot.readers > 0:
+			slot.readers--
 		}
+		t.handOnLocked(key, slot)
 	}
 	t.mu.Unlock()
 	close(e.freed)
+}
+
+// handOnLocked grants the key to the waiters at the head of the queue that
+// it admits now (one exclusive, or every shared up to the next exclusive),
+// and forgets a slot nobody holds or wants; called with t.mu held.
+func (t *localTable) handOnLocked(key int64, slot *localSlot) {
+	for len(slot.queue) > 0 && slot.claim == nil {
+		w := slot.queue[0]
+		if !w.shared && slot.readers > 0 {
+			break
+		}
+		slot.queue = slices.Delete(slot.queue, 0, 1)
+		w.grant <- slot.grantLocked(w.shared)
+		if !w.shared {
+			break
+		}
+	}
+	if slot.claim == nil && slot.readers == 0 && len(slot.queue) == 0 {
+		delete(t.entries, key)
+	}
 }
 
 // nameCache remembers the names this coordinator has registered in

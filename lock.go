@@ -93,11 +93,14 @@ type Lock struct {
 // hold is one acquisition of a lock: it lives on one session until Release
 // or loss.
 type hold struct {
-	lock  *Lock
-	key   int64
-	sess  *session
-	entry *localEntry
-	token int64
+	lock *Lock
+	key  int64
+	// shared: a shared (read) hold, taken by AcquireShared; released with
+	// pg_advisory_unlock_shared.
+	shared bool
+	sess   *session
+	entry  *localEntry
+	token  int64
 	// pid is the backend of the session's connection the hold lives on
 	// (for tests and diagnostics).
 	pid int32
@@ -235,6 +238,23 @@ func (l *Lock) Token() int64 {
 // holder releases or its session dies), on a wait session that holds nothing
 // else: cancelling ctx closes that session and so costs no other hold.
 func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
+	return l.acquireMode(ctx, b, false)
+}
+
+// AcquireShared takes the lock shared (a read lock): any number of shared
+// holders at once, in any processes, or one exclusive holder (Acquire),
+// never both. It returns as Acquire does; Release ends either mode.
+//
+// A waiting exclusive acquirer is not starved by a stream of shared ones:
+// in this process shared claims queue behind a waiting exclusive one, and
+// on the server a shared try or wait is refused, and queued, while an
+// exclusive acquirer waits there, including one waiting beyond the session
+// budget (it holds a writer's intent, see the package doc).
+func (l *Lock) AcquireShared(ctx context.Context, b Blocking) (bool, error) {
+	return l.acquireMode(ctx, b, true)
+}
+
+func (l *Lock) acquireMode(ctx context.Context, b Blocking, shared bool) (bool, error) {
 	if l.err != nil {
 		return false, l.err
 	}
@@ -272,7 +292,7 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 		}
 	}
 
-	h, err := l.c.acquire(ctx, l, b, lost)
+	h, err := l.c.acquire(ctx, l, b, shared, lost)
 	used := h != nil // even if fencing fails below: the hold may be lost meanwhile
 	err = lockTableFull(err)
 	if h != nil && l.c.cfg.Fencing {
@@ -326,7 +346,7 @@ func (l *Lock) Release(ctx context.Context) error {
 // waiting acquire of a key found busy lately skips the try (see busyHint).
 // lost is the channel the hold closes when lost: the one Lock.Lost returned
 // while nothing was held.
-func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, lost chan struct{}) (*hold, error) {
+func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared bool, lost chan struct{}) (*hold, error) {
 	var deadline time.Time
 	if b.mode == blockTimeout {
 		deadline = time.Now().Add(b.timeout)
@@ -348,11 +368,11 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, lost cha
 			c.observeWait(time.Since(waitStart))
 		}
 	}()
-	entry, waited, err := c.local.claim(ctx, l.key, b.mode == blockNoWait, deadline)
+	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline)
 	if entry == nil {
 		return nil, c.stoppedOr(err)
 	}
-	h := &hold{lock: l, key: l.key, entry: entry, lost: lost}
+	h := &hold{lock: l, key: l.key, shared: shared, entry: entry, lost: lost}
 	done := false
 	defer func() {
 		if !done {
@@ -660,7 +680,7 @@ func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released
 			return nil
 		}
 		var err error
-		released, err = c.q.Unlock(ctx, conn, h.key)
+		released, err = c.unlockOn(ctx, conn, h)
 		if err != nil && !conn.IsClosed() {
 			s.dropForUnlock(conn, h, err)
 		}

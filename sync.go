@@ -21,6 +21,7 @@ type syncOptions struct {
 	blocking Blocking
 	c        *Coordinator
 	names    []string
+	shared   bool
 }
 
 // WithBlocking sets how each lock is waited for. Default Wait. A Timeout is
@@ -29,6 +30,11 @@ func WithBlocking(b Blocking) SyncOption { return func(o *syncOptions) { o.block
 
 // WithCoordinator sets the coordinator. Default: Default() at call time.
 func WithCoordinator(c *Coordinator) SyncOption { return func(o *syncOptions) { o.c = c } }
+
+// WithShared makes Synchronized (or the Synchronize wrapper) take its locks
+// shared (Lock.AcquireShared): any number of callers run at once, but never
+// while an exclusive holder holds one of the names.
+func WithShared() SyncOption { return func(o *syncOptions) { o.shared = true } }
 
 // WithNames adds more lock-name templates, like Cinder's
 // synchronized(*lock_names): every lock is held while fn runs.
@@ -107,7 +113,7 @@ func Synchronized(ctx context.Context, name string, data any, fn func(ctx contex
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrLockAcquireFailed, err)
 	}
-	return c.synchronized(ctx, o.blocking, names, fn)
+	return c.synchronized(ctx, o.blocking, o.shared, names, fn)
 }
 
 // Synchronize wraps fn so that each call runs under the locks named by the
@@ -137,12 +143,12 @@ func Synchronize[A any](name string, fn func(ctx context.Context, arg A) error, 
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrLockAcquireFailed, err)
 		}
-		return c.synchronized(ctx, o.blocking, names, func(ctx context.Context) error { return fn(ctx, arg) })
+		return c.synchronized(ctx, o.blocking, o.shared, names, func(ctx context.Context) error { return fn(ctx, arg) })
 	}
 }
 
 // synchronized is the shared body of Synchronized and Synchronize.
-func (c *Coordinator) synchronized(ctx context.Context, b Blocking, names []string, fn func(ctx context.Context) error) (err error) {
+func (c *Coordinator) synchronized(ctx context.Context, b Blocking, shared bool, names []string, fn func(ctx context.Context) error) (err error) {
 	slices.Sort(names)
 	names = slices.Compact(names)
 	locks := make([]*Lock, len(names))
@@ -173,7 +179,7 @@ func (c *Coordinator) synchronized(ctx context.Context, b Blocking, names []stri
 		if !deadline.IsZero() {
 			lb = Timeout(time.Until(deadline))
 		}
-		ok, err := l.Acquire(ctx, lb)
+		ok, err := l.acquireMode(ctx, lb, shared)
 		if !ok {
 			_ = releaseAll()
 			if err == nil {

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/pgcoord/pgcoord/db"
 )
 
 // waitSlice is the longest one server-side wait lasts. A waiting statement
@@ -208,6 +206,12 @@ func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time) 
 	c.stats.farWaits.Add(1)
 	wake := c.far.add(h.key)
 	defer c.far.remove(h.key, wake)
+	// A writer whose try failed holds its intent while it waits here, in
+	// no server queue, so that a stream of readers cannot starve it (see
+	// migration 8). A handoff that succeeds at its first try costs no
+	// intent.
+	var intent writerIntent
+	defer c.dropIntent(h, &intent)
 	var timeout <-chan time.Time
 	if !deadline.IsZero() {
 		t := time.NewTimer(time.Until(deadline))
@@ -233,6 +237,9 @@ func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time) 
 		if ok, err := c.try(ctx, h); ok || err != nil {
 			return ok, false, err
 		}
+		if !h.shared {
+			c.takeIntent(h, &intent)
+		}
 	}
 }
 
@@ -249,7 +256,7 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 			slice = min(slice, left)
 		}
 		err := s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-			tok, err := c.q.WaitLock(ctx, conn, db.WaitLockParams{Key: h.key, TimeoutMs: int32(max(slice.Milliseconds(), 1))})
+			tok, err := c.waitOnce(ctx, conn, h, int32(max(slice.Milliseconds(), 1)))
 			if err != nil || tok == 0 {
 				return err
 			}

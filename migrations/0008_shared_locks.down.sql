@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS pgcoord.wait_lock_shared(bigint, integer);

@@ -1,0 +1,52 @@
+-- name: TryLockShared :one
+-- A shared try (Lock.AcquireShared), in one round trip with its fencing
+-- token; 0 means busy. Refused while a writer holds the key's writer
+-- intent (see migration 8); PostgreSQL itself refuses it while an
+-- exclusive request waits in the key's queue. CASE fixes the order.
+SELECT (CASE
+    WHEN NOT pg_try_advisory_xact_lock_shared(((sqlc.arg(key)::bigint >> 32)::integer # 1431655765),
+                                              sqlc.arg(key)::bigint::bit(32)::integer) THEN 0
+    WHEN pg_try_advisory_lock_shared(sqlc.arg(key)::bigint) THEN pgcoord.next_token()
+    ELSE 0 END)::bigint AS token;
+
+-- name: TryJoinShared :one
+-- TryLockShared for a session that may already hold key shared (another
+-- reader of this process): PostgreSQL grants a session a lock it holds
+-- without looking at the queue, so a stream of readers of one process
+-- would starve a writer waiting on the server. A waiting exclusive
+-- request is looked for in pg_locks first.
+SELECT (CASE
+    WHEN NOT pg_try_advisory_xact_lock_shared(((sqlc.arg(key)::bigint >> 32)::integer # 1431655765),
+                                              sqlc.arg(key)::bigint::bit(32)::integer) THEN 0
+    WHEN EXISTS (
+        SELECT 1 FROM pg_catalog.pg_locks l
+        WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND NOT l.granted AND l.mode = 'ExclusiveLock'
+          AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+          AND l.classid::bigint = ((sqlc.arg(key)::bigint >> 32) & 4294967295)
+          AND l.objid::bigint = (sqlc.arg(key)::bigint & 4294967295)) THEN 0
+    WHEN pg_try_advisory_lock_shared(sqlc.arg(key)::bigint) THEN pgcoord.next_token()
+    ELSE 0 END)::bigint AS token;
+
+-- name: WaitLockShared :one
+-- Waits on the server for key shared for at most timeout_ms; 0 means the
+-- wait timed out.
+SELECT pgcoord.wait_lock_shared(sqlc.arg(key)::bigint, sqlc.arg(timeout_ms)::integer)::bigint AS token;
+
+-- name: UnlockShared :one
+-- Unlock for a shared hold: releases one shared level of key, then
+-- notifies waiters beyond their budget as Unlock does.
+SELECT (CASE
+    WHEN NOT pg_advisory_unlock_shared(sqlc.arg(key)::bigint) THEN false
+    WHEN pg_try_advisory_xact_lock((sqlc.arg(key)::bigint >> 32)::integer, sqlc.arg(key)::bigint::bit(32)::integer) THEN true
+    ELSE (SELECT true FROM pg_notify('pgcoord_free', sqlc.arg(key)::bigint::text))
+END)::boolean AS released;
+
+-- name: TakeWriterIntent :one
+-- A writer waiting beyond its budget takes the key's writer intent, so
+-- that shared tries and waits hold off until it has the lock.
+SELECT pg_try_advisory_lock(((sqlc.arg(key)::bigint >> 32)::integer # 1431655765),
+                            sqlc.arg(key)::bigint::bit(32)::integer) AS ok;
+
+-- name: DropWriterIntent :one
+SELECT pg_advisory_unlock(((sqlc.arg(key)::bigint >> 32)::integer # 1431655765),
+                          sqlc.arg(key)::bigint::bit(32)::integer) AS ok;
