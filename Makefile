@@ -31,11 +31,11 @@ demo: ## Run the demo: three agents, shared volumes, a crash and a takeover (sta
 .PHONY: test
 test: $(MIGRATE) ## Run every test with the race detector (starts its own PostgreSQL unless PGCOORD_TEST_DATABASE_URL is set).
 	$(GO) test -race -count=1 -timeout 20m ./...
-	for m in $(METRICS_MODULES); do (cd $$m && $(GO) test -race -count=1 -timeout 10m ./...) || exit 1; done
+	for m in chaostest $(METRICS_MODULES); do (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...) || exit 1; done
 
 .PHONY: chaos
 chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected while coordinators contend; prints the figures.
-	set -o pipefail; PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
+	set -o pipefail; cd chaostest && PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (FUZZTIME: a count such as 50000x, the default, or a duration).
@@ -69,9 +69,10 @@ generate: $(SQLC) ## Regenerate db/ from queries/ and migrations/ with sqlc.
 .PHONY: verify
 verify: $(SQLC) $(STATICCHECK) ## Check formatting, go vet, staticcheck, and that db/ matches queries/ (sqlc diff).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
-	for m in bench $(METRICS_MODULES); do (cd $$m && $(GO) mod tidy -diff && $(GO) vet ./... && $(STATICCHECK) ./...) || exit 1; done
+	for m in bench chaostest $(METRICS_MODULES); do (cd $$m && $(GO) mod tidy -diff && $(GO) vet ./... && $(STATICCHECK) ./...) || exit 1; done
 	$(SQLC) diff || { echo "db/ is stale: run 'make generate' and commit it"; exit 1; }
 
 .PHONY: tools

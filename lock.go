@@ -206,6 +206,18 @@ func (l *Lock) Lost() <-chan struct{} {
 	return lost
 }
 
+// BackendPID returns the server process id of the session that holds the
+// lock (0 when not held), to find the hold in pg_locks, pg_stat_activity or
+// pgcoord.held_locks.
+func (l *Lock) BackendPID() int32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hold == nil {
+		return 0
+	}
+	return l.hold.pid
+}
+
 // Token returns the fencing token of the current hold, 0 when not held
 // (before Acquire, after Release, or once the hold was lost).
 // Tokens of successive holds of one name, by any member, strictly increase:

@@ -1,4 +1,4 @@
-package pgcoord
+package chaostest
 
 import (
 	"bytes"
@@ -93,15 +93,6 @@ type proxyConn struct {
 func (c *proxyConn) sever()          { c.cutOnce.Do(func() { close(c.cut) }) }
 func (c *proxyConn) severed() bool   { return isClosed(c.cut) }
 func (c *proxyConn) markServerGone() { c.serverGoneOnce.Do(func() { close(c.serverGone) }) }
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
 
 const (
 	connToxicType = "pgcoord_conn"

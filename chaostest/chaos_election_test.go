@@ -1,4 +1,4 @@
-package pgcoord
+package chaostest
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgcoord/pgcoord"
 	"github.com/pgcoord/pgcoord/internal/chaos"
 )
 
@@ -19,7 +20,7 @@ const chaosElectionPrefix = "election:"
 
 // chaosStep is one step of a chaos worker: a lock hold, or one time in
 // four a term of an election.
-func chaosStep(runCtx context.Context, c *Coordinator, name string, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
+func chaosStep(runCtx context.Context, c *pgcoord.Coordinator, name string, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
 	if rng.IntN(4) == 0 {
 		return chaosLead(runCtx, c, name, rng, sink)
 	}
@@ -30,7 +31,7 @@ func chaosStep(runCtx context.Context, c *Coordinator, name string, rng *rand.Ra
 // then for a while, so that faults hit leaders), watching Done() throughout
 // as a careful leader would, and resigns; the term is journaled as a
 // section.
-func chaosLead(runCtx context.Context, c *Coordinator, name string, rng *rand.Rand, sink sectionSink) holdOutcome {
+func chaosLead(runCtx context.Context, c *pgcoord.Coordinator, name string, rng *rand.Rand, sink sectionSink) holdOutcome {
 	e := c.Election(name)
 	actx, cancel := context.WithTimeout(runCtx, time.Duration(50+rng.IntN(1500))*time.Millisecond)
 	err := e.Campaign(actx, c.MemberID())
@@ -41,14 +42,12 @@ func chaosLead(runCtx context.Context, c *Coordinator, name string, rng *rand.Ra
 	case err != nil:
 		return holdErr
 	}
-	e.mu.Lock()
-	t := e.term
-	e.mu.Unlock()
-	if t == nil {
-		return holdErr
+	token, pid := e.Token(), e.BackendPID()
+	if token == 0 {
+		return holdErr // lost already
 	}
-	s := chaos.Section{Lock: chaosElectionPrefix + name, Token: t.token, Member: c.MemberID(),
-		Session: sessionName(t.h.pid), Enter: time.Now()}
+	s := chaos.Section{Lock: chaosElectionPrefix + name, Token: token, Member: c.MemberID(),
+		Session: sessionName(pid), Enter: time.Now()}
 	done := e.Done()
 	sink.Enter(s)
 	d := time.Duration(rng.IntN(15)) * time.Millisecond
@@ -64,7 +63,7 @@ func chaosLead(runCtx context.Context, c *Coordinator, name string, rng *rand.Ra
 	case <-lead.C:
 		s.Exit = time.Now()
 	}
-	if err := e.Resign(context.Background()); errors.Is(err, ErrNotLeader) && s.Told.IsZero() {
+	if err := e.Resign(context.Background()); errors.Is(err, pgcoord.ErrNotLeader) && s.Told.IsZero() {
 		// Lost before Resign could say so.
 		s.Told = time.Now()
 	}

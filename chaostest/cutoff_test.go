@@ -1,4 +1,4 @@
-package pgcoord
+package chaostest
 
 import (
 	"net/url"
@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord"
 )
 
 // A holder cut off without a FIN learns of the loss within two heartbeats,
@@ -21,19 +23,19 @@ func TestCutOffHolderToldBeforeTakeover(t *testing.T) {
 	proxied := u.String()
 	p := testPrefix(t)
 	const hb = 200 * time.Millisecond
-	holder := newCoord(t, p, func(cfg *Config) {
+	holder := newCoord(t, p, func(cfg *pgcoord.Config) {
 		cfg.ConnString = proxied
 		cfg.HeartbeatInterval = hb
 		cfg.SessionTimeout = 5 * hb
 	})
 	l := holder.GetLock("partitioned")
-	mustAcquire(t, l, NoWait)
+	mustAcquire(t, l, pgcoord.NoWait)
 
 	other := newCoord(t, p)
 	w := other.GetLock("partitioned")
 	taken := make(chan time.Time, 1)
 	go func() {
-		ok, err := w.Acquire(ctx(t), Timeout(20*time.Second))
+		ok, err := w.Acquire(ctx(t), pgcoord.Timeout(20*time.Second))
 		if ok && err == nil {
 			taken <- time.Now()
 		}
@@ -62,35 +64,4 @@ func TestCutOffHolderToldBeforeTakeover(t *testing.T) {
 	// it returns, and leaves nothing running.
 	proxy.close()
 	_ = holder.Stop(ctx(t))
-}
-
-// A waiter does not hold a snapshot open for long: CREATE INDEX
-// CONCURRENTLY, which waits for every older snapshot, finishes while a
-// coordinator waits for a busy lock.
-func TestWaiterDoesNotBlockCreateIndexConcurrently(t *testing.T) {
-	t.Parallel()
-	p := testPrefix(t)
-	c, other := newCoord(t, p), newCoord(t, p)
-	blocker := other.GetLock("long")
-	mustAcquire(t, blocker, NoWait)
-	w := c.GetLock("long")
-	res := make(chan bool, 1)
-	go func() { ok, _ := w.Acquire(ctx(t), Wait); res <- ok }()
-	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, 10*time.Millisecond)
-
-	table := "cic_" + randomSuffix()
-	_, err := testPool.Exec(ctx(t), `CREATE TABLE `+table+` (id int)`)
-	require.NoError(t, err)
-	defer testPool.Exec(ctx(t), `DROP TABLE `+table)
-	conn := connect(t, testURL)
-	_, err = conn.Exec(ctx(t), `SET statement_timeout = '15s'`)
-	require.NoError(t, err)
-	_, err = conn.Exec(ctx(t), `CREATE INDEX CONCURRENTLY ON `+table+` (id)`)
-	require.NoError(t, err, "CREATE INDEX CONCURRENTLY was blocked by the waiter")
-	// Still waiting (between two slices there may be a moment without).
-	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 5*time.Second, 10*time.Millisecond)
-
-	require.NoError(t, blocker.Release(ctx(t)))
-	require.True(t, <-res)
-	require.NoError(t, w.Release(ctx(t)))
 }

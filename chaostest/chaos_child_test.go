@@ -1,4 +1,4 @@
-package pgcoord
+package chaostest
 
 import (
 	"bufio"
@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord"
 
 	"github.com/pgcoord/pgcoord/internal/chaos"
 )
@@ -41,7 +43,7 @@ func TestChaosChild(t *testing.T) {
 	}
 	names, err := strconv.Atoi(os.Getenv(chaosChildNamesEnv))
 	require.NoError(t, err)
-	c, err := New(chaosConfig(os.Getenv(chaosChildURLEnv), agent))
+	c, err := pgcoord.New(chaosConfig(os.Getenv(chaosChildURLEnv), agent))
 	require.NoError(t, err)
 	// The parent injects no fault until it reads "chaos-started": a failed
 	// Start is not what this test is about.

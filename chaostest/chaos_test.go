@@ -1,4 +1,4 @@
-package pgcoord
+package chaostest
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord"
 
 	"github.com/pgcoord/pgcoord/internal/chaos"
 	"github.com/pgcoord/pgcoord/internal/pgtemp"
@@ -86,7 +88,7 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	srv, err := pgtemp.Start(pgtemp.Options{})
 	require.NoError(t, err)
 	defer srv.Close()
-	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	require.NoError(t, pgcoord.Migrate(ctx(t), srv.URL()))
 	admin, err := pgxpool.New(context.Background(), srv.URL())
 	require.NoError(t, err)
 	defer admin.Close()
@@ -99,7 +101,8 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	proxied := u.String()
 
 	var journal chaos.Journal
-	var coords []*Coordinator
+	var coords []*pgcoord.Coordinator
+	var async []bool
 	for i := range budget.coords {
 		cfg := chaosConfig(proxied, fmt.Sprintf("chaos-%d", i))
 		// Every other coordinator releases asynchronously: its unlocks
@@ -111,10 +114,11 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 			// woken by NOTIFY or the dead-holder check.
 			cfg.MaxSessions, cfg.LockSessions = 2, 1
 		}
-		c, err := New(cfg)
+		c, err := pgcoord.New(cfg)
 		require.NoError(t, err)
 		require.NoError(t, c.Start(ctx(t)))
 		coords = append(coords, c)
+		async = append(async, cfg.AsyncRelease)
 	}
 	stopAll := sync.OnceFunc(func() {
 		for _, c := range coords {
@@ -138,9 +142,13 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 			go func() {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(uint64(ci), uint64(w)))
+				var lateOf *sync.WaitGroup // see chaosHold
+				if async[ci] {
+					lateOf = &late
+				}
 				for runCtx.Err() == nil && holds.Load() < budget.maxHolds {
 					name := "n" + strconv.Itoa(rng.IntN(budget.names))
-					switch chaosStep(runCtx, c, name, rng, journalSink{&journal}, &late) {
+					switch chaosStep(runCtx, c, name, rng, journalSink{&journal}, lateOf) {
 					case holdDone:
 						holds.Add(1)
 					case holdBusy:
@@ -278,15 +286,16 @@ func (k journalSink) Exit(s chaos.Section) { k.j.Record(s) }
 // when told, as a careful user would.
 //
 // Under AsyncRelease a loss that only the queued unlock finds closes Lost()
-// after Release returned (see Config.AsyncRelease), so such a section is
-// journaled in a goroutine tracked by late once Lost() closed or the
-// signalling bound passed: a hold lost under it and never told is then an
-// overlap the checker refuses. late may be nil for a coordinator that
-// releases synchronously, as the child processes' do (a section journaled
-// after the fact would be lost with a SIGKILL).
-func chaosHold(runCtx context.Context, c *Coordinator, name string, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
+// after Release returned (see pgcoord.Config.AsyncRelease), so such a
+// section is journaled in a goroutine tracked by late once Lost() closed or
+// the signalling bound passed: a hold lost under it and never told is then
+// an overlap the checker refuses. late is given for a coordinator with
+// AsyncRelease and nil for one that releases synchronously, as the child
+// processes' do (a section journaled after the fact would be lost with a
+// SIGKILL).
+func chaosHold(runCtx context.Context, c *pgcoord.Coordinator, name string, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
 	l := c.GetLock(name)
-	modes := []Blocking{NoWait, Timeout(time.Duration(50+rng.IntN(400)) * time.Millisecond), Wait}
+	modes := []pgcoord.Blocking{pgcoord.NoWait, pgcoord.Timeout(time.Duration(50+rng.IntN(400)) * time.Millisecond), pgcoord.Wait}
 	// Wait is bounded by its ctx: a wait cut off by a fault must not hang.
 	actx, cancel := context.WithTimeout(runCtx, 2*time.Second)
 	ok, err := l.Acquire(actx, modes[rng.IntN(len(modes))])
@@ -297,9 +306,7 @@ func chaosHold(runCtx context.Context, c *Coordinator, name string, rng *rand.Ra
 	if !ok {
 		return holdBusy
 	}
-	l.mu.Lock()
-	pid := l.hold.pid
-	l.mu.Unlock()
+	pid := l.BackendPID()
 	s := chaos.Section{Lock: name, Token: l.Token(), Member: c.MemberID(), Session: sessionName(pid), Enter: time.Now()}
 	lost := l.Lost()
 	sink.Enter(s)
@@ -317,11 +324,11 @@ func chaosHold(runCtx context.Context, c *Coordinator, name string, rng *rand.Ra
 	case <-hold.C:
 		s.Exit = time.Now()
 		err := l.Release(context.Background())
-		if errors.Is(err, ErrLockLost) {
+		if errors.Is(err, pgcoord.ErrLockLost) {
 			// Lost before Release could say so: the loss was not seen
 			// during the section, so Told is when Release reported it.
 			s.Told = time.Now()
-		} else if err == nil && c.cfg.AsyncRelease {
+		} else if err == nil && late != nil {
 			late.Go(func() {
 				wait := time.NewTimer(chaosSignalBound)
 				defer wait.Stop()
@@ -549,8 +556,8 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 
 // chaosConfig is the configuration of every chaos coordinator, in this
 // process or a child: short heartbeats and quick reconnects, so faults show.
-func chaosConfig(connString, agent string) Config {
-	return Config{
+func chaosConfig(connString, agent string) pgcoord.Config {
+	return pgcoord.Config{
 		ConnString:              connString,
 		AgentID:                 agent,
 		HeartbeatInterval:       chaosHB,
