@@ -118,7 +118,8 @@ func TestStandbyNeverServes(t *testing.T) {
 	err = c.Start(ctx(t))
 	require.ErrorIs(t, err, ErrWrongServer)
 	require.ErrorContains(t, err, "in recovery")
-	require.Zero(t, sessionsOn(t, standby.URL(), c))
+	// Closed: its backend is gone once it has finished exiting.
+	require.Eventually(t, func() bool { return sessionsOn(t, standby.URL(), c) == 0 }, 5*time.Second, time.Millisecond)
 }
 
 // A lock or wait session that reaches another server than the
