@@ -164,6 +164,8 @@ func (s *session) checkAsync(ops []*lockOp) {
 			s.c.lostLate(op.h, fmt.Errorf("%w: the server no longer held %q when its asynchronous unlock ran", ErrLockLost, op.h.lock.full))
 		case op.err != nil && (s.conn == nil || s.conn.IsClosed()):
 			s.c.lostLate(op.h, fmt.Errorf("%w: the session of %q broke before its asynchronous unlock ran: %w", ErrLockLost, op.h.lock.full, op.err))
+		case op.err != nil && s.retryUnlock(context.Background(), s.conn, op.h.key):
+			// Released after all (see retryUnlock).
 		case op.err != nil:
 			s.c.log.Warn("pgcoord: asynchronous unlock failed; dropping its session", "lock", op.h.lock.full, "error", op.err)
 			s.c.lostLate(op.h, fmt.Errorf("%w: the asynchronous unlock of %q failed: %w", ErrLockLost, op.h.lock.full, op.err))
@@ -261,6 +263,28 @@ func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, h *hold) error {
 	return nil
 }
 
+// retryUnlock runs a plain unlock of key after an Unlock that failed on
+// conn while it stayed open, and reports whether it ran. If it did, the key
+// is not held by this session any more, whichever part of the failed
+// statement ran: a full lock table fails Unlock's wait-marker try after its
+// unlock (then this finds nothing to release), a cancel request may hit
+// either. Waits beyond a budget for the key then miss their NOTIFY and are
+// woken by the dead-holder check instead. If this fails too (a revoked
+// privilege, a statement_timeout too short for any statement), the caller
+// drops the connection. Called with sem held.
+func (s *session) retryUnlock(ctx context.Context, conn *pgx.Conn, key int64) bool {
+	if conn == nil || conn.IsClosed() {
+		return false
+	}
+	if ctx.Done() == nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
+		defer cancel()
+	}
+	_, err := s.c.q.UnlockPlain(ctx, conn, key)
+	return err == nil
+}
+
 // dropForUnlock ends h as released and closes conn, on which h's unlock
 // failed while the connection stayed open (a cancel request, a
 // statement_timeout, a revoked privilege): left open, the session would
@@ -318,7 +342,11 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 		op.released, err = s.c.unlockOn(ctx, conn, op.h)
 		if err != nil && !conn.IsClosed() && !op.async {
 			// (An async unlock's hold has ended already: checkAsync
-			// drops the session for it.)
+			// deals with it.)
+			if s.retryUnlock(ctx, conn, op.h.key) {
+				op.released = true
+				return nil
+			}
 			s.dropForUnlock(conn, op.h, err)
 		}
 		return err

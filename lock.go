@@ -694,6 +694,10 @@ func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released
 		var err error
 		released, err = c.unlockOn(ctx, conn, h)
 		if err != nil && !conn.IsClosed() {
+			if s.retryUnlock(ctx, conn, h.key) {
+				released = true
+				return nil
+			}
 			s.dropForUnlock(conn, h, err)
 		}
 		return err

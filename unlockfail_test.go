@@ -79,6 +79,27 @@ func TestFailedUnlockFreesLock(t *testing.T) {
 		require.NoError(t, a.Release(ctx(t)))
 	})
 
+	// When only Unlock's wait-marker step fails (as when the lock table is
+	// full: the unlock ran, the marker's try found no room), a plain unlock
+	// retried on the same connection succeeds: the lock is free and the
+	// session, with its other holds, is kept.
+	t.Run("retried", func(t *testing.T) {
+		p := testPrefix(t)
+		c, o := coord(p), otherOf(p)
+		a, b := c.GetLock("a"), c.GetLock("b")
+		mustAcquire(t, a, NoWait)
+		mustAcquire(t, b, NoWait)
+		fn := `pg_catalog.pg_try_advisory_xact_lock(integer, integer)`
+		exec(`REVOKE EXECUTE ON FUNCTION ` + fn + ` FROM PUBLIC`)
+		defer exec(`GRANT EXECUTE ON FUNCTION ` + fn + ` TO PUBLIC`)
+		pid := b.BackendPID()
+		require.NoError(t, a.Release(ctx(t)))
+		requireFreeNow(o, "a")
+		require.False(t, isClosed(b.Lost()), "b was lost with a session that should have been kept")
+		require.Equal(t, pid, b.BackendPID())
+		require.NoError(t, b.Release(ctx(t)))
+	})
+
 	t.Run("batch", func(t *testing.T) {
 		p := testPrefix(t)
 		c, o := coord(p), otherOf(p)

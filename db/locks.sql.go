@@ -233,6 +233,20 @@ func (q *Queries) UnlockAll(ctx context.Context, db DBTX) error {
 	return err
 }
 
+const UnlockPlain = `-- name: UnlockPlain :one
+SELECT pg_advisory_unlock($1::bigint) AS released
+`
+
+// Releases key, nothing else: the retry of an Unlock that failed on a
+// connection that stayed open (a full lock table can fail Unlock's marker
+// try after its unlock ran; a cancel request can hit either).
+func (q *Queries) UnlockPlain(ctx context.Context, db DBTX, key int64) (bool, error) {
+	row := db.QueryRow(ctx, UnlockPlain, key)
+	var released bool
+	err := row.Scan(&released)
+	return released, err
+}
+
 const UnlockWaitMarkers = `-- name: UnlockWaitMarkers :exec
 SELECT pg_advisory_unlock_shared((k >> 32)::integer, k::bit(32)::integer)
 FROM unnest($1::bigint[]) AS k

@@ -95,3 +95,9 @@ ORDER BY h.name, h.granted DESC, h.since;
 INSERT INTO pgcoord.fences AS f (key, token) VALUES (sqlc.arg(key), sqlc.arg(token))
 ON CONFLICT (key) DO UPDATE SET token = excluded.token, updated_at = now()
 WHERE f.token < excluded.token;
+
+-- name: UnlockPlain :one
+-- Releases key, nothing else: the retry of an Unlock that failed on a
+-- connection that stayed open (a full lock table can fail Unlock's marker
+-- try after its unlock ran; a cancel request can hit either).
+SELECT pg_advisory_unlock(sqlc.arg(key)::bigint) AS released;
