@@ -412,3 +412,20 @@ func TestTooManyConnections(t *testing.T) {
 	require.ErrorIs(t, err, ErrTooManyConnections)
 	require.Contains(t, err.Error(), "pgcoord: ")
 }
+
+// Heartbeats update pgcoord.members in place: migration 6 leaves room on
+// every page (fillfactor), and no index covers last_heartbeat (an index on
+// it would make every heartbeat a non-HOT update).
+func TestMembersTableTakesHOTHeartbeats(t *testing.T) {
+	t.Parallel()
+	var opts []string
+	require.NoError(t, testPool.QueryRow(ctx(t),
+		`SELECT coalesce(reloptions, '{}') FROM pg_class WHERE oid = 'pgcoord.members'::regclass`).Scan(&opts))
+	require.Contains(t, opts, "fillfactor=70")
+	var indexed bool
+	require.NoError(t, testPool.QueryRow(ctx(t), `
+		SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
+		               ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+		               WHERE i.indrelid = 'pgcoord.members'::regclass AND a.attname = 'last_heartbeat')`).Scan(&indexed))
+	require.False(t, indexed, "an index on last_heartbeat makes heartbeats non-HOT")
+}

@@ -29,6 +29,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"too many lock sessions", Config{ConnString: testURL, LockSessions: 1000}, "LockSessions"},
 		{"negative wait sessions", Config{ConnString: testURL, MaxWaitSessions: -2}, "MaxWaitSessions"},
 		{"negative lock cap", Config{ConnString: testURL, MaxHeldLocks: -1}, "MaxHeldLocks"},
+		{"budget of one session", Config{ConnString: testURL, MaxSessions: 1}, "MaxSessions"},
+		{"negative budget", Config{ConnString: testURL, MaxSessions: -4}, "MaxSessions"},
+		{"lock sessions beyond the budget", Config{ConnString: testURL, MaxSessions: 4, LockSessions: 4}, "MaxSessions"},
+		{"wait sessions beyond the budget", Config{ConnString: testURL, MaxSessions: 4, MaxWaitSessions: 3}, "MaxSessions"},
 		{"session timeout under 4 heartbeats", Config{ConnString: testURL, SessionTimeout: 3 * time.Second}, "SessionTimeout"},
 		{"lease under MinLease", Config{ConnString: testURL, HeartbeatInterval: 20 * time.Millisecond, SessionTimeout: 120 * time.Millisecond}, "SessionTimeout"},
 		{"bad connection string", Config{ConnString: "postgres://u:pw@%zz/db"}, "ConnString"},
@@ -55,6 +59,8 @@ func TestNewFillsDefaults(t *testing.T) {
 	require.Equal(t, DefaultInitialReconnectBackoff, c.cfg.InitialReconnectBackoff)
 	require.Equal(t, DefaultMaxReconnectBackoff, c.cfg.MaxReconnectBackoff)
 	require.Equal(t, DefaultLockSessions, c.cfg.LockSessions)
+	require.Equal(t, DefaultMaxSessions, c.cfg.MaxSessions)
+	require.Equal(t, DefaultMaxWaitSessions, c.cfg.MaxWaitSessions)
 	require.NotEmpty(t, c.cfg.AgentID)
 	require.False(t, c.IsActive())
 }
@@ -205,4 +211,31 @@ func FuzzNewConfig(f *testing.F) {
 			t.Fatalf("New accepted an unsound config: %+v", cfg)
 		}
 	})
+}
+
+// The deprecated LockSessions and MaxWaitSessions keep working: set alone
+// they size the budget; with MaxSessions they split it.
+func TestSessionBudgetSplit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc                  string
+		cfg                   Config
+		budget, lock, waiting int
+	}{
+		{"defaults", Config{}, 4, 1, 2},
+		{"smallest budget: no wait session", Config{MaxSessions: 2}, 2, 1, 0},
+		{"larger budget", Config{MaxSessions: 10}, 10, 1, 8},
+		{"LockSessions alone", Config{LockSessions: 4}, 7, 4, 2},
+		{"MaxWaitSessions alone", Config{MaxWaitSessions: 32}, 34, 1, 32},
+		{"both alone", Config{LockSessions: 2, MaxWaitSessions: 3}, 6, 2, 3},
+		{"split of a budget", Config{MaxSessions: 6, LockSessions: 2}, 6, 2, 3},
+		{"fewer wait sessions than the budget leaves", Config{MaxSessions: 6, MaxWaitSessions: 1}, 6, 1, 1},
+	} {
+		tc.cfg.ConnString = testURL
+		c, err := New(tc.cfg)
+		require.NoError(t, err, tc.desc)
+		require.Equal(t, tc.budget, c.cfg.MaxSessions, tc.desc)
+		require.Equal(t, tc.lock, c.cfg.LockSessions, tc.desc)
+		require.Equal(t, tc.waiting, c.cfg.MaxWaitSessions, tc.desc)
+	}
 }
