@@ -429,3 +429,47 @@ func TestMembersTableTakesHOTHeartbeats(t *testing.T) {
 		               WHERE i.indrelid = 'pgcoord.members'::regclass AND a.attname = 'last_heartbeat')`).Scan(&indexed))
 	require.False(t, indexed, "an index on last_heartbeat makes heartbeats non-HOT")
 }
+
+// The control session serves the waits beyond the budget; when it is cut
+// off, the waits go on (they try every check period until the reconnect,
+// which marks them again) and still get their lock.
+func TestFarWaitSurvivesControlReconnect(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	holder := budgetCoord(t, p)
+	c := budgetCoord(t, p, func(cfg *Config) {
+		cfg.MaxSessions = 2
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+		cfg.SessionTimeout = 2 * time.Second
+		cfg.InitialReconnectBackoff = 10 * time.Millisecond
+		cfg.MaxReconnectBackoff = 100 * time.Millisecond
+	})
+	hl := holder.GetLock("r")
+	mustAcquire(t, hl, NoWait)
+	w := c.GetLock("r")
+	res := waitAcquire(t, w)
+	require.Eventually(t, func() bool { return markerHeld(t, c, w.Key()) }, 10*time.Second, 5*time.Millisecond)
+	reconnects := c.Stats().Reconnects
+	_, err := testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, c.control.backendPID)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return c.Stats().Reconnects > reconnects && markerHeld(t, c, w.Key()) },
+		20*time.Second, 10*time.Millisecond, "reconnected and marked again")
+	require.NoError(t, hl.Release(ctx(t)))
+	require.NoError(t, <-res)
+	require.NoError(t, w.Release(ctx(t)))
+}
+
+// Stop ends a wait beyond the budget at once, with ErrNotStarted.
+func TestStopEndsFarWait(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	holder := budgetCoord(t, p)
+	c := budgetCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
+	mustAcquire(t, holder.GetLock("s"), NoWait)
+	w := c.GetLock("s")
+	res := waitAcquire(t, w)
+	require.Eventually(t, func() bool { return markerHeld(t, c, w.Key()) }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, c.Stop(ctx(t)))
+	require.ErrorIs(t, <-res, ErrNotStarted)
+	require.Eventually(t, func() bool { return backendsOf(t, c) == 0 }, 10*time.Second, 5*time.Millisecond, "backends exit")
+}
