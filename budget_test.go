@@ -325,8 +325,13 @@ func TestHeadroomRefusesSession(t *testing.T) {
 	c := budgetCoord(t, p, on, func(cfg *Config) { cfg.ConnectionHeadroom = 5 })
 	admin := connect(t, srv.URL())
 	// Take slots until exactly 5 are free: a sixth session would leave 4.
+	// (Once the migration's backends have exited: only the two
+	// coordinators and admin are left.)
 	var usable, used int
-	require.NoError(t, admin.QueryRow(ctx(t), db.FreeConnections).Scan(&usable, &used))
+	require.Eventually(t, func() bool {
+		require.NoError(t, admin.QueryRow(ctx(t), db.FreeConnections).Scan(&usable, &used))
+		return used == 5
+	}, 10*time.Second, 10*time.Millisecond)
 	for range usable - used - 5 {
 		_ = connect(t, srv.URL())
 	}
