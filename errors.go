@@ -76,4 +76,11 @@ var (
 	// ErrNoLeader is returned by Election.Leader when the election has no
 	// leader now.
 	ErrNoLeader = errors.New("pgcoord: no leader")
+	// ErrLimitMismatch is wrapped by Semaphore.Acquire when someone holds
+	// the semaphore with another limit: holders must agree on how many
+	// may hold it.
+	ErrLimitMismatch = errors.New("pgcoord: semaphore limit mismatch")
+	// ErrInvalidLimit is returned by Semaphore.Acquire for a limit below 1
+	// or above MaxSemaphoreLimit.
+	ErrInvalidLimit = errors.New("pgcoord: invalid semaphore limit")
 )

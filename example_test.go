@@ -2,6 +2,7 @@ package pgcoord_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -190,4 +191,32 @@ func ExampleLock_AcquireShared() {
 	// <nil> <nil>
 	// the writer once they left: true <nil>
 	// <nil>
+}
+
+func ExampleSemaphore() {
+	ctx := context.Background()
+	c := exampleCoordinator("exporter")
+	defer c.Stop(ctx)
+
+	first, second, third := c.Semaphore("exports", 2), c.Semaphore("exports", 2), c.Semaphore("exports", 2)
+	ok, err := first.Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("first:", ok, err)
+	ok, err = second.Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("second:", ok, err)
+	ok, err = third.Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("third, while two hold:", ok, err)
+	_, err = c.Semaphore("exports", 5).Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("another limit:", errors.Is(err, pgcoord.ErrLimitMismatch))
+	fmt.Println(first.Release(ctx))
+	ok, err = third.Acquire(ctx, pgcoord.NoWait)
+	fmt.Println("third, once one left:", ok, err)
+	fmt.Println(second.Release(ctx), third.Release(ctx))
+	// Output:
+	// first: true <nil>
+	// second: true <nil>
+	// third, while two hold: false <nil>
+	// another limit: true
+	// <nil>
+	// third, once one left: true <nil>
+	// <nil> <nil>
 }

@@ -86,3 +86,18 @@ type PgcoordSchemaMigration struct {
 	Version int64
 	Dirty   bool
 }
+
+type PgcoordSemaphore struct {
+	Semaphore string
+	Slots     int32
+	CreatedAt pgtype.Timestamptz
+}
+
+type PgcoordSemaphoreHolder struct {
+	Semaphore string
+	Limit     int32
+	Slot      interface{}
+	MemberID  pgtype.Text
+	Since     interface{}
+	Pid       pgtype.Int4
+}

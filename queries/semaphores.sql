@@ -1,0 +1,19 @@
+-- name: RegisterSemaphoreLimit :exec
+-- Records that semaphore is used with this many slots (see migration 9).
+INSERT INTO pgcoord.semaphores (semaphore, slots) VALUES (sqlc.arg(semaphore), sqlc.arg(slots))
+ON CONFLICT DO NOTHING;
+
+-- name: OtherSemaphoreLimits :many
+-- The other limits semaphore is held with now: a slot of another limit is
+-- held (granted) by someone. Run by a holder once it holds its slot.
+SELECT s.slots
+FROM pgcoord.semaphores s
+WHERE s.semaphore = sqlc.arg(semaphore) AND s.slots <> sqlc.arg(slots)
+  AND EXISTS (
+      SELECT 1 FROM pg_catalog.pg_locks l
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+        AND ((l.classid::bigint << 32) | l.objid::bigint) IN (
+            SELECT pgcoord.semaphore_slot_key(s.semaphore, s.slots, g)
+            FROM generate_series(0, s.slots - 1) AS g))
+ORDER BY s.slots;

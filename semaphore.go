@@ -1,0 +1,262 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/hash"
+)
+
+// SemaphoreLockPrefix starts the lock names of every semaphore's slots:
+// slot i of semaphore name used with limit n is the lock
+// SemaphoreLockPrefix+Prefix+name+"/"+n+"#"+i (so it shows in
+// pgcoord.held_locks, and pgcoord.semaphore_holders lists them). Do not
+// give a Lock such a name.
+const SemaphoreLockPrefix = "pgcoord.semaphore:"
+
+// MaxSemaphoreLimit is the largest limit a Semaphore accepts: each slot is
+// a lock, and an Acquire may try them all.
+const MaxSemaphoreLimit = 1024
+
+// semaphoreRetry is how long a waiting Acquire waits on one slot before it
+// tries all of them again: a waiter waits on the server (or beyond the
+// budget, at no backend cost) for one slot at a time, so a holder of
+// another slot that releases is noticed within this.
+const semaphoreRetry = 200 * time.Millisecond
+
+// Semaphore lets at most limit holders of a name (among a prefix's
+// members) hold it at once, like Consul's semaphore. Each *Semaphore is one
+// holder's slot. Create it with Coordinator.Semaphore.
+//
+// Each slot is a lock, held through the member's sessions like any Lock: a
+// holder whose process dies frees its slot at once, and a holder whose
+// session dies or goes silent is told on Lost, as a lock holder is.
+// Holders that disagree on the limit would not exclude each other properly:
+// the limit is part of the slot names, and a holder that finds a slot of
+// another limit held gives its own back and fails with ErrLimitMismatch.
+type Semaphore struct {
+	c     *Coordinator
+	name  string
+	full  string
+	limit int
+	err   error
+
+	mu         sync.Mutex
+	acquiring  bool
+	held       *Lock
+	lost       chan struct{}
+	registered bool
+}
+
+// Semaphore returns a holder's slot of the semaphore name with limit
+// holders at most. It does no I/O; a bad name or a limit outside 1 ..
+// MaxSemaphoreLimit makes Acquire fail (ErrInvalidName, ErrInvalidLimit).
+func (c *Coordinator) Semaphore(name string, limit int) *Semaphore {
+	full := c.cfg.Prefix + name
+	s := &Semaphore{c: c, name: name, full: full, limit: limit, lost: make(chan struct{})}
+	switch {
+	case name == "":
+		s.err = fmt.Errorf("%w: empty semaphore name", ErrInvalidName)
+	case limit < 1 || limit > MaxSemaphoreLimit:
+		s.err = fmt.Errorf("%w: semaphore %q: limit %d is not between 1 and %d", ErrInvalidLimit, full, limit, MaxSemaphoreLimit)
+	default:
+		s.err = validateName(s.slotName(limit - 1))
+	}
+	return s
+}
+
+// Name returns the semaphore's name, without Prefix.
+func (s *Semaphore) Name() string { return s.name }
+
+// Limit returns how many may hold the semaphore at once.
+func (s *Semaphore) Limit() int { return s.limit }
+
+func (s *Semaphore) slotName(i int) string {
+	return SemaphoreLockPrefix + s.full + "/" + strconv.Itoa(s.limit) + "#" + strconv.Itoa(i)
+}
+
+// slot returns a Lock for slot i whose hold will close lost.
+func (s *Semaphore) slot(i int, lost chan struct{}) *Lock {
+	name := s.slotName(i)
+	return &Lock{c: s.c, name: name, full: name, key: hash.Key(name), lost: lost}
+}
+
+// Acquire takes a slot. It returns (true, nil) when taken; (false, nil)
+// when every slot is busy under NoWait or stayed busy for the whole
+// Timeout; (false, ctx.Err()) when ctx ends first; (false, ErrAlreadyHeld)
+// when this Semaphore holds a slot; an error wrapping ErrLimitMismatch when
+// someone holds the semaphore with another limit. A waiting Acquire waits
+// on the server for one slot at a time (see the package doc, Sessions, for
+// what that costs), trying every slot again every 200 ms.
+func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (bool, error) {
+	if s.err != nil {
+		return false, s.err
+	}
+	if !s.c.running() {
+		return false, ErrNotStarted
+	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	if s.acquiring || (s.held != nil && !s.lostNow(s.held)) {
+		s.mu.Unlock()
+		return false, ErrAlreadyHeld
+	}
+	prev := s.held
+	s.held = nil
+	s.acquiring = true
+	if prev != nil {
+		s.lost = make(chan struct{})
+	}
+	lost := s.lost
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.acquiring = false
+		s.mu.Unlock()
+	}()
+	if prev != nil {
+		_ = prev.Release(ctx) // a lost hold: let its claim go
+	}
+	if err := s.register(ctx); err != nil {
+		return false, err
+	}
+
+	var deadline time.Time
+	if b.mode == blockTimeout {
+		deadline = time.Now().Add(b.timeout)
+	}
+	start := rand.IntN(s.limit) // spread holders over the slots
+	for round := 0; ; round++ {
+		for k := range s.limit {
+			l := s.slot((start+k)%s.limit, lost)
+			ok, err := l.Acquire(ctx, NoWait)
+			if err != nil {
+				return false, err
+			}
+			if ok {
+				return s.took(ctx, l)
+			}
+		}
+		if b.mode == blockNoWait {
+			return false, nil
+		}
+		wait := semaphoreRetry
+		if !deadline.IsZero() {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return false, nil
+			}
+			wait = min(wait, left)
+		}
+		l := s.slot((start+round)%s.limit, lost)
+		ok, err := l.Acquire(ctx, Timeout(wait))
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			return s.took(ctx, l)
+		}
+	}
+}
+
+// took finishes an Acquire that holds slot l: it checks that nobody holds
+// the semaphore with another limit (the check runs after the slot is held,
+// so of two holders that disagree the later one sees the earlier).
+func (s *Semaphore) took(ctx context.Context, l *Lock) (bool, error) {
+	var others []int32
+	err := s.c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		others, err = s.c.q.OtherSemaphoreLimits(ctx, conn, db.OtherSemaphoreLimitsParams{Semaphore: s.full, Slots: int32(s.limit)})
+		return err
+	})
+	if err == nil && len(others) > 0 {
+		err = fmt.Errorf("%w: semaphore %q is held with limit %d, this holder has %d", ErrLimitMismatch, s.full, others[0], s.limit)
+	} else if err != nil {
+		err = fmt.Errorf("pgcoord: semaphore %q: checking the limit: %w", s.full, s.c.stoppedOr(err))
+	}
+	if err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.c.opTimeout())
+		_ = l.Release(rctx)
+		cancel()
+		s.mu.Lock()
+		s.lost = make(chan struct{}) // the released hold's channel stays open
+		s.mu.Unlock()
+		return false, err
+	}
+	s.mu.Lock()
+	s.held = l
+	s.mu.Unlock()
+	return true, nil
+}
+
+// register records the limit this semaphore is used with, once per
+// Semaphore.
+func (s *Semaphore) register(ctx context.Context) error {
+	s.mu.Lock()
+	done := s.registered
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	err := s.c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		return s.c.q.RegisterSemaphoreLimit(ctx, conn, db.RegisterSemaphoreLimitParams{Semaphore: s.full, Slots: int32(s.limit)})
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: semaphore %q: recording its limit: %w", s.full, s.c.stoppedOr(err))
+	}
+	s.mu.Lock()
+	s.registered = true
+	s.mu.Unlock()
+	return nil
+}
+
+// lostNow reports whether l's hold was lost, after a look at its lease.
+func (s *Semaphore) lostNow(l *Lock) bool {
+	select {
+	case <-l.Lost():
+		return true
+	default:
+		return false
+	}
+}
+
+// Release gives the slot back. It returns ErrNotHeld when this Semaphore
+// holds no slot, and an error wrapping ErrLockLost when the slot had been
+// lost. Like Lock.Release it ignores ctx's cancellation.
+func (s *Semaphore) Release(ctx context.Context) error {
+	s.mu.Lock()
+	l := s.held
+	s.held = nil
+	if l != nil {
+		s.lost = make(chan struct{})
+	}
+	s.mu.Unlock()
+	if l == nil {
+		return ErrNotHeld
+	}
+	return l.Release(ctx)
+}
+
+// Lost returns a channel closed when the slot held is lost (its session
+// died or was cut off, its lease ran out, or the coordinator stopped); a
+// normal Release does not close it. While no slot is held it returns the
+// channel of the next hold, as Lock.Lost does. It looks at the lease
+// first.
+func (s *Semaphore) Lost() <-chan struct{} {
+	s.mu.Lock()
+	l, lost := s.held, s.lost
+	s.mu.Unlock()
+	if l != nil {
+		return l.Lost()
+	}
+	return lost
+}
