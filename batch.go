@@ -164,7 +164,7 @@ func (s *session) checkAsync(ops []*lockOp) {
 			s.c.lostLate(op.h, fmt.Errorf("%w: the server no longer held %q when its asynchronous unlock ran", ErrLockLost, op.h.lock.full))
 		case op.err != nil && (s.conn == nil || s.conn.IsClosed()):
 			s.c.lostLate(op.h, fmt.Errorf("%w: the session of %q broke before its asynchronous unlock ran: %w", ErrLockLost, op.h.lock.full, op.err))
-		case op.err != nil && s.retryUnlock(context.Background(), s.conn, op.h.key):
+		case op.err != nil && s.retryUnlock(context.Background(), s.conn, op.h):
 			// Released after all (see retryUnlock).
 		case op.err != nil:
 			s.c.log.Warn("pgcoord: asynchronous unlock failed; dropping its session", "lock", op.h.lock.full, "error", op.err)
@@ -272,10 +272,15 @@ func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, h *hold) error {
 // woken by the dead-holder check instead. If this fails too (a revoked
 // privilege, a statement_timeout too short for any statement), the caller
 // drops the connection. Called with sem held.
-func (s *session) retryUnlock(ctx context.Context, conn *pgx.Conn, key int64) bool {
-	if conn == nil || conn.IsClosed() {
+//
+// A shared hold's unlock is not retried: if the failed statement's unlock
+// ran, a second one would release another reader's level of the key on
+// this session. Its connection is dropped instead.
+func (s *session) retryUnlock(ctx context.Context, conn *pgx.Conn, h *hold) bool {
+	if conn == nil || conn.IsClosed() || h.shared {
 		return false
 	}
+	key := h.key
 	if ctx.Done() == nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
@@ -343,7 +348,7 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 		if err != nil && !conn.IsClosed() && !op.async {
 			// (An async unlock's hold has ended already: checkAsync
 			// deals with it.)
-			if s.retryUnlock(ctx, conn, op.h.key) {
+			if s.retryUnlock(ctx, conn, op.h) {
 				op.released = true
 				return nil
 			}

@@ -694,7 +694,7 @@ func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released
 		var err error
 		released, err = c.unlockOn(ctx, conn, h)
 		if err != nil && !conn.IsClosed() {
-			if s.retryUnlock(ctx, conn, h.key) {
+			if s.retryUnlock(ctx, conn, h) {
 				released = true
 				return nil
 			}
