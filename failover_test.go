@@ -14,10 +14,11 @@ import (
 // A coordinator given a multi-host connection string follows a failover:
 // the primary stops at once (pg_ctl stop -m immediate), the asynchronous
 // standby is promoted; every hold on the old primary is reported lost
-// (Lost closed, Synchronized's ctx cancelled with ErrLockLost), the
+// (Lost closed, Synchronized's ctx cancelled with ErrLockLost, leaders'
+// terms end: Done closed, RunAsLeader's ctx cancelled), the
 // coordinator reconnects to the new primary with its backoff, its member
-// row is live there, every session is there, and new acquires succeed with
-// larger tokens. The time from the old primary's death to the first
+// row is live there, every session is there, and new acquires and
+// campaigns succeed with larger tokens. The time from the old primary's death to the first
 // successful acquire on the new one is logged ("failover: ...").
 //
 // It runs with the test's short heartbeat and backoff, and with the
@@ -80,7 +81,22 @@ func failoverFollow(t *testing.T, mods ...func(*Config)) {
 		}, WithCoordinator(c))
 	}()
 	<-started
-	before := max(onLock.Token(), onWait.Token())
+	// A leader by Campaign, and one under RunAsLeader.
+	leader := c.Election("leader")
+	require.NoError(t, leader.Campaign(ctx(t), "before"))
+	led := make(chan struct{})
+	leadCause := make(chan error, 1)
+	ran := make(chan error, 1)
+	go func() {
+		ran <- RunAsLeader(ctx(t), c, "runner", "before", func(ctx context.Context) error {
+			close(led)
+			<-ctx.Done()
+			leadCause <- context.Cause(ctx)
+			return nil
+		})
+	}()
+	<-led
+	before := max(onLock.Token(), onWait.Token(), leader.Token())
 	caughtUp(t, p)
 
 	// From the old primary's death, an acquirer tries a fresh name until
@@ -121,6 +137,10 @@ func failoverFollow(t *testing.T, mods ...func(*Config)) {
 	require.ErrorIs(t, <-synced, ErrLockLost, "Synchronized's result")
 	require.ErrorIs(t, onLock.Release(ctx(t)), ErrLockLost)
 	require.ErrorIs(t, onWait.Release(ctx(t)), ErrLockLost)
+	requireClosedWithin(t, leader.Done(), 10*time.Second, "the leader's term")
+	require.False(t, leader.IsLeader())
+	require.ErrorIs(t, <-leadCause, ErrLockLost, "RunAsLeader's ctx")
+	require.ErrorIs(t, <-ran, ErrLockLost, "RunAsLeader's result")
 
 	first := <-acquired
 	require.NotZero(t, first.took, "no acquire within 30s of the failover; refusals: %v", first.refusals)
@@ -152,6 +172,13 @@ func failoverFollow(t *testing.T, mods ...func(*Config)) {
 	require.NoError(t, onLock.Release(ctx(t)))
 	require.NoError(t, onWait.Release(ctx(t)))
 	require.NoError(t, Synchronized(ctx(t), "in-sync", nil, func(context.Context) error { return nil }, WithCoordinator(c)))
+	require.NoError(t, leader.Campaign(ctx(t), "after"))
+	require.Greater(t, leader.Token()>>48, before>>48, "the new term's token is from the new timeline")
+	current, err := leader.Leader(ctx(t))
+	require.NoError(t, err)
+	require.Equal(t, c.MemberID(), current.MemberID)
+	require.Equal(t, "after", current.Value)
+	require.NoError(t, leader.Resign(ctx(t)))
 }
 
 // Fencing tokens taken in a tight loop keep increasing through a failover

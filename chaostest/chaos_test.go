@@ -46,6 +46,9 @@ type chaosBudget struct {
 	children int           // child processes holding locks (killed and frozen)
 	// restartEvery is how many faults pass between two server restarts.
 	restartEvery int
+	// failoverEvery is how many faults pass between two failovers to the
+	// standby (the first round has one).
+	failoverEvery int
 }
 
 func chaosBudgetFromEnv() (chaosBudget, bool) {
@@ -56,11 +59,11 @@ func chaosBudgetFromEnv() (chaosBudget, bool) {
 				d = v
 			}
 		}
-		return chaosBudget{duration: d, maxHolds: 1 << 40, coords: 5, workers: 4, names: 6, children: 3, restartEvery: 25}, true
+		return chaosBudget{duration: d, maxHolds: 1 << 40, coords: 5, workers: 4, names: 6, children: 3, restartEvery: 25, failoverEvery: 40}, true
 	}
 	// Short: bounded in time and in holds, on a 2-core machine shared with
 	// the rest of the suite under -race.
-	return chaosBudget{duration: 10 * time.Second, maxHolds: 4000, coords: 3, workers: 3, names: 4, children: 2, restartEvery: 12}, false
+	return chaosBudget{duration: 10 * time.Second, maxHolds: 4000, coords: 3, workers: 3, names: 4, children: 2, restartEvery: 12, failoverEvery: 1000}, false
 }
 
 const (
@@ -85,13 +88,15 @@ func TestChaosShort(t *testing.T) {
 }
 
 func runChaos(t *testing.T, budget chaosBudget, long bool) {
-	srv, err := pgtemp.Start(pgtemp.Options{})
+	// A primary and a streaming standby: the failover fault promotes it.
+	pair, err := pgtemp.StartPair(pgtemp.Options{})
 	require.NoError(t, err)
-	defer srv.Close()
+	defer pair.Close()
+	srv := pair.Primary()
 	require.NoError(t, pgcoord.Migrate(ctx(t), srv.URL()))
 	admin, err := pgxpool.New(context.Background(), srv.URL())
 	require.NoError(t, err)
-	defer admin.Close()
+	defer func() { admin.Close() }() // the failover fault replaces it
 
 	proxy := startChaosProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
 	defer proxy.close()
@@ -176,7 +181,7 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	go func() {
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(42, 7))
-		first := []string{"terminate", "reset", "latency", "blackhole", "restart"}
+		first := []string{"terminate", "reset", "latency", "blackhole", "restart", "failover"}
 		if budget.children > 0 {
 			first = append(first, "kill", "freeze")
 		}
@@ -189,10 +194,16 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 			switch {
 			case n < len(first):
 				kind = first[n]
+			case n%budget.failoverEvery == 0:
+				kind = "failover"
 			case n%budget.restartEvery == 0:
 				kind = "restart"
 			default:
 				kind = pickFault(rng, budget.children > 0)
+			}
+			if kind == "failover" {
+				srv, admin = chaosFailover(t, pair, admin, proxy, &journal)
+				continue
 			}
 			injectFault(t, kind, rng, srv, admin, proxy, children, &journal)
 		}
