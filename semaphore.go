@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -259,4 +260,46 @@ func (s *Semaphore) Lost() <-chan struct{} {
 		return l.Lost()
 	}
 	return lost
+}
+
+// Token returns the fencing token of the slot held (its lock's token), 0
+// when none is held or it was lost. Tokens of successive holds of one slot
+// increase; a store guarded per slot can refuse a late holder's writes.
+func (s *Semaphore) Token() int64 {
+	s.mu.Lock()
+	l := s.held
+	s.mu.Unlock()
+	if l == nil {
+		return 0
+	}
+	return l.Token()
+}
+
+// Slot returns which slot (0 .. limit-1) is held, -1 when none.
+func (s *Semaphore) Slot() int {
+	s.mu.Lock()
+	l := s.held
+	s.mu.Unlock()
+	if l == nil {
+		return -1
+	}
+	i := strings.LastIndexByte(l.name, '#')
+	n, err := strconv.Atoi(l.name[i+1:])
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// BackendPID returns the server process id of the session holding the
+// slot (0 when none is held), to find it in pg_locks or
+// pgcoord.semaphore_holders.
+func (s *Semaphore) BackendPID() int32 {
+	s.mu.Lock()
+	l := s.held
+	s.mu.Unlock()
+	if l == nil {
+		return 0
+	}
+	return l.BackendPID()
 }

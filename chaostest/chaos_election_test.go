@@ -3,6 +3,7 @@ package chaostest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -18,13 +19,83 @@ import (
 // their tokens to increasing order.
 const chaosElectionPrefix = "election:"
 
-// chaosStep is one step of a chaos worker: a lock hold, or one time in
-// four a term of an election.
+// chaosSemaphorePrefix names semaphore slots' sections: each slot is held
+// to the rules of a lock, so never more than the limit hold at once.
+const chaosSemaphorePrefix = "semaphore:"
+
+// chaosSemaphoreLimit is the limit of the chaos semaphores.
+const chaosSemaphoreLimit = 2
+
+// chaosStep is one step of a chaos worker: an exclusive lock hold, a
+// shared one (shared sections of a name may overlap each other, never an
+// exclusive one), a term of an election, or a semaphore slot.
 func chaosStep(runCtx context.Context, c *pgcoord.Coordinator, name string, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
-	if rng.IntN(4) == 0 {
+	switch r := rng.IntN(8); {
+	case r < 2:
 		return chaosLead(runCtx, c, name, rng, sink)
+	case r < 4:
+		return chaosHoldMode(runCtx, c, name, true, rng, sink, late)
+	case r < 5:
+		return chaosSlot(runCtx, c, name, rng, sink, late)
 	}
 	return chaosHold(runCtx, c, name, rng, sink, late)
+}
+
+// chaosSlot takes a slot of semaphore name (limit chaosSemaphoreLimit) and
+// holds it as chaosHold holds a lock; the slot is journaled as a lock of
+// its own.
+func chaosSlot(runCtx context.Context, c *pgcoord.Coordinator, name string, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
+	sem := c.Semaphore(name, chaosSemaphoreLimit)
+	modes := []pgcoord.Blocking{pgcoord.NoWait, pgcoord.Timeout(time.Duration(50+rng.IntN(400)) * time.Millisecond), pgcoord.Wait}
+	actx, cancel := context.WithTimeout(runCtx, 2*time.Second)
+	ok, err := sem.Acquire(actx, modes[rng.IntN(len(modes))])
+	cancel()
+	switch {
+	case err != nil:
+		return holdErr
+	case !ok:
+		return holdBusy
+	}
+	token, slot, pid := sem.Token(), sem.Slot(), sem.BackendPID()
+	if token == 0 {
+		return holdErr // lost already
+	}
+	s := chaos.Section{Lock: fmt.Sprintf("%s%s#%d", chaosSemaphorePrefix, name, slot), Token: token,
+		Member: c.MemberID(), Session: sessionName(pid), Enter: time.Now()}
+	lost := sem.Lost()
+	sink.Enter(s)
+	d := time.Duration(rng.IntN(15)) * time.Millisecond
+	if rng.IntN(5) == 0 {
+		d = time.Duration(100+rng.IntN(500)) * time.Millisecond
+	}
+	timer := time.NewTimer(d)
+	select {
+	case <-lost:
+		s.Told = time.Now()
+		s.Exit = s.Told
+		timer.Stop()
+		_ = sem.Release(context.Background())
+	case <-timer.C:
+		s.Exit = time.Now()
+		err := sem.Release(context.Background())
+		if errors.Is(err, pgcoord.ErrLockLost) {
+			s.Told = time.Now()
+		} else if err == nil && late != nil {
+			late.Go(func() {
+				wait := time.NewTimer(chaosSignalBound)
+				defer wait.Stop()
+				select {
+				case <-lost:
+					s.Told = time.Now()
+				case <-wait.C:
+				}
+				sink.Exit(s)
+			})
+			return holdDone
+		}
+	}
+	sink.Exit(s)
+	return holdDone
 }
 
 // chaosLead campaigns for election name for a while, leads briefly (now and

@@ -305,11 +305,20 @@ func (k journalSink) Exit(s chaos.Section) { k.j.Record(s) }
 // processes' do (a section journaled after the fact would be lost with a
 // SIGKILL).
 func chaosHold(runCtx context.Context, c *pgcoord.Coordinator, name string, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
+	return chaosHoldMode(runCtx, c, name, false, rng, sink, late)
+}
+
+// chaosHoldMode is chaosHold, taking the lock shared when shared is set.
+func chaosHoldMode(runCtx context.Context, c *pgcoord.Coordinator, name string, shared bool, rng *rand.Rand, sink sectionSink, late *sync.WaitGroup) holdOutcome {
 	l := c.GetLock(name)
 	modes := []pgcoord.Blocking{pgcoord.NoWait, pgcoord.Timeout(time.Duration(50+rng.IntN(400)) * time.Millisecond), pgcoord.Wait}
 	// Wait is bounded by its ctx: a wait cut off by a fault must not hang.
 	actx, cancel := context.WithTimeout(runCtx, 2*time.Second)
-	ok, err := l.Acquire(actx, modes[rng.IntN(len(modes))])
+	acquire := l.Acquire
+	if shared {
+		acquire = l.AcquireShared
+	}
+	ok, err := acquire(actx, modes[rng.IntN(len(modes))])
 	cancel()
 	if err != nil {
 		return holdErr
@@ -318,7 +327,7 @@ func chaosHold(runCtx context.Context, c *pgcoord.Coordinator, name string, rng 
 		return holdBusy
 	}
 	pid := l.BackendPID()
-	s := chaos.Section{Lock: name, Token: l.Token(), Member: c.MemberID(), Session: sessionName(pid), Enter: time.Now()}
+	s := chaos.Section{Lock: name, Token: l.Token(), Member: c.MemberID(), Session: sessionName(pid), Enter: time.Now(), Shared: shared}
 	lost := l.Lost()
 	sink.Enter(s)
 	d := time.Duration(rng.IntN(15)) * time.Millisecond

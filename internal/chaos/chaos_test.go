@@ -154,3 +154,23 @@ func TestLateEntryAfterFreezeExcused(t *testing.T) {
 		t.Fatalf("want two violations: %v", r.Violations)
 	}
 }
+
+func TestSharedSectionsMayOverlap(t *testing.T) {
+	var j Journal
+	j.Record(Section{Lock: "a", Token: 2, Enter: at(0), Exit: at(30), Shared: true})
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(5), Exit: at(20), Shared: true}) // entered late: readers may
+	j.Record(Section{Lock: "a", Token: 3, Enter: at(30), Exit: at(40)})
+	if r := j.Check(time.Second); !r.OK() {
+		t.Fatalf("readers overlapping each other is the contract: %v", r.Violations)
+	}
+}
+
+func TestSharedOverlappingExclusiveFails(t *testing.T) {
+	var j Journal
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(30), Shared: true})
+	j.Record(Section{Lock: "a", Token: 2, Enter: at(10), Exit: at(20)})
+	r := j.Check(time.Second)
+	if r.OK() || !strings.Contains(r.Violations[0], "overlap") {
+		t.Fatalf("want an overlap of a writer with a reader: %v", r.Violations)
+	}
+}
