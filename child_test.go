@@ -31,6 +31,9 @@ func runChild(role string) int {
 	if role == "leader" {
 		return runLeaderChild()
 	}
+	if role == "grouper" {
+		return runGroupChild()
+	}
 	if role != "holder" {
 		fmt.Fprintln(os.Stderr, "unknown child role", role)
 		return 2

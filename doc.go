@@ -89,6 +89,17 @@
 // Campaign returns, so that the predecessor, if it still runs, was told
 // first: two leaders never act at once.
 //
+// # Shared locks, semaphores and groups
+//
+// Lock.AcquireShared takes a lock in the server's shared mode; the local
+// table lets shared claims in together and queues them behind a waiting
+// exclusive one, and a writer waiting beyond the budget holds a writer's
+// intent that shared tries and waits respect, so readers never starve a
+// writer. A Semaphore's slots are locks named after the semaphore, its
+// limit and the slot. Group membership is a row that counts only while its
+// member's member lock is held; watchers are woken by NOTIFY pgcoord_group
+// on the control session's listener and read the group every heartbeat.
+//
 // # Keys
 //
 // A lock's key is the first 8 bytes of SHA-256 of its full name

@@ -83,4 +83,10 @@ var (
 	// ErrInvalidLimit is returned by Semaphore.Acquire for a limit below 1
 	// or above MaxSemaphoreLimit.
 	ErrInvalidLimit = errors.New("pgcoord: invalid semaphore limit")
+	// ErrNotJoined is returned by LeaveGroup and UpdateCapabilities when
+	// this member is not in the group.
+	ErrNotJoined = errors.New("pgcoord: not a member of the group")
+	// ErrInvalidCapabilities is returned by JoinGroup and
+	// UpdateCapabilities for capabilities that do not encode as JSON.
+	ErrInvalidCapabilities = errors.New("pgcoord: invalid capabilities")
 )

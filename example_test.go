@@ -220,3 +220,38 @@ func ExampleSemaphore() {
 	// third, once one left: true <nil>
 	// <nil> <nil>
 }
+
+func ExampleCoordinator_WatchGroup() {
+	ctx := context.Background()
+	watcher, worker := exampleCoordinator("group-watcher"), exampleCoordinator("group-worker")
+	defer watcher.Stop(ctx)
+	defer worker.Stop(ctx)
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := watcher.WatchGroup(wctx, "exporters")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(worker.JoinGroup(ctx, "exporters", map[string]string{"format": "csv"}))
+	ev := <-events
+	fmt.Println(ev.Kind, ev.Member.ID, string(ev.Member.Capabilities))
+	members, _ := watcher.GroupMembers(ctx, "exporters")
+	fmt.Println(len(members), "member")
+	fmt.Println(worker.UpdateCapabilities(ctx, "exporters", map[string]string{"format": "parquet"}))
+	ev = <-events
+	fmt.Println(ev.Kind, string(ev.Member.Capabilities))
+	fmt.Println(worker.LeaveGroup(ctx, "exporters"))
+	ev = <-events
+	fmt.Println(ev.Kind, ev.Member.ID)
+	fmt.Println(worker.LeaveGroup(ctx, "exporters"))
+	// Output:
+	// <nil>
+	// Joined example/group-worker {"format": "csv"}
+	// 1 member
+	// <nil>
+	// Updated {"format": "parquet"}
+	// <nil>
+	// Left example/group-worker
+	// pgcoord: not a member of the group: group "example/exporters"
+}

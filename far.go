@@ -39,9 +39,10 @@ const farCheck = 100 * time.Millisecond
 // else's try fail, and releases without a NOTIFY, so that waiter would
 // sleep until the next check.)
 //
-// The same listener serves election observers (Election.Observe): while
-// any is registered it also LISTENs on pgcoord_leader, whose payload is an
-// election's key, and wakes that election's observers; a new connection
+// The same listener serves election observers (Election.Observe) and
+// group watchers (WatchGroup): while any is registered it also LISTENs on
+// pgcoord_leader and pgcoord_group, whose payloads are an election's or a
+// group's key, and wakes that key's watchers; a new connection
 // wakes them all, since notifications may have been missed meanwhile.
 //
 // A woken wait tries its lock on a lock session; if someone else was
@@ -165,7 +166,7 @@ func (f *farWaits) poke() {
 // the released key, if this coordinator has one. It runs inside pgx's read
 // of the connection, so it only signals.
 func (f *farWaits) notified(_ *pgconn.PgConn, n *pgconn.Notification) {
-	if n.Channel != "pgcoord_free" && n.Channel != "pgcoord_leader" {
+	if n.Channel != "pgcoord_free" && n.Channel != "pgcoord_leader" && n.Channel != "pgcoord_group" {
 		return
 	}
 	key, err := strconv.ParseInt(n.Payload, 10, 64)
@@ -174,7 +175,7 @@ func (f *farWaits) notified(_ *pgconn.PgConn, n *pgconn.Notification) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if n.Channel == "pgcoord_leader" {
+	if n.Channel == "pgcoord_leader" || n.Channel == "pgcoord_group" {
 		for wake := range f.watchers[key] {
 			signal(wake)
 		}
@@ -301,6 +302,9 @@ func (f *farWaits) serve(ctx context.Context, conn *pgx.Conn) error {
 		if err := c.q.ListenLeader(ctx, conn); err != nil {
 			return err
 		}
+		if err := c.q.ListenGroup(ctx, conn); err != nil {
+			return err
+		}
 		f.conn = conn
 		f.nextCheck = 0
 		// Leader changes may have gone unnoticed too.
@@ -356,6 +360,9 @@ func (f *farWaits) serve(ctx context.Context, conn *pgx.Conn) error {
 			return err
 		}
 		if err := c.q.UnlistenLeader(ctx, conn); err != nil {
+			return err
+		}
+		if err := c.q.UnlistenGroup(ctx, conn); err != nil {
 			return err
 		}
 		f.conn = nil

@@ -24,6 +24,14 @@ type PgcoordFence struct {
 	UpdatedAt pgtype.Timestamptz
 }
 
+type PgcoordGroupMember struct {
+	GroupName    string
+	MemberID     string
+	Capabilities []byte
+	JoinedAt     pgtype.Timestamptz
+	UpdatedAt    pgtype.Timestamptz
+}
+
 type PgcoordHeldLock struct {
 	Name     pgtype.Text
 	Key      int32
@@ -42,6 +50,20 @@ type PgcoordLeader struct {
 	Since    pgtype.Timestamptz
 	Hostname string
 	Pid      int32
+}
+
+type PgcoordLiveGroupMember struct {
+	GroupName     string
+	MemberID      string
+	Capabilities  []byte
+	JoinedAt      pgtype.Timestamptz
+	UpdatedAt     pgtype.Timestamptz
+	Prefix        string
+	AgentID       string
+	Hostname      string
+	Pid           int32
+	StartedAt     pgtype.Timestamptz
+	LastHeartbeat pgtype.Timestamptz
 }
 
 type PgcoordLiveMember struct {

@@ -1,0 +1,333 @@
+package pgcoord
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/hash"
+)
+
+// Groups (tooz's group API): a member joins named groups with
+// capabilities (any JSON), and others list a group's members or watch it.
+// Membership is a row in pgcoord.group_members; it counts only while its
+// member runs (pgcoord.live_group_members joins live_members), so a member
+// that dies leaves its groups at once for every reader, without anyone
+// deleting its rows. Joins, leaves and updates notify pgcoord_group, which
+// the control session's listener passes to watchers; each watcher also
+// reads the group every HeartbeatInterval, which finds members that died
+// without a word and reconciles after a broken connection.
+
+// Member is a running member, as Members and GroupMembers report it.
+type Member struct {
+	// ID is the member id (Prefix+AgentID).
+	ID       string
+	AgentID  string
+	Hostname string
+	PID      int
+	// StartedAt and LastHeartbeat are on the database clock.
+	StartedAt     time.Time
+	LastHeartbeat time.Time
+	// Capabilities are what the member gave JoinGroup or
+	// UpdateCapabilities, as JSON; nil outside a group.
+	Capabilities json.RawMessage
+}
+
+// EventKind says what a GroupEvent reports.
+type EventKind int
+
+const (
+	// Joined: a member joined the group.
+	Joined EventKind = iota + 1
+	// Left: a member left the group (LeaveGroup, or its process died or
+	// was cut off, or it stopped).
+	Left
+	// Updated: a member's capabilities changed.
+	Updated
+)
+
+// String names the kind.
+func (k EventKind) String() string {
+	switch k {
+	case Joined:
+		return "Joined"
+	case Left:
+		return "Left"
+	case Updated:
+		return "Updated"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// GroupEvent is a change of a group's membership, from WatchGroup.
+type GroupEvent struct {
+	Kind EventKind
+	// Group is the group's name, without Prefix.
+	Group string
+	// Member is the member concerned: as it is now for Joined and Updated,
+	// as it was last seen for Left.
+	Member Member
+}
+
+// groupLockPrefix keys a group's notifications (the payload of
+// pgcoord_group is the key of groupLockPrefix+Prefix+group).
+const groupLockPrefix = "pgcoord.group:"
+
+// groupName checks group and returns its full name and notification key.
+func (c *Coordinator) groupName(group string) (full string, key int64, err error) {
+	if group == "" {
+		return "", 0, fmt.Errorf("%w: empty group name", ErrInvalidName)
+	}
+	full = c.cfg.Prefix + group
+	if err := validateName(groupLockPrefix + full); err != nil {
+		return "", 0, err
+	}
+	return full, hash.Key(groupLockPrefix + full), nil
+}
+
+// capabilitiesJSON encodes capabilities for the database.
+func capabilitiesJSON(capabilities any) (string, error) {
+	if raw, ok := capabilities.(json.RawMessage); ok {
+		if !json.Valid(raw) {
+			return "", fmt.Errorf("%w: capabilities are not valid JSON", ErrInvalidCapabilities)
+		}
+		return string(raw), nil
+	}
+	b, err := json.Marshal(capabilities)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalidCapabilities, err)
+	}
+	return string(b), nil
+}
+
+// groupStmt runs fn on the control session for a group call.
+func (c *Coordinator) groupStmt(ctx context.Context, what string, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	if !c.running() {
+		return ErrNotStarted
+	}
+	if err := c.control.detached(ctx, fn); err != nil {
+		return fmt.Errorf("pgcoord: %s: %w", what, c.stoppedOr(err))
+	}
+	return nil
+}
+
+// JoinGroup makes this member a member of group (creating the group) with
+// capabilities, JSON-encoded (a json.RawMessage is taken as it is). Joining
+// a group again replaces the capabilities. Watchers see Joined (Updated for
+// a second join with new capabilities).
+func (c *Coordinator) JoinGroup(ctx context.Context, group string, capabilities any) error {
+	full, key, err := c.groupName(group)
+	if err != nil {
+		return err
+	}
+	caps, err := capabilitiesJSON(capabilities)
+	if err != nil {
+		return err
+	}
+	return c.groupStmt(ctx, fmt.Sprintf("joining group %q", full), func(ctx context.Context, conn *pgx.Conn) error {
+		return c.q.JoinGroup(ctx, conn, db.JoinGroupParams{GroupName: full, MemberID: c.memberID, Capabilities: []byte(caps), Key: key})
+	})
+}
+
+// LeaveGroup takes this member out of group; ErrNotJoined when it is not
+// in it.
+func (c *Coordinator) LeaveGroup(ctx context.Context, group string) error {
+	full, key, err := c.groupName(group)
+	if err != nil {
+		return err
+	}
+	var n int32
+	err = c.groupStmt(ctx, fmt.Sprintf("leaving group %q", full), func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		n, err = c.q.LeaveGroup(ctx, conn, db.LeaveGroupParams{GroupName: full, MemberID: c.memberID, Key: key})
+		return err
+	})
+	if err == nil && n == 0 {
+		err = fmt.Errorf("%w: group %q", ErrNotJoined, full)
+	}
+	return err
+}
+
+// UpdateCapabilities replaces this member's capabilities in group;
+// ErrNotJoined when it is not in it. Watchers see Updated.
+func (c *Coordinator) UpdateCapabilities(ctx context.Context, group string, capabilities any) error {
+	full, key, err := c.groupName(group)
+	if err != nil {
+		return err
+	}
+	caps, err := capabilitiesJSON(capabilities)
+	if err != nil {
+		return err
+	}
+	var n int32
+	err = c.groupStmt(ctx, fmt.Sprintf("updating capabilities in group %q", full), func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		n, err = c.q.UpdateCapabilities(ctx, conn, db.UpdateCapabilitiesParams{GroupName: full, MemberID: c.memberID, Capabilities: []byte(caps), Key: key})
+		return err
+	})
+	if err == nil && n == 0 {
+		err = fmt.Errorf("%w: group %q", ErrNotJoined, full)
+	}
+	return err
+}
+
+// Groups returns the groups of this prefix that have a running member,
+// without Prefix, sorted.
+func (c *Coordinator) Groups(ctx context.Context) ([]string, error) {
+	var names []string
+	err := c.groupStmt(ctx, "listing groups", func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		names, err = c.q.ListGroups(ctx, conn, c.cfg.Prefix)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		out = append(out, strings.TrimPrefix(n, c.cfg.Prefix))
+	}
+	return out, nil
+}
+
+// GroupMembers returns the running members of group, with their
+// capabilities, sorted by id; none for a group nobody (running) is in.
+func (c *Coordinator) GroupMembers(ctx context.Context, group string) ([]Member, error) {
+	full, _, err := c.groupName(group)
+	if err != nil {
+		return nil, err
+	}
+	return c.groupMembers(ctx, full)
+}
+
+func (c *Coordinator) groupMembers(ctx context.Context, full string) ([]Member, error) {
+	var rows []db.GroupMembersRow
+	err := c.groupStmt(ctx, fmt.Sprintf("listing group %q", full), func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		rows, err = c.q.GroupMembers(ctx, conn, full)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Member, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, Member{
+			ID: r.MemberID, AgentID: r.AgentID, Hostname: r.Hostname, PID: int(r.Pid),
+			StartedAt: r.StartedAt.Time, LastHeartbeat: r.LastHeartbeat.Time,
+			Capabilities: json.RawMessage(r.Capabilities),
+		})
+	}
+	return out, nil
+}
+
+// Members returns the running members of this coordinator's prefix, sorted
+// by id (Capabilities nil).
+func (c *Coordinator) Members(ctx context.Context) ([]Member, error) {
+	var rows []db.PrefixMembersRow
+	err := c.groupStmt(ctx, "listing members", func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		rows, err = c.q.PrefixMembers(ctx, conn, c.cfg.Prefix)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Member, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, Member{
+			ID: r.MemberID, AgentID: r.AgentID, Hostname: r.Hostname, PID: int(r.Pid),
+			StartedAt: r.StartedAt.Time, LastHeartbeat: r.LastHeartbeat.Time,
+		})
+	}
+	return out, nil
+}
+
+// WatchGroup returns a channel of the changes to group's membership from
+// now on: Joined, Left (also when a member dies: within a
+// HeartbeatInterval of its member lock's release, which for a member cut
+// off is at most SessionTimeout after it went silent) and Updated. It reads
+// the membership now (an error is returned at once) and again at every
+// notification and every HeartbeatInterval, and sends the difference: so a
+// watch whose connection broke loses nothing when it comes back, each
+// change arriving once (changes that cancel out between two reads, a join
+// and leave, are not seen). The channel is closed when ctx ends or the
+// coordinator stops.
+func (c *Coordinator) WatchGroup(ctx context.Context, group string) (<-chan GroupEvent, error) {
+	full, key, err := c.groupName(group)
+	if err != nil {
+		return nil, err
+	}
+	// Registered before the first read, so no change falls in between.
+	wake := c.far.watch(key)
+	last, err := c.groupMembers(ctx, full)
+	if err != nil {
+		c.far.unwatch(key, wake)
+		return nil, err
+	}
+	out := make(chan GroupEvent)
+	go func() {
+		defer close(out)
+		defer c.far.unwatch(key, wake)
+		tick := time.NewTicker(c.cfg.HeartbeatInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.runCtx.Done():
+				return
+			case <-wake:
+			case <-tick.C:
+			}
+			now, err := c.groupMembers(ctx, full)
+			if err != nil {
+				continue // the control session is down: reconcile later
+			}
+			for _, ev := range groupDiff(group, last, now) {
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				case <-c.runCtx.Done():
+					return
+				}
+			}
+			last = now
+		}
+	}()
+	return out, nil
+}
+
+// groupDiff returns the events that turn membership before into after.
+func groupDiff(group string, before, after []Member) []GroupEvent {
+	old := make(map[string]Member, len(before))
+	for _, m := range before {
+		old[m.ID] = m
+	}
+	var evs []GroupEvent
+	for _, m := range after {
+		prev, ok := old[m.ID]
+		switch {
+		case !ok:
+			evs = append(evs, GroupEvent{Kind: Joined, Group: group, Member: m})
+		case !bytes.Equal(prev.Capabilities, m.Capabilities) || !prev.StartedAt.Equal(m.StartedAt):
+			// (A member that restarted with the same id and joined again
+			// in between shows as updated.)
+			evs = append(evs, GroupEvent{Kind: Updated, Group: group, Member: m})
+		}
+		delete(old, m.ID)
+	}
+	for _, m := range before {
+		if _, gone := old[m.ID]; gone {
+			evs = append(evs, GroupEvent{Kind: Left, Group: group, Member: m})
+		}
+	}
+	return evs
+}

@@ -1,0 +1,58 @@
+-- name: JoinGroup :exec
+-- Joins (or joins again, replacing the capabilities) and notifies watchers.
+WITH up AS (
+    INSERT INTO pgcoord.group_members AS g (group_name, member_id, capabilities)
+    VALUES (sqlc.arg(group_name), sqlc.arg(member_id), sqlc.arg(capabilities)::jsonb)
+    ON CONFLICT (group_name, member_id) DO UPDATE
+        SET capabilities = excluded.capabilities, updated_at = now()
+    RETURNING g.group_name
+)
+SELECT pg_notify('pgcoord_group', sqlc.arg(key)::bigint::text) FROM up;
+
+-- name: LeaveGroup :one
+-- Leaves and notifies watchers; 0 when the member was not in the group.
+WITH del AS (
+    DELETE FROM pgcoord.group_members
+    WHERE group_name = sqlc.arg(group_name) AND member_id = sqlc.arg(member_id)
+    RETURNING group_name
+), n AS (
+    SELECT pg_notify('pgcoord_group', sqlc.arg(key)::bigint::text) FROM del
+)
+SELECT ((SELECT count(*) FROM del) + 0 * (SELECT count(*) FROM n))::integer AS left_count;
+
+-- name: UpdateCapabilities :one
+-- 0 when the member is not in the group.
+WITH up AS (
+    UPDATE pgcoord.group_members SET capabilities = sqlc.arg(capabilities)::jsonb, updated_at = now()
+    WHERE group_name = sqlc.arg(group_name) AND member_id = sqlc.arg(member_id)
+    RETURNING group_name
+), n AS (
+    SELECT pg_notify('pgcoord_group', sqlc.arg(key)::bigint::text) FROM up
+)
+SELECT ((SELECT count(*) FROM up) + 0 * (SELECT count(*) FROM n))::integer AS updated_count;
+
+-- name: GroupMembers :many
+SELECT member_id, agent_id, hostname, pid, started_at, last_heartbeat, capabilities::text AS capabilities
+FROM pgcoord.live_group_members
+WHERE group_name = sqlc.arg(group_name)
+ORDER BY member_id;
+
+-- name: ListGroups :many
+-- Groups of a prefix with a running member.
+SELECT DISTINCT group_name FROM pgcoord.live_group_members
+WHERE prefix = sqlc.arg(prefix) AND starts_with(group_name, sqlc.arg(prefix)::text)
+ORDER BY group_name;
+
+-- name: PrefixMembers :many
+SELECT member_id, agent_id, hostname, pid, started_at, last_heartbeat
+FROM pgcoord.live_members
+WHERE prefix = sqlc.arg(prefix)
+ORDER BY member_id;
+
+-- name: ListenGroup :exec
+-- Joins, leaves and capability updates notify this channel with the
+-- group's key.
+LISTEN pgcoord_group;
+
+-- name: UnlistenGroup :exec
+UNLISTEN pgcoord_group;
