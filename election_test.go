@@ -83,6 +83,7 @@ func TestElectionCampaignResign(t *testing.T) {
 	require.False(t, ea.IsLeader())
 	require.Zero(t, ea.Token())
 	require.NoError(t, <-res)
+	t.Logf("new leader %v after Resign", time.Since(resigned))
 	// Well under the 7.5s a successor waits for a predecessor that did
 	// not resign (2.5 of a's heartbeats).
 	require.Less(t, time.Since(resigned), 3*time.Second, "takeover after Resign")
@@ -177,6 +178,7 @@ func TestElectionTakeoverTerminated(t *testing.T) {
 	require.NoError(t, err)
 
 	r := <-res
+	t.Logf("new leader %v after the old leader's session was terminated", time.Since(killed))
 	require.NoError(t, r.err)
 	require.True(t, r.aWasTold, "the old leader's Done must close before the new leader's Campaign returns")
 	require.Less(t, time.Since(killed), 2*b.cfg.SessionTimeout)
@@ -264,6 +266,7 @@ func TestElectionTakeoverSIGKILL(t *testing.T) {
 	killed := time.Now()
 	require.NoError(t, cmd.Process.Kill())
 	require.NoError(t, <-res)
+	t.Logf("new leader %v after SIGKILL of the old one (its heartbeat 200ms)", time.Since(killed))
 	require.Less(t, time.Since(killed), 2*b.cfg.SessionTimeout)
 	require.Greater(t, eb.Token(), childToken)
 	for l := range seen {
