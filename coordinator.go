@@ -221,6 +221,9 @@ type Coordinator struct {
 	// beatNow asks the heartbeat loop for a beat at once (see beatSoon).
 	beatNow   chan struct{}
 	pruneDone chan struct{}
+	// since lists holds and waits whose start held_locks.since shows;
+	// guarded by mu.
+	since sinceBook
 
 	control *session
 	lockSs  []*session
@@ -472,6 +475,8 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	go c.heartbeatLoop()
 	c.pruneDone = make(chan struct{})
 	go c.pruneLoop()
+	c.since.done = make(chan struct{})
+	go c.sinceLoop()
 	c.far.done = make(chan struct{})
 	go c.far.loop()
 	c.log.Info("pgcoord: member started", slog.Int("lock_sessions", len(c.lockSs)))
@@ -611,6 +616,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	c.control.interrupt()
 	<-c.hbDone
 	<-c.pruneDone
+	<-c.since.done
 	<-c.far.done
 
 	if _, ok := ctx.Deadline(); !ok {

@@ -106,9 +106,11 @@
 // (Prefix+Name), big-endian, as a signed int64; the SQL function
 // pgcoord.lock_key computes the same. The first use of a name registers it
 // in pgcoord.locks, which refuses a second name with the same key
-// (ErrKeyCollision). Holding a lock writes nothing: pgcoord.held_locks reads
-// holders and waiters from pg_locks, tied to members by the application_name
-// of their sessions.
+// (ErrKeyCollision). Holding a lock writes nothing on the acquire path:
+// pgcoord.held_locks reads holders and waiters from pg_locks, tied to members
+// by the application_name of their sessions; a hold or server-side wait that
+// lasts 100 ms has its start recorded afterwards, in a batch from the control
+// session into an UNLOGGED table, so that held_locks.since is exact.
 //
 // # Templates
 //

@@ -118,6 +118,10 @@ type hold struct {
 	// on a connection that stayed open (see session.dropForUnlock).
 	dropped bool
 	onLost  []func(error)
+	// grantedAt is monoNow() at the grant; sinceRecorded is set once
+	// sinceLoop wrote it to pgcoord.lock_since.
+	grantedAt     int64
+	sinceRecorded bool
 }
 
 // NewLock returns a Lock whose name is the template name formatted with data
@@ -551,6 +555,7 @@ func (c *Coordinator) addHold(s *session, h *hold) error {
 	h.sess, h.pid = s, s.backendPID
 	s.holds[h] = struct{}{}
 	c.stats.held.Add(1)
+	h.grantedAt = monoNow() // for held_locks.since (see sinceLoop)
 	return nil
 }
 

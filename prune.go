@@ -72,6 +72,9 @@ func pruneOn(ctx context.Context, q *db.Queries, conn db.DBTX, olderThan time.Du
 	if res.Names, err = q.PruneLockNames(ctx, conn, olderThan.Seconds()); err != nil {
 		return res, fmt.Errorf("pgcoord: pruning lock names: %w", err)
 	}
+	if _, err = q.PruneLockSince(ctx, conn); err != nil {
+		return res, fmt.Errorf("pgcoord: pruning lock_since: %w", err)
+	}
 	return res, nil
 }
 

@@ -245,6 +245,16 @@ func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time) 
 
 // waitOn waits on the server for h's key on the wait session s.
 func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline time.Time) (bool, error) {
+	// The wait's start, for held_locks.since: pg_locks only knows the
+	// current slice's.
+	began := monoNow()
+	var endWait func()
+	var waitPID int32
+	defer func() {
+		if endWait != nil {
+			endWait()
+		}
+	}()
 	for {
 		slice := waitSlice
 		if !deadline.IsZero() {
@@ -256,6 +266,13 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 			slice = min(slice, left)
 		}
 		err := s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			if s.backendPID != waitPID { // the first slice, or a new connection
+				if endWait != nil {
+					endWait()
+				}
+				waitPID = s.backendPID
+				endWait = c.waitBegan(h.key, waitPID, began)
+			}
 			tok, err := c.waitOnce(ctx, conn, h, int32(max(slice.Milliseconds(), 1)))
 			if err != nil || tok == 0 {
 				return err

@@ -89,6 +89,12 @@ type PgcoordLock struct {
 	LastUsed  pgtype.Timestamptz
 }
 
+type PgcoordLockSince struct {
+	Key   int64
+	Pid   int32
+	Since pgtype.Timestamptz
+}
+
 type PgcoordMember struct {
 	MemberID          string
 	Prefix            string

@@ -1,0 +1,177 @@
+package pgcoord
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// sinceRecordAfter is how long a hold or a server-side wait lasts before
+// its start is recorded in pgcoord.lock_since (for held_locks.since). Holds
+// shorter than this, which are most, never cost a write; held_locks shows
+// younger ones with pg_locks' and pg_stat_activity's own times.
+const sinceRecordAfter = 100 * time.Millisecond
+
+// sinceEntry is a hold or a server-side wait whose start is to be recorded,
+// or was: key and pid are its row in pgcoord.lock_since.
+type sinceEntry struct {
+	key int64
+	pid int32
+	at  int64 // monoNow() when the hold was granted or the wait began
+	// h is the hold; nil for a wait, which has ended instead.
+	h     *hold
+	ended *bool // a wait's end flag, guarded by the coordinator's mu
+}
+
+// done reports whether the hold or wait is over; called with c.mu held.
+func (e *sinceEntry) done() bool {
+	if e.h != nil {
+		return e.h.ended
+	}
+	return *e.ended
+}
+
+// sinceBook lists the waits to record and what was recorded; guarded by
+// the coordinator's mu. Holds are found in their sessions' holds by
+// sinceLoop, so a grant costs the acquire path nothing but a clock read.
+type sinceBook struct {
+	pending  []sinceEntry // waits not written yet
+	recorded []sinceEntry // written; their rows go when they end
+	gone     []sinceEntry // ended after being written; rows to delete
+	done     chan struct{}
+}
+
+// waitBegan notes a server-side wait for key on the backend pid, begun at
+// at; the returned function ends it.
+func (c *Coordinator) waitBegan(key int64, pid int32, at int64) (end func()) {
+	ended := new(bool)
+	c.mu.Lock()
+	c.since.pending = append(c.since.pending, sinceEntry{key: key, pid: pid, at: at, ended: ended})
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		*ended = true
+		c.mu.Unlock()
+	}
+}
+
+// sinceLoop writes the starts of holds and waits that lasted
+// sinceRecordAfter, and deletes the rows of those that ended, every
+// sinceRecordAfter, on the control session.
+func (c *Coordinator) sinceLoop() {
+	defer close(c.since.done)
+	t := time.NewTicker(sinceRecordAfter)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.runCtx.Done():
+			return
+		case <-t.C:
+		}
+		c.flushSince()
+	}
+}
+
+// flushSince sends one batch, if there is anything to send.
+func (c *Coordinator) flushSince() {
+	sessions := append(append([]*session(nil), c.lockSs...), c.waits.all()...)
+	now := monoNow()
+	old := func(at int64) bool { return time.Duration(now-at) >= sinceRecordAfter }
+	var add, gone []sinceEntry
+	c.mu.Lock()
+	for _, s := range sessions {
+		for h := range s.holds {
+			if !h.sinceRecorded && !h.ended && old(h.grantedAt) {
+				h.sinceRecorded = true
+				add = append(add, sinceEntry{key: h.key, pid: h.pid, at: h.grantedAt, h: h})
+			}
+		}
+	}
+	keep := c.since.pending[:0]
+	for _, e := range c.since.pending {
+		switch {
+		case e.done():
+		case old(e.at):
+			add = append(add, e)
+		default:
+			keep = append(keep, e)
+		}
+	}
+	clear(c.since.pending[len(keep):])
+	c.since.pending = keep
+	rec := c.since.recorded[:0]
+	for _, e := range c.since.recorded {
+		if e.done() {
+			gone = append(gone, e)
+		} else {
+			rec = append(rec, e)
+		}
+	}
+	clear(c.since.recorded[len(rec):])
+	c.since.recorded = append(rec, add...)
+	gone = append(gone, c.since.gone...)
+	c.since.gone = nil
+	c.mu.Unlock()
+	if len(add) == 0 && len(gone) == 0 {
+		return
+	}
+
+	// One row per key and backend: the newest start wins (a wait that
+	// became a hold), and a row both added and gone is only added.
+	type row struct {
+		key int64
+		pid int32
+	}
+	newest := map[row]int64{}
+	for _, e := range add {
+		r := row{e.key, e.pid}
+		newest[r] = max(newest[r], e.at)
+	}
+	var p db.RecordSinceParams
+	for r, at := range newest {
+		p.Keys, p.Pids = append(p.Keys, r.key), append(p.Pids, r.pid)
+		p.Ages = append(p.Ages, time.Duration(monoNow()-at).Seconds())
+	}
+	deleted := map[row]bool{}
+	for _, e := range gone {
+		r := row{e.key, e.pid}
+		if _, added := newest[r]; !added && !deleted[r] {
+			deleted[r] = true
+			p.GoneKeys, p.GonePids = append(p.GoneKeys, r.key), append(p.GonePids, r.pid)
+		}
+	}
+	ctx, cancel := context.WithTimeout(c.runCtx, 5*time.Second)
+	defer cancel()
+	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		return c.q.RecordSince(ctx, conn, p)
+	})
+	if err != nil {
+		// Try again with the next batch: the added entries go back to
+		// pending (their ages grow, their starts do not move), the gone
+		// rows stay to delete.
+		c.mu.Lock()
+		for _, e := range add {
+			if e.h != nil {
+				e.h.sinceRecorded = false // found again in its session
+			} else {
+				c.since.pending = append(c.since.pending, e)
+			}
+		}
+		c.since.recorded = slicesWithout(c.since.recorded, len(add))
+		c.since.gone = append(c.since.gone, gone...)
+		c.mu.Unlock()
+		if c.runCtx.Err() == nil {
+			c.log.Debug("pgcoord: recording held_locks.since failed; retrying", "err", err)
+		}
+	}
+}
+
+// slicesWithout drops the last n entries of s (the ones just appended).
+func slicesWithout(s []sinceEntry, n int) []sinceEntry {
+	n = min(n, len(s))
+	clear(s[len(s)-n:])
+	return s[:len(s)-n]
+}

@@ -1,0 +1,82 @@
+package pgcoord
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// sinceOf returns held_locks.since of key's holder (granted) or waiter.
+func sinceOf(t *testing.T, key int64, granted bool) time.Time {
+	t.Helper()
+	var since time.Time
+	require.NoError(t, testPool.QueryRow(ctx(t),
+		`SELECT since FROM pgcoord.held_locks WHERE key = $1 AND granted = $2`, key, granted).Scan(&since))
+	return since
+}
+
+// requireWithin fails unless got lies in [from-slack, to+slack].
+func requireWithin(t *testing.T, got, from, to time.Time, what string) {
+	t.Helper()
+	const slack = 5 * time.Millisecond // the clocks are the same machine's
+	require.Truef(t, !got.Before(from.Add(-slack)) && !got.After(to.Add(slack)),
+		"%s: %s is not within [%s, %s]", what, got.Format(time.StampMicro), from.Format(time.StampMicro), to.Format(time.StampMicro))
+}
+
+// held_locks.since is when a hold began, however many heartbeats pass, and
+// for a waiter when its wait began, not its current one-second slice.
+func TestHeldLocksSince(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c1, c2 := newCoord(t, p), newCoord(t, p)
+
+	l := c1.GetLock("held")
+	before := time.Now()
+	mustAcquire(t, l, NoWait)
+	after := time.Now()
+	// Through three heartbeats (500ms): each moves the session's
+	// state_change, which is all pg_locks and pg_stat_activity offer.
+	time.Sleep(1600 * time.Millisecond)
+	requireWithin(t, sinceOf(t, l.Key(), true), before, after, "a hold's since")
+
+	w := c2.GetLock("held")
+	res := make(chan error, 1)
+	waitBefore := time.Now()
+	go func() {
+		ok, err := w.Acquire(ctx(t), Wait)
+		if err == nil && !ok {
+			err = ErrLockAcquireFailed
+		}
+		res <- err
+	}()
+	require.Eventually(t, func() bool { return waiters(t, w.Key()) == 1 }, 10*time.Second, time.Millisecond)
+	waitAfter := time.Now()
+	time.Sleep(2300 * time.Millisecond) // past two one-second slices
+	requireWithin(t, sinceOf(t, w.Key(), false), waitBefore, waitAfter, "a waiter's since")
+	requireWithin(t, sinceOf(t, l.Key(), true), before, after, "the hold's since, with a waiter")
+
+	releasedBefore := time.Now()
+	require.NoError(t, l.Release(ctx(t)))
+	require.NoError(t, <-res)
+	grantedAfter := time.Now()
+	time.Sleep(1600 * time.Millisecond)
+	requireWithin(t, sinceOf(t, w.Key(), true), releasedBefore, grantedAfter, "a hold's since after a wait")
+	require.NoError(t, w.Release(ctx(t)))
+}
+
+// Short holds cost no write: an acquire and release loop leaves nothing in
+// pgcoord.lock_since.
+func TestShortHoldsWriteNothing(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t))
+	l := c.GetLock("short")
+	for range 50 {
+		mustAcquire(t, l, NoWait)
+		require.NoError(t, l.Release(ctx(t)))
+	}
+	time.Sleep(3 * sinceRecordAfter)
+	var n int
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.lock_since WHERE key = $1`, l.Key()).Scan(&n))
+	require.Zero(t, n)
+}
