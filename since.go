@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -42,6 +43,39 @@ type sinceBook struct {
 	recorded []sinceEntry // written; their rows go when they end
 	gone     []sinceEntry // ended after being written; rows to delete
 	done     chan struct{}
+	clock    sinceClock // used by sinceLoop only
+}
+
+// sinceClock maps monoNow() to the server's clock, as NTP does: it asks the
+// server's time and takes the midpoint of the round trip, keeping of the
+// last samples the one with the shortest round trip (its error is at most
+// half of it), so a round trip slowed by load does not skew the times.
+type sinceClock struct {
+	samples [16]clockSample
+	next    int
+}
+
+type clockSample struct {
+	rtt, offset int64 // offset: server unix nanos - monoNow()
+}
+
+// sample takes one more sample and returns the best offset.
+func (k *sinceClock) sample(ctx context.Context, q *db.Queries, conn *pgx.Conn) (int64, error) {
+	t0 := monoNow()
+	srv, err := q.ServerNow(ctx, conn)
+	t1 := monoNow()
+	if err != nil {
+		return 0, err
+	}
+	k.samples[k.next%len(k.samples)] = clockSample{rtt: t1 - t0, offset: srv.Time.UnixNano() - (t0+t1)/2}
+	k.next++
+	best := k.samples[0]
+	for _, s := range k.samples[:min(k.next, len(k.samples))] {
+		if s.rtt < best.rtt {
+			best = s
+		}
+	}
+	return best.offset, nil
 }
 
 // waitBegan notes a server-side wait for key on the backend pid, begun at
@@ -114,31 +148,43 @@ func (c *Coordinator) flushSince() {
 	c.since.recorded = append(rec, add...)
 	gone = append(gone, c.since.gone...)
 	c.since.gone = nil
+	// A row stays while any of its entries lives: two shared holds of one
+	// key on one session share a row.
+	type row struct {
+		key int64
+		pid int32
+	}
+	live := map[row]bool{}
+	if len(gone) > 0 {
+		for _, e := range c.since.recorded {
+			live[row{e.key, e.pid}] = true
+		}
+	}
 	c.mu.Unlock()
 	if len(add) == 0 && len(gone) == 0 {
 		return
 	}
 
-	// One row per key and backend: the newest start wins (a wait that
-	// became a hold), and a row both added and gone is only added.
-	type row struct {
-		key int64
-		pid int32
-	}
+	// One row per key and backend: the earliest start of its live
+	// entries (two shared holds on one session), and a row both added and
+	// gone is only added.
 	newest := map[row]int64{}
 	for _, e := range add {
 		r := row{e.key, e.pid}
-		newest[r] = max(newest[r], e.at)
+		if at, ok := newest[r]; !ok || e.at < at {
+			newest[r] = e.at
+		}
 	}
 	var p db.RecordSinceParams
+	var starts []int64
 	for r, at := range newest {
 		p.Keys, p.Pids = append(p.Keys, r.key), append(p.Pids, r.pid)
-		p.Ages = append(p.Ages, time.Duration(monoNow()-at).Seconds())
+		starts = append(starts, at)
 	}
 	deleted := map[row]bool{}
 	for _, e := range gone {
 		r := row{e.key, e.pid}
-		if _, added := newest[r]; !added && !deleted[r] {
+		if _, added := newest[r]; !added && !deleted[r] && !live[r] {
 			deleted[r] = true
 			p.GoneKeys, p.GonePids = append(p.GoneKeys, r.key), append(p.GonePids, r.pid)
 		}
@@ -146,6 +192,16 @@ func (c *Coordinator) flushSince() {
 	ctx, cancel := context.WithTimeout(c.runCtx, 5*time.Second)
 	defer cancel()
 	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		if len(starts) > 0 {
+			offset, err := c.since.clock.sample(ctx, c.q, conn)
+			if err != nil {
+				return err
+			}
+			p.Sinces = p.Sinces[:0]
+			for _, at := range starts {
+				p.Sinces = append(p.Sinces, pgtype.Timestamptz{Time: time.Unix(0, at+offset), Valid: true})
+			}
+		}
 		return c.q.RecordSince(ctx, conn, p)
 	})
 	if err != nil {

@@ -7,6 +7,8 @@ package db
 
 import (
 	"context"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const PruneLockSince = `-- name: PruneLockSince :execrows
@@ -31,29 +33,27 @@ WITH gone AS (
     WHERE s.key = g.key AND s.pid = ($5::integer[])[g.i]
 )
 INSERT INTO pgcoord.lock_since AS s (key, pid, since)
-SELECT n.key, ($1::integer[])[n.i],
-       clock_timestamp() - make_interval(secs => ($2::float8[])[n.i])
+SELECT n.key, ($1::integer[])[n.i], ($2::timestamptz[])[n.i]
 FROM unnest($3::bigint[]) WITH ORDINALITY AS n(key, i)
 ON CONFLICT (key, pid) DO UPDATE SET since = excluded.since
 `
 
 type RecordSinceParams struct {
 	Pids     []int32
-	Ages     []float64
+	Sinces   []pgtype.Timestamptz
 	Keys     []int64
 	GoneKeys []int64
 	GonePids []int32
 }
 
 // Records when holds and server-side waits began (see lock_since in
-// migration 5), as ages measured by the client's monotonic clock when the
-// statement was sent: since = the server's clock now less the age, true to
-// within the statement's one-way latency. Rows of holds and waits that
-// ended go in the same statement.
+// migration 5), in the server's clock (the client maps its monotonic clock
+// to it, see sinceClock). Rows of holds and waits that ended go in the same
+// statement.
 func (q *Queries) RecordSince(ctx context.Context, db DBTX, arg RecordSinceParams) error {
 	_, err := db.Exec(ctx, RecordSince,
 		arg.Pids,
-		arg.Ages,
+		arg.Sinces,
 		arg.Keys,
 		arg.GoneKeys,
 		arg.GonePids,

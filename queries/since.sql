@@ -1,17 +1,15 @@
 -- name: RecordSince :exec
 -- Records when holds and server-side waits began (see lock_since in
--- migration 5), as ages measured by the client's monotonic clock when the
--- statement was sent: since = the server's clock now less the age, true to
--- within the statement's one-way latency. Rows of holds and waits that
--- ended go in the same statement.
+-- migration 5), in the server's clock (the client maps its monotonic clock
+-- to it, see sinceClock). Rows of holds and waits that ended go in the same
+-- statement.
 WITH gone AS (
     DELETE FROM pgcoord.lock_since s
     USING unnest(sqlc.arg(gone_keys)::bigint[]) WITH ORDINALITY AS g(key, i)
     WHERE s.key = g.key AND s.pid = (sqlc.arg(gone_pids)::integer[])[g.i]
 )
 INSERT INTO pgcoord.lock_since AS s (key, pid, since)
-SELECT n.key, (sqlc.arg(pids)::integer[])[n.i],
-       clock_timestamp() - make_interval(secs => (sqlc.arg(ages)::float8[])[n.i])
+SELECT n.key, (sqlc.arg(pids)::integer[])[n.i], (sqlc.arg(sinces)::timestamptz[])[n.i]
 FROM unnest(sqlc.arg(keys)::bigint[]) WITH ORDINALITY AS n(key, i)
 ON CONFLICT (key, pid) DO UPDATE SET since = excluded.since;
 
