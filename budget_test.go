@@ -478,3 +478,26 @@ func TestStopEndsFarWait(t *testing.T) {
 	require.ErrorIs(t, <-res, ErrNotStarted)
 	require.Eventually(t, func() bool { return backendsOf(t, c) == 0 }, 10*time.Second, 5*time.Millisecond, "backends exit")
 }
+
+// Names register on the control session: a name first used while that
+// session is being reconnected waits for the reconnect instead of failing.
+func TestNewNameDuringControlReconnect(t *testing.T) {
+	t.Parallel()
+	c := budgetCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.HeartbeatInterval = 100 * time.Millisecond
+		cfg.SessionTimeout = 2 * time.Second
+		cfg.InitialReconnectBackoff = 50 * time.Millisecond
+		cfg.MaxReconnectBackoff = 100 * time.Millisecond
+	})
+	pid := c.control.backendPID
+	_, err := testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		var gone bool
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)`, pid).Scan(&gone))
+		return gone
+	}, 10*time.Second, 5*time.Millisecond)
+	reconnects := c.Stats().Reconnects
+	mustAcquire(t, c.GetLock("first-use-during-reconnect"), NoWait)
+	require.Greater(t, c.Stats().Reconnects, reconnects, "the acquire waited for the reconnect")
+}

@@ -229,6 +229,10 @@ type Coordinator struct {
 	lockSs  []*session
 	waits   waitPool
 	far     farWaits
+	// reconnected is closed (and replaced) each time the control session is
+	// reconnected; guarded by reconnMu. See onControl.
+	reconnMu    sync.Mutex
+	reconnected chan struct{}
 	// lockRefused remembers a lock session refused for want of
 	// connection slots (see lockSession).
 	lockRefused refusal
@@ -323,6 +327,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.busy.init()
 	c.waits.init(c, cfg.MaxWaitSessions)
 	c.far.init(c)
+	c.reconnected = make(chan struct{})
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
 	c.beatNow = make(chan struct{}, 1)
 	c.beatReq = make(chan chan error)

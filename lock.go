@@ -427,7 +427,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 // ctx (a cancelled statement would close that session): it may wait for an
 // application transaction that guarded a write with the previous token.
 func (c *Coordinator) advanceFence(ctx context.Context, h *hold) error {
-	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		return c.q.AdvanceFence(ctx, conn, db.AdvanceFenceParams{Key: h.key, Token: h.token})
 	})
 	if err != nil {
@@ -506,7 +506,7 @@ func (c *Coordinator) register(ctx context.Context, l *Lock) error {
 		return nil
 	}
 	var got string
-	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		var err error
 		for range 3 {
 			got, err = c.q.RegisterLockName(ctx, conn, db.RegisterLockNameParams{Key: l.key, Name: l.full})

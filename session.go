@@ -102,6 +102,11 @@ type session struct {
 	heard atomic.Int64
 }
 
+// errControlReconnecting is the error of a statement on the control
+// session while the heartbeat's reconnect has yet to replace its broken
+// connection (only the reconnect may: it must retake the member lock).
+var errControlReconnecting = errors.New("pgcoord: control session is reconnecting")
+
 // monoStart anchors monotonic timestamps that fit in an atomic int64.
 var monoStart = time.Now()
 
@@ -208,7 +213,7 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 				s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
 			}
 			if !s.mayRedial() {
-				return fmt.Errorf("pgcoord: control session is reconnecting")
+				return errControlReconnecting
 			}
 			dctx, cancel := ctx, context.CancelFunc(func() {})
 			if bySocket {
@@ -247,8 +252,12 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 		// timeout) fails the next statement before the server ran it: one
 		// retry on a new connection turns that into success. Every statement
 		// run here is safe to repeat: one that did run died with its session.
-		if attempt > 0 || ctx.Err() != nil || !s.mayRedial() {
+		if attempt > 0 || ctx.Err() != nil {
 			return err
+		}
+		if !s.mayRedial() {
+			// The heartbeat's reconnect replaces it (see onControl).
+			return fmt.Errorf("%w: %w", errControlReconnecting, err)
 		}
 	}
 }
