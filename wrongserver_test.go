@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/pgtemp"
@@ -77,8 +78,9 @@ func haCoord(t testing.TB, connString string, mods ...func(*Config)) *Coordinato
 // A standby never serves a session. A multi-host connection string that
 // lists the standby first, without target_session_attrs, lands every
 // session on the primary (the hot standby is skipped as it reports itself
-// at connection start); so does the key=value form with
-// target_session_attrs=read-write. The standby alone is refused with
+// at connection start); so do the key=value form with
+// target_session_attrs=read-write and an app's pool (Config.Pool) on the
+// standby-first string. The standby alone is refused with
 // ErrWrongServer, and so it is by the check run as a session connects when
 // the server does not report in_hot_standby (PostgreSQL before 14).
 func TestStandbyNeverServes(t *testing.T) {
@@ -86,12 +88,20 @@ func TestStandbyNeverServes(t *testing.T) {
 	p := haPair(t)
 	primary, standby := p.Primary(), p.Standby()
 
-	for _, conn := range []string{
-		multiHost("", standby, primary),
-		fmt.Sprintf("host=%s,%s port=%d,%d user=postgres dbname=postgres sslmode=disable target_session_attrs=read-write",
-			standby.Host(), primary.Host(), standby.Port(), primary.Port()),
+	// An app's pool on the standby-first string: its settings are taken,
+	// and the coordinator's own sessions skip the standby all the same.
+	appPool, err := pgxpool.New(ctx(t), multiHost("", standby, primary))
+	require.NoError(t, err)
+	defer appPool.Close()
+	for _, use := range []func(*Config){
+		func(cfg *Config) {},
+		func(cfg *Config) {
+			cfg.ConnString = fmt.Sprintf("host=%s,%s port=%d,%d user=postgres dbname=postgres sslmode=disable target_session_attrs=read-write",
+				standby.Host(), primary.Host(), standby.Port(), primary.Port())
+		},
+		func(cfg *Config) { cfg.ConnString, cfg.Pool = "", appPool },
 	} {
-		c := haCoord(t, conn)
+		c := haCoord(t, multiHost("", standby, primary), use)
 		l := c.GetLock("standby-first")
 		mustAcquire(t, l, NoWait)
 		require.Positive(t, sessionsOn(t, primary.URL(), c), "sessions on the primary")
