@@ -1,6 +1,7 @@
 package pgcoord
 
 import (
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,4 +101,40 @@ func TestAsyncReleaseSessionDies(t *testing.T) {
 	require.ErrorIs(t, b.Release(ctx(t)), ErrLockLost)
 	require.Eventually(t, func() bool { return serverLocksOf(t, testURL, c.MemberID()) == 0 },
 		5*time.Second, 10*time.Millisecond)
+}
+
+// A hold released under AsyncRelease whose unlock was still queued when its
+// session broke is told of the loss when the break is found, with the
+// session's other holds, not once the unlock has run on the next connection
+// (which first waits for the old backend to exit, up to a second: here it
+// cannot exit, being frozen). The server is the test's own: it signals a
+// server process.
+func TestAsyncReleaseToldAtBreak(t *testing.T) {
+	t.Parallel()
+	srv := ownServer(t, nil)
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.ConnString = srv.URL()
+		cfg.AsyncRelease = true
+		cfg.LockSessions = 1
+	})
+	a, b := c.GetLock("async-a"), c.GetLock("async-b")
+	mustAcquire(t, a, NoWait)
+	mustAcquire(t, b, NoWait)
+	s := c.lockSs[0]
+	pid := int(s.backendPID)
+
+	s.sem <- struct{}{} // a's unlock stays queued
+	require.NoError(t, a.Release(ctx(t)))
+	lostA := a.Lost()
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	defer syscall.Kill(pid, syscall.SIGCONT)
+	s.forceClose(0)
+	<-s.sem // the queued unlock goes out, finds the connection broken
+
+	requireClosedWithin(t, b.Lost(), 5*time.Second, "b's loss")
+	toldB := time.Now()
+	requireClosedWithin(t, lostA, 5*time.Second, "a's late loss")
+	require.Less(t, time.Since(toldB), awaitGoneMax/2, "a was told only after the next connection waited for the old backend")
+	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+	require.ErrorIs(t, b.Release(ctx(t)), ErrLockLost)
 }

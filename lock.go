@@ -655,13 +655,20 @@ func (h *hold) signalLost(cause error) {
 // lostLate reports a hold already released under AsyncRelease as lost after
 // all: its unlock found the lock gone, so it may have been lost before
 // Release.
+//
+// It may be called more than once for a hold (when its session broke, and
+// again when the queued unlock ran): the loss counts, and is signalled, once.
 func (c *Coordinator) lostLate(h *hold, cause error) {
 	c.mu.Lock()
-	if h.cause == nil {
+	first := h.cause == nil
+	if first {
 		h.cause = cause
 	}
+	cause = h.cause
 	c.mu.Unlock()
-	c.stats.lost.Add(1)
+	if first {
+		c.stats.lost.Add(1)
+	}
 	h.signalLost(cause)
 }
 

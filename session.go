@@ -472,6 +472,34 @@ func (s *session) broken(cause error) {
 		}
 	}
 	s.c.loseHolds(s, cause)
+	s.loseQueuedAsync(cause)
+}
+
+// loseQueuedAsync reports the holds whose asynchronous unlock (see
+// Config.AsyncRelease) is still queued on s, or in the batch being run, as
+// lost late: their Release returned, so loseHolds no longer sees them, but
+// their locks went with the connection before the unlock ran. Telling them
+// now, rather than once the unlock has run on the next connection (which
+// first waits for the old backend to exit, up to a second), keeps the signal
+// within the bound of a loss that Release could have reported. Called with
+// sem held.
+func (s *session) loseQueuedAsync(cause error) {
+	s.bmu.Lock()
+	var late []*lockOp
+	for _, op := range s.batch.queue {
+		if op.async {
+			late = append(late, op)
+		}
+	}
+	s.bmu.Unlock()
+	for _, op := range s.running {
+		if op.async {
+			late = append(late, op)
+		}
+	}
+	for _, op := range late {
+		s.c.lostLate(op.h, fmt.Errorf("%w: the session of %q broke before its asynchronous unlock ran: %w", ErrLockLost, op.h.lock.full, cause))
+	}
 }
 
 // pingSkip is how recently a session must have been heard from for the
