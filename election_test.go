@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -222,6 +223,10 @@ func runLeaderChild() int {
 		return 1
 	}
 	fmt.Println("leader", e.Token())
+	go func() {
+		<-e.Done()
+		fmt.Println("lost")
+	}()
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 	}
@@ -426,4 +431,44 @@ func TestElectionCampaignBudget(t *testing.T) {
 		require.NoError(t, <-r)
 	}
 	require.LessOrEqual(t, backendsOf(t, candidate), 4)
+}
+
+// A leader process frozen (SIGSTOP) is replaced once the server ends its
+// idle sessions (its SessionTimeout) and the grace has passed, within
+// 2 x SessionTimeout; resumed, it is told at once (Done closes).
+func TestElectionTakeoverFrozen(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childRoleEnv+"=leader", "PGCOORD_TEST_URL="+testURL,
+		"PGCOORD_TEST_PREFIX="+p, "PGCOORD_TEST_LOCK=frozen")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	child := &holderProcess{cmd: cmd, stdin: stdin, out: bufio.NewScanner(stdout)}
+	child.expect(t, "leader")
+
+	// The child's SessionTimeout is its default for a 200ms heartbeat.
+	childTimeout := max(5*200*time.Millisecond, 2*200*time.Millisecond+defaultLeaseFloor)
+	b := newCoord(t, p)
+	eb := b.Election("frozen")
+	res := campaign(t, eb, "b")
+	requireCampaignWaiting(t, eb, b)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
+	frozen := time.Now()
+	require.NoError(t, <-res)
+	t.Logf("new leader %v after SIGSTOP of the old one (its SessionTimeout %v)", time.Since(frozen), childTimeout)
+	require.Less(t, time.Since(frozen), 2*childTimeout)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGCONT))
+	child.expect(t, "lost")
+	require.True(t, eb.IsLeader())
 }
