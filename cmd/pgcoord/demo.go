@@ -61,8 +61,9 @@ const demoDescription = `The showcase of pgcoord: three agents (agent-a and agen
 agent-c in a child process) perform Cinder-like volume operations under
 pgcoord.Synchronize("{f_name}-{vol.id}", ...), with a timeline of who waits for,
 holds and releases which lock; the members and held locks tables; then agent-c
-is killed (SIGKILL) while it holds a lock and agent-a takes the lock over, and
-agent-c's member row goes stale. Needs about 3 seconds, plus starting a
+is killed (SIGKILL) while it holds a lock and leads the "scheduler" election:
+agent-a takes the lock over, agent-b becomes leader with a larger term token,
+and agent-c's member row goes stale. Needs about 3 seconds, plus starting a
 throwaway PostgreSQL when no database is given. Uses the prefix "demo/".`
 
 // cmdDemo implements "pgcoord demo".
@@ -321,12 +322,24 @@ func (d *demo) sceneTables(ctx context.Context, snap heldSnapshot) error {
 // waits for the same lock. It returns when agent-c was killed.
 func (d *demo) sceneCrash(ctx context.Context) (time.Time, error) {
 	lock := volumeLockName(crashVol)
-	d.heading(fmt.Sprintf("3. agent-c crashes while it holds %s", lock))
+	d.heading(fmt.Sprintf("3. agent-c crashes while it holds %s and leads the %s", lock, demoElection))
 
 	tokenC, err := d.agentC.Do(ctx, demoCommand{Op: "migrate_volume", Vol: crashVol, Hold: true})
 	if err != nil {
 		return time.Time{}, err
 	}
+	termC, err := d.agentC.Do(ctx, demoCommand{Op: opLead})
+	if err != nil {
+		return time.Time{}, err
+	}
+	// agent-b campaigns too, and waits while agent-c leads.
+	eb := d.agentB.c.Election(demoElection)
+	d.tl.add(event{T: time.Now().UnixNano(), Agent: "agent-b", Kind: evWaits, Lock: electionLabel, Op: "campaign"})
+	campaignAsked := time.Now()
+	elected := make(chan error, 1)
+	campaignCtx, cancelCampaign := context.WithCancel(ctx)
+	defer cancelCampaign()
+	go func() { elected <- eb.Campaign(campaignCtx, "agent-b") }()
 
 	// agent-a wants the same volume. The Lock API (rather than
 	// Synchronize) shows the fencing tokens.
@@ -394,6 +407,25 @@ func (d *demo) sceneCrash(ctx context.Context) (time.Time, error) {
 		Waited: g.at.Sub(asked),
 		Note: fmt.Sprintf("%dms after the kill, token %d > %d",
 			g.at.Sub(killedAt).Milliseconds(), tokenA, tokenC)})
+	// agent-b becomes leader once agent-c's term is over: its session died
+	// with the process, and a successor of a leader that did not resign
+	// waits a few of its heartbeats more, so that a leader that is merely
+	// cut off has been told before anyone else acts.
+	select {
+	case err := <-elected:
+		if err != nil {
+			return killedAt, fmt.Errorf("agent-b campaigning: %w", err)
+		}
+	case <-time.After(10 * time.Second):
+		return killedAt, fmt.Errorf("agent-b was not elected within 10s of agent-c's death")
+	case <-ctx.Done():
+		return killedAt, ctx.Err()
+	}
+	electedAt := time.Now()
+	d.tl.add(event{T: electedAt.UnixNano(), Agent: "agent-b", Kind: evTakeOver, Lock: electionLabel, Op: "campaign",
+		Waited: electedAt.Sub(campaignAsked),
+		Note: fmt.Sprintf("%dms after the kill, term token %d > %d",
+			electedAt.Sub(killedAt).Milliseconds(), eb.Token(), termC)})
 	if !sleepCtx(ctx, 100*time.Millisecond) {
 		return killedAt, ctx.Err()
 	}
@@ -404,7 +436,10 @@ func (d *demo) sceneCrash(ctx context.Context) (time.Time, error) {
 	d.tl.printBlock(func(w io.Writer) {
 		fmt.Fprintf(w, "\nPostgreSQL ended agent-c's sessions when its process died, and with them its\n"+
 			"locks: the waiter got %s at once. Its fencing token is larger, so a\n"+
-			"store that checks tokens would refuse a late write from agent-c.\n", lock)
+			"store that checks tokens would refuse a late write from agent-c. agent-b\n"+
+			"became the %s's leader, with a larger term token, a few heartbeats later:\n"+
+			"an elected successor waits until a leader that was only cut off has been\n"+
+			"told, so two leaders never act at once.\n", lock, demoElection)
 	})
 	return killedAt, nil
 }
@@ -498,7 +533,7 @@ func (d *demo) sceneSummary() error {
 			s := per[id]
 			note := "stopped"
 			if id == "agent-c" {
-				note = "killed while holding " + volumeLockName(crashVol)
+				note = "killed while holding " + volumeLockName(crashVol) + " and leading the " + demoElection
 			}
 			fmt.Fprintf(tw, "%s%s\t%d\t%d\t%dms\t%s\n", demoStyle.indent, id, s.ops, s.waits, s.maxWait.Milliseconds(), note)
 		}

@@ -38,6 +38,13 @@ const (
 // with the Lock API and for printing.
 func volumeLockName(volID string) string { return "volume-" + volID }
 
+// demoElection is the election the agents campaign in: one scheduler
+// among them, as "run the scheduler on one replica" wants.
+const demoElection = "scheduler"
+
+// electionLabel names the election in the timeline's lock column.
+const electionLabel = "election " + demoElection
+
 // Volume is a storage volume, as in Cinder.
 type Volume struct {
 	ID string
@@ -88,6 +95,10 @@ type volumeManager struct {
 	// held keeps the locks taken by Hold commands.
 	held []*pgcoord.Lock
 }
+
+// opLead is the command that makes an agent campaign in demoElection and
+// stay leader until it is stopped (or killed): the crash scene.
+const opLead = "lead"
 
 func newVolumeManager(c *pgcoord.Coordinator, agent string, sink func(event)) *volumeManager {
 	m := &volumeManager{agent: agent, c: c, sink: sink, ops: map[string]func(context.Context, volumeArgs) error{}}
@@ -173,6 +184,9 @@ func (m *volumeManager) do(ctx context.Context, cmd demoCommand) (int64, error) 
 	if cmd.Hold {
 		return m.hold(ctx, cmd)
 	}
+	if cmd.Op == opLead {
+		return m.lead(ctx)
+	}
 	if _, ok := m.ops[cmd.Op]; !ok {
 		return 0, fmt.Errorf("unknown operation %q", cmd.Op)
 	}
@@ -198,6 +212,19 @@ func (m *volumeManager) hold(ctx context.Context, cmd demoCommand) (int64, error
 	m.emit(event{Kind: evHolds, Lock: volumeLockName(cmd.Vol), Op: cmd.Op,
 		Note: fmt.Sprintf("token %d, kept", l.Token())})
 	return l.Token(), nil
+}
+
+// lead campaigns in demoElection, with the agent's name as the leader's
+// value, and returns the term's fencing token once leader. The term lasts
+// until the coordinator stops (or its process dies).
+func (m *volumeManager) lead(ctx context.Context) (int64, error) {
+	e := m.c.Election(demoElection)
+	if err := e.Campaign(ctx, m.agent); err != nil {
+		return 0, fmt.Errorf("campaigning for %s: %w", demoElection, err)
+	}
+	m.emit(event{Kind: evLeads, Lock: electionLabel, Op: "campaign",
+		Note: fmt.Sprintf("term token %d", e.Token())})
+	return e.Token(), nil
 }
 
 // newDemoCoordinator returns a started coordinator for a demo agent.

@@ -27,6 +27,10 @@ func TestDemo(t *testing.T) {
 	require.Regexp(t, `\n\+ *\d+ms  agent-c  killed +volume-vol-2  migrate_volume +SIGKILL to pid \d+`, out)
 	takeover := regexp.MustCompile(`\n\+ *\d+ms  agent-a  takes over  volume-vol-2  extend_volume +(\d+)ms after the kill, token \d+ > \d+\n`)
 	require.Regexp(t, takeover, out)
+	// The election: agent-c leads, agent-b takes over after the kill with a
+	// larger term token.
+	require.Regexp(t, `\n\+ *\d+ms  agent-c  leads +election scheduler  campaign +term token \d+\n`, out)
+	require.Regexp(t, `\n\+ *\d+ms  agent-b  takes over  election scheduler  campaign +\d+ms after the kill, term token \d+ > \d+\n`, out)
 	// The killed member left live_members but kept its row, gone stale.
 	after := out[strings.Index(out, "== 4. "):]
 	require.Regexp(t, `demo/agent-c .* no \(stale\)\n`, after)

@@ -17,6 +17,7 @@ const (
 	evReleases = "releases"
 	evKilled   = "killed"
 	evTakeOver = "takes over"
+	evLeads    = "leads"
 )
 
 // event is one line of the demo's timeline. Agents in a child process send
