@@ -24,6 +24,9 @@ func TestNoDatabaseRefused(t *testing.T) {
 		{"members"},
 		{"locks"},
 		{"prune"},
+		{"elect", "job", "--", "touch", marker},
+		{"leader", "job"},
+		{"leader", "job", "--watch"},
 	} {
 		r := startCLI(t, true, args...).wait(t, 30*time.Second)
 		require.Equal(t, exitNoDatabase, r.code, "%v", args)
@@ -31,7 +34,7 @@ func TestNoDatabaseRefused(t *testing.T) {
 		require.NotContains(t, r.stderr, "throwaway PostgreSQL (removed", "%v must not start a server", args)
 		require.Empty(t, r.stdout, "%v", args)
 	}
-	require.NoFileExists(t, marker, "run must not run its command without a database")
+	require.NoFileExists(t, marker, "run and elect must not run their command without a database")
 }
 
 func TestDemoStartsThrowawayDatabase(t *testing.T) {
