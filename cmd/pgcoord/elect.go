@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/pgcoord/pgcoord"
@@ -153,77 +151,21 @@ func runLeading(a *app, e *pgcoord.Election, full, value string, argv []string, 
 			fmt.Fprintf(a.stderr, "pgcoord elect: resigning %q: %v\n", full, err)
 		}
 	}
-	sigs := make(chan os.Signal, 8)
-	a.setForward(func(s os.Signal) {
-		select {
-		case sigs <- s:
-		default:
-		}
-	})
-	defer a.setForward(nil)
-	if sig := a.interrupted(); sig != 0 {
-		resign()
-		fmt.Fprintf(a.stderr, "pgcoord elect: interrupted (%v); not running the command\n", sig)
-		return exitSignalBase + int(sig)
-	}
-
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(),
-		"PGCOORD_ELECTION="+full,
-		"PGCOORD_LEADER_VALUE="+value,
-		"PGCOORD_FENCING_TOKEN="+strconv.FormatInt(e.Token(), 10))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		resign()
-		fmt.Fprintf(a.stderr, "pgcoord elect: %v\n", err)
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return exitNotFound
-		}
-		return exitCannotExec
-	}
-	pgid := cmd.Process.Pid
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-
-	lostCh := e.Done()
-	lost := false
-	var killTimer <-chan time.Time
-loop:
-	for {
-		select {
-		case <-done:
-			break loop
-		case s := <-sigs:
-			if sig, ok := s.(syscall.Signal); ok {
-				_ = syscall.Kill(-pgid, sig)
-			}
-		case <-lostCh:
-			lostCh, lost = nil, true
-			fmt.Fprintf(a.stderr, "pgcoord elect: lost leadership of %q while the command was running; stopping the command\n", full)
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
-			if grace == 0 {
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			} else {
-				killTimer = time.After(grace)
-			}
-		case <-killTimer:
-			killTimer = nil
-			fmt.Fprintf(a.stderr, "pgcoord elect: the command did not exit within %v of SIGTERM; sending SIGKILL\n", grace)
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		}
+	env := []string{"PGCOORD_ELECTION=" + full, "PGCOORD_LEADER_VALUE=" + value,
+		"PGCOORD_FENCING_TOKEN=" + strconv.FormatInt(e.Token(), 10)}
+	ps, lost, code := runGuarded(a, "elect", argv, env, e.Done(), func() string {
+		return fmt.Sprintf("lost leadership of %q while the command was running", full)
+	}, grace)
+	defer resign()
+	if ps == nil {
+		return code
 	}
 	if lost || !e.IsLeader() {
 		// Lost as the command finished counts as lost too: part of its
 		// work may have run without leadership.
 		fmt.Fprintf(a.stderr, "pgcoord elect: the command ended (%s) after leadership of %q was lost; exiting %d\n",
-			describeExit(cmd.ProcessState), full, exitLockLost)
-		resign()
+			describeExit(ps), full, exitLockLost)
 		return exitLockLost
 	}
-	resign()
-	return exitStatus(cmd.ProcessState)
+	return exitStatus(ps)
 }

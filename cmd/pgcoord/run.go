@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -164,77 +163,18 @@ func runLocked(a *app, l *pgcoord.Lock, full string, argv []string, grace time.D
 			fmt.Fprintf(a.stderr, "pgcoord run: releasing lock %q: %v\n", full, err)
 		}
 	}
-
-	// From here on signals go to the command instead of cancelling a.ctx.
-	sigs := make(chan os.Signal, 8)
-	a.setForward(func(s os.Signal) {
-		select {
-		case sigs <- s:
-		default: // a flood of signals: the command already has plenty
-		}
-	})
-	defer a.setForward(nil)
-	if sig := a.interrupted(); sig != 0 {
-		// A signal came between the grant and the handover above.
+	env := []string{"PGCOORD_LOCK=" + full, "PGCOORD_FENCING_TOKEN=" + strconv.FormatInt(l.Token(), 10)}
+	ps, lockLost, code := runGuarded(a, "run", argv, env, l.Lost(), func() string {
+		// Release of a lost hold returns why it was lost, without I/O.
+		return fmt.Sprintf("lost lock %q while the command was running (%v)", full, l.Release(context.Background()))
+	}, grace)
+	if ps == nil {
 		release()
-		fmt.Fprintf(a.stderr, "pgcoord run: interrupted (%v); not running the command\n", sig)
-		return exitSignalBase + int(sig)
+		return code
 	}
-
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(),
-		"PGCOORD_LOCK="+full,
-		"PGCOORD_FENCING_TOKEN="+strconv.FormatInt(l.Token(), 10))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		release()
-		fmt.Fprintf(a.stderr, "pgcoord run: %v\n", err)
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return exitNotFound
-		}
-		return exitCannotExec
-	}
-	pgid := cmd.Process.Pid // Setpgid: the group id is the child's pid
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-
-	lost := l.Lost()
-	lockLost := false
-	var killTimer <-chan time.Time
-loop:
-	for {
-		select {
-		case <-done:
-			break loop
-		case s := <-sigs:
-			if sig, ok := s.(syscall.Signal); ok {
-				_ = syscall.Kill(-pgid, sig)
-			}
-		case <-lost:
-			lost, lockLost = nil, true
-			// Release of a lost hold returns why it was lost, without I/O.
-			cause := l.Release(context.Background())
-			fmt.Fprintf(a.stderr, "pgcoord run: lost lock %q while the command was running (%v); stopping the command\n", full, cause)
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
-			if grace == 0 {
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			} else {
-				killTimer = time.After(grace)
-			}
-		case <-killTimer:
-			killTimer = nil
-			fmt.Fprintf(a.stderr, "pgcoord run: the command did not exit within %v of SIGTERM; sending SIGKILL\n", grace)
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		}
-	}
-
 	if lockLost {
 		fmt.Fprintf(a.stderr, "pgcoord run: the command ended (%s) after lock %q was lost; exiting %d\n",
-			describeExit(cmd.ProcessState), full, exitLockLost)
+			describeExit(ps), full, exitLockLost)
 		return exitLockLost
 	}
 	select {
@@ -247,7 +187,7 @@ loop:
 	default:
 	}
 	release()
-	return exitStatus(cmd.ProcessState)
+	return exitStatus(ps)
 }
 
 // describeExit says how the command ended, for messages.
