@@ -50,6 +50,10 @@ bench: bench-go bench-peers ## Run both benchmark suites below.
 bench-go: ## Run the root package's benchmarks (go test -bench) ROUNDS times (default 5) against a throwaway PostgreSQL; print medians and ratios to raw pgx.
 	ROUNDS=$${ROUNDS:-5} scripts/bench.sh
 
+.PHONY: bench-ratio
+bench-ratio: ## Print the four hot-path ratios to raw pgx (sync, AsyncRelease, handoff, 64 goroutines) as medians of ROUNDS (5) interleaved rounds of BENCHTIME (2s), with allocations per Acquire+Release.
+	scripts/bench-ratio.sh
+
 .PHONY: bench-peers
 bench-peers: ## Compare pgcoord with raw pgx, etcd, Redis (redsync) and a tooz-style baseline (bench/, PEER_ROUNDS, default 3; installs redis-server if missing); print a markdown table of medians.
 	scripts/bench-peers.sh -rounds $${PEER_ROUNDS:-3}

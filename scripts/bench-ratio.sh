@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Prints the four hot-path ratios of issue 18 as medians of ROUNDS rounds
+# (default 5) of BENCHTIME each (default 2s), every round running the seven
+# benchmarks below once, one after another, against one throwaway
+# PostgreSQL per round. A ratio is raw pgx's ns/op over pgcoord's in the
+# same round (higher is faster; 1.00 is raw speed): on a shared, noisy
+# machine load drifts between rounds and a ratio within a round cancels most
+# of it. Every coordinator in these benchmarks uses the default Config
+# except the one AsyncRelease row.
+#
+#   sync     AcquireRelease (NoWait + Release)     vs RawTryUnlock         goal >= 0.97
+#   async    AcquireReleaseAsync (AsyncRelease)     vs RawTryUnlock         goal >= 1.75
+#   handoff  Contended (two coordinators, Wait)     vs RawHandoff           goal >= 0.85
+#   par64    AcquireReleaseParallel (64 goroutines) vs RawTryUnlockParallel goal >= 2.00
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${ROUNDS:-5}
+benchtime=${BENCHTIME:-2s}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+go test -c -o "$dir/pgcoord.test" .
+benches='^Benchmark(RawTryUnlock|AcquireRelease|AcquireReleaseAsync|Contended|RawHandoff|AcquireReleaseParallel|RawTryUnlockParallel)$'
+for r in $(seq "$rounds"); do
+  "$dir/pgcoord.test" -test.run='^$' -test.bench="$benches" -test.benchmem -test.benchtime="$benchtime" |
+    awk -v r="$r" '/^Benchmark/ {
+      sub(/-[0-9]+$/, "", $1); ns = allocs = ""
+      for (i = 3; i < NF; i += 2) {
+        if ($(i + 1) == "ns/op") ns = $i
+        else if ($(i + 1) == "allocs/op") allocs = $i
+      }
+      print r, substr($1, 10), ns, allocs
+    }' >>"$dir/raw"
+done
+echo "bench-ratio: $rounds rounds of $benchtime, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+awk '
+  { ns[$1, $2] = $3; allocs[$2] = $4; rounds[$1] = 1 }
+  function median(a, n,   i, j, t) {
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  BEGIN {
+    split("sync async handoff par64", kind, " ")
+    ours["sync"] = "AcquireRelease"; floor["sync"] = "RawTryUnlock"; goal["sync"] = 0.97
+    ours["async"] = "AcquireReleaseAsync"; floor["async"] = "RawTryUnlock"; goal["async"] = 1.75
+    ours["handoff"] = "Contended"; floor["handoff"] = "RawHandoff"; goal["handoff"] = 0.85
+    ours["par64"] = "AcquireReleaseParallel"; floor["par64"] = "RawTryUnlockParallel"; goal["par64"] = 2.00
+  }
+  END {
+    printf "%-7s", "round"; for (k = 1; k <= 4; k++) printf " %8s", kind[k]; print ""
+    nr = 0; for (r in rounds) nr++
+    for (r = 1; r <= nr; r++) {
+      printf "%-7s", r
+      for (k = 1; k <= 4; k++) {
+        x = kind[k]
+        if (((r, ours[x]) in ns) && ((r, floor[x]) in ns) && ns[r, ours[x]] > 0) {
+          v = ns[r, floor[x]] / ns[r, ours[x]]; all[x, ++cnt[x]] = v; printf " %8.2f", v
+        } else printf " %8s", "-"
+      }
+      print ""
+    }
+    printf "%-7s", "median"
+    for (k = 1; k <= 4; k++) { x = kind[k]; n = cnt[x]; for (i = 1; i <= n; i++) a[i] = all[x, i]; med[x] = n ? median(a, n) : 0; printf " %8.2f", med[x] }
+    print ""
+    printf "%-7s", "goal"; for (k = 1; k <= 4; k++) printf " %8s", ">=" sprintf("%.2f", goal[kind[k]]); print ""
+    printf "%-7s", "met"; for (k = 1; k <= 4; k++) printf " %8s", (med[kind[k]] >= goal[kind[k]] ? "yes" : "NO"); print ""
+    printf "allocs per Acquire+Release: sync %s, async %s, 64 goroutines %s (raw pgx try+unlock: %s)\n",
+      allocs["AcquireRelease"], allocs["AcquireReleaseAsync"], allocs["AcquireReleaseParallel"], allocs["RawTryUnlock"]
+  }' "$dir/raw"
