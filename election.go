@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgcoord/pgcoord/db"
-	"github.com/pgcoord/pgcoord/internal/hash"
 )
 
 // ElectionLockPrefix starts the lock name of every election: leadership of
@@ -90,11 +89,9 @@ var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); re
 func (c *Coordinator) Election(name string) *Election {
 	full := c.cfg.Prefix + name
 	lockName := ElectionLockPrefix + full
-	l := &Lock{c: c, name: lockName, full: lockName, key: hash.Key(lockName), lost: make(chan struct{})}
+	l := c.newNamedLock(lockName, lockName, "election name")
 	if name == "" {
 		l.err = fmt.Errorf("%w: empty election name", ErrInvalidName)
-	} else if err := validateName(lockName); err != nil {
-		l.err = err
 	}
 	return &Election{c: c, name: name, full: full, lock: l}
 }

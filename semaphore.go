@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcoord/pgcoord/db"
-	"github.com/pgcoord/pgcoord/internal/hash"
 )
 
 // SemaphoreLockPrefix starts the lock names of every semaphore's slots:
@@ -86,7 +85,9 @@ func (s *Semaphore) slotName(i int) string {
 // slot returns a Lock for slot i whose hold will close lost.
 func (s *Semaphore) slot(i int, lost chan struct{}) *Lock {
 	name := s.slotName(i)
-	return &Lock{c: s.c, name: name, full: name, key: hash.Key(name), lost: lost}
+	l := s.c.newNamedLock(name, name, "semaphore name")
+	l.lost = lost
+	return l
 }
 
 // Acquire takes a slot. It returns (true, nil) when taken; (false, nil)

@@ -1,0 +1,191 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// The claim layer: every primitive takes a name through acquire, which
+// claims its key in this process (localTable), registers the name, tries
+// it on a lock session and, if it may wait, waits for it (wait.go, far.go).
+
+// acquire claims the key in-process, then on the server: one try on a lock
+// session, then, if allowed to wait, a server-side wait on a wait session. A
+// waiting acquire of a key found busy lately skips the try (see busyHint).
+// lost is the channel the hold closes when lost: the one Lock.Lost returned
+// while nothing was held.
+func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared bool, lost chan struct{}) (*hold, error) {
+	var deadline time.Time
+	if b.mode == blockTimeout {
+		deadline = time.Now().Add(b.timeout)
+	}
+	if b.mode != blockNoWait {
+		// Stop must end waits promptly; waits watch runCtx through ctx.
+		// (NoWait never waits, and spares the hot path the context.)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stopWatch := context.AfterFunc(c.runCtx, cancel)
+		defer stopWatch()
+	}
+
+	waitStart := time.Now()
+	var waited bool
+	defer func() {
+		if waited {
+			c.observeWait(time.Since(waitStart))
+		}
+	}()
+	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline)
+	if entry == nil {
+		return nil, c.stoppedOr(err)
+	}
+	h := &hold{lock: l, key: l.key, shared: shared, entry: entry, lost: lost}
+	done := false
+	defer func() {
+		if !done {
+			c.local.free(l.key, entry)
+		}
+	}()
+
+	if err := c.register(ctx, l); err != nil {
+		return nil, c.stoppedOr(err)
+	}
+	if b.mode == blockNoWait || !c.busy.recent(l.key) {
+		ok, err := c.try(ctx, h)
+		if err != nil {
+			return nil, c.stoppedOr(err)
+		}
+		if ok {
+			done = true
+			return h, nil
+		}
+		c.busy.mark(l.key)
+		if b.mode == blockNoWait {
+			return nil, nil
+		}
+	}
+	waited = true
+	ok, err := c.wait(ctx, h, deadline)
+	if !ok {
+		return nil, c.stoppedOr(err)
+	}
+	done = true
+	return h, nil
+}
+
+// advanceFence records h's token in pgcoord.fences (Config.Fencing). It
+// runs on the control session, which holds no named lock, detached from
+// ctx (a cancelled statement would close that session): it may wait for an
+// application transaction that guarded a write with the previous token.
+func (c *Coordinator) advanceFence(ctx context.Context, h *hold) error {
+	err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		return c.q.AdvanceFence(ctx, conn, db.AdvanceFenceParams{Key: h.key, Token: h.token})
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: recording fencing token of %q: %w", h.lock.full, err)
+	}
+	return nil
+}
+
+// lockTableFull types the server's "out of shared memory" (53200), which
+// for lock statements means its lock table is full.
+func lockTableFull(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "53200" {
+		return fmt.Errorf("%w: %w", ErrLockTableFull, err)
+	}
+	return err
+}
+
+// stoppedOr turns the cancellation caused by Stop into ErrNotStarted.
+func (c *Coordinator) stoppedOr(err error) error {
+	if err != nil && !c.running() {
+		return ErrNotStarted
+	}
+	return err
+}
+
+// try takes h's key on its lock session in one round trip, without
+// waiting: (true, nil) when granted, with h recorded on the session.
+func (c *Coordinator) try(ctx context.Context, h *hold) (bool, error) {
+	s := c.lockSession(h.key)
+	op := &h.op
+	op.h, op.unlock = h, false
+	s.run(op)
+	if errors.Is(op.err, ErrTooManyConnections) && s != c.lockSs[0] {
+		// The server is short of connection slots: carry on with the
+		// lock session that is open.
+		c.lockRefused.mark()
+		s = c.lockSs[0]
+		s.run(op)
+	}
+	if errors.Is(op.err, errLeaseExpired) {
+		// The connection was dropped under the try (see addHold): once
+		// more, on a new one.
+		s.run(op)
+	}
+	if op.err != nil || op.token == 0 {
+		return false, op.err
+	}
+	h.token = op.token
+	return true, nil
+}
+
+// lockSession returns the lock session for key: always the same one while
+// it can be open, so that a name's unlock and its next try in this process
+// queue on one session in order. A session that is not open while sessions
+// were refused lately (connection slots short) is passed over for the
+// first, which Start opened: a try there may find the name still held by
+// an unlock queued elsewhere (Config.AsyncRelease), and then just waits.
+func (c *Coordinator) lockSession(key int64) *session {
+	s := c.lockSs[uint64(key)%uint64(len(c.lockSs))]
+	if s != c.lockSs[0] && s.raw.Load() == nil && c.lockRefused.recent() {
+		return c.lockSs[0]
+	}
+	return s
+}
+
+// register makes sure l's name owns its key in the registry. It runs on the
+// control session, which holds no named lock, detached from ctx: an insert
+// stalled behind a table lock, or given up by its caller, costs no hold
+// anything.
+func (c *Coordinator) register(ctx context.Context, l *Lock) error {
+	if c.names.known(l.key, l.full) {
+		return nil
+	}
+	var got string
+	err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		for range 3 {
+			got, err = c.q.RegisterLockName(ctx, conn, db.RegisterLockNameParams{Key: l.key, Name: l.full})
+			// A concurrent first registration of the same name: no row
+			// (it committed after this snapshot), or a unique violation on
+			// the name (ON CONFLICT arbitrates on the key only). Either
+			// way, the next try finds its row.
+			var pgErr *pgconn.PgError
+			if !errors.Is(err, pgx.ErrNoRows) && !(errors.As(err, &pgErr) && pgErr.Code == "23505") {
+				break
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: registering lock name %q: %w", l.full, err)
+	}
+	if got != l.full {
+		return fmt.Errorf("%w: %q and %q both hash to key %d", ErrKeyCollision, l.full, got, l.key)
+	}
+	c.names.add(l.key, l.full)
+	return nil
+}
