@@ -358,6 +358,9 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 	}
 	op.token = 0 // a try run again (see doLocked) must not keep an earlier token
 	tok, err := s.c.tryOn(ctx, conn, op.h)
+	if err == nil {
+		tok, err = s.finishToken(ctx, conn, tok)
+	}
 	if err != nil && !conn.IsClosed() {
 		// A try that failed may still have taken the lock (the server's
 		// lock table filling up as the statement ran): undo it, or the
@@ -409,6 +412,19 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 		// Every lock taken by this batch went with the connection.
 		return err
 	}
+	for _, op := range ops {
+		if op.ran && !op.unlock && op.token != 0 {
+			var terr error
+			if op.token, terr = s.finishToken(ctx, conn, op.token); terr != nil {
+				// The connection is closed (see finishToken), and with it
+				// every lock this batch took: the session failed, and
+				// doLocked treats it so (its holds are reported lost,
+				// which may include holds whose unlock ran in this batch:
+				// told lost, never wrongly told held).
+				return terr
+			}
+		}
+	}
 	refused := false
 	for _, op := range ops {
 		if op.ran && !op.unlock && op.token != 0 {
@@ -425,6 +441,25 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 		return &batchStmtError{err}
 	}
 	return nil
+}
+
+// finishToken turns a try's token candidate (a plain nextval, see the
+// TryLock query) into the hold's fencing token: the candidate itself when
+// it is above the session's timeline floor, as it is on every try but the
+// first ones of a new timeline; otherwise the token RaiseTokenFloor takes,
+// while the lock is still held. 0 (busy) stays 0. If RaiseTokenFloor fails,
+// the lock the try took must not stay on the session for nobody: an open
+// connection is dropped, which frees it (doLocked reports the session's
+// holds lost). Called with sem held.
+func (s *session) finishToken(ctx context.Context, conn *pgx.Conn, candidate int64) (int64, error) {
+	if candidate == 0 || candidate > s.tokenFloor {
+		return candidate, nil
+	}
+	token, err := s.c.q.RaiseTokenFloor(ctx, conn)
+	if err != nil && !conn.IsClosed() {
+		s.dropConn(conn)
+	}
+	return token, err
 }
 
 // holdEnded reports whether h was released or lost.

@@ -57,6 +57,10 @@ type session struct {
 	// identity is the server conn reached, found when it connected
 	// (guarded by sem); see onControlServer.
 	identity serverIdentity
+	// tokenFloor is identity's timeline << 48 (guarded by sem): a try's
+	// token candidate at or below it is replaced by RaiseTokenFloor's
+	// (see finishToken).
+	tokenFloor int64
 	// gonePID is guarded by sem: the backend of the connection broken last,
 	// which may still hold its locks for a moment (see awaitGone).
 	gonePID int32
@@ -343,6 +347,7 @@ func (s *session) dial(ctx context.Context) error {
 		s.c.identity.Store(&id)
 	}
 	s.identity = id
+	s.tokenFloor = int64(id.timeline) << 48
 	s.gonePID = 0
 	s.backendPID = pid
 	s.conn = conn

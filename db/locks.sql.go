@@ -147,6 +147,20 @@ func (q *Queries) LockWaitMarkers(ctx context.Context, db DBTX, keys []int64) er
 	return err
 }
 
+const RaiseTokenFloor = `-- name: RaiseTokenFloor :one
+SELECT pgcoord.raise_token_floor()::bigint AS token
+`
+
+// The fencing token of a hold whose TryLock candidate was at or below its
+// session's timeline floor: the first token on a new timeline moves the
+// sequence up to the floor (see migration 4).
+func (q *Queries) RaiseTokenFloor(ctx context.Context, db DBTX) (int64, error) {
+	row := db.QueryRow(ctx, RaiseTokenFloor)
+	var token int64
+	err := row.Scan(&token)
+	return token, err
+}
+
 const RegisterLockName = `-- name: RegisterLockName :one
 WITH ins AS (
     INSERT INTO pgcoord.locks AS r (key, name) VALUES ($1, $2)
@@ -179,13 +193,20 @@ func (q *Queries) RegisterLockName(ctx context.Context, db DBTX, arg RegisterLoc
 
 const TryLock = `-- name: TryLock :one
 SELECT (CASE WHEN pg_try_advisory_lock($1::bigint)
-             THEN pgcoord.next_token()
+             THEN nextval('pgcoord.fencing_token')
              ELSE 0 END)::bigint AS token
 `
 
-// One round trip: the try and, when it succeeds, the fencing token. 0 means busy.
-// Tokens come from pgcoord.next_token, which keeps them increasing across a
-// failover (migration 4).
+// One round trip: the try and, when it succeeds, a fencing token candidate.
+// 0 means busy. The candidate is a plain nextval: the client takes it as
+// the token when it is above its session's timeline floor (timeline << 48,
+// learnt as the session connected: a server writes on one timeline for as
+// long as it runs), and otherwise, on the first try of a new timeline only,
+// asks RaiseTokenFloor for the token, still holding the lock. That is
+// pgcoord.next_token() (migration 4) split in two, so that a try costs the
+// server a nextval instead of next_token's PL/pgSQL calls and WAL position
+// lookup (about 5 us of server time per acquire, measured on the loaded
+// 2-core machine of the hot-path issue).
 func (q *Queries) TryLock(ctx context.Context, db DBTX, key int64) (int64, error) {
 	row := db.QueryRow(ctx, TryLock, key)
 	var token int64

@@ -45,7 +45,7 @@ SELECT (CASE
           AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
           AND l.classid::bigint = (($1::bigint >> 32) & 4294967295)
           AND l.objid::bigint = ($1::bigint & 4294967295)) THEN 0
-    WHEN pg_try_advisory_lock_shared($1::bigint) THEN pgcoord.next_token()
+    WHEN pg_try_advisory_lock_shared($1::bigint) THEN nextval('pgcoord.fencing_token')
     ELSE 0 END)::bigint AS token
 `
 
@@ -65,12 +65,12 @@ const TryLockShared = `-- name: TryLockShared :one
 SELECT (CASE
     WHEN NOT pg_try_advisory_xact_lock_shared((($1::bigint >> 32)::integer # 1431655765),
                                               $1::bigint::bit(32)::integer) THEN 0
-    WHEN pg_try_advisory_lock_shared($1::bigint) THEN pgcoord.next_token()
+    WHEN pg_try_advisory_lock_shared($1::bigint) THEN nextval('pgcoord.fencing_token')
     ELSE 0 END)::bigint AS token
 `
 
 // A shared try (Lock.AcquireShared), in one round trip with its fencing
-// token; 0 means busy. Refused while a writer holds the key's writer
+// token candidate (see TryLock); 0 means busy. Refused while a writer holds the key's writer
 // intent (see migration 8); PostgreSQL itself refuses it while an
 // exclusive request waits in the key's queue. CASE fixes the order.
 func (q *Queries) TryLockShared(ctx context.Context, db DBTX, key int64) (int64, error) {

@@ -1,12 +1,12 @@
 -- name: TryLockShared :one
 -- A shared try (Lock.AcquireShared), in one round trip with its fencing
--- token; 0 means busy. Refused while a writer holds the key's writer
+-- token candidate (see TryLock); 0 means busy. Refused while a writer holds the key's writer
 -- intent (see migration 8); PostgreSQL itself refuses it while an
 -- exclusive request waits in the key's queue. CASE fixes the order.
 SELECT (CASE
     WHEN NOT pg_try_advisory_xact_lock_shared(((sqlc.arg(key)::bigint >> 32)::integer # 1431655765),
                                               sqlc.arg(key)::bigint::bit(32)::integer) THEN 0
-    WHEN pg_try_advisory_lock_shared(sqlc.arg(key)::bigint) THEN pgcoord.next_token()
+    WHEN pg_try_advisory_lock_shared(sqlc.arg(key)::bigint) THEN nextval('pgcoord.fencing_token')
     ELSE 0 END)::bigint AS token;
 
 -- name: TryJoinShared :one
@@ -24,7 +24,7 @@ SELECT (CASE
           AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
           AND l.classid::bigint = ((sqlc.arg(key)::bigint >> 32) & 4294967295)
           AND l.objid::bigint = (sqlc.arg(key)::bigint & 4294967295)) THEN 0
-    WHEN pg_try_advisory_lock_shared(sqlc.arg(key)::bigint) THEN pgcoord.next_token()
+    WHEN pg_try_advisory_lock_shared(sqlc.arg(key)::bigint) THEN nextval('pgcoord.fencing_token')
     ELSE 0 END)::bigint AS token;
 
 -- name: WaitLockShared :one
