@@ -1,7 +1,6 @@
 package pgcoord
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,188 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgcoord/pgcoord/db"
 	"github.com/pgcoord/pgcoord/internal/hash"
 )
-
-// Defaults of Config.
-const (
-	DefaultHeartbeatInterval       = time.Second
-	DefaultInitialReconnectBackoff = 100 * time.Millisecond
-	DefaultMaxReconnectBackoff     = 60 * time.Second
-	DefaultMaxSessions             = 4
-	DefaultLockSessions            = 1
-	// DefaultMaxWaitSessions is what the default budget leaves for wait
-	// sessions. Deprecated: see Config.MaxSessions.
-	DefaultMaxWaitSessions = DefaultMaxSessions - 1 - DefaultLockSessions
-	DefaultMaxHeldLocks    = 4000
-)
-
-// Config configures a Coordinator. Every field is optional except one of
-// ConnString and Pool.
-type Config struct {
-	// ConnString is a pgx connection string (URL or key=value; PG* environment
-	// variables apply). Either ConnString or Pool is required.
-	ConnString string
-	// Pool supplies the connection settings instead of ConnString, so an app
-	// can reuse its pool's configuration. What it gives: a copy of the pool's
-	// ConnConfig (host, user, password, TLS, runtime parameters, pgconn
-	// hooks, tracer) and its BeforeConnect and AfterConnect hooks, run around
-	// every session pgcoord opens (BeforeConnect may change the copy, say to
-	// set a fresh token as password; application_name is set after it). What
-	// it does not give: connections. The coordinator opens its own dedicated
-	// sessions and never borrows a pooled connection, since pgxpool would hand
-	// one still holding session locks to the next borrower; so MaxConns,
-	// MinConns and the health checks do not bound or touch pgcoord's sessions
-	// (budget LockSessions + MaxWaitSessions + 2 backends besides the pool),
-	// and the hooks about lending connections (BeforeAcquire, AfterRelease,
-	// PrepareConn, BeforeClose) are not run. Closing the pool does not stop
-	// the coordinator.
-	Pool *pgxpool.Pool
-	// AgentID identifies this agent. Default: a random UUID, which is what
-	// most services want. The member id Prefix+AgentID belongs to one
-	// running process (a second Start with a live member's id fails with
-	// ErrMemberExists), so a plain hostname fails the second process on a
-	// host; use hostname plus pid for a readable id, and a fixed id only
-	// when exactly one process may run under it. Sessions show the member
-	// id in pg_stat_activity's application_name ("pgcoord:" + id, cut to
-	// fit, + "#" + a short hash).
-	AgentID string
-	// Prefix is prepended to AgentID to form the member id, and to every lock
-	// name to form the full name whose key is locked. Coordinators with
-	// different full names never conflict. The two are simply concatenated
-	// (as Cinder does), so prefix "a" with lock "bc" and prefix "ab" with
-	// lock "c" are the same lock "abc": end a prefix with a separator that
-	// names do not start with, such as "billing/". Default: "".
-	Prefix string
-	// HeartbeatInterval is how often the member row is refreshed and every
-	// session holding locks is checked. Default 1s.
-	HeartbeatInterval time.Duration
-	// InitialReconnectBackoff is the first wait before reconnecting a broken
-	// control session; waits double (with jitter) up to MaxReconnectBackoff.
-	// Default 100ms, or MaxReconnectBackoff when that is set lower.
-	InitialReconnectBackoff time.Duration
-	// MaxReconnectBackoff caps the reconnect wait, jitter included. Default
-	// 60s, or InitialReconnectBackoff when that is set higher.
-	MaxReconnectBackoff time.Duration
-	// SkipMigrations stops Start from applying the embedded migrations; Start
-	// then only checks that the schema is present. Default false.
-	SkipMigrations bool
-	// Logger receives the coordinator's logs. Default slog.Default().
-	Logger *slog.Logger
-
-	// MaxSessions is the session budget: the most server backends
-	// (connections) this coordinator uses at once, all kinds counted. Idle,
-	// or holding any number of locks taken without a wait, it uses two: the
-	// control session and one lock session. Waits take the rest, one wait
-	// session each (the server wakes them in FIFO order, the best handoff);
-	// waits beyond the budget cost no backend at all (see the package doc,
-	// Sessions). Raising it may buy speed, never correctness. Default 4, or,
-	// when unset, 1 + LockSessions + MaxWaitSessions if those are set; at
-	// least 2.
-	MaxSessions int
-	// ConnectionHeadroom is how many of the server's connection slots this
-	// coordinator leaves free: it opens no session that would leave fewer
-	// (checked from max_connections, the reserved slots and
-	// pg_stat_activity). Start fails with ErrTooManyConnections when its
-	// first lock session would; after Start a session refused this way, or
-	// by the server ("too many clients"), is simply not opened: locks stay
-	// on the sessions already open and waits go beyond the budget. Default
-	// (0): 10% of max_connections less the reserved slots. Negative: no
-	// check.
-	ConnectionHeadroom int
-
-	// LockSessions is how many of the MaxSessions budget hold the locks
-	// taken without waiting; many locks share each, a name always on the
-	// same one. Start opens the first; the others open when first needed.
-	// Default 1. Deprecated: set MaxSessions; more lock sessions rarely pay
-	// (a lock session batches concurrent statements into one round trip).
-	LockSessions int
-	// SessionTimeout bounds how long a lock is held by a holder that went
-	// silent (frozen by SIGSTOP or a long pause, or cut off without a FIN).
-	// On PostgreSQL 14 and later the server ends any session of the
-	// coordinator that stays idle this long (idle_session_timeout), freeing
-	// its locks; the heartbeat keeps healthy sessions from ever being idle
-	// that long. The holder's own lease is shorter: a session not heard
-	// from for SessionTimeout - 2×HeartbeatInterval has its holds reported
-	// lost, before the server can hand them on. The lease is looked at by
-	// every heartbeat and by every look a holder takes (Lock.Lost,
-	// Lock.Token, Synchronized's ctx), so a holder that resumes after a
-	// longer pause sees its loss at its first look. This rests on the
-	// client's and the server's clocks ticking at the same rate. On older
-	// servers only the client-side lease applies, and a frozen holder keeps
-	// its locks until TCP gives up.
-	//
-	// The lease must be at least two heartbeats and at least MinLease, so
-	// that it fires only when nothing has been heard on the session for two
-	// whole ping periods, never because one ping was late: SessionTimeout
-	// is at least max(4 × HeartbeatInterval, 2 × HeartbeatInterval +
-	// MinLease). Default: max(5 × HeartbeatInterval, 2 × HeartbeatInterval
-	// + 1s), 5s with the default heartbeat: a lease of at least a second,
-	// since on a loaded machine a busy session's answer can take a few
-	// hundred milliseconds (measured: 64 goroutines on one lock session,
-	// 50ms heartbeat, a 2-core machine at load 11, lost holds to a 200ms
-	// lease and none to a 1s one). A shorter lease, set explicitly, trades
-	// that margin for a shorter hold by a frozen holder.
-	SessionTimeout time.Duration
-
-	// MaxWaitSessions caps the sessions that wait on the server for contended
-	// locks (a lock granted after a wait stays on its wait session until
-	// released); waits beyond it wait without a session of their own.
-	// Default: what the budget leaves, MaxSessions - 1 - LockSessions.
-	// Deprecated: set MaxSessions. A value above what the budget leaves is
-	// an ErrInvalidConfig.
-	MaxWaitSessions int
-	// MaxHeldLocks caps the locks this coordinator holds at once; Acquire
-	// beyond it returns an error wrapping ErrTooManyLocks. PostgreSQL's lock
-	// table is shared by the whole cluster and, when it fills, every session
-	// fails (about 12,800 locks on a default PostgreSQL 15, from
-	// max_locks_per_transaction × max_connections): the cap keeps one busy
-	// service from taking the cluster down. Default 4000.
-	MaxHeldLocks int
-	// Fencing makes every acquire also record its fencing token in
-	// pgcoord.fences, so that a write in the application's own transaction
-	// on this database can be made conditional on the lock still being the
-	// writer's: guard it with pgcoord.fence_ok(key, token). It costs one
-	// table write per acquire, which is why it is off by default.
-	Fencing bool
-	// Retention is how long the rows of stopped and silent (crashed, cut
-	// off) members, and the registrations of names nobody uses any more,
-	// are kept: the coordinator deletes older ones every Retention/4, at
-	// most hourly (see Prune). Running members and names held, waited for
-	// or used within the retention are never deleted. Default 24h
-	// (DefaultRetention); at least MinRetention (1h); negative: this
-	// coordinator never prunes (`pgcoord prune` still can).
-	Retention time.Duration
-	// AsyncRelease makes Release of a lock held on a lock session (one not
-	// taken after a wait) return once its unlock is queued: the unlock goes
-	// out in the same round trip as the session's next statement, or on its
-	// own within AsyncReleaseDelay when none comes. A loop of acquire and
-	// release then costs one round trip instead of two. The price: for up to
-	// that delay plus a round trip after Release returns, other processes
-	// still find the lock busy (this process's Locks do not), and Release
-	// cannot report a loss that only the unlock finds: that closes Lost()
-	// later instead (and counts in Stats().Lost), so check Lost() after the
-	// unlock has had time to run if the section's outcome matters. Off by
-	// default: with it off, a lock is free for everyone when Release returns.
-	AsyncRelease bool
-}
-
-// MinLease is the shortest lease (SessionTimeout less two heartbeats) that
-// Config accepts: shorter, a scheduling stall of a loaded machine could end
-// holds of a healthy session.
-const MinLease = 100 * time.Millisecond
-
-// defaultLeaseFloor is the shortest lease the default SessionTimeout gives.
-const defaultLeaseFloor = time.Second
-
-// AsyncReleaseDelay is the longest an unlock queued by Release under
-// Config.AsyncRelease waits for another statement to share its round trip.
-const AsyncReleaseDelay = 500 * time.Microsecond
 
 // Coordinator is a member of the coordination group: it owns a control
 // session (heartbeat, member row, name registry), a few lock sessions and a
@@ -278,30 +100,7 @@ const (
 
 // New validates cfg and returns a Coordinator. It does no I/O.
 func New(cfg Config) (*Coordinator, error) {
-	cfg.HeartbeatInterval = cmp.Or(cfg.HeartbeatInterval, DefaultHeartbeatInterval)
-	// A default never contradicts the one bound the user set: MaxReconnectBackoff
-	// 50ms alone lowers the first wait to 50ms, InitialReconnectBackoff 2m
-	// alone raises the cap to 2m. Only two explicit values can conflict.
-	switch initial, maxb := cfg.InitialReconnectBackoff, cfg.MaxReconnectBackoff; {
-	case initial == 0 && maxb > 0:
-		cfg.InitialReconnectBackoff = min(DefaultInitialReconnectBackoff, maxb)
-	case maxb == 0 && initial > 0:
-		cfg.MaxReconnectBackoff = max(DefaultMaxReconnectBackoff, initial)
-	}
-	cfg.InitialReconnectBackoff = cmp.Or(cfg.InitialReconnectBackoff, DefaultInitialReconnectBackoff)
-	cfg.MaxReconnectBackoff = cmp.Or(cfg.MaxReconnectBackoff, DefaultMaxReconnectBackoff)
-	applySessionDefaults(&cfg)
-	cfg.MaxHeldLocks = cmp.Or(cfg.MaxHeldLocks, DefaultMaxHeldLocks)
-	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
-	if cfg.HeartbeatInterval > 0 {
-		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, max(5*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+defaultLeaseFloor))
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.AgentID == "" {
-		cfg.AgentID = uuid.NewString()
-	}
+	applyDefaults(&cfg)
 	if err := validateConfig(&cfg); err != nil {
 		return nil, err
 	}
@@ -332,66 +131,6 @@ func New(cfg Config) (*Coordinator, error) {
 	c.beatNow = make(chan struct{}, 1)
 	c.beatReq = make(chan chan error)
 	return c, nil
-}
-
-func validateConfig(cfg *Config) error {
-	bad := func(field, format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...))
-	}
-	switch {
-	case cfg.ConnString == "" && cfg.Pool == nil:
-		return bad("ConnString", "one of ConnString and Pool is required")
-	case cfg.ConnString != "" && cfg.Pool != nil:
-		return bad("ConnString", "set ConnString or Pool, not both")
-	case cfg.HeartbeatInterval < 0:
-		return bad("HeartbeatInterval", "must be positive, got %v", cfg.HeartbeatInterval)
-	case cfg.HeartbeatInterval < 10*time.Millisecond:
-		return bad("HeartbeatInterval", "must be at least 10ms, got %v", cfg.HeartbeatInterval)
-	case cfg.InitialReconnectBackoff < 0:
-		return bad("InitialReconnectBackoff", "must be positive, got %v", cfg.InitialReconnectBackoff)
-	case cfg.MaxReconnectBackoff < 0:
-		return bad("MaxReconnectBackoff", "must be positive, got %v", cfg.MaxReconnectBackoff)
-	case cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff:
-		return bad("InitialReconnectBackoff", "%v is above MaxReconnectBackoff %v",
-			cfg.InitialReconnectBackoff, cfg.MaxReconnectBackoff)
-	case cfg.SessionTimeout < 4*cfg.HeartbeatInterval || cfg.SessionTimeout < 2*cfg.HeartbeatInterval+MinLease:
-		return bad("SessionTimeout", "%v leaves a lease (SessionTimeout less two heartbeats) under two heartbeats or under %v: it must be at least %v",
-			cfg.SessionTimeout, MinLease, max(4*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+MinLease))
-	case cfg.LockSessions < 1 || cfg.LockSessions > 64:
-		return bad("LockSessions", "must be between 1 and 64, got %d", cfg.LockSessions)
-	case cfg.MaxWaitSessions < 0 || cfg.MaxWaitSessions > 1024:
-		return bad("MaxWaitSessions", "must be between 0 and 1024, got %d", cfg.MaxWaitSessions)
-	case cfg.MaxSessions < 2:
-		return bad("MaxSessions", "must be at least 2 (the control session and a lock session), got %d", cfg.MaxSessions)
-	case 1+cfg.LockSessions+cfg.MaxWaitSessions > cfg.MaxSessions:
-		return bad("MaxSessions", "budget %d is less than 1 control + %d lock (LockSessions) + %d wait sessions (MaxWaitSessions)",
-			cfg.MaxSessions, cfg.LockSessions, cfg.MaxWaitSessions)
-	case cfg.Retention > 0 && cfg.Retention < MinRetention:
-		return bad("Retention", "must be at least %v (or negative: no pruning), got %v", MinRetention, cfg.Retention)
-	case cfg.MaxHeldLocks < 0:
-		return bad("MaxHeldLocks", "must be positive, got %d", cfg.MaxHeldLocks)
-	}
-	if err := validateName(cfg.Prefix + cfg.AgentID); err != nil {
-		return bad("AgentID", "member id %v", err)
-	}
-	return nil
-}
-
-// applySessionDefaults fills in the session budget and its split. The
-// deprecated LockSessions and MaxWaitSessions keep working: set alone, they
-// size the budget (1 + LockSessions + MaxWaitSessions); with MaxSessions set
-// they must fit in it (validateConfig).
-func applySessionDefaults(cfg *Config) {
-	if cfg.MaxSessions == 0 && (cfg.LockSessions > 0 || cfg.MaxWaitSessions > 0) {
-		lock := cmp.Or(cfg.LockSessions, DefaultLockSessions)
-		wait := cmp.Or(cfg.MaxWaitSessions, DefaultMaxSessions-1-DefaultLockSessions)
-		cfg.MaxSessions = 1 + lock + wait
-	}
-	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
-	cfg.LockSessions = cmp.Or(cfg.LockSessions, DefaultLockSessions)
-	if cfg.MaxWaitSessions == 0 {
-		cfg.MaxWaitSessions = max(cfg.MaxSessions-1-cfg.LockSessions, 0)
-	}
 }
 
 // baseConnConfig parses the connection settings once, in New, so that a bad
