@@ -147,6 +147,9 @@ func newServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkReachable(binDir, cred); err != nil {
+		return nil, err
+	}
 	dir, err := makeTempRoot(cred)
 	if err != nil {
 		return nil, err
@@ -160,7 +163,7 @@ func newServer(opts Options) (*Server, error) {
 		logPath:      filepath.Join(dir, "postgres.log"),
 		ownerPidPath: filepath.Join(dir, "owner-postmaster.pid"),
 		cred:         cred,
-		env:          childEnv(dir),
+		env:          withLibraryPath(childEnv(dir), bundledLibDir(binDir)),
 		args:         serverSettings(opts.Settings),
 		logf:         logf,
 	}

@@ -3,7 +3,6 @@ package pgtemp
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -36,10 +35,11 @@ func StartStandby(primary *Server, opts Options) (*Server, error) {
 	if opts.BinDir == "" {
 		opts.BinDir = primary.binDir
 	}
-	for _, tool := range []string{"pg_basebackup", "pg_ctl"} {
-		if fi, err := os.Stat(filepath.Join(opts.BinDir, tool)); err != nil || fi.IsDir() {
-			return nil, fmt.Errorf("%w: no %s in %s: install postgresql-client-15 (which postgresql-15 depends on)", ErrNoBinaries, tool, opts.BinDir)
-		}
+	// Without pg_basebackup (the npm server packages of the version matrix
+	// have none) the base backup is a copy under the backup API
+	// (copyBaseBackup); pg_ctl is needed either way, to promote.
+	if !hasTool(opts.BinDir, "pg_ctl") {
+		return nil, fmt.Errorf("%w: no pg_ctl (nor pg_basebackup) in %s: install postgresql-client-15 (which postgresql-15 depends on)", ErrNoBinaries, opts.BinDir)
 	}
 	// A standby whose primary is gone retries its WAL sources every
 	// wal_retrieve_retry_interval (5s by default), and a promotion asked for
@@ -53,6 +53,24 @@ func StartStandby(primary *Server, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.baseBackup(primary, port); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	if err := s.listen(); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.logf("pgtemp: standby of port %d ready at %s (%s)", port, s.urlLocked(), time.Since(began).Round(time.Millisecond))
+	return s, nil
+}
+
+// baseBackup fills the standby's data directory from the primary on port.
+func (s *Server) baseBackup(primary *Server, port int) error {
+	if !hasTool(s.binDir, "pg_basebackup") {
+		s.logf("pgtemp: base backup of %s:%d into %s by copy (no pg_basebackup in %s)", host, port, s.dataDir, s.binDir)
+		return s.copyBaseBackup(primary.URL(), primary.dataDir, port)
+	}
 	s.logf("pgtemp: pg_basebackup of %s:%d into %s", host, port, s.dataDir)
 	cmd := s.command(filepath.Join(s.binDir, "pg_basebackup"),
 		"-D", s.dataDir,
@@ -64,15 +82,9 @@ func StartStandby(primary *Server, opts Options) (*Server, error) {
 		"--no-manifest",
 	)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		_ = s.Close()
-		return nil, fmt.Errorf("pgtemp: pg_basebackup from port %d failed: %w\n%s", port, err, tailLines(string(out), 40))
+		return fmt.Errorf("pgtemp: pg_basebackup from port %d failed: %w\n%s", port, err, tailLines(string(out), 40))
 	}
-	if err := s.listen(); err != nil {
-		_ = s.Close()
-		return nil, err
-	}
-	s.logf("pgtemp: standby of port %d ready at %s (%s)", port, s.urlLocked(), time.Since(began).Round(time.Millisecond))
-	return s, nil
+	return nil
 }
 
 // StopImmediate stops the server as `pg_ctl stop -m immediate` does: the

@@ -141,3 +141,64 @@ func TestStandbyWithoutTools(t *testing.T) {
 		t.Fatalf("StartStandby without pg_basebackup: %v", err)
 	}
 }
+
+// Server packages without pg_basebackup (the npm ones of the version
+// matrix) get a standby from a copy taken under the backup API: it streams
+// from the primary and takes over in a failover like one from
+// pg_basebackup.
+func TestStandbyByCopy(t *testing.T) {
+	primary := start(t, Options{})
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // the server user runs from it
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"initdb", "postgres", "pg_ctl"} {
+		if err := os.Symlink(filepath.Join(primary.BinDir(), name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, primary.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE TABLE before_backup (n int); INSERT INTO before_backup VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	standby, err := StartStandby(primary, Options{BinDir: dir, Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("StartStandby without pg_basebackup: %v", err)
+	}
+	defer standby.Close()
+	if _, err := conn.Exec(ctx, "CREATE TABLE after_backup (n int); INSERT INTO after_backup VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+	var inRecovery bool
+	if err := queryRow(t, standby.URL(), "SELECT pg_is_in_recovery()", &inRecovery); err != nil || !inRecovery {
+		t.Fatalf("standby: in recovery %v, err %v", inRecovery, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var n int
+	for queryRow(t, standby.URL(), "SELECT (SELECT n FROM before_backup) + (SELECT n FROM after_backup)", &n) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("rows written before and after the backup never reached the standby; its log:\n%s", standby.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n != 3 {
+		t.Fatalf("standby sees %d, want 3", n)
+	}
+	if err := primary.StopImmediate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := standby.Promote(); err != nil {
+		t.Fatal(err)
+	}
+	if err := queryRow(t, standby.URL(), "INSERT INTO after_backup VALUES (3) RETURNING n", &n); err != nil || n != 3 {
+		t.Fatalf("promoted standby takes no writes: %v", err)
+	}
+}
