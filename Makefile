@@ -29,9 +29,17 @@ demo: ## Run the demo: three agents, shared volumes, a crash and a takeover (sta
 	$(GO) run ./cmd/pgcoord demo
 
 .PHONY: test
-test: $(MIGRATE) ## Run every test with the race detector (starts its own PostgreSQL unless PGCOORD_TEST_DATABASE_URL is set).
+test: $(MIGRATE) pg13 ## Run every test with the race detector (starts its own PostgreSQL unless PGCOORD_TEST_DATABASE_URL is set).
 	$(GO) test -race -count=1 -timeout 20m ./...
 	for m in chaostest $(METRICS_MODULES); do (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...) || exit 1; done
+
+.PHONY: pg13
+pg13: ## Install PostgreSQL 13 server binaries (npm registry, seconds; a no-op once there) for the test that pgcoord refuses it.
+	scripts/install-pg-versions.sh 13
+
+.PHONY: test-matrix
+test-matrix: $(MIGRATE) pg13 ## Run the root module's tests and the short chaos run against PostgreSQL 14, 15, 16, 17 and 18 (PG_VERSIONS), one after another; a summary line per version (docs/versions.md).
+	scripts/test-matrix.sh
 
 .PHONY: chaos
 chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected while coordinators contend; prints the figures.

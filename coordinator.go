@@ -180,6 +180,9 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	if err := c.control.connect(ctx); err != nil {
 		return err
 	}
+	if err := c.control.do(ctx, func(_ context.Context, conn *pgx.Conn) error { return checkServerVersion(conn) }); err != nil {
+		return err
+	}
 	c.lockSs = make([]*session, c.cfg.LockSessions)
 	for i := range c.lockSs {
 		c.lockSs[i] = newSession(c, sessionLock)

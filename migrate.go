@@ -144,6 +144,9 @@ func ensureSchema(ctx context.Context, target migrationTarget) error {
 		return fmt.Errorf("pgcoord: migrate: connecting: %w", err)
 	}
 	defer release()
+	if err := checkServerVersion(conn); err != nil {
+		return err
+	}
 	q := db.New()
 	exists, err := q.SchemaExists(ctx, conn)
 	if err != nil || exists {
