@@ -2,8 +2,10 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -59,12 +61,26 @@ func (c *Coordinator) unlockOn(ctx context.Context, conn *pgx.Conn, h *hold) (bo
 }
 
 // waitOnce waits on the server for h's key for at most timeoutMs: the
-// fencing token, 0 when the wait timed out.
-func (c *Coordinator) waitOnce(ctx context.Context, conn *pgx.Conn, h *hold, timeoutMs int32) (int64, error) {
+// fencing token, 0 when the wait timed out. floor is the session's token
+// floor (see session.finishToken).
+func (c *Coordinator) waitOnce(ctx context.Context, s *session, conn *pgx.Conn, h *hold, timeoutMs int32) (int64, error) {
+	var tok int64
+	var err error
 	if h.shared {
-		return c.q.WaitLockShared(ctx, conn, db.WaitLockSharedParams{Key: h.key, TimeoutMs: timeoutMs})
+		tok, err = c.q.WaitLockShared(ctx, conn, db.WaitLockSharedParams{Key: h.key, TimeoutMs: timeoutMs})
+	} else {
+		tok, err = c.q.WaitLock(ctx, conn, db.WaitLockParams{Key: h.key, TimeoutMs: timeoutMs})
 	}
-	return c.q.WaitLock(ctx, conn, db.WaitLockParams{Key: h.key, TimeoutMs: timeoutMs})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
+		// lock_timeout: the slice ended with the lock still busy; the
+		// failed statement took nothing and left the session usable.
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return s.finishToken(ctx, conn, tok)
 }
 
 // writerIntent is the writer's intent of a wait beyond the budget for an

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -41,4 +42,46 @@ func TestFirstTokensAboveTimelineFloor(t *testing.T) {
 	shared := c.GetLock("floor-shared")
 	mustAcquire(t, shared, NoWait)
 	require.Greater(t, shared.Token(), floor)
+}
+
+// TestWaitTokenAboveTimelineFloor: a wait granted on a wait session (and a
+// shared one) whose token candidate is below the timeline floor gets a
+// token above it. The sequence is moved below the floor by hand, as a
+// promoted standby's copy lags its old primary's.
+func TestWaitTokenAboveTimelineFloor(t *testing.T) {
+	srv := ownServer(t, nil)
+	url := func(cfg *Config) { cfg.ConnString = srv.URL() }
+	p := testPrefix(t)
+	holder, waiter := newCoord(t, p, url), newCoord(t, p, url)
+	admin := connect(t, srv.URL())
+	const floor = int64(1) << 48
+
+	for _, shared := range []bool{false, true} {
+		h := holder.GetLock("wait-floor")
+		mustAcquire(t, h, NoWait)
+		_, err := admin.Exec(ctx(t), `SELECT setval('pgcoord.fencing_token', 5)`)
+		require.NoError(t, err)
+		w := waiter.GetLock("wait-floor")
+		got := make(chan error, 1)
+		go func() {
+			acquire := w.Acquire
+			if shared {
+				acquire = w.AcquireShared
+			}
+			ok, err := acquire(ctx(t), Timeout(10*time.Second))
+			if err == nil && !ok {
+				err = fmt.Errorf("not acquired")
+			}
+			got <- err
+		}()
+		require.Eventually(t, func() bool {
+			var n int
+			require.NoError(t, admin.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.held_locks WHERE key = $1 AND NOT granted`, w.Key()).Scan(&n))
+			return n > 0
+		}, 5*time.Second, 5*time.Millisecond)
+		require.NoError(t, h.Release(ctx(t)))
+		require.NoError(t, <-got)
+		require.Greater(t, w.Token(), floor, "shared=%v", shared)
+		require.NoError(t, w.Release(ctx(t)))
+	}
 }

@@ -273,7 +273,7 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 				waitPID = s.backendPID
 				endWait = c.waitBegan(h.key, waitPID, began)
 			}
-			tok, err := c.waitOnce(ctx, conn, h, int32(max(slice.Milliseconds(), 1)))
+			tok, err := c.waitOnce(ctx, s, conn, h, int32(max(slice.Milliseconds(), 1)))
 			if err != nil || tok == 0 {
 				return err
 			}

@@ -98,18 +98,25 @@ func (q *Queries) UnlockShared(ctx context.Context, db DBTX, key int64) (bool, e
 }
 
 const WaitLockShared = `-- name: WaitLockShared :one
-SELECT pgcoord.wait_lock_shared($1::bigint, $2::integer)::bigint AS token
+SELECT (CASE WHEN set_config('lock_timeout', $1::integer || 'ms', true) IS NULL THEN 0
+             WHEN pg_advisory_xact_lock_shared((($2::bigint >> 32)::integer # 1431655765),
+                                               $2::bigint::bit(32)::integer) IS NULL THEN 0
+             WHEN pg_advisory_lock_shared($2::bigint) IS NULL THEN 0
+             ELSE nextval('pgcoord.fencing_token') END)::bigint AS token
 `
 
 type WaitLockSharedParams struct {
-	Key       int64
 	TimeoutMs int32
+	Key       int64
 }
 
-// Waits on the server for key shared for at most timeout_ms; 0 means the
-// wait timed out.
+// Waits on the server for key shared for at most timeout_ms, as WaitLock
+// does (a timeout fails with 55P03), behind any writer's intent (migration
+// 8: taken shared for the length of the statement, so the wait queues
+// while a writer holds it): pgcoord.wait_lock_shared without its exception
+// block and next_token.
 func (q *Queries) WaitLockShared(ctx context.Context, db DBTX, arg WaitLockSharedParams) (int64, error) {
-	row := db.QueryRow(ctx, WaitLockShared, arg.Key, arg.TimeoutMs)
+	row := db.QueryRow(ctx, WaitLockShared, arg.TimeoutMs, arg.Key)
 	var token int64
 	err := row.Scan(&token)
 	return token, err

@@ -28,9 +28,16 @@ SELECT (CASE
     ELSE 0 END)::bigint AS token;
 
 -- name: WaitLockShared :one
--- Waits on the server for key shared for at most timeout_ms; 0 means the
--- wait timed out.
-SELECT pgcoord.wait_lock_shared(sqlc.arg(key)::bigint, sqlc.arg(timeout_ms)::integer)::bigint AS token;
+-- Waits on the server for key shared for at most timeout_ms, as WaitLock
+-- does (a timeout fails with 55P03), behind any writer's intent (migration
+-- 8: taken shared for the length of the statement, so the wait queues
+-- while a writer holds it): pgcoord.wait_lock_shared without its exception
+-- block and next_token.
+SELECT (CASE WHEN set_config('lock_timeout', sqlc.arg(timeout_ms)::integer || 'ms', true) IS NULL THEN 0
+             WHEN pg_advisory_xact_lock_shared(((sqlc.arg(key)::bigint >> 32)::integer # 1431655765),
+                                               sqlc.arg(key)::bigint::bit(32)::integer) IS NULL THEN 0
+             WHEN pg_advisory_lock_shared(sqlc.arg(key)::bigint) IS NULL THEN 0
+             ELSE nextval('pgcoord.fencing_token') END)::bigint AS token;
 
 -- name: UnlockShared :one
 -- Unlock for a shared hold: releases one shared level of key, then
