@@ -27,7 +27,9 @@ const (
 // ConnString and Pool.
 type Config struct {
 	// ConnString is a pgx connection string (URL or key=value; PG* environment
-	// variables apply). Either ConnString or Pool is required.
+	// variables apply). Either ConnString or Pool is required. Without a
+	// connect_timeout in it (or PGCONNECT_TIMEOUT), each connection attempt
+	// is bounded by DefaultConnectTimeout (10s), also with Pool.
 	ConnString string
 	// Pool supplies the connection settings instead of ConnString, so an app
 	// can reuse its pool's configuration. What it gives: a copy of the pool's

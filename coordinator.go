@@ -140,6 +140,7 @@ func baseConnConfig(cfg *Config) (*pgx.ConnConfig, error) {
 	if cfg.Pool != nil {
 		cc := cfg.Pool.Config().ConnConfig.Copy()
 		skipStandbys(cc)
+		withConnectTimeout(cc)
 		return cc, nil
 	}
 	cc, err := pgx.ParseConfig(cfg.ConnString)
@@ -147,6 +148,7 @@ func baseConnConfig(cfg *Config) (*pgx.ConnConfig, error) {
 		return nil, fmt.Errorf("%w: ConnString: %w", ErrInvalidConfig, err)
 	}
 	skipStandbys(cc)
+	withConnectTimeout(cc)
 	return cc, nil
 }
 

@@ -42,6 +42,7 @@ func Migrate(ctx context.Context, connString string) error {
 		return fmt.Errorf("%w: ConnString: %w", ErrInvalidConfig, err)
 	}
 	skipStandbys(cc)
+	withConnectTimeout(cc)
 	return migrateTo(ctx, connTarget(cc, connHooks{}), slog.Default())
 }
 

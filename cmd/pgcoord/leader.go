@@ -53,13 +53,17 @@ func cmdLeader(a *app, args []string) int {
 	if err != nil {
 		return a.usageError("%v", err)
 	}
-	conn, err := a.openSchema(*dbURL)
+	ctx, cancel := a.bounded(queryTimeout)
+	conn, err := a.openSchema(ctx, *dbURL)
+	cancel()
 	if err != nil {
 		return a.fail(err)
 	}
 	defer func() { closeConn(conn) }()
 	if !*watch {
-		l, err := readLeader(a.ctx, conn, name)
+		ctx, cancel := a.bounded(queryTimeout)
+		defer cancel()
+		l, err := readLeader(ctx, conn, name)
 		if err != nil {
 			return a.fail(err)
 		}
@@ -68,13 +72,15 @@ func cmdLeader(a *app, args []string) int {
 		}
 		return exitOK
 	}
-	if _, err := conn.Exec(a.ctx, "LISTEN pgcoord_leader"); err != nil {
-		return a.fail(fmt.Errorf("listening for leader changes: %w", err))
+	if err := listenLeader(a, conn); err != nil {
+		return a.fail(err)
 	}
 	var last *leaderRow
 	first := true
 	for {
-		l, err := readLeader(a.ctx, conn, name)
+		ctx, cancel := a.bounded(queryTimeout)
+		l, err := readLeader(ctx, conn, name)
+		cancel()
 		if err != nil {
 			return a.fail(err)
 		}
@@ -104,15 +110,27 @@ func cmdLeader(a *app, args []string) int {
 			// read below reconciles whatever changed meanwhile).
 			fmt.Fprintf(a.stderr, "pgcoord leader: connection lost (%v); reconnecting\n", err)
 			closeConn(conn)
-			conn, err = a.openSchema(*dbURL)
+			ctx, cancel := a.bounded(queryTimeout)
+			conn, err = a.openSchema(ctx, *dbURL)
+			cancel()
 			if err != nil {
 				return a.fail(err)
 			}
-			if _, err := conn.Exec(a.ctx, "LISTEN pgcoord_leader"); err != nil {
-				return a.fail(fmt.Errorf("listening for leader changes: %w", err))
+			if err := listenLeader(a, conn); err != nil {
+				return a.fail(err)
 			}
 		}
 	}
+}
+
+// listenLeader subscribes conn to leader changes, within queryTimeout.
+func listenLeader(a *app, conn *pgx.Conn) error {
+	ctx, cancel := a.bounded(queryTimeout)
+	defer cancel()
+	if _, err := conn.Exec(ctx, "LISTEN pgcoord_leader"); err != nil {
+		return fmt.Errorf("listening for leader changes: %w", err)
+	}
+	return nil
 }
 
 // leaderRow is an election's current leader; nil means none.

@@ -28,12 +28,14 @@ func cmdLocks(a *app, args []string) int {
 	if err != nil {
 		return a.usageError("%v", err)
 	}
-	conn, err := a.openSchema(*dbURL)
+	ctx, cancel := a.bounded(queryTimeout)
+	defer cancel()
+	conn, err := a.openSchema(ctx, *dbURL)
 	if err != nil {
 		return a.fail(err)
 	}
 	defer closeConn(conn)
-	rows, err := queries.ListHeldLocks(a.ctx, conn)
+	rows, err := queries.ListHeldLocks(ctx, conn)
 	if err != nil {
 		return a.fail(fmt.Errorf("listing locks: %w", err))
 	}

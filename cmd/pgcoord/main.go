@@ -102,7 +102,9 @@ Exit codes:
          after --timeout); elect: not leader within --timeout; the command
          was not run (--conflict-exit-code N picks another code, like flock -E)
   69     the database could not be reached (connection refused, unknown
-         host, timed out)
+         host, timed out: each connection attempt gives up after 10s unless
+         the URL sets connect_timeout, and the queries of locks, members,
+         prune, leader and migrate --status after 30s)
   75     run: the lock was lost while the command ran (elect: leadership
          was lost); the command was sent SIGTERM (SIGKILL after --grace) and
          pgcoord exited once it ended
@@ -298,6 +300,11 @@ func (a *app) fail(err error) int {
 	case errors.Is(err, errNoDatabase):
 		return exitNoDatabase
 	case unreachable(err):
+		return exitUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		// Only the command's own bounds (queryTimeout, migrateTimeout) set
+		// deadlines on the way here: the server answered the login, then
+		// went silent, which is as unavailable as one that never answered.
 		return exitUnavailable
 	}
 	return exitError

@@ -31,16 +31,18 @@ func cmdMembers(a *app, args []string) int {
 	if err != nil {
 		return a.usageError("%v", err)
 	}
-	conn, err := a.openSchema(*dbURL)
+	ctx, cancel := a.bounded(queryTimeout)
+	defer cancel()
+	conn, err := a.openSchema(ctx, *dbURL)
 	if err != nil {
 		return a.fail(err)
 	}
 	defer closeConn(conn)
-	rows, err := queries.ListMembers(a.ctx, conn)
+	rows, err := queries.ListMembers(ctx, conn)
 	if err != nil {
 		return a.fail(fmt.Errorf("listing members: %w", err))
 	}
-	now, err := serverNow(a.ctx, conn)
+	now, err := serverNow(ctx, conn)
 	if err != nil {
 		return a.fail(err)
 	}

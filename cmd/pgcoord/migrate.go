@@ -38,7 +38,9 @@ func cmdMigrate(a *app, args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
-	before, err := schemaStatus(a.ctx, url)
+	ctx, cancel := a.bounded(queryTimeout)
+	before, err := schemaStatus(ctx, url)
+	cancel()
 	if err != nil {
 		return a.fail(err)
 	}
@@ -53,10 +55,12 @@ func cmdMigrate(a *app, args []string) int {
 		}
 		return exitOK
 	}
-	if err := pgcoord.Migrate(a.ctx, url); err != nil {
+	ctx, cancel = a.bounded(migrateTimeout)
+	defer cancel()
+	if err := pgcoord.Migrate(ctx, url); err != nil {
 		return a.fail(err)
 	}
-	after, err := schemaStatus(a.ctx, url)
+	after, err := schemaStatus(ctx, url)
 	if err != nil {
 		return a.fail(err)
 	}

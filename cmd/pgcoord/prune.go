@@ -33,12 +33,14 @@ func cmdPrune(a *app, args []string) int {
 	if *olderThan < pgcoord.MinRetention {
 		return a.usageError("--older-than must be at least %v, got %v", pgcoord.MinRetention, *olderThan)
 	}
-	conn, err := a.openSchema(*dbURL)
+	ctx, cancel := a.bounded(queryTimeout)
+	defer cancel()
+	conn, err := a.openSchema(ctx, *dbURL)
 	if err != nil {
 		return a.fail(err)
 	}
 	defer closeConn(conn)
-	res, err := pgcoord.PruneConn(a.ctx, conn, *olderThan)
+	res, err := pgcoord.PruneConn(ctx, conn, *olderThan)
 	if err != nil {
 		return a.fail(err)
 	}

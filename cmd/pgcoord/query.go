@@ -8,11 +8,30 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/pgcoord/pgcoord"
 	"github.com/pgcoord/pgcoord/db"
 )
 
 // queries are the sqlc-generated queries shared by the read-only commands.
 var queries = db.New()
+
+// queryTimeout bounds the work of a command that only reads or prunes
+// (locks, members, prune, leader, migrate --status): connecting, checking
+// the schema and its queries. Each connection attempt has its own, shorter
+// bound (pgcoord.DefaultConnectTimeout unless the URL sets connect_timeout);
+// this one catches a server that answered the login and then went silent,
+// which a connect timeout cannot see. A command cut short by it exits 69,
+// like one that could not connect.
+const queryTimeout = 30 * time.Second
+
+// migrateTimeout bounds "pgcoord migrate": longer than queryTimeout, since
+// it may wait its turn behind another process migrating the same database.
+const migrateTimeout = 5 * time.Minute
+
+// bounded returns a.ctx limited to d.
+func (a *app) bounded(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(a.ctx, d)
+}
 
 // connect opens a plain connection for the read-only commands, tagged so
 // that it is easy to tell apart from coordinator sessions in
@@ -24,6 +43,11 @@ func connect(ctx context.Context, url, appName string) (*pgx.Conn, error) {
 		return nil, fmt.Errorf("database URL: %w", err)
 	}
 	cc.RuntimeParams["application_name"] = appName
+	// The library's default, for the same reason: a server that accepts
+	// the connection and never answers must not hang the command.
+	if cc.ConnectTimeout == 0 {
+		cc.ConnectTimeout = pgcoord.DefaultConnectTimeout
+	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("connecting: %w", err)
@@ -111,16 +135,16 @@ func dash(s string) string {
 
 // openSchema resolves the database, connects and checks that pgcoord's
 // schema is there: the common start of the commands that read its tables.
-func (a *app) openSchema(dbURL string) (*pgx.Conn, error) {
+func (a *app) openSchema(ctx context.Context, dbURL string) (*pgx.Conn, error) {
 	url, err := a.database(dbURL)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := connect(a.ctx, url, "pgcoord-cli")
+	conn, err := connect(ctx, url, "pgcoord-cli")
 	if err != nil {
 		return nil, err
 	}
-	if err := requireSchema(a.ctx, conn); err != nil {
+	if err := requireSchema(ctx, conn); err != nil {
 		closeConn(conn)
 		return nil, err
 	}
