@@ -30,7 +30,26 @@ The command runs in its own process group, and SIGINT, SIGTERM and SIGHUP sent
 to pgcoord are forwarded to it. It finds the election's full name in
 $PGCOORD_ELECTION, the value in $PGCOORD_LEADER_VALUE and the term's fencing
 token in $PGCOORD_FENCING_TOKEN (terms' tokens increase). "pgcoord leader NAME"
-shows the leader.`
+shows the leader.
+
+Guarantee: the command, and every process it starts (a pipeline, "cmd &",
+grandchildren), never runs without the leadership. pgcoord does not start it
+itself: a watchdog process (pgcoord re-executed as a hidden "__guard") starts
+it in its own process group and is its parent. pgcoord sends the watchdog a
+heartbeat every quarter --heartbeat while the leadership holds, lease included.
+ - pgcoord killed (kill -9, crash): its end of the pipe closes and the
+   watchdog sends SIGKILL to every process of the command at once.
+ - pgcoord frozen (SIGSTOP) or starved: with no heartbeat, the watchdog sends
+   SIGTERM 1.25 heartbeats after the last one and SIGKILL at 1.75, before the
+   server can hand the leadership on (2 heartbeats at the earliest); pgcoord then
+   exits 75. A pgcoord not scheduled for about a heartbeat counts as frozen.
+ - The command exits leaving processes behind: they get SIGTERM, then
+   SIGKILL after --grace, before the leadership is let go.
+Platforms: on Linux the watchdog is a child subreaper (PR_SET_CHILD_SUBREAPER)
+and finds processes that left the group through /proc; the command's first
+process also has a parent-death signal. Other Unix systems: the same, except
+that only processes still in the command's process group are reached, and
+the deadlines use the wall clock. Details and measured bounds: docs/cli.md.`
 
 // cmdElect implements "pgcoord elect NAME [flags] -- CMD ARGS".
 func cmdElect(a *app, args []string) int {
@@ -122,7 +141,7 @@ func cmdElect(a *app, args []string) int {
 		}
 		return a.fail(fmt.Errorf("campaigning for %q: %w", full, err))
 	}
-	return runLeading(a, e, full, *value, rest, *grace)
+	return runLeading(a, e, full, *value, rest, *grace, *heartbeat)
 }
 
 // currentLeader describes who leads full, best effort, for messages.
@@ -143,7 +162,7 @@ func currentLeader(url, full string) string {
 
 // runLeading runs argv while e leads and returns pgcoord's exit code: it
 // stops the command as run does when its lock is lost.
-func runLeading(a *app, e *pgcoord.Election, full, value string, argv []string, grace time.Duration) int {
+func runLeading(a *app, e *pgcoord.Election, full, value string, argv []string, grace, heartbeat time.Duration) int {
 	resign := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -153,19 +172,37 @@ func runLeading(a *app, e *pgcoord.Election, full, value string, argv []string, 
 	}
 	env := []string{"PGCOORD_ELECTION=" + full, "PGCOORD_LEADER_VALUE=" + value,
 		"PGCOORD_FENCING_TOKEN=" + strconv.FormatInt(e.Token(), 10)}
-	ps, lost, code := runGuarded(a, "elect", argv, env, e.Done(), func() string {
-		return fmt.Sprintf("lost leadership of %q while the command was running", full)
-	}, grace)
+	g := guard{
+		valid: func() bool {
+			select {
+			case <-e.Done(): // Done looks at the lease first
+				return false
+			default:
+				return true
+			}
+		},
+		lost: e.Done(),
+		lostWhy: func() string {
+			return fmt.Sprintf("lost leadership of %q while the command was running", full)
+		},
+		heartbeat: heartbeat,
+	}
+	ps, lost, code := runGuarded(a, "elect", argv, env, g, grace)
 	defer resign()
 	if ps == nil {
 		return code
+	}
+	if ps.silent {
+		fmt.Fprintf(a.stderr, "pgcoord elect: the watchdog stopped the command (%s) because pgcoord was silent too long: leadership of %q may have been handed on; exiting %d\n",
+			describeExit(ps.status), full, exitLockLost)
+		return exitLockLost
 	}
 	if lost || !e.IsLeader() {
 		// Lost as the command finished counts as lost too: part of its
 		// work may have run without leadership.
 		fmt.Fprintf(a.stderr, "pgcoord elect: the command ended (%s) after leadership of %q was lost; exiting %d\n",
-			describeExit(ps), full, exitLockLost)
+			describeExit(ps.status), full, exitLockLost)
 		return exitLockLost
 	}
-	return exitStatus(ps)
+	return exitStatus(ps.status)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,19 +8,57 @@ import (
 	"time"
 )
 
-// runGuarded runs argv, with env added to the environment, while something
-// pgcoord holds guards it (a lock for run, leadership for elect), and is
-// what the two commands share: the signals pgcoord receives go to the
-// command's process group, and when lost closes, the command is told with
-// SIGTERM and, after grace, SIGKILL. lostWhy says what was lost while the
-// command ran, for the message (it may release a lost hold, which costs no I/O).
+// guardedExit is how a guarded command ended, every process it started
+// gone.
+type guardedExit struct {
+	status syscall.WaitStatus
+	// silent: the watchdog stopped the command because pgcoord sent it no
+	// heartbeat in time (frozen or starved).
+	silent bool
+}
+
+// guard is what run and elect hold while the command runs.
+type guard struct {
+	// valid looks at the guard now, the lease included (Lock.Lost and
+	// Election.Done look at it), and reports whether it still holds.
+	valid func() bool
+	// lost is closed when the guard is lost.
+	lost <-chan struct{}
+	// lostWhy says what was lost, for the message (it may release a lost
+	// hold, which costs no I/O).
+	lostWhy func() string
+	// heartbeat is the coordinator's HeartbeatInterval. The lease is
+	// SessionTimeout less two heartbeats, so a guard found valid at t was
+	// heard from the server at t - lease or later and the server cannot
+	// free it before t + 2 heartbeats: the watchdog's deadline.
+	heartbeat time.Duration
+}
+
+// beatTimes returns, for a beat whose clock was read at t0 (monoNow) just
+// before the guard was found valid, when the watchdog sends SIGTERM and
+// when SIGKILL if no further beat comes. The server can hand the guard on
+// from t0 + 2 heartbeats (see guard.heartbeat); SIGKILL goes a quarter
+// heartbeat before, SIGTERM half a heartbeat before that. Beats go every
+// quarter heartbeat, so pgcoord may stall for a heartbeat before the
+// command is told.
+func beatTimes(t0 int64, heartbeat time.Duration) (termAt, killAt int64) {
+	hb := int64(heartbeat)
+	killAt = t0 + 2*hb - hb/4
+	return killAt - hb/2, killAt
+}
+
+// runGuarded runs argv, with env added to the environment, while g holds,
+// under a watchdog process (pgcoord __guard, guard_watchdog.go) that is its
+// parent and kills it with everything it started when pgcoord dies, when
+// pgcoord stops sending heartbeats (frozen), or, told by pgcoord, when the
+// guard is lost (SIGTERM, then SIGKILL after grace). Signals pgcoord
+// receives go to the command's process group.
 //
-// It returns the command's state and whether the guard was lost while it
-// ran; when the command was not started (a signal came first, or it could
-// not be executed) ps is nil and code is pgcoord's exit code, and the
-// caller ends its guard.
-func runGuarded(a *app, tool string, argv, env []string, lost <-chan struct{}, lostWhy func() string,
-	grace time.Duration) (ps *os.ProcessState, lostDuring bool, code int) {
+// It returns how the command ended and whether the guard was lost while it
+// ran; when the command was not started (a signal came first, it could not
+// be executed) res is nil and code is pgcoord's exit code, and the caller
+// ends its guard.
+func runGuarded(a *app, tool string, argv, env []string, g guard, grace time.Duration) (res *guardedExit, lostDuring bool, code int) {
 	// From here on signals go to the command instead of cancelling a.ctx.
 	sigs := make(chan os.Signal, 8)
 	a.setForward(func(s os.Signal) {
@@ -37,46 +74,108 @@ func runGuarded(a *app, tool string, argv, env []string, lost <-chan struct{}, l
 		return nil, false, exitSignalBase + int(sig)
 	}
 
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		fmt.Fprintf(a.stderr, "pgcoord %s: %v\n", tool, err)
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return nil, false, exitNotFound
-		}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(a.stderr, "pgcoord %s: finding pgcoord's own executable for the watchdog: %v\n", tool, err)
 		return nil, false, exitCannotExec
 	}
-	pgid := cmd.Process.Pid // Setpgid: the group id is the child's pid
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
+	ctlR, ctlW, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(a.stderr, "pgcoord %s: %v\n", tool, err)
+		return nil, false, exitError
+	}
+	evR, evW, err := os.Pipe()
+	if err != nil {
+		_, _ = ctlR.Close(), ctlW.Close()
+		fmt.Fprintf(a.stderr, "pgcoord %s: %v\n", tool, err)
+		return nil, false, exitError
+	}
+	wd := exec.Command(self, append([]string{"__guard", "--tool", tool, "--grace", grace.String(), "--"}, argv...)...)
+	wd.Stdin, wd.Stdout, wd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	wd.Env = append(os.Environ(), env...)
+	wd.ExtraFiles = []*os.File{ctlR, evW} // fds 3 and 4
+	err = wd.Start()
+	_, _ = ctlR.Close(), evW.Close() // the watchdog's ends
+	if err != nil {
+		_, _ = ctlW.Close(), evR.Close()
+		fmt.Fprintf(a.stderr, "pgcoord %s: starting the watchdog: %v\n", tool, err)
+		return nil, false, exitCannotExec
+	}
+	events := make(chan guardRecord, 4)
+	go readRecords(evR, events)
+	defer func() {
+		// Closing ctlW tells a watchdog still running that pgcoord is
+		// done: it kills what is left (nothing, after evDone) and exits.
+		_ = ctlW.Close()
+		_ = wd.Wait()
+		_ = evR.Close()
+		for range events { // readRecords has ended with evR
+		}
 	}()
 
-	var killTimer <-chan time.Time
+	beat := func() bool {
+		t0 := monoNow() // before the look: see beatTimes
+		if !g.valid() {
+			return false
+		}
+		termAt, killAt := beatTimes(t0, g.heartbeat)
+		return writeRecord(ctlW, guardRecord{op: opBeat, a: termAt, b: killAt}) == nil
+	}
+	if !beat() {
+		fmt.Fprintf(a.stderr, "pgcoord %s: %s before the command started; not running it\n", tool, g.lostWhy())
+		return nil, true, exitLockLost
+	}
+	ticker := time.NewTicker(max(g.heartbeat/4, time.Millisecond))
+	defer ticker.Stop()
+
+	lost := g.lost
+	pgid := 0
+	var pending []syscall.Signal
+	forward := func(sig syscall.Signal) {
+		_ = writeRecord(ctlW, guardRecord{op: opSignal, a: int64(sig)})
+	}
 	for {
 		select {
-		case <-done:
-			return cmd.ProcessState, lostDuring, 0
+		case <-ticker.C:
+			if lost != nil {
+				beat()
+			}
 		case s := <-sigs:
 			if sig, ok := s.(syscall.Signal); ok {
-				_ = syscall.Kill(-pgid, sig)
+				if pgid == 0 {
+					pending = append(pending, sig)
+				} else {
+					forward(sig)
+				}
 			}
 		case <-lost:
 			lost, lostDuring = nil, true
-			fmt.Fprintf(a.stderr, "pgcoord %s: %s; stopping the command\n", tool, lostWhy())
-			_ = syscall.Kill(-pgid, syscall.SIGTERM)
-			if grace == 0 {
-				_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			} else {
-				killTimer = time.After(grace)
+			fmt.Fprintf(a.stderr, "pgcoord %s: %s; stopping the command\n", tool, g.lostWhy())
+			_ = writeRecord(ctlW, guardRecord{op: opStop, a: int64(grace)})
+		case e, ok := <-events:
+			if !ok {
+				// The watchdog died without a word (someone killed it):
+				// the command's first process died with it (parent-death
+				// signal, Linux); kill its group for the rest.
+				if pgid != 0 {
+					_ = syscall.Kill(-pgid, syscall.SIGKILL)
+				}
+				fmt.Fprintf(a.stderr, "pgcoord %s: the watchdog process died; the command's process group was killed\n", tool)
+				return nil, lostDuring, exitError
 			}
-		case <-killTimer:
-			killTimer = nil
-			fmt.Fprintf(a.stderr, "pgcoord %s: the command did not exit within %v of SIGTERM; sending SIGKILL\n", tool, grace)
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			switch e.op {
+			case evStarted:
+				pgid = int(e.a)
+				for _, sig := range pending {
+					forward(sig)
+				}
+				pending = nil
+			case evNotStarted:
+				return nil, false, int(e.a)
+			case evDone:
+				res := &guardedExit{status: syscall.WaitStatus(e.a), silent: e.b&flagSilent != 0}
+				return res, lostDuring || res.silent, 0
+			}
 		}
 	}
 }

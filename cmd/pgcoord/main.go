@@ -107,7 +107,8 @@ Exit codes:
          prune, leader and migrate --status after 30s)
   75     run: the lock was lost while the command ran (elect: leadership
          was lost); the command was sent SIGTERM (SIGKILL after --grace) and
-         pgcoord exited once it ended
+         pgcoord exited once it ended; or pgcoord was frozen or starved and
+         its watchdog stopped the command (see "pgcoord help run")
   78     no database: neither --database-url nor $DATABASE_URL is set
   126    run, elect: the command could not be started
   127    run, elect: the command was not found
@@ -122,7 +123,7 @@ type command struct {
 }
 
 // commands lists the subcommands in usage order. demo-agent is the hidden
-// child process of demo.
+// child process of demo, __guard the hidden watchdog of run and elect.
 var commands = []command{
 	{"migrate", cmdMigrate},
 	{"members", cmdMembers},
@@ -133,6 +134,7 @@ var commands = []command{
 	{"elect", cmdElect},
 	{"leader", cmdLeader},
 	{"demo-agent", cmdDemoAgent},
+	{"__guard", cmdGuard},
 }
 
 func main() {

@@ -36,6 +36,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == groupGoneArg {
+		os.Exit(checkGroupGone(os.Args[2]))
+	}
 	if os.Getenv(cliEnv) == "1" {
 		os.Exit(pgcoordMain(os.Args[1:]))
 	}
@@ -210,11 +213,12 @@ func TestUsage(t *testing.T) {
 	require.Equal(t, exitOK, r.code)
 	require.Equal(t, usageText, r.stdout)
 	for _, c := range commands {
-		if c.name != "demo-agent" {
+		if c.name != "demo-agent" && c.name != "__guard" {
 			require.Contains(t, usageText, "\n  "+c.name+" ", "usage lists %s", c.name)
 		}
 	}
 	require.NotContains(t, usageText, "demo-agent", "the demo's child command stays hidden")
+	require.NotContains(t, usageText, "__guard", "so does the watchdog of run and elect")
 
 	r = runCLI(t, "help", "run")
 	require.Equal(t, exitOK, r.code)

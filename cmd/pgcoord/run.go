@@ -35,7 +35,26 @@ group. (A command that reads the terminal is therefore not supported.) It finds
 the lock's full name in $PGCOORD_LOCK and its fencing token in
 $PGCOORD_FENCING_TOKEN: tokens of successive holders of a name increase, so a
 store that rejects writes with a token lower than one it has seen cannot be
-clobbered by a holder that lost the lock without knowing.`
+clobbered by a holder that lost the lock without knowing.
+
+Guarantee: the command, and every process it starts (a pipeline, "cmd &",
+grandchildren), never runs without the lock. pgcoord does not start it
+itself: a watchdog process (pgcoord re-executed as a hidden "__guard") starts
+it in its own process group and is its parent. pgcoord sends the watchdog a
+heartbeat every quarter --heartbeat while the lock holds, lease included.
+ - pgcoord killed (kill -9, crash): its end of the pipe closes and the
+   watchdog sends SIGKILL to every process of the command at once.
+ - pgcoord frozen (SIGSTOP) or starved: with no heartbeat, the watchdog sends
+   SIGTERM 1.25 heartbeats after the last one and SIGKILL at 1.75, before the
+   server can hand the lock on (2 heartbeats at the earliest); pgcoord then
+   exits 75. A pgcoord not scheduled for about a heartbeat counts as frozen.
+ - The command exits leaving processes behind: they get SIGTERM, then
+   SIGKILL after --grace, before the lock is let go.
+Platforms: on Linux the watchdog is a child subreaper (PR_SET_CHILD_SUBREAPER)
+and finds processes that left the group through /proc; the command's first
+process also has a parent-death signal. Other Unix systems: the same, except
+that only processes still in the command's process group are reached, and
+the deadlines use the wall clock. Details and measured bounds: docs/cli.md.`
 
 // cmdRun implements "pgcoord run".
 func cmdRun(a *app, args []string) int {
@@ -125,7 +144,7 @@ func cmdRun(a *app, args []string) int {
 			*prefix+*name, why, heldBy(url, *prefix+*name))
 		return *conflictCode
 	}
-	return runLocked(a, l, *prefix+*name, fs.Args(), *grace)
+	return runLocked(a, l, *prefix+*name, fs.Args(), *grace, *heartbeat)
 }
 
 // heldBy describes who holds the lock full, best effort: it is only there
@@ -155,7 +174,7 @@ func heldBy(url, full string) string {
 }
 
 // runLocked runs argv while l is held and returns pgcoord's exit code.
-func runLocked(a *app, l *pgcoord.Lock, full string, argv []string, grace time.Duration) int {
+func runLocked(a *app, l *pgcoord.Lock, full string, argv []string, grace, heartbeat time.Duration) int {
 	release := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -164,17 +183,36 @@ func runLocked(a *app, l *pgcoord.Lock, full string, argv []string, grace time.D
 		}
 	}
 	env := []string{"PGCOORD_LOCK=" + full, "PGCOORD_FENCING_TOKEN=" + strconv.FormatInt(l.Token(), 10)}
-	ps, lockLost, code := runGuarded(a, "run", argv, env, l.Lost(), func() string {
-		// Release of a lost hold returns why it was lost, without I/O.
-		return fmt.Sprintf("lost lock %q while the command was running (%v)", full, l.Release(context.Background()))
-	}, grace)
+	g := guard{
+		valid: func() bool {
+			select {
+			case <-l.Lost(): // Lost looks at the lease first
+				return false
+			default:
+				return true
+			}
+		},
+		lost: l.Lost(),
+		lostWhy: func() string {
+			// Release of a lost hold returns why it was lost, without I/O.
+			return fmt.Sprintf("lost lock %q while the command was running (%v)", full, l.Release(context.Background()))
+		},
+		heartbeat: heartbeat,
+	}
+	ps, lockLost, code := runGuarded(a, "run", argv, env, g, grace)
 	if ps == nil {
 		release()
 		return code
 	}
+	if ps.silent {
+		fmt.Fprintf(a.stderr, "pgcoord run: the watchdog stopped the command (%s) because pgcoord was silent too long: lock %q may have been handed on; exiting %d\n",
+			describeExit(ps.status), full, exitLockLost)
+		release()
+		return exitLockLost
+	}
 	if lockLost {
 		fmt.Fprintf(a.stderr, "pgcoord run: the command ended (%s) after lock %q was lost; exiting %d\n",
-			describeExit(ps), full, exitLockLost)
+			describeExit(ps.status), full, exitLockLost)
 		return exitLockLost
 	}
 	select {
@@ -187,22 +225,22 @@ func runLocked(a *app, l *pgcoord.Lock, full string, argv []string, grace time.D
 	default:
 	}
 	release()
-	return exitStatus(ps)
+	return exitStatus(ps.status)
 }
 
 // describeExit says how the command ended, for messages.
-func describeExit(ps *os.ProcessState) string {
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+func describeExit(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
 		return fmt.Sprintf("killed by signal %d, %v", int(ws.Signal()), ws.Signal())
 	}
-	return "exit status " + strconv.Itoa(ps.ExitCode())
+	return "exit status " + strconv.Itoa(ws.ExitStatus())
 }
 
 // exitStatus is the status a shell would report for the command: its exit
 // code, or 128+N when signal N killed it.
-func exitStatus(ps *os.ProcessState) int {
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+func exitStatus(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
 		return exitSignalBase + int(ws.Signal())
 	}
-	return ps.ExitCode()
+	return ws.ExitStatus()
 }
