@@ -74,7 +74,6 @@ func TestAsyncReleaseSessionDies(t *testing.T) {
 	p := testPrefix(t)
 	c := newCoord(t, p, func(cfg *Config) {
 		cfg.AsyncRelease = true
-		cfg.LockSessions = 1
 	})
 	a, b := c.GetLock("async-a"), c.GetLock("async-b")
 	mustAcquire(t, a, NoWait)
@@ -115,7 +114,6 @@ func TestAsyncReleaseToldAtBreak(t *testing.T) {
 	c := newCoord(t, testPrefix(t), func(cfg *Config) {
 		cfg.ConnString = srv.URL()
 		cfg.AsyncRelease = true
-		cfg.LockSessions = 1
 	})
 	a, b := c.GetLock("async-a"), c.GetLock("async-b")
 	mustAcquire(t, a, NoWait)

@@ -16,7 +16,7 @@ import (
 func TestBatchedOpsKeepTheirOwnOutcome(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	c := newCoord(t, p, func(cfg *Config) { cfg.LockSessions = 1 })
+	c := newCoord(t, p)
 	other := newCoord(t, p)
 
 	// Half the names are held elsewhere, so batches mix granted and busy
@@ -79,7 +79,6 @@ func TestBatchStatementFailure(t *testing.T) {
 	c := newCoord(t, testPrefix(t), func(cfg *Config) {
 		cfg.ConnString = srv.URL()
 		cfg.MaxHeldLocks = 100000
-		cfg.LockSessions = 1
 	})
 
 	var (

@@ -15,15 +15,6 @@ import (
 	"github.com/pgcoord/pgcoord/db"
 )
 
-// budgetCoord starts a coordinator with the default session budget (newCoord
-// sets LockSessions, which sizes the budget when MaxSessions is unset).
-func budgetCoord(t *testing.T, prefix string, mods ...func(*Config)) *Coordinator {
-	t.Helper()
-	return newCoord(t, prefix, append([]func(*Config){func(cfg *Config) {
-		cfg.LockSessions = 0
-	}}, mods...)...)
-}
-
 // peakBackends samples c's backends every few milliseconds until stop is
 // called, which returns the highest count seen.
 func peakBackends(t *testing.T, c *Coordinator) (stop func() int) {
@@ -56,7 +47,7 @@ func peakBackends(t *testing.T, c *Coordinator) (stop func() int) {
 
 func TestBudgetIdleAndUncontended(t *testing.T) {
 	t.Parallel()
-	c := budgetCoord(t, testPrefix(t))
+	c := newCoord(t, testPrefix(t))
 	require.Equal(t, DefaultMaxSessions, c.cfg.MaxSessions)
 	require.LessOrEqual(t, backendsOf(t, c), 2, "idle")
 	peak := peakBackends(t, c)
@@ -78,8 +69,8 @@ func TestBudgetIdleAndUncontended(t *testing.T) {
 func TestBudgetManyWaiters(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	holder := budgetCoord(t, p)
-	c := budgetCoord(t, p)
+	holder := newCoord(t, p)
+	c := newCoord(t, p)
 	const n = 40
 	held := make([]*Lock, n)
 	for i := range held {
@@ -146,8 +137,8 @@ func markerHeld(t *testing.T, c *Coordinator, key int64) bool {
 func TestFarWaitWokenWhenHolderKilled(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	holder := budgetCoord(t, p)
-	c := budgetCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
+	holder := newCoord(t, p)
+	c := newCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
 	hl := holder.GetLock("k")
 	mustAcquire(t, hl, NoWait)
 	w := c.GetLock("k")
@@ -175,8 +166,8 @@ func TestFarWaitWokenWhenHolderKilled(t *testing.T) {
 func TestFarWaitCancelCostsOthersNothing(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	holder := budgetCoord(t, p)
-	c := budgetCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
+	holder := newCoord(t, p)
+	c := newCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
 	names := []string{"a", "b", "c"}
 	held := make([]*Lock, len(names))
 	waiting := make([]*Lock, len(names))
@@ -229,8 +220,8 @@ func TestFarWaitCancelCostsOthersNothing(t *testing.T) {
 func TestFarWaitTimeout(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	holder := budgetCoord(t, p)
-	c := budgetCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
+	holder := newCoord(t, p)
+	c := newCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
 	mustAcquire(t, holder.GetLock("t"), NoWait)
 	ok, err := c.GetLock("t").Acquire(ctx(t), Timeout(200*time.Millisecond))
 	require.NoError(t, err)
@@ -246,7 +237,7 @@ func TestNoStarvation(t *testing.T) {
 	p := testPrefix(t)
 	var coords []*Coordinator
 	for range 4 {
-		coords = append(coords, budgetCoord(t, p))
+		coords = append(coords, newCoord(t, p))
 	}
 	deadline := time.Now().Add(3 * time.Second)
 	var mu sync.Mutex
@@ -321,8 +312,8 @@ func TestHeadroomRefusesSession(t *testing.T) {
 	srv := ownServer(t, map[string]string{"max_connections": "20"})
 	p := testPrefix(t)
 	on := func(cfg *Config) { cfg.ConnString = srv.URL() }
-	holder := budgetCoord(t, p, on)
-	c := budgetCoord(t, p, on, func(cfg *Config) { cfg.ConnectionHeadroom = 5 })
+	holder := newCoord(t, p, on)
+	c := newCoord(t, p, on, func(cfg *Config) { cfg.ConnectionHeadroom = 5 })
 	admin := connect(t, srv.URL())
 	// Take slots until exactly 5 are free: a sixth session would leave 4.
 	// (Once the migration's backends have exited: only the two
@@ -354,7 +345,7 @@ func TestHeadroomRefusesSession(t *testing.T) {
 	require.Eventually(t, func() bool { return backendsOn(t, admin, refused) == 0 }, 10*time.Second, 5*time.Millisecond)
 
 	// The default headroom, 10% of 17 usable slots, leaves room here.
-	d := budgetCoord(t, p, on)
+	d := newCoord(t, p, on)
 	mustAcquire(t, hl, NoWait)
 	res = waitAcquire(t, d.GetLock("h"))
 	require.Eventually(t, func() bool { return backendsOn(t, admin, d) == 3 }, 10*time.Second, 5*time.Millisecond)
@@ -397,8 +388,8 @@ func TestTooManyConnections(t *testing.T) {
 		require.NoError(t, admin.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'`).Scan(&n))
 		return n == 1
 	}, 10*time.Second, 10*time.Millisecond, "only this connection left")
-	holder := budgetCoord(t, p, on)
-	c := budgetCoord(t, p, on)
+	holder := newCoord(t, p, on)
+	c := newCoord(t, p, on)
 	_ = connectWhenFree(t, srv.URL()) // the sixth and last slot
 	hl := holder.GetLock("full")
 	mustAcquire(t, hl, NoWait)
@@ -441,8 +432,8 @@ func TestMembersTableTakesHOTHeartbeats(t *testing.T) {
 func TestFarWaitSurvivesControlReconnect(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	holder := budgetCoord(t, p)
-	c := budgetCoord(t, p, func(cfg *Config) {
+	holder := newCoord(t, p)
+	c := newCoord(t, p, func(cfg *Config) {
 		cfg.MaxSessions = 2
 		cfg.HeartbeatInterval = 100 * time.Millisecond
 		cfg.SessionTimeout = 2 * time.Second
@@ -468,8 +459,8 @@ func TestFarWaitSurvivesControlReconnect(t *testing.T) {
 func TestStopEndsFarWait(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	holder := budgetCoord(t, p)
-	c := budgetCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
+	holder := newCoord(t, p)
+	c := newCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
 	mustAcquire(t, holder.GetLock("s"), NoWait)
 	w := c.GetLock("s")
 	res := waitAcquire(t, w)
@@ -483,7 +474,7 @@ func TestStopEndsFarWait(t *testing.T) {
 // session is being reconnected waits for the reconnect instead of failing.
 func TestNewNameDuringControlReconnect(t *testing.T) {
 	t.Parallel()
-	c := budgetCoord(t, testPrefix(t), func(cfg *Config) {
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
 		cfg.HeartbeatInterval = 100 * time.Millisecond
 		cfg.SessionTimeout = 2 * time.Second
 		cfg.InitialReconnectBackoff = 50 * time.Millisecond

@@ -414,8 +414,7 @@ func TestRunAsLeader(t *testing.T) {
 func TestElectionCampaignBudget(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	budget := func(c *Config) { c.MaxSessions = 4; c.LockSessions = 1 }
-	leader, candidate := newCoord(t, p, budget), newCoord(t, p, budget)
+	leader, candidate := newCoord(t, p), newCoord(t, p)
 	const n = 12
 	var res []<-chan error
 	for i := range n {

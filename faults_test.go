@@ -36,7 +36,7 @@ func requireStillHeld(t *testing.T, l *Lock, for_ time.Duration) {
 // insert, stalled) costs no other hold of the coordinator.
 func TestCancelledAcquireCostsNoOtherHold(t *testing.T) {
 	t.Parallel()
-	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.LockSessions = 1 })
+	c := newCoord(t, testPrefix(t))
 	a := c.GetLock("a")
 	mustAcquire(t, a, NoWait)
 	unlock := lockRegistry(t)
@@ -57,7 +57,6 @@ func TestStalledRegistryKeepsLeases(t *testing.T) {
 	c := newCoord(t, testPrefix(t), func(cfg *Config) {
 		cfg.HeartbeatInterval = 100 * time.Millisecond
 		cfg.SessionTimeout = 500 * time.Millisecond
-		cfg.LockSessions = 1
 	})
 	a := c.GetLock("a")
 	mustAcquire(t, a, NoWait)
@@ -85,7 +84,6 @@ func TestLeaseLossFreesServerLock(t *testing.T) {
 	c := newCoord(t, p, func(cfg *Config) {
 		cfg.HeartbeatInterval = 200 * time.Millisecond
 		cfg.SessionTimeout = time.Second
-		cfg.LockSessions = 1
 	})
 	other := newCoord(t, p)
 	l := c.GetLock("leased")
@@ -170,7 +168,8 @@ func TestLockSessionsCheckedDuringReconnect(t *testing.T) {
 func TestWaitSessionsExhausted(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	c1 := newCoord(t, p, func(cfg *Config) { cfg.MaxWaitSessions = 1 })
+	// A budget of three: control, lock and one wait session.
+	c1 := newCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 3 })
 	c2 := newCoord(t, p)
 	hb := c2.GetLock("h")
 	mustAcquire(t, hb, NoWait)
@@ -214,7 +213,7 @@ func TestRetriedStartLeavesOtherMember(t *testing.T) {
 	role := appRole(t, "CONNECTION LIMIT 1")
 	p := testPrefix(t)
 	c1, err := New(Config{ConnString: withUser(t, testURL, role, "app-pw"), Prefix: p, AgentID: "same",
-		SkipMigrations: true, LockSessions: 2, Logger: quietLogger()})
+		SkipMigrations: true, Logger: quietLogger()})
 	require.NoError(t, err)
 	require.Error(t, c1.Start(ctx(t)), "a second connection is over the role's limit")
 
@@ -235,7 +234,6 @@ func TestRetryAfterLossWaitsForOldBackend(t *testing.T) {
 	srv := ownServer(t, nil)
 	c := newCoord(t, testPrefix(t), func(cfg *Config) {
 		cfg.ConnString = srv.URL()
-		cfg.LockSessions = 1
 	})
 	l := c.GetLock("retried")
 	mustAcquire(t, l, NoWait)

@@ -102,7 +102,7 @@ func TestServerMajor(t *testing.T) {
 // exactly that point.
 func TestNoHoldAddedPastLease(t *testing.T) {
 	t.Parallel()
-	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.LockSessions = 1 })
+	c := newCoord(t, testPrefix(t))
 	a := c.GetLock("a")
 	mustAcquire(t, a, NoWait)
 	s := c.lockSs[0]
@@ -135,7 +135,6 @@ func TestBusySessionKeepsLeases(t *testing.T) {
 	c := newCoord(t, testPrefix(t), func(cfg *Config) {
 		cfg.HeartbeatInterval = 50 * time.Millisecond
 		cfg.SessionTimeout = 0 // the default for that heartbeat
-		cfg.LockSessions = 1
 	})
 	require.Equal(t, 1100*time.Millisecond, c.cfg.SessionTimeout)
 	end := time.Now().Add(30 * time.Second)

@@ -72,23 +72,19 @@ func testPrefix(t testing.TB) string {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// newCoord starts a coordinator on the test database with prefix and a
-// short heartbeat, and stops it when the test ends.
+// newCoord starts a coordinator on the test database with prefix and the
+// default configuration (what users run: one lock session, a budget of
+// MaxSessions sessions, the default heartbeat and SessionTimeout), and stops
+// it when the test ends. mods set what a test is about; a test that needs
+// another setting says why beside it.
 func newCoord(t testing.TB, prefix string, mods ...func(*Config)) *Coordinator {
 	t.Helper()
 	cfg := Config{
 		ConnString: testURL,
 		Prefix:     prefix,
-		// A ping that takes longer than a heartbeat counts as a cut-off
-		// session; 500ms leaves room for -race on two loaded cores.
-		HeartbeatInterval: 500 * time.Millisecond,
-		// Roomier than the default 5 heartbeats: parallel tests under -race
-		// on two cores can starve a heartbeat for a while. Lease tests set
-		// their own.
-		SessionTimeout: 5 * time.Second,
+		// TestMain migrated the database once; Start checks the schema.
 		SkipMigrations: true,
 		Logger:         quietLogger(),
-		LockSessions:   2,
 	}
 	for _, m := range mods {
 		m(&cfg)

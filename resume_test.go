@@ -26,9 +26,10 @@ func TestResumedHolderSeesLossAtFirstLook(t *testing.T) {
 	t.Parallel()
 	const lanes, perLane = 4, 5
 	p := testPrefix(t)
-	// A wait session per lane: the test waits until the server shows the
-	// taker waiting (a wait beyond the budget would not show there).
-	taker := newCoord(t, p, func(cfg *Config) { cfg.MaxWaitSessions = lanes })
+	// A wait session per lane (the budget: control, lock session and lanes
+	// wait sessions): the test waits until the server shows the taker
+	// waiting (a wait beyond the budget would not show there).
+	taker := newCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 + lanes })
 	for lane := range lanes {
 		t.Run(fmt.Sprintf("lane%d", lane), func(t *testing.T) {
 			t.Parallel()

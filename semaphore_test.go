@@ -138,7 +138,7 @@ func TestSemaphoreHolderDies(t *testing.T) {
 func TestSemaphoreNeverOverLimit(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	coords := []*Coordinator{newCoord(t, p), newCoord(t, p), newCoord(t, p, func(c *Config) { c.MaxSessions, c.LockSessions = 2, 1 })}
+	coords := []*Coordinator{newCoord(t, p), newCoord(t, p), newCoord(t, p, func(c *Config) { c.MaxSessions = 2 })}
 	const limit = 3
 	var holding, peak, over, takes atomic.Int32
 	var wg sync.WaitGroup

@@ -112,7 +112,7 @@ func TestSharedLockLost(t *testing.T) {
 func TestSharedNeverOverlapsExclusive(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	coords := []*Coordinator{newCoord(t, p), newCoord(t, p), newCoord(t, p, func(c *Config) { c.MaxSessions, c.LockSessions = 2, 1 })}
+	coords := []*Coordinator{newCoord(t, p), newCoord(t, p), newCoord(t, p, func(c *Config) { c.MaxSessions = 2 })}
 	var readers, writers atomic.Int32
 	var bad atomic.Int32
 	var wg sync.WaitGroup
@@ -179,7 +179,7 @@ func TestSharedNoWriterStarvation(t *testing.T) {
 		{"same coordinator", func(_ *testing.T, _ string, r *Coordinator) *Coordinator { return r }},
 		{"other coordinator", func(t *testing.T, p string, _ *Coordinator) *Coordinator { return newCoord(t, p) }},
 		{"beyond the budget", func(t *testing.T, p string, _ *Coordinator) *Coordinator {
-			return newCoord(t, p, func(c *Config) { c.MaxSessions, c.LockSessions = 2, 1 })
+			return newCoord(t, p, func(c *Config) { c.MaxSessions = 2 })
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

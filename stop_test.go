@@ -26,7 +26,6 @@ func TestStopRacingHeartbeatFreesLocks(t *testing.T) {
 			HeartbeatInterval: 10 * time.Millisecond,
 			SkipMigrations:    true,
 			Logger:            quietLogger(),
-			LockSessions:      1,
 		})
 		require.NoError(t, err)
 		require.NoError(t, c.Start(ctx(t)))

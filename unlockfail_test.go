@@ -44,7 +44,6 @@ func TestFailedUnlockFreesLock(t *testing.T) {
 	coord := func(p string, mods ...func(*Config)) *Coordinator {
 		return newCoord(t, p, append([]func(*Config){func(cfg *Config) {
 			cfg.ConnString = appURL
-			cfg.LockSessions = 1
 		}}, mods...)...)
 	}
 	// other is a superuser's coordinator: its unlocks keep working.

@@ -117,7 +117,7 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 		if i%3 == 2 {
 			// A budget of two sessions: every wait is beyond the budget,
 			// woken by NOTIFY or the dead-holder check.
-			cfg.MaxSessions, cfg.LockSessions = 2, 1
+			cfg.MaxSessions = 2
 		}
 		c, err := pgcoord.New(cfg)
 		require.NoError(t, err)
@@ -586,6 +586,5 @@ func chaosConfig(connString, agent string) pgcoord.Config {
 		MaxReconnectBackoff:     500 * time.Millisecond,
 		SkipMigrations:          true,
 		Logger:                  quietLogger(),
-		LockSessions:            2,
 	}
 }
