@@ -43,7 +43,7 @@ type batchQueue struct {
 	// spare is the array of the last batch run, reused for the next queue.
 	spare []*lockOp
 	// flush sends async unlocks that found no statement to join within
-	// AsyncReleaseDelay; nil until the first one.
+	// asyncReleaseDelay; nil until the first one.
 	flush *time.Timer
 }
 
@@ -119,7 +119,7 @@ func (s *session) passLead() {
 
 // runAsync queues the unlock of a hold that Release has already ended
 // (Config.AsyncRelease) and returns at once. The unlock joins the next batch
-// on s, or leaves on its own after AsyncReleaseDelay.
+// on s, or leaves on its own after asyncReleaseDelay.
 func (s *session) runAsync(op *lockOp) {
 	op.unlock, op.async = true, true
 	s.bmu.Lock()
@@ -129,9 +129,9 @@ func (s *session) runAsync(op *lockOp) {
 		return // the current leader hands it on (see passLead)
 	}
 	if s.batch.flush == nil {
-		s.batch.flush = time.AfterFunc(AsyncReleaseDelay, s.flushAsync)
+		s.batch.flush = time.AfterFunc(asyncReleaseDelay, s.flushAsync)
 	} else {
-		s.batch.flush.Reset(AsyncReleaseDelay)
+		s.batch.flush.Reset(asyncReleaseDelay)
 	}
 }
 

@@ -53,9 +53,9 @@ func BenchmarkAcquireRelease(b *testing.B) {
 }
 
 // BenchmarkAcquireReleaseParallel is 64 goroutines on distinct names through
-// one coordinator with 4 lock sessions.
+// one coordinator with the default configuration (one lock session).
 func BenchmarkAcquireReleaseParallel(b *testing.B) {
-	c := newCoord(b, testPrefix(b), func(cfg *Config) { cfg.LockSessions = 4 })
+	c := newCoord(b, testPrefix(b))
 	ctx := context.Background()
 	var seq atomic.Int64
 	b.SetParallelism(32) // 2 cores x 32 = 64 goroutines
@@ -92,18 +92,18 @@ func BenchmarkSynchronized(b *testing.B) {
 // waiting on the server (Wait) while the other holds it; b.N counts the
 // acquisitions of both.
 func BenchmarkContended(b *testing.B) {
-	benchContended(b, func(cfg *Config) { cfg.LockSessions = 0 })
+	benchContended(b)
 }
 
 // BenchmarkContendedBeyondBudget is BenchmarkContended with every wait
 // beyond the session budget (MaxSessions 2): woken by NOTIFY, then a try.
 func BenchmarkContendedBeyondBudget(b *testing.B) {
-	benchContended(b, func(cfg *Config) { cfg.LockSessions, cfg.MaxSessions = 0, 2 })
+	benchContended(b, func(cfg *Config) { cfg.MaxSessions = 2 })
 }
 
-func benchContended(b *testing.B, tune func(*Config)) {
+func benchContended(b *testing.B, tune ...func(*Config)) {
 	p := testPrefix(b)
-	locks := []*Lock{newCoord(b, p, tune).GetLock("contended"), newCoord(b, p, tune).GetLock("contended")}
+	locks := []*Lock{newCoord(b, p, tune...).GetLock("contended"), newCoord(b, p, tune...).GetLock("contended")}
 	ctx := context.Background()
 	var left atomic.Int64
 	left.Store(int64(b.N))
@@ -171,14 +171,13 @@ func BenchmarkRawTryUnlockParallel(b *testing.B) {
 }
 
 // BenchmarkHoldMany measures Acquire(NoWait)+Release of one more lock while
-// the coordinator already holds many on its 4 lock sessions: the cost per
+// the coordinator already holds many on its lock session: the cost per
 // acquire should not grow with the count. It also reports the Go heap each
 // held lock costs (Lock object and hold together), as heapB/held.
 func BenchmarkHoldMany(b *testing.B) {
 	for _, n := range []int{0, 1000, 10000} {
 		b.Run(fmt.Sprintf("held=%d", n), func(b *testing.B) {
 			c := newCoord(b, testPrefix(b), func(cfg *Config) {
-				cfg.LockSessions = 4
 				cfg.MaxHeldLocks = n + 10
 			})
 			ctx := context.Background()

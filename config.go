@@ -10,21 +10,39 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Defaults of Config.
+// Defaults of Config: New puts them in the fields left at zero.
 const (
-	DefaultHeartbeatInterval       = time.Second
+	// DefaultHeartbeatInterval is Config.HeartbeatInterval's default.
+	DefaultHeartbeatInterval = time.Second
+	// DefaultInitialReconnectBackoff is Config.InitialReconnectBackoff's
+	// default.
 	DefaultInitialReconnectBackoff = 100 * time.Millisecond
-	DefaultMaxReconnectBackoff     = 60 * time.Second
-	DefaultMaxSessions             = 4
-	DefaultLockSessions            = 1
-	// DefaultMaxWaitSessions is what the default budget leaves for wait
-	// sessions. Deprecated: see Config.MaxSessions.
-	DefaultMaxWaitSessions = DefaultMaxSessions - 1 - DefaultLockSessions
-	DefaultMaxHeldLocks    = 4000
+	// DefaultMaxReconnectBackoff is Config.MaxReconnectBackoff's default.
+	DefaultMaxReconnectBackoff = 60 * time.Second
+	// DefaultMaxSessions is Config.MaxSessions's default: the control
+	// session, the lock session and two wait sessions.
+	DefaultMaxSessions = 4
+	// DefaultMaxHeldLocks is Config.MaxHeldLocks's default.
+	DefaultMaxHeldLocks = 4000
 )
 
+// maxSessionsLimit is the largest MaxSessions accepted: more than a
+// coordinator can use (waits beyond the budget cost nothing), and few
+// enough that a typo cannot take a server's connection slots.
+const maxSessionsLimit = 1024
+
+// lockSessions is how many sessions hold the locks taken without a wait.
+// One: a lock session batches concurrent statements into one round trip,
+// so more rarely paid, and every backend of a dead member must exit before
+// the server is done with it (SIGKILL takeover p99: 25 ms with four lock
+// sessions open, 14 ms with one). The code keeps a slice of them (a name
+// always on the same one) should that change.
+const lockSessions = 1
+
 // Config configures a Coordinator. Every field is optional except one of
-// ConnString and Pool.
+// ConnString and Pool: New fills the others with their defaults and
+// returns an error wrapping ErrInvalidConfig, naming the field, for a value
+// it cannot use.
 type Config struct {
 	// ConnString is a pgx connection string (URL or key=value; PG* environment
 	// variables apply). Either ConnString or Pool is required. Without a
@@ -41,7 +59,7 @@ type Config struct {
 	// sessions and never borrows a pooled connection, since pgxpool would hand
 	// one still holding session locks to the next borrower; so MaxConns,
 	// MinConns and the health checks do not bound or touch pgcoord's sessions
-	// (budget LockSessions + MaxWaitSessions + 2 backends besides the pool),
+	// (at most MaxSessions backends, 4 by default, besides the pool's),
 	// and the hooks about lending connections (BeforeAcquire, AfterRelease,
 	// PrepareConn, BeforeClose) are not run. Closing the pool does not stop
 	// the coordinator.
@@ -63,14 +81,20 @@ type Config struct {
 	// names do not start with, such as "billing/". Default: "".
 	Prefix string
 	// HeartbeatInterval is how often the member row is refreshed and every
-	// session holding locks is checked. Default 1s.
+	// session holding locks is checked: each beat costs one statement on the
+	// control session and a ping on each session holding locks. It also sets
+	// how soon a loss is told (two heartbeats) and SessionTimeout's default.
+	// Default 1s; at least 10ms, else New fails with ErrInvalidConfig.
 	HeartbeatInterval time.Duration
 	// InitialReconnectBackoff is the first wait before reconnecting a broken
 	// control session; waits double (with jitter) up to MaxReconnectBackoff.
-	// Default 100ms, or MaxReconnectBackoff when that is set lower.
+	// Default 100ms, or MaxReconnectBackoff when that is set lower; a
+	// negative value, or one above an explicit MaxReconnectBackoff, is an
+	// ErrInvalidConfig.
 	InitialReconnectBackoff time.Duration
 	// MaxReconnectBackoff caps the reconnect wait, jitter included. Default
-	// 60s, or InitialReconnectBackoff when that is set higher.
+	// 60s, or InitialReconnectBackoff when that is set higher; negative is an
+	// ErrInvalidConfig.
 	MaxReconnectBackoff time.Duration
 	// SkipMigrations stops Start from applying the embedded migrations; Start
 	// then only checks that the schema is present. Default false.
@@ -84,9 +108,11 @@ type Config struct {
 	// control session and one lock session. Waits take the rest, one wait
 	// session each (the server wakes them in FIFO order, the best handoff);
 	// waits beyond the budget cost no backend at all (see the package doc,
-	// Sessions). Raising it may buy speed, never correctness. Default 4, or,
-	// when unset, 1 + LockSessions + MaxWaitSessions if those are set; at
-	// least 2.
+	// Sessions). Raising it may buy speed, never correctness; each session
+	// is a backend process on the server (a few MB of memory) and counts
+	// against max_connections. Default 4 (DefaultMaxSessions); between 2
+	// (no wait session: every wait beyond the budget) and 1024, else New
+	// fails with ErrInvalidConfig.
 	MaxSessions int
 	// ConnectionHeadroom is how many of the server's connection slots this
 	// coordinator leaves free: it opens no session that would leave fewer
@@ -99,12 +125,6 @@ type Config struct {
 	// check.
 	ConnectionHeadroom int
 
-	// LockSessions is how many of the MaxSessions budget hold the locks
-	// taken without waiting; many locks share each, a name always on the
-	// same one. Start opens the first; the others open when first needed.
-	// Default 1. Deprecated: set MaxSessions; more lock sessions rarely pay
-	// (a lock session batches concurrent statements into one round trip).
-	LockSessions int
 	// SessionTimeout bounds how long a lock is held by a holder that went
 	// silent (frozen by SIGSTOP or a long pause, or cut off without a FIN).
 	// On PostgreSQL 14 and later the server ends any session of the
@@ -133,19 +153,14 @@ type Config struct {
 	// that margin for a shorter hold by a frozen holder.
 	SessionTimeout time.Duration
 
-	// MaxWaitSessions caps the sessions that wait on the server for contended
-	// locks (a lock granted after a wait stays on its wait session until
-	// released); waits beyond it wait without a session of their own.
-	// Default: what the budget leaves, MaxSessions - 1 - LockSessions.
-	// Deprecated: set MaxSessions. A value above what the budget leaves is
-	// an ErrInvalidConfig.
-	MaxWaitSessions int
 	// MaxHeldLocks caps the locks this coordinator holds at once; Acquire
 	// beyond it returns an error wrapping ErrTooManyLocks. PostgreSQL's lock
 	// table is shared by the whole cluster and, when it fills, every session
 	// fails (about 12,800 locks on a default PostgreSQL 15, from
 	// max_locks_per_transaction × max_connections): the cap keeps one busy
-	// service from taking the cluster down. Default 4000.
+	// service from taking the cluster down. Default 4000 (DefaultMaxHeldLocks);
+	// negative is an ErrInvalidConfig. Each held lock costs about 1 KB of Go
+	// heap and a slot of the server's lock table.
 	MaxHeldLocks int
 	// Fencing makes every acquire also record its fencing token in
 	// pgcoord.fences, so that a write in the application's own transaction
@@ -159,12 +174,13 @@ type Config struct {
 	// most hourly (see Prune). Running members and names held, waited for
 	// or used within the retention are never deleted. Default 24h
 	// (DefaultRetention); at least MinRetention (1h); negative: this
-	// coordinator never prunes (`pgcoord prune` still can).
+	// coordinator never prunes (`pgcoord prune` still can). A positive value
+	// under MinRetention is an ErrInvalidConfig.
 	Retention time.Duration
 	// AsyncRelease makes Release of a lock held on a lock session (one not
 	// taken after a wait) return once its unlock is queued: the unlock goes
 	// out in the same round trip as the session's next statement, or on its
-	// own within AsyncReleaseDelay when none comes. A loop of acquire and
+	// own within 0.5ms when none comes. A loop of acquire and
 	// release then costs one round trip instead of two. The price: for up to
 	// that delay plus a round trip after Release returns, other processes
 	// still find the lock busy (this process's Locks do not), and Release
@@ -183,9 +199,10 @@ const MinLease = 100 * time.Millisecond
 // defaultLeaseFloor is the shortest lease the default SessionTimeout gives.
 const defaultLeaseFloor = time.Second
 
-// AsyncReleaseDelay is the longest an unlock queued by Release under
-// Config.AsyncRelease waits for another statement to share its round trip.
-const AsyncReleaseDelay = 500 * time.Microsecond
+// asyncReleaseDelay is the longest an unlock queued by Release under
+// Config.AsyncRelease waits for another statement to share its round trip:
+// long enough for a loop's next Acquire to come, short against a round trip.
+const asyncReleaseDelay = 500 * time.Microsecond
 
 // applyDefaults fills in every field left at its zero value (New calls it
 // before validateConfig).
@@ -202,7 +219,7 @@ func applyDefaults(cfg *Config) {
 	}
 	cfg.InitialReconnectBackoff = cmp.Or(cfg.InitialReconnectBackoff, DefaultInitialReconnectBackoff)
 	cfg.MaxReconnectBackoff = cmp.Or(cfg.MaxReconnectBackoff, DefaultMaxReconnectBackoff)
-	applySessionDefaults(cfg)
+	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
 	cfg.MaxHeldLocks = cmp.Or(cfg.MaxHeldLocks, DefaultMaxHeldLocks)
 	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
 	if cfg.HeartbeatInterval > 0 {
@@ -239,15 +256,10 @@ func validateConfig(cfg *Config) error {
 	case cfg.SessionTimeout < 4*cfg.HeartbeatInterval || cfg.SessionTimeout < 2*cfg.HeartbeatInterval+MinLease:
 		return bad("SessionTimeout", "%v leaves a lease (SessionTimeout less two heartbeats) under two heartbeats or under %v: it must be at least %v",
 			cfg.SessionTimeout, MinLease, max(4*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+MinLease))
-	case cfg.LockSessions < 1 || cfg.LockSessions > 64:
-		return bad("LockSessions", "must be between 1 and 64, got %d", cfg.LockSessions)
-	case cfg.MaxWaitSessions < 0 || cfg.MaxWaitSessions > 1024:
-		return bad("MaxWaitSessions", "must be between 0 and 1024, got %d", cfg.MaxWaitSessions)
-	case cfg.MaxSessions < 2:
-		return bad("MaxSessions", "must be at least 2 (the control session and a lock session), got %d", cfg.MaxSessions)
-	case 1+cfg.LockSessions+cfg.MaxWaitSessions > cfg.MaxSessions:
-		return bad("MaxSessions", "budget %d is less than 1 control + %d lock (LockSessions) + %d wait sessions (MaxWaitSessions)",
-			cfg.MaxSessions, cfg.LockSessions, cfg.MaxWaitSessions)
+	case cfg.MaxSessions < 1+lockSessions:
+		return bad("MaxSessions", "must be at least 2 (the control session and the lock session), got %d", cfg.MaxSessions)
+	case cfg.MaxSessions > maxSessionsLimit:
+		return bad("MaxSessions", "must be at most %d, got %d", maxSessionsLimit, cfg.MaxSessions)
 	case cfg.Retention > 0 && cfg.Retention < MinRetention:
 		return bad("Retention", "must be at least %v (or negative: no pruning), got %v", MinRetention, cfg.Retention)
 	case cfg.MaxHeldLocks < 0:
@@ -259,19 +271,6 @@ func validateConfig(cfg *Config) error {
 	return nil
 }
 
-// applySessionDefaults fills in the session budget and its split. The
-// deprecated LockSessions and MaxWaitSessions keep working: set alone, they
-// size the budget (1 + LockSessions + MaxWaitSessions); with MaxSessions set
-// they must fit in it (validateConfig).
-func applySessionDefaults(cfg *Config) {
-	if cfg.MaxSessions == 0 && (cfg.LockSessions > 0 || cfg.MaxWaitSessions > 0) {
-		lock := cmp.Or(cfg.LockSessions, DefaultLockSessions)
-		wait := cmp.Or(cfg.MaxWaitSessions, DefaultMaxSessions-1-DefaultLockSessions)
-		cfg.MaxSessions = 1 + lock + wait
-	}
-	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
-	cfg.LockSessions = cmp.Or(cfg.LockSessions, DefaultLockSessions)
-	if cfg.MaxWaitSessions == 0 {
-		cfg.MaxWaitSessions = max(cfg.MaxSessions-1-cfg.LockSessions, 0)
-	}
-}
+// waitSessions is how many wait sessions the budget leaves: all but the
+// control and lock sessions.
+func (cfg *Config) waitSessions() int { return cfg.MaxSessions - 1 - lockSessions }

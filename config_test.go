@@ -26,13 +26,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"negative initial backoff", Config{ConnString: testURL, InitialReconnectBackoff: -1}, "InitialReconnectBackoff"},
 		{"negative max backoff", Config{ConnString: testURL, MaxReconnectBackoff: -1}, "MaxReconnectBackoff"},
 		{"initial above max", Config{ConnString: testURL, InitialReconnectBackoff: time.Minute, MaxReconnectBackoff: time.Second}, "InitialReconnectBackoff"},
-		{"too many lock sessions", Config{ConnString: testURL, LockSessions: 1000}, "LockSessions"},
-		{"negative wait sessions", Config{ConnString: testURL, MaxWaitSessions: -2}, "MaxWaitSessions"},
 		{"negative lock cap", Config{ConnString: testURL, MaxHeldLocks: -1}, "MaxHeldLocks"},
 		{"budget of one session", Config{ConnString: testURL, MaxSessions: 1}, "MaxSessions"},
 		{"negative budget", Config{ConnString: testURL, MaxSessions: -4}, "MaxSessions"},
-		{"lock sessions beyond the budget", Config{ConnString: testURL, MaxSessions: 4, LockSessions: 4}, "MaxSessions"},
-		{"wait sessions beyond the budget", Config{ConnString: testURL, MaxSessions: 4, MaxWaitSessions: 3}, "MaxSessions"},
+		{"budget too large", Config{ConnString: testURL, MaxSessions: 1025}, "MaxSessions"},
 		{"session timeout under 4 heartbeats", Config{ConnString: testURL, SessionTimeout: 3 * time.Second}, "SessionTimeout"},
 		{"lease under MinLease", Config{ConnString: testURL, HeartbeatInterval: 20 * time.Millisecond, SessionTimeout: 120 * time.Millisecond}, "SessionTimeout"},
 		{"bad connection string", Config{ConnString: "postgres://u:pw@%zz/db"}, "ConnString"},
@@ -58,9 +55,8 @@ func TestNewFillsDefaults(t *testing.T) {
 	require.Equal(t, DefaultHeartbeatInterval, c.cfg.HeartbeatInterval)
 	require.Equal(t, DefaultInitialReconnectBackoff, c.cfg.InitialReconnectBackoff)
 	require.Equal(t, DefaultMaxReconnectBackoff, c.cfg.MaxReconnectBackoff)
-	require.Equal(t, DefaultLockSessions, c.cfg.LockSessions)
 	require.Equal(t, DefaultMaxSessions, c.cfg.MaxSessions)
-	require.Equal(t, DefaultMaxWaitSessions, c.cfg.MaxWaitSessions)
+	require.Equal(t, DefaultMaxSessions-2, c.cfg.waitSessions())
 	require.NotEmpty(t, c.cfg.AgentID)
 	require.False(t, c.IsActive())
 }
@@ -183,15 +179,15 @@ func freshDatabase(t testing.TB) string {
 // FuzzNewConfig: New never panics, does no I/O, and either returns an error
 // wrapping ErrInvalidConfig or a coordinator whose settings are sound.
 func FuzzNewConfig(f *testing.F) {
-	f.Add("postgres://u:p@127.0.0.1:1/db", "agent", "pfx/", int64(time.Second), int64(100*time.Millisecond), int64(time.Minute), int64(0), 4, 32, 0)
-	f.Add("host=localhost sslmode=verify-full", "", "", int64(-1), int64(0), int64(0), int64(0), 0, 0, -1)
-	f.Add("", "\xff", "", int64(0), int64(time.Hour), int64(time.Second), int64(time.Second), 100, -1, 5)
-	f.Fuzz(func(t *testing.T, conn, agent, prefix string, hb, initial, maxBackoff, sessionTimeout int64, lockSessions, waitSessions, maxHeld int) {
+	f.Add("postgres://u:p@127.0.0.1:1/db", "agent", "pfx/", int64(time.Second), int64(100*time.Millisecond), int64(time.Minute), int64(0), 36, 0)
+	f.Add("host=localhost sslmode=verify-full", "", "", int64(-1), int64(0), int64(0), int64(0), 0, -1)
+	f.Add("", "\xff", "", int64(0), int64(time.Hour), int64(time.Second), int64(time.Second), 1, 5)
+	f.Fuzz(func(t *testing.T, conn, agent, prefix string, hb, initial, maxBackoff, sessionTimeout int64, maxSessions, maxHeld int) {
 		c, err := New(Config{
 			ConnString: conn, AgentID: agent, Prefix: prefix,
 			HeartbeatInterval: time.Duration(hb), InitialReconnectBackoff: time.Duration(initial),
 			MaxReconnectBackoff: time.Duration(maxBackoff), SessionTimeout: time.Duration(sessionTimeout),
-			LockSessions: lockSessions, MaxWaitSessions: waitSessions, MaxHeldLocks: maxHeld,
+			MaxSessions: maxSessions, MaxHeldLocks: maxHeld,
 			Logger: quietLogger(),
 		})
 		if err != nil {
@@ -205,37 +201,31 @@ func FuzzNewConfig(f *testing.F) {
 		case cfg.HeartbeatInterval < 10*time.Millisecond,
 			cfg.InitialReconnectBackoff <= 0 || cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff,
 			cfg.SessionTimeout-2*cfg.HeartbeatInterval < max(2*cfg.HeartbeatInterval, MinLease),
-			cfg.LockSessions < 1, cfg.MaxWaitSessions < 0, cfg.MaxHeldLocks < 1,
-			cfg.MaxSessions < 2, 1+cfg.LockSessions+cfg.MaxWaitSessions > cfg.MaxSessions,
+			cfg.MaxHeldLocks < 1, cfg.MaxSessions < 2, cfg.MaxSessions > 1024, cfg.waitSessions() < 0,
 			validateName(c.MemberID()) != nil:
 			t.Fatalf("New accepted an unsound config: %+v", cfg)
 		}
 	})
 }
 
-// The deprecated LockSessions and MaxWaitSessions keep working: set alone
-// they size the budget; with MaxSessions they split it.
+// The budget is one control session, one lock session and the rest for
+// waits.
 func TestSessionBudgetSplit(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		desc                  string
-		cfg                   Config
-		budget, lock, waiting int
+		desc            string
+		cfg             Config
+		budget, waiting int
 	}{
-		{"defaults", Config{}, 4, 1, 2},
-		{"smallest budget: no wait session", Config{MaxSessions: 2}, 2, 1, 0},
-		{"larger budget", Config{MaxSessions: 10}, 10, 1, 8},
-		{"LockSessions alone", Config{LockSessions: 4}, 7, 4, 2},
-		{"MaxWaitSessions alone", Config{MaxWaitSessions: 32}, 34, 1, 32},
-		{"both alone", Config{LockSessions: 2, MaxWaitSessions: 3}, 6, 2, 3},
-		{"split of a budget", Config{MaxSessions: 6, LockSessions: 2}, 6, 2, 3},
-		{"fewer wait sessions than the budget leaves", Config{MaxSessions: 6, MaxWaitSessions: 1}, 6, 1, 1},
+		{"defaults", Config{}, 4, 2},
+		{"smallest budget: no wait session", Config{MaxSessions: 2}, 2, 0},
+		{"larger budget", Config{MaxSessions: 10}, 10, 8},
 	} {
 		tc.cfg.ConnString = testURL
 		c, err := New(tc.cfg)
 		require.NoError(t, err, tc.desc)
 		require.Equal(t, tc.budget, c.cfg.MaxSessions, tc.desc)
-		require.Equal(t, tc.lock, c.cfg.LockSessions, tc.desc)
-		require.Equal(t, tc.waiting, c.cfg.MaxWaitSessions, tc.desc)
+		require.Equal(t, tc.waiting, c.cfg.waitSessions(), tc.desc)
+		require.Equal(t, tc.waiting, cap(c.waits.slots), tc.desc)
 	}
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // Coordinator is a member of the coordination group: it owns a control
-// session (heartbeat, member row, name registry), a few lock sessions and a
+// session (heartbeat, member row, name registry), one lock session and a
 // small pool of wait sessions, and hands out Locks. Create it with New, then
 // Start it; it is safe for concurrent use.
 type Coordinator struct {
@@ -124,7 +124,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.local.init()
 	c.names.init()
 	c.busy.init()
-	c.waits.init(c, cfg.MaxWaitSessions)
+	c.waits.init(c, cfg.waitSessions())
 	c.far.init(c)
 	c.reconnected = make(chan struct{})
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
@@ -185,7 +185,7 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	if err := c.control.do(ctx, func(_ context.Context, conn *pgx.Conn) error { return checkServerVersion(conn) }); err != nil {
 		return err
 	}
-	c.lockSs = make([]*session, c.cfg.LockSessions)
+	c.lockSs = make([]*session, lockSessions)
 	for i := range c.lockSs {
 		c.lockSs[i] = newSession(c, sessionLock)
 	}
@@ -228,7 +228,7 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	go c.sinceLoop()
 	c.far.done = make(chan struct{})
 	go c.far.loop()
-	c.log.Info("pgcoord: member started", slog.Int("lock_sessions", len(c.lockSs)))
+	c.log.Info("pgcoord: member started", slog.Int("max_sessions", c.cfg.MaxSessions))
 	return nil
 }
 

@@ -20,9 +20,9 @@
 //     tokens in pgcoord.fences, and serves the waits beyond the budget
 //     (below). It never holds a named lock, so its statements run detached
 //     from their caller's context: a cancelled statement would close it;
-//   - lock sessions (Config.LockSessions, default 1) hold the locks taken
-//     without a server-side wait, any number on each; concurrent tries and
-//     unlocks on one session share a round trip. NoWait is one round trip
+//   - the lock session holds the locks taken without a server-side wait,
+//     any number of them; concurrent tries and unlocks on it share a round
+//     trip. NoWait is one round trip
 //     (pg_try_advisory_lock and the fencing token together);
 //   - wait sessions, as many as the budget leaves (two by default), wait on
 //     the server with pg_advisory_lock for one contended lock each, and

@@ -7,35 +7,23 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Start opens the control session and one lock session; the other lock
-// sessions open when a name first needs them, so a member holding a lock or
-// two has few backends (fewer to exit, and so a faster takeover, when its
-// process dies).
-func TestLockSessionsOpenOnFirstUse(t *testing.T) {
+// Start opens the control session and the lock session, and every lock
+// taken without a wait sits on that one lock session, however many: a
+// member holding locks has two backends (fewer to exit, and so a faster
+// takeover, when its process dies).
+func TestHoldsShareTheLockSession(t *testing.T) {
 	t.Parallel()
-	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.LockSessions = 4 })
-	backends := func() int { return backendsOf(t, c) }
-	require.Equal(t, 2, backends(), "control and the first lock session")
-	require.NotNil(t, c.lockSs[0].conn)
-	for _, s := range c.lockSs[1:] {
-		require.Nil(t, s.conn)
-	}
-
-	// Names until every lock session holds one; each opens its session.
+	c := newCoord(t, testPrefix(t))
+	require.Equal(t, 2, backendsOf(t, c), "control and lock session")
+	require.Len(t, c.lockSs, 1)
 	var held []*Lock
-	used := map[uint64]bool{}
-	for i := 0; len(used) < len(c.lockSs); i++ {
+	for i := range 20 {
 		l := c.GetLock(fmt.Sprintf("spread-%d", i))
-		slot := uint64(l.Key()) % uint64(len(c.lockSs))
-		if used[slot] {
-			continue
-		}
-		used[slot] = true
 		mustAcquire(t, l, NoWait)
-		require.Equal(t, l.Key(), serverLockKeyOn(t, c.lockSs[slot].backendPID, l.Key()))
+		require.Equal(t, l.Key(), serverLockKeyOn(t, c.lockSs[0].backendPID, l.Key()))
 		held = append(held, l)
 	}
-	require.Equal(t, 1+len(c.lockSs), backends(), "control and every lock session (names register on the control session)")
+	require.Equal(t, 2, backendsOf(t, c), "control and lock session (names register on the control session)")
 	for _, l := range held {
 		require.NoError(t, l.Release(ctx(t)))
 	}

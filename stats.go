@@ -23,7 +23,7 @@ type Stats struct {
 	Waited   uint64
 	WaitTime time.Duration
 	// WaitBuckets is the histogram of those waits: WaitBuckets[i] counts
-	// the waits that took at most WaitBucketBounds[i] (cumulative, as
+	// the waits that took at most WaitBucketBounds()[i] (cumulative, as
 	// Prometheus histograms count); Waited is the +Inf bucket.
 	WaitBuckets []uint64
 	// Lost counts holds that ended without Release (see Lock.Lost).
@@ -48,18 +48,20 @@ type Stats struct {
 	Active bool
 }
 
-// WaitBucketBounds are the upper bounds of Stats.WaitBuckets, from 1ms to
-// 5 minutes.
-var WaitBucketBounds = []time.Duration{
+// waitBounds are the upper bounds of Stats.WaitBuckets, from 1ms to 5
+// minutes (see WaitBucketBounds).
+var waitBounds = []time.Duration{
 	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
 	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
 	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second,
 	10 * time.Second, 30 * time.Second, time.Minute, 5 * time.Minute,
 }
 
-// waitBounds is WaitBucketBounds as the code counts with, safe from a
-// caller that modifies the exported slice.
-var waitBounds = append([]time.Duration(nil), WaitBucketBounds...)
+// WaitBucketBounds returns the upper bounds of Stats.WaitBuckets, from 1ms
+// to 5 minutes (16 bounds; the +Inf bucket is Stats.Waited), for a
+// histogram exporter. It returns a new copy on each call (16 durations), so
+// a caller that changes it changes nothing else.
+func WaitBucketBounds() []time.Duration { return slices.Clone(waitBounds) }
 
 // coordStats holds the counters behind Stats.
 type coordStats struct {
@@ -123,7 +125,9 @@ func (c *Coordinator) OnWait(fn func(waited time.Duration)) (unregister func()) 
 	}
 }
 
-// Stats returns the coordinator's counters.
+// Stats returns the coordinator's counters and gauges (all zero before
+// Start). It does no I/O: atomic loads and a look at which sessions are
+// open, cheap enough for every scrape.
 func (c *Coordinator) Stats() Stats {
 	return Stats{
 		Held:              c.stats.held.Load(),

@@ -19,7 +19,7 @@ func TestStatsCount(t *testing.T) {
 	a := c.GetLock("a")
 	mustAcquire(t, a, NoWait)
 	s := c.Stats()
-	require.Equal(t, Stats{Held: 1, Acquired: 1, Active: true, WaitBuckets: make([]uint64, len(WaitBucketBounds))},
+	require.Equal(t, Stats{Held: 1, Acquired: 1, Active: true, WaitBuckets: make([]uint64, len(WaitBucketBounds()))},
 		Stats{Held: s.Held, Acquired: s.Acquired, Active: s.Active, WaitBuckets: s.WaitBuckets, Busy: s.Busy, Waited: s.Waited, Lost: s.Lost})
 	require.GreaterOrEqual(t, s.Sessions, 2, "control and lock session")
 	require.Less(t, s.HeartbeatAge, 3*c.cfg.HeartbeatInterval)
@@ -46,7 +46,7 @@ func TestStatsCount(t *testing.T) {
 	require.Greater(t, s.WaitTime, 50*time.Millisecond)
 	require.EqualValues(t, 1, s.Lost)
 	require.Equal(t, s.Waited, s.WaitBuckets[len(s.WaitBuckets)-1], "every wait is under the last bound")
-	require.Equal(t, 25*time.Millisecond, WaitBucketBounds[4])
+	require.Equal(t, 25*time.Millisecond, WaitBucketBounds()[4])
 	require.LessOrEqual(t, s.WaitBuckets[4], uint64(1), "the timed-out wait took 50ms or more: above the 25ms bucket")
 	omu.Lock()
 	require.Len(t, observed, 2, "OnWait saw both waits")

@@ -172,7 +172,7 @@ func TestFailedUnlockFreesLock(t *testing.T) {
 		mustAcquire(t, b, NoWait)
 		breakUnlock()
 		require.NoError(t, a.Release(ctx(t)))
-		// The unlock leaves within AsyncReleaseDelay; its failure drops
+		// The unlock leaves within asyncReleaseDelay; its failure drops
 		// the session and closes Lost of the released hold, late.
 		requireClosedWithin(t, a.Lost(), 5*time.Second, "a's late loss")
 		requireClosedWithin(t, b.Lost(), 5*time.Second, "b went with the dropped session")

@@ -46,7 +46,7 @@ func (p *waitPool) init(c *Coordinator, max int) {
 }
 
 // tryGet returns a wait session if the budget has one free now; nil when
-// all MaxWaitSessions are in use, or none is open and one was refused for
+// all the budget's wait sessions are in use, or none is open and one was refused for
 // want of connection slots lately.
 func (p *waitPool) tryGet() (*session, error) {
 	select {

@@ -55,7 +55,7 @@ func acquireRelease(l *pgcoord.Lock) op {
 func asyncRelease(cfg *pgcoord.Config) { cfg.AsyncRelease = true }
 
 // pgcoordUncontended loops on one name with one goroutine and the default
-// LockSessions, with tune applied to the config.
+// configuration, with tune applied to it.
 func pgcoordUncontended(tune func(*pgcoord.Config)) scenarioFunc {
 	return func(ctx context.Context, b *bench) (sample, error) {
 		c, err := startCoordinator(ctx, b.url, tune)
@@ -68,15 +68,11 @@ func pgcoordUncontended(tune func(*pgcoord.Config)) scenarioFunc {
 }
 
 // pgcoordParallel runs parallelWorkers goroutines on distinct names through
-// one coordinator with four lock sessions, with tune applied to the config.
+// one coordinator with the default configuration (one lock session), with
+// tune applied to it.
 func pgcoordParallel(tune func(*pgcoord.Config)) scenarioFunc {
 	return func(ctx context.Context, b *bench) (sample, error) {
-		c, err := startCoordinator(ctx, b.url, func(cfg *pgcoord.Config) {
-			cfg.LockSessions = 4
-			if tune != nil {
-				tune(cfg)
-			}
-		})
+		c, err := startCoordinator(ctx, b.url, tune)
 		if err != nil {
 			return sample{}, err
 		}

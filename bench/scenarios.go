@@ -87,8 +87,8 @@ func scenarios() []scenario {
 
 		{name: "raw pgx: 16 conns, try, unlock", group: groupParallel, floor: true, run: rawParallel(tryUnlock)},
 		{name: "raw pgx: 16 conns, try + unlock pipelined", group: groupParallel, run: rawParallel(tryUnlockPipelined)},
-		{name: "pgcoord: 1 coordinator, LockSessions 4", group: groupParallel, run: pgcoordParallel(nil)},
-		{name: "pgcoord, AsyncRelease: 1 coordinator, LockSessions 4", group: groupParallel, run: pgcoordParallel(asyncRelease)},
+		{name: "pgcoord: 1 coordinator, defaults", group: groupParallel, run: pgcoordParallel(nil)},
+		{name: "pgcoord, AsyncRelease: 1 coordinator", group: groupParallel, run: pgcoordParallel(asyncRelease)},
 
 		{name: "raw pgx: 2 conns, pg_advisory_lock, unlock", group: groupHandoff, floor: true, run: rawHandoff},
 		{name: "pgcoord: 2 coordinators, Acquire(Wait), Release", group: groupHandoff, run: pgcoordHandoff(nil)},

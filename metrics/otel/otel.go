@@ -21,23 +21,40 @@ import (
 	"github.com/pgcoord/pgcoord"
 )
 
-// Instrument names.
+// Instrument names. They are part of the API: dashboards and alerts query
+// them.
 const (
-	LocksHeld         = "pgcoord.locks.held"
-	Acquires          = "pgcoord.acquires"
-	AcquiresBusy      = "pgcoord.acquires.busy"
-	WaitDuration      = "pgcoord.wait.duration"
-	LocksLost         = "pgcoord.locks.lost"
-	Reconnects        = "pgcoord.reconnects"
-	Sessions          = "pgcoord.sessions"
-	HeartbeatAge      = "pgcoord.heartbeat.age"
-	Active            = "pgcoord.active"
+	// LocksHeld is a gauge: locks held now (Stats.Held).
+	LocksHeld = "pgcoord.locks.held"
+	// Acquires counts successful acquisitions (Stats.Acquired).
+	Acquires = "pgcoord.acquires"
+	// AcquiresBusy counts acquisitions that gave up, busy under NoWait or
+	// at their Timeout (Stats.Busy).
+	AcquiresBusy = "pgcoord.acquires.busy"
+	// WaitDuration is a histogram, in seconds, of the acquisitions that had
+	// to wait, whatever their outcome, over pgcoord.WaitBucketBounds.
+	WaitDuration = "pgcoord.wait.duration"
+	// LocksLost counts holds that ended without Release (Stats.Lost).
+	LocksLost = "pgcoord.locks.lost"
+	// Reconnects counts reconnects of the control session (Stats.Reconnects).
+	Reconnects = "pgcoord.reconnects"
+	// Sessions is a gauge: database sessions open now (Stats.Sessions).
+	Sessions = "pgcoord.sessions"
+	// HeartbeatAge is a gauge: seconds since the backend last answered a
+	// heartbeat (Stats.HeartbeatAge).
+	HeartbeatAge = "pgcoord.heartbeat.age"
+	// Active is 1 while the coordinator is active (Stats.Active), else 0.
+	Active = "pgcoord.active"
+	// WaitsBeyondBudget counts waits that had no wait session
+	// (Stats.WaitsBeyondBudget).
 	WaitsBeyondBudget = "pgcoord.waits.beyond_budget"
-	SessionsRefused   = "pgcoord.sessions.refused"
+	// SessionsRefused counts sessions not opened for want of connection
+	// slots (Stats.RefusedSessions).
+	SessionsRefused = "pgcoord.sessions.refused"
 )
 
-// InstrumentNames lists every instrument Register creates.
-var InstrumentNames = []string{LocksHeld, Acquires, AcquiresBusy, WaitDuration, LocksLost, Reconnects,
+// instrumentNames lists every instrument Register creates.
+var instrumentNames = []string{LocksHeld, Acquires, AcquiresBusy, WaitDuration, LocksLost, Reconnects,
 	Sessions, HeartbeatAge, Active, WaitsBeyondBudget, SessionsRefused}
 
 // Metrics are the instruments of one coordinator.
@@ -92,8 +109,9 @@ func Register(c *pgcoord.Coordinator, meter metric.Meter, opts ...Option) (*Metr
 	keep(err)
 	refused, err := meter.Int64ObservableCounter(SessionsRefused, metric.WithDescription("Sessions not opened for want of connection slots."), metric.WithUnit("{session}"))
 	keep(err)
-	bounds := make([]float64, len(pgcoord.WaitBucketBounds))
-	for i, b := range pgcoord.WaitBucketBounds {
+	waitBounds := pgcoord.WaitBucketBounds()
+	bounds := make([]float64, len(waitBounds))
+	for i, b := range waitBounds {
 		bounds[i] = b.Seconds()
 	}
 	wait, err := meter.Float64Histogram(WaitDuration, metric.WithDescription("Time acquisitions spent waiting (those that had to wait, whatever their outcome)."),

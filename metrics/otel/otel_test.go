@@ -87,7 +87,7 @@ func TestInstruments(t *testing.T) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	want := slices.Clone(InstrumentNames)
+	want := slices.Clone(instrumentNames)
 	slices.Sort(want)
 	require.Equal(t, want, names)
 
@@ -111,7 +111,7 @@ func TestInstruments(t *testing.T) {
 	require.Len(t, hist, 1)
 	require.EqualValues(t, 1, hist[0].Count, "the timed-out wait")
 	require.GreaterOrEqual(t, hist[0].Sum, 0.03)
-	require.Len(t, hist[0].Bounds, len(pgcoord.WaitBucketBounds))
+	require.Len(t, hist[0].Bounds, len(pgcoord.WaitBucketBounds()))
 
 	require.NoError(t, m.Unregister())
 	require.NoError(t, mine.Release(context.Background()))

@@ -16,22 +16,40 @@ import (
 )
 
 // Metric names, as scraped (the histogram adds _bucket, _sum and _count).
+// They are part of the API: dashboards and alerts query them.
 const (
-	LocksHeld         = "pgcoord_locks_held"
-	Acquires          = "pgcoord_acquires_total"
-	AcquiresBusy      = "pgcoord_acquires_busy_total"
-	WaitDuration      = "pgcoord_wait_duration_seconds"
-	LocksLost         = "pgcoord_locks_lost_total"
-	Reconnects        = "pgcoord_reconnects_total"
-	Sessions          = "pgcoord_sessions"
-	HeartbeatAge      = "pgcoord_heartbeat_age_seconds"
-	Active            = "pgcoord_active"
+	// LocksHeld is a gauge: locks held now (Stats.Held).
+	LocksHeld = "pgcoord_locks_held"
+	// Acquires counts successful acquisitions (Stats.Acquired).
+	Acquires = "pgcoord_acquires_total"
+	// AcquiresBusy counts acquisitions that gave up, busy under NoWait or
+	// at their Timeout (Stats.Busy).
+	AcquiresBusy = "pgcoord_acquires_busy_total"
+	// WaitDuration is a histogram of the acquisitions that had to wait,
+	// whatever their outcome (Stats.WaitBuckets, over
+	// pgcoord.WaitBucketBounds).
+	WaitDuration = "pgcoord_wait_duration_seconds"
+	// LocksLost counts holds that ended without Release (Stats.Lost).
+	LocksLost = "pgcoord_locks_lost_total"
+	// Reconnects counts reconnects of the control session (Stats.Reconnects).
+	Reconnects = "pgcoord_reconnects_total"
+	// Sessions is a gauge: database sessions open now (Stats.Sessions).
+	Sessions = "pgcoord_sessions"
+	// HeartbeatAge is a gauge: seconds since the backend last answered a
+	// heartbeat (Stats.HeartbeatAge).
+	HeartbeatAge = "pgcoord_heartbeat_age_seconds"
+	// Active is 1 while the coordinator is active (Stats.Active), else 0.
+	Active = "pgcoord_active"
+	// WaitsBeyondBudget counts waits that had no wait session
+	// (Stats.WaitsBeyondBudget).
 	WaitsBeyondBudget = "pgcoord_waits_beyond_budget_total"
-	SessionsRefused   = "pgcoord_sessions_refused_total"
+	// SessionsRefused counts sessions not opened for want of connection
+	// slots (Stats.RefusedSessions).
+	SessionsRefused = "pgcoord_sessions_refused_total"
 )
 
-// MetricNames lists every metric the collector exports.
-var MetricNames = []string{LocksHeld, Acquires, AcquiresBusy, WaitDuration, LocksLost, Reconnects,
+// metricNames lists every metric the collector exports.
+var metricNames = []string{LocksHeld, Acquires, AcquiresBusy, WaitDuration, LocksLost, Reconnects,
 	Sessions, HeartbeatAge, Active, WaitsBeyondBudget, SessionsRefused}
 
 // Collector is a prometheus.Collector over one Coordinator.
@@ -94,8 +112,9 @@ func (x *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(x.held, float64(s.Held))
 	counter(x.acquires, s.Acquired)
 	counter(x.busy, s.Busy)
-	buckets := make(map[float64]uint64, len(pgcoord.WaitBucketBounds))
-	for i, b := range pgcoord.WaitBucketBounds {
+	bounds := pgcoord.WaitBucketBounds()
+	buckets := make(map[float64]uint64, len(bounds))
+	for i, b := range bounds {
 		buckets[b.Seconds()] = s.WaitBuckets[i]
 	}
 	ch <- prometheus.MustNewConstHistogram(x.wait, s.Waited, s.WaitTime.Seconds(), buckets)

@@ -97,7 +97,7 @@ pgcoord_active{coordinator="other"} 1
 				if m.GetLabel()[0].GetValue() == "other" {
 					require.EqualValues(t, 1, h.GetSampleCount(), "the timed-out wait")
 					require.GreaterOrEqual(t, h.GetSampleSum(), 0.03)
-					require.Len(t, h.GetBucket(), len(pgcoord.WaitBucketBounds))
+					require.Len(t, h.GetBucket(), len(pgcoord.WaitBucketBounds()))
 				}
 			}
 		}
@@ -106,9 +106,9 @@ pgcoord_active{coordinator="other"} 1
 		}
 	}
 	slices.Sort(names)
-	want := slices.Clone(MetricNames)
+	want := slices.Clone(metricNames)
 	slices.Sort(want)
-	require.Equal(t, want, names, "MetricNames lists what is exported")
+	require.Equal(t, want, names, "metricNames lists what is exported")
 	problems, err := testutil.CollectAndLint(New(c))
 	require.NoError(t, err)
 	require.Empty(t, problems, "promlint")
@@ -146,12 +146,12 @@ func TestGrafanaDashboard(t *testing.T) {
 				if strings.HasPrefix(n, WaitDuration) {
 					base = WaitDuration // _bucket, _sum, _count
 				}
-				require.Contains(t, MetricNames, base, "panel %q queries %s, which the collector does not export", p.Title, n)
+				require.Contains(t, metricNames, base, "panel %q queries %s, which the collector does not export", p.Title, n)
 				used[base] = true
 			}
 		}
 	}
-	for _, n := range MetricNames {
+	for _, n := range metricNames {
 		require.True(t, used[n], "no panel shows %s", n)
 	}
 }
