@@ -142,21 +142,16 @@ func TestSessionOnOtherServerRefused(t *testing.T) {
 	c := newCoord(t, testPrefix(t))
 	holder := newCoord(t, c.cfg.Prefix)
 
-	// onSession returns a lock of c whose name falls on lock session i.
-	n := 0
-	onSession := func(i uint64) *Lock {
-		for ; ; n++ {
-			if l := c.GetLock(fmt.Sprintf("name-%d", n)); uint64(l.Key())%2 == i {
-				n++
-				return l
-			}
-		}
-	}
-	onOpen, onUnopened, waiter := onSession(0), onSession(1), onSession(0)
-	require.Nil(t, c.lockSs[1].conn, "the second lock session opens on first use")
-	mustAcquire(t, onOpen, NoWait)
+	// onOpen is held on a wait session of c, on the right server; the lock
+	// session, closed below, must dial again for the next try.
+	onOpen, onUnopened, waiter := c.GetLock("on-open"), c.GetLock("on-unopened"), c.GetLock("waiter")
+	first := holder.GetLock(onOpen.Name())
+	mustAcquire(t, first, NoWait)
+	acquireAfterWait(t, onOpen, first)
 	mustAcquire(t, waiter, NoWait) // registers the name while it is free
 	require.NoError(t, waiter.Release(ctx(t)))
+	mustAcquire(t, onUnopened, NoWait)
+	require.NoError(t, onUnopened.Release(ctx(t)))
 	busy := holder.GetLock(waiter.Name())
 	mustAcquire(t, busy, NoWait)
 
@@ -164,6 +159,9 @@ func TestSessionOnOtherServerRefused(t *testing.T) {
 	require.NoError(t, err)
 	skipStandbys(cc)
 	c.connConfig = cc // what dial reads; no session of c dials meanwhile
+	// With one lock session (the default) the way to make it dial is to
+	// close it: it holds nothing now.
+	c.lockSs[0].forceClose(0)
 
 	ok, err := onUnopened.Acquire(ctx(t), NoWait)
 	require.False(t, ok)
