@@ -18,6 +18,9 @@ MIGRATE := $(TOOLS_BIN)/migrate-$(MIGRATE_VERSION)
 # library's): make test and make verify cover them too.
 METRICS_MODULES := metrics/prom metrics/otel
 
+# The packages whose tests need a Patroni stack (PGCOORD_HA=1, make ha).
+HA_PACKAGES :=
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -44,6 +47,14 @@ test-matrix: $(MIGRATE) pg13 ## Run the root module's tests and the short chaos 
 .PHONY: chaos
 chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected while coordinators contend; prints the figures.
 	set -o pipefail; cd chaostest && PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
+
+.PHONY: ha
+ha: ## Run pgcoord against real HA stacks (etcd, PostgreSQL 15 under Patroni, HAProxy; scripts/install-ha.sh installs them): per case, fault-to-first-acquire times and overlaps found (HA_LOG keeps the full output).
+	scripts/install-ha.sh
+	@log=$${HA_LOG:-/tmp/pgcoord-ha.log}; echo "full output: $$log"; \
+	PGCOORD_HA=1 $(GO) test -race -count=1 -timeout 40m -v ./internal/hastack/ $(HA_PACKAGES) >$$log 2>&1; rc=$$?; \
+	grep -E '^(ha:|--- |ok|FAIL|PASS|panic)' $$log; \
+	if [ $$rc -ne 0 ]; then echo "make ha failed (rc=$$rc); the end of $$log:"; tail -n 80 $$log; fi; exit $$rc
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target briefly (FUZZTIME: a count such as 50000x, the default, or a duration).
