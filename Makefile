@@ -19,7 +19,7 @@ MIGRATE := $(TOOLS_BIN)/migrate-$(MIGRATE_VERSION)
 METRICS_MODULES := metrics/prom metrics/otel
 
 # The packages whose tests need a Patroni stack (PGCOORD_HA=1, make ha).
-HA_PACKAGES :=
+HA_PACKAGES := ./hatest/
 
 .DEFAULT_GOAL := help
 
