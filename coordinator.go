@@ -55,6 +55,8 @@ type Coordinator struct {
 	// reconnected; guarded by reconnMu. See onControl.
 	reconnMu    sync.Mutex
 	reconnected chan struct{}
+	// kick lets callers cut a reconnect's backoff short (reconnectSoon).
+	kick reconnectKick
 	// lockRefused remembers a lock session refused for want of
 	// connection slots (see lockSession).
 	lockRefused refusal

@@ -164,8 +164,14 @@ func (c *Coordinator) checkedSessions() []*session {
 
 // reconnect redials the control session until it works or Stop, then
 // retakes the member lock and rewrites the member row.
+//
+// A caller that finds the control session reconnecting (its Acquire or
+// Campaign could not open a session on the current server, see
+// reconnectSoon) cuts the wait short: the backoff paces background
+// retries, not a service that wants its lock now.
 func (c *Coordinator) reconnect() {
 	bo := c.reconnectBackoff()
+	c.kick.drain() // asks from before this reconnect are answered by its first try
 	for attempt := 1; ; attempt++ {
 		wait := bo.NextBackOff()
 		timer := time.NewTimer(wait)
@@ -174,6 +180,8 @@ func (c *Coordinator) reconnect() {
 			timer.Stop()
 			return
 		case <-timer.C:
+		case <-c.kick.asked():
+			timer.Stop()
 		}
 		err := c.reconnectOnce()
 		if err == nil {
@@ -183,6 +191,52 @@ func (c *Coordinator) reconnect() {
 		}
 		c.log.Warn("pgcoord: reconnect failed", slog.Int("attempt", attempt),
 			slog.Duration("after", wait), slog.Any("err", err))
+	}
+}
+
+// reconnectKickEvery is the least time between two reconnect attempts that
+// callers ask for (reconnectSoon), across all callers of a coordinator: a
+// crowd of goroutines retrying Acquire every millisecond during an outage
+// costs the server at most one connection attempt per interval.
+const reconnectKickEvery = 100 * time.Millisecond
+
+// reconnectKick is how callers ask the control session's reconnect to try
+// at once. The zero value is ready.
+type reconnectKick struct {
+	once sync.Once
+	ch   chan struct{} // buffered 1: asks made during an attempt make one more
+	last atomic.Int64  // unix nanos of the last ask let through
+}
+
+func (k *reconnectKick) asked() chan struct{} {
+	k.once.Do(func() { k.ch = make(chan struct{}, 1) })
+	return k.ch
+}
+
+func (k *reconnectKick) drain() {
+	select {
+	case <-k.asked():
+	default:
+	}
+}
+
+// reconnectSoon asks a reconnect under way to try now rather than at the
+// end of its backoff wait, at most once per reconnectKickEvery. It is
+// called when a caller could not open a session (the server is gone, or a
+// new primary is up while the control session is still on the old one):
+// without it the first Acquire after a failover waits out a backoff that
+// grew through the outage, up to MaxReconnectBackoff (seconds to a minute
+// after the new primary took writes). It never blocks, and does nothing
+// when no reconnect is under way (the ask is dropped when one starts).
+func (c *Coordinator) reconnectSoon() {
+	now := time.Now().UnixNano()
+	last := c.kick.last.Load()
+	if now-last < int64(reconnectKickEvery) || !c.kick.last.CompareAndSwap(last, now) {
+		return
+	}
+	select {
+	case c.kick.asked() <- struct{}{}:
+	default:
 	}
 }
 
@@ -255,6 +309,7 @@ func (c *Coordinator) onControl(ctx context.Context, fn func(ctx context.Context
 		if !errors.Is(err, errControlReconnecting) {
 			return err
 		}
+		c.reconnectSoon()
 		if bound == nil {
 			t := time.NewTimer(c.opTimeout())
 			defer t.Stop()

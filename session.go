@@ -300,7 +300,17 @@ func (s *session) connect(ctx context.Context) error {
 }
 
 // dial opens the connection; called with sem held.
-func (s *session) dial(ctx context.Context) error {
+func (s *session) dial(ctx context.Context) (err error) {
+	if s.kind != sessionControl {
+		defer func() {
+			if err != nil {
+				// A caller waits for a session, and the server is gone or
+				// is not the control session's: a reconnect of the
+				// control session under way should try now.
+				s.c.reconnectSoon()
+			}
+		}()
+	}
 	if err := s.c.admit(ctx, s); err != nil {
 		return err
 	}
