@@ -89,18 +89,17 @@ func TestChaosShort(t *testing.T) {
 
 func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	// A primary and a streaming standby: the failover fault promotes it.
-	pair, err := pgtemp.StartPair(pgtemp.Options{})
-	require.NoError(t, err)
-	defer pair.Close()
-	srv := pair.Primary()
-	require.NoError(t, pgcoord.Migrate(ctx(t), srv.URL()))
-	admin, err := pgxpool.New(context.Background(), srv.URL())
+	// (Or a Patroni stack: see chaosPatroniEnv.)
+	db := startChaosDB(t)
+	defer db.close()
+	require.NoError(t, pgcoord.Migrate(ctx(t), db.url()))
+	admin, err := pgxpool.New(context.Background(), db.url())
 	require.NoError(t, err)
 	defer func() { admin.Close() }() // the failover fault replaces it
 
-	proxy := startChaosProxy(t, fmt.Sprintf("127.0.0.1:%d", srv.Port()))
+	proxy := startChaosProxy(t, db.addr())
 	defer proxy.close()
-	u, err := url.Parse(srv.URL())
+	u, err := url.Parse(db.url())
 	require.NoError(t, err)
 	u.Host = proxy.addr()
 	proxied := u.String()
@@ -201,11 +200,11 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 			default:
 				kind = pickFault(rng, budget.children > 0)
 			}
-			if kind == "failover" {
-				srv, admin = chaosFailover(t, pair, admin, proxy, &journal)
+			if kind = db.kind(kind); kind == "failover" {
+				admin = db.failover(t, admin, proxy, &journal)
 				continue
 			}
-			injectFault(t, kind, rng, srv, admin, proxy, children, &journal)
+			injectFault(t, kind, rng, db.srv, admin, proxy, children, &journal)
 		}
 	}()
 	wg.Wait()
