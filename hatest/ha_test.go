@@ -147,7 +147,7 @@ func (h *ha) run(t *testing.T, name string, want map[string]outcome, fault func(
 		h.ttl, name, c.old.Name(), newLeader.Name(), since(c.fault, oldDown), since(c.fault, writable),
 		h.w.twoPrimaries(c.fault, time.Now()).Round(time.Millisecond))
 	for _, r := range c.routes {
-		h.check(t, c, r, want[r.name], writable, at)
+		h.check(t, c, r, newLeader, want[r.name], writable, at)
 	}
 	// Across routes: both reach one leader, so a hold through one and a
 	// hold through the other never overlap, unless there are two.
@@ -169,7 +169,7 @@ func (h *ha) run(t *testing.T, name string, want map[string]outcome, fault func(
 }
 
 // check asserts and reports what one route saw.
-func (h *ha) check(t *testing.T, c *caseRun, r *route, want outcome, writable, down time.Time) {
+func (h *ha) check(t *testing.T, c *caseRun, r *route, newLeader *hastack.Node, want outcome, writable, down time.Time) {
 	r.journal.AddFault(chaos.Fault{Kind: c.name, At: down, Kills: true, All: true})
 	rep := r.journal.Check(2 * workHB)
 	lost, worst := 0, time.Duration(0)
@@ -198,18 +198,23 @@ func (h *ha) check(t *testing.T, c *caseRun, r *route, want outcome, writable, d
 		require.Greater(t, r.firstToken, before, "%s: the first token after the fault exceeds every token before it", r.name)
 		require.True(t, r.first.After(writable), "%s: the first acquire came after the new leader took writes", r.name)
 		// The goal of issue 21: the first acquire within a second of the
-		// new leader taking writes; through HAProxy, plus its own check
-		// interval (it routes to the new leader after one good check).
-		limit := time.Second
+		// new leader taking writes; through HAProxy, HAProxy's own checks
+		// aside: up to fall + rise = 3 check intervals before it routes
+		// to the new leader (the old node out after two failed checks,
+		// the new one in after one good one).
+		ready := writable
 		if r.name == "haproxy" {
-			limit += h.st.Options().CheckInterval
+			ready = ready.Add(3 * h.st.Options().CheckInterval)
 		}
-		require.Less(t, r.first.Sub(writable), limit, "%s: the first acquire within %v of the new leader taking writes", r.name, limit)
+		if r.first.Sub(ready) >= time.Second {
+			for _, l := range r.log.around(writable.Add(-time.Second), r.first, writable) {
+				report(t, "%s %s via %s: log (from the new leader taking writes): %s", h.ttl, c.name, r.name, l)
+			}
+		}
+		require.Less(t, r.first.Sub(ready), time.Second, "%s: the first acquire within 1s of the new leader taking writes (through HAProxy: 1s + 3 check intervals)", r.name)
 		if low := r.minTokenAfter(r.first); low != 0 {
 			require.Greater(t, low, before, "%s: tokens after the failover exceed every token before it", r.name)
 		}
-		newLeader, err := h.st.WaitLeader(ctx(t), nil)
-		require.NoError(t, err)
 		live := false
 		require.Eventually(t, func() bool {
 			conn, err := pgx.Connect(ctx(t), newLeader.URL())
@@ -269,7 +274,7 @@ func (h *ha) rejoin(t *testing.T) {
 	require.NoError(t, h.killed.StartPatroni())
 	require.NoError(t, h.st.WaitReplicas(ctx(t)))
 	require.Equal(t, "replica", h.killed.Role(ctx(t)))
-	rewound := strings.Contains(h.killed.PatroniLog(400), "pg_rewind")
+	rewound := strings.Contains(h.killed.PatroniLog(1000), "running pg_rewind")
 	report(t, "%s rejoin: %s back as a replica %v after its Patroni started (pg_rewind run: %t)", h.ttl, h.killed.Name(), time.Since(began).Round(time.Millisecond), rewound)
 	h.run(t, "rejoin", everyRoute, func(t *testing.T, old *hastack.Node) *hastack.Node {
 		require.NoError(t, h.st.Switchover(ctx(t), old, h.killed))
@@ -306,9 +311,19 @@ func (h *ha) cutoff(t *testing.T) {
 func (h *ha) patroniKilled(t *testing.T) {
 	var old *hastack.Node
 	defer func() {
-		if old != nil {
-			require.NoError(t, old.StopPostgres())
+		if old == nil {
+			return
 		}
+		// The old primary took writes after the new leader's promotion
+		// (the multi-host route's heartbeats at least): its history
+		// diverged, and only pg_rewind brings it back as a replica.
+		require.NoError(t, old.StopPostgres())
+		began := time.Now()
+		require.NoError(t, old.StartPatroni())
+		require.NoError(t, h.st.WaitReplicas(ctx(t)))
+		require.Equal(t, "replica", old.Role(ctx(t)))
+		report(t, "%s patroni-killed: %s, its postgres stopped and its Patroni started again, back as a replica %v later (pg_rewind run: %t)",
+			h.ttl, old.Name(), time.Since(began).Round(time.Millisecond), strings.Contains(old.PatroniLog(1000), "running pg_rewind"))
 	}()
 	h.run(t, "patroni-killed", map[string]outcome{
 		"haproxy":   {lost: true, follows: true},

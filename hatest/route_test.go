@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -39,6 +40,7 @@ type route struct {
 	name    string
 	url     string
 	measure *pgcoord.Coordinator
+	log     logRecorder // the measuring coordinator's
 	workers []*pgcoord.Coordinator
 	journal chaos.Journal // this route's sections
 
@@ -64,7 +66,7 @@ type heldLock struct {
 // newRoute starts the route's coordinators on url with prefix.
 func newRoute(t *testing.T, name, url, prefix string, workers int) *route {
 	r := &route{name: name, url: url}
-	r.measure = startCoord(t, pgcoord.Config{ConnString: url, Prefix: prefix, AgentID: name + "-measure", Logger: quietLogger(), SkipMigrations: true})
+	r.measure = startCoord(t, pgcoord.Config{ConnString: url, Prefix: prefix, AgentID: name + "-measure", Logger: slog.New(r.log.handler()), SkipMigrations: true})
 	for i := range workers {
 		r.workers = append(r.workers, startCoord(t, pgcoord.Config{
 			ConnString: url, Prefix: prefix, AgentID: name + "-work-" + strconv.Itoa(i), Logger: quietLogger(), SkipMigrations: true,
