@@ -38,6 +38,9 @@ import (
 // host is the only address anything of a stack listens on.
 const host = "127.0.0.1"
 
+// startTimeout bounds Start from the first Patroni to HAProxy routing.
+const startTimeout = 6 * time.Minute
+
 // ErrMissing is wrapped by Start's error when a binary of the stack is not
 // installed.
 var ErrMissing = errors.New("hastack: binaries missing: run scripts/install-ha.sh (etcd-server, patroni, haproxy, postgresql-15)")
@@ -188,7 +191,9 @@ func Start(opts Options) (st *Stack, err error) {
 	if err := s.nodes[0].StartPatroni(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Bootstrapping and cloning take seconds on an idle machine and
+	// minutes on a loaded one (pg_basebackup, Patroni's loops).
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	if _, err := s.WaitLeader(ctx, nil); err != nil {
 		return nil, err
