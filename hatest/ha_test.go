@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord"
@@ -211,7 +212,8 @@ func (h *ha) check(t *testing.T, c *caseRun, r *route, newLeader *hastack.Node, 
 				report(t, "%s %s via %s: log (from the new leader taking writes): %s", h.ttl, c.name, r.name, l)
 			}
 		}
-		require.Less(t, r.first.Sub(ready), time.Second, "%s: the first acquire within 1s of the new leader taking writes (through HAProxy: 1s + 3 check intervals)", r.name)
+		// Not fatal: the other route's figures are still worth printing.
+		assert.Less(t, r.first.Sub(ready), time.Second, "%s: the first acquire within 1s of the new leader taking writes (through HAProxy: 1s + 3 check intervals)", r.name)
 		if low := r.minTokenAfter(r.first); low != 0 {
 			require.Greater(t, low, before, "%s: tokens after the failover exceed every token before it", r.name)
 		}
