@@ -185,8 +185,12 @@ func (h *ha) check(t *testing.T, c *caseRun, r *route, newLeader *hastack.Node, 
 	if !r.first.IsZero() && !writable.IsZero() {
 		lag = ms(r.first.Sub(writable))
 	}
-	report(t, "%s %s via %s: first acquire on the new leader %s after the fault, %s after it took writes (any server: %s; %d refused before; last: %v); holds lost %d/%d, told within %v of the old primary stopping; first token after %d, largest before %d; checker: holds=%d overlaps=%d excused=%d",
-		h.ttl, c.name, r.name, since(c.fault, r.first), lag, since(c.fault, r.firstAny), r.refusals, r.lastRefusal, lost, len(r.held), worst.Round(time.Millisecond),
+	last := "<nil>"
+	if r.lastRefusal != nil {
+		last = strings.Join(strings.Fields(r.lastRefusal.Error()), " ") // one line
+	}
+	report(t, "%s %s via %s: first acquire on the new leader %s after the fault, %s after it took writes (any server: %s; %d refused before; last: %s); holds lost %d/%d, told within %v of the old primary stopping; first token after %d, largest before %d; checker: holds=%d overlaps=%d excused=%d",
+		h.ttl, c.name, r.name, since(c.fault, r.first), lag, since(c.fault, r.firstAny), r.refusals, last, lost, len(r.held), worst.Round(time.Millisecond),
 		r.firstToken, before, rep.Holds, len(rep.Violations), rep.Excused)
 	if want.lost {
 		require.Equal(t, len(r.held), lost, "%s: every hold on the old primary is lost and signalled", r.name)
