@@ -47,10 +47,10 @@ type Coordinator struct {
 	// guarded by mu.
 	since sinceBook
 
-	control *session
-	lockSs  []*session
-	waits   waitPool
-	far     farWaits
+	control  *session
+	lockSs   []*session
+	waits    waitPool
+	notifier notifier
 	// reconnected is closed (and replaced) each time the control session is
 	// reconnected; guarded by reconnMu. See onControl.
 	reconnMu    sync.Mutex
@@ -127,7 +127,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.names.init()
 	c.busy.init()
 	c.waits.init(c, cfg.waitSessions())
-	c.far.init(c)
+	c.notifier.init(c)
 	c.reconnected = make(chan struct{})
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
 	c.beatNow = make(chan struct{}, 1)
@@ -228,8 +228,8 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	go c.pruneLoop()
 	c.since.done = make(chan struct{})
 	go c.sinceLoop()
-	c.far.done = make(chan struct{})
-	go c.far.loop()
+	c.notifier.done = make(chan struct{})
+	go c.notifier.loop()
 	c.log.Info("pgcoord: member started", slog.Int("max_sessions", c.cfg.MaxSessions))
 	return nil
 }
@@ -368,7 +368,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	<-c.hbDone
 	<-c.pruneDone
 	<-c.since.done
-	<-c.far.done
+	<-c.notifier.done
 
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -42,7 +42,9 @@
 //     sends NOTIFY pgcoord_free with the key, so releases nobody waits for
 //     cost nothing extra. The control session LISTENs and, while such waits
 //     are pending and it has nothing else to do, waits for notifications
-//     (idle on the server: no snapshot). A woken wait tries its lock on a
+//     (idle on the server: no snapshot); every wait of the key is woken
+//     (the notifier, which also serves election observers and group
+//     watchers: see docs/design.md). A woken wait tries its lock on a
 //     lock session, and moves to a wait session when one frees up. A holder
 //     that dies without a word sends no NOTIFY: every 100 ms the waits whose
 //     key had no release notified for that long try their lock (a lock

@@ -365,38 +365,24 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 		return out
 	}
 	c := e.c
-	// Registered before the first read, so no change falls in between.
-	wake := c.far.watch(e.lock.key)
+	// Subscribed before the first read, so no change falls in between.
+	sub := c.notifier.subscribe(topicLeader, e.lock.key)
 	go func() {
 		defer close(out)
-		defer c.far.unwatch(e.lock.key, wake)
-		tick := time.NewTicker(c.cfg.HeartbeatInterval)
-		defer tick.Stop()
+		defer c.notifier.unsubscribe(sub)
 		var last Leader
 		first := true
-		for {
+		c.watchLoop(ctx, sub, true, func() bool {
 			cur, err := e.Leader(ctx)
-			if err == nil || errors.Is(err, ErrNoLeader) {
-				if first || !sameTerm(cur, last) {
-					select {
-					case out <- cur:
-					case <-ctx.Done():
-						return
-					case <-c.runCtx.Done():
-						return
-					}
-					first, last = false, cur
-				}
+			if err != nil && !errors.Is(err, ErrNoLeader) {
+				return true // the control session is down: reconcile later
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-c.runCtx.Done():
-				return
-			case <-wake:
-			case <-tick.C:
+			if !first && sameTerm(cur, last) {
+				return true
 			}
-		}
+			first, last = false, cur
+			return send(ctx, c, out, cur)
+		})
 	}()
 	return out
 }

@@ -264,43 +264,30 @@ func (c *Coordinator) WatchGroup(ctx context.Context, group string) (<-chan Grou
 	if err != nil {
 		return nil, err
 	}
-	// Registered before the first read, so no change falls in between.
-	wake := c.far.watch(key)
+	// Subscribed before the first read, so no change falls in between.
+	sub := c.notifier.subscribe(topicGroup, key)
 	last, err := c.groupMembers(ctx, full)
 	if err != nil {
-		c.far.unwatch(key, wake)
+		c.notifier.unsubscribe(sub)
 		return nil, err
 	}
 	out := make(chan GroupEvent)
 	go func() {
 		defer close(out)
-		defer c.far.unwatch(key, wake)
-		tick := time.NewTicker(c.cfg.HeartbeatInterval)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-c.runCtx.Done():
-				return
-			case <-wake:
-			case <-tick.C:
-			}
+		defer c.notifier.unsubscribe(sub)
+		c.watchLoop(ctx, sub, false, func() bool {
 			now, err := c.groupMembers(ctx, full)
 			if err != nil {
-				continue // the control session is down: reconcile later
+				return true // the control session is down: reconcile later
 			}
 			for _, ev := range groupDiff(group, last, now) {
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-					return
-				case <-c.runCtx.Done():
-					return
+				if !send(ctx, c, out, ev) {
+					return false
 				}
 			}
 			last = now
-		}
+			return true
+		})
 	}()
 	return out, nil
 }

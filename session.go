@@ -85,7 +85,7 @@ type session struct {
 	running []*lockOp
 
 	// listenMu guards listening, set while the control session waits for
-	// a notification (see farWaits) with a read deadline on its socket.
+	// a notification (see notifier) with a read deadline on its socket.
 	// Whoever wants the session meanwhile moves that deadline to now, which
 	// ends the wait (a timeout leaves a pgx connection usable); outside
 	// the wait nobody may touch the deadline, or a statement would fail.
@@ -319,7 +319,7 @@ func (s *session) dial(ctx context.Context) (err error) {
 		// Notifications arrive during any statement on the session, not
 		// only while the listener waits for one.
 		base = base.Copy()
-		base.OnNotification = s.c.far.notified
+		base.OnNotification = s.c.notifier.notified
 	}
 	conn, err := s.c.hooks.dial(ctx, base, s.c.sessionTag)
 	if err != nil {

@@ -197,52 +197,6 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bo
 	}
 }
 
-// waitFar waits for h's key without a session of its own (see farWaits):
-// woken by a release's NOTIFY or the dead-holder check, it tries the lock
-// on a lock session. It returns moved when a wait session came free first
-// (its slot is taken: the caller takes the session), so that the wait goes
-// on in the server's FIFO queue.
-func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time) (ok, moved bool, err error) {
-	c.stats.farWaits.Add(1)
-	wake := c.far.add(h.key)
-	defer c.far.remove(h.key, wake)
-	// A writer whose try failed holds its intent while it waits here, in
-	// no server queue, so that a stream of readers cannot starve it (see
-	// migration 8). A handoff that succeeds at its first try costs no
-	// intent.
-	var intent writerIntent
-	defer c.dropIntent(h, &intent)
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
-	for {
-		// No try first: the listener checks a key as soon as its marker
-		// is taken, and wakes the wait if the lock is free by then.
-		slots := c.waits.slots
-		if c.waits.refused.recent() {
-			slots = nil
-		}
-		select {
-		case <-wake:
-		case slots <- struct{}{}:
-			return false, true, nil
-		case <-timeout:
-			return false, false, nil
-		case <-ctx.Done():
-			return false, false, ctx.Err()
-		}
-		if ok, err := c.try(ctx, h); ok || err != nil {
-			return ok, false, err
-		}
-		if !h.shared {
-			c.takeIntent(h, &intent)
-		}
-	}
-}
-
 // waitOn waits on the server for h's key on the wait session s.
 func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline time.Time) (bool, error) {
 	// The wait's start, for held_locks.since: pg_locks only knows the
