@@ -64,6 +64,8 @@ type Coordinator struct {
 	names       nameCache
 	busy        busyHint
 	lastTerms   lastTerms
+	// beat bounds every hold by the member's heartbeat (beatlease.go).
+	beatLease beatLease
 
 	// active is true while the control session works; lastBeat is when the
 	// backend last answered a heartbeat (unix nanos).
@@ -267,6 +269,7 @@ func (c *Coordinator) registerMember(ctx context.Context, restart bool) error {
 }
 
 func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, restart bool) error {
+	sent := monoNow()
 	ok, err := c.q.TryMemberLock(ctx, conn, db.TryMemberLockParams{Key1: c.memberHi, Key2: c.memberLo})
 	if err != nil {
 		return fmt.Errorf("pgcoord: taking member lock: %w", err)
@@ -290,6 +293,7 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 		return fmt.Errorf("pgcoord: registering member: %w", err)
 	}
 	c.registered.Store(true)
+	c.beatHeard(sent) // the row's last_heartbeat is now()
 	return nil
 }
 

@@ -89,7 +89,10 @@
 // observers (Observe). A leader that takes over from one that did not
 // resign waits two and a half of its predecessor's heartbeats before
 // Campaign returns, so that the predecessor, if it still runs, was told
-// first: two leaders never act at once.
+// first: two leaders never act at once. It skips that grace when the
+// predecessor's member lock is free and its heartbeat older than its lease:
+// a leader whose heartbeat fails for its lease leads no more, from its
+// first look (see docs/design.md).
 //
 // # Shared locks, semaphores and groups
 //

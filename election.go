@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -37,7 +36,12 @@ const ElectionLockPrefix = "pgcoord.election:"
 // half of its predecessor's heartbeat intervals have passed: by then a
 // predecessor still running has been told (its Done closed), so two leaders
 // never act at once. After a Resign, or when the predecessor's member
-// stopped, the successor returns as soon as it holds the lock.
+// stopped, the successor returns as soon as it holds the lock; also when
+// the predecessor's member lock is free and its heartbeat older than its
+// lease (a crashed leader restarted later takes over within a few round
+// trips): a leader whose member heartbeat fails for the lease leads no
+// more, from its first look (Done closes, and the other holds on the
+// session of its lock are lost with it).
 //
 // An Election is safe for concurrent use; one Campaign at a time.
 type Election struct {
@@ -90,6 +94,7 @@ func (c *Coordinator) Election(name string) *Election {
 	full := c.cfg.Prefix + name
 	lockName := ElectionLockPrefix + full
 	l := c.newNamedLock(lockName, lockName, "election name")
+	l.leader = true
 	if name == "" {
 		l.err = fmt.Errorf("%w: empty election name", ErrInvalidName)
 	}
@@ -140,7 +145,9 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	if err := e.begin(ctx, t); err != nil {
 		t.end()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.opTimeout())
-		_ = e.lock.Release(rctx)
+		if rerr := e.lock.Release(rctx); rerr != nil && !errors.Is(rerr, ErrLockLost) {
+			err = errors.Join(err, fmt.Errorf("pgcoord: election %q: releasing after a failed start: %w", e.full, rerr))
+		}
 		cancel()
 		return err
 	}
@@ -148,66 +155,6 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	e.term = t
 	e.mu.Unlock()
 	e.c.lastTerms.set(e.full, t.token)
-	return nil
-}
-
-// begin makes t, whose lock is held, the election's recorded term: after
-// the grace its predecessor may need to be told (see Election), it writes
-// the term, fenced by its token, and notifies observers.
-func (e *Election) begin(ctx context.Context, t *term) error {
-	c := e.c
-	var prev db.PreviousTermRow
-	found := true
-	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		var err error
-		prev, err = c.q.PreviousTerm(ctx, conn, e.full)
-		if errors.Is(err, pgx.ErrNoRows) {
-			found, err = false, nil
-		}
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("pgcoord: election %q: reading the previous term: %w", e.full, err)
-	}
-	if found && !prev.Resigned && !prev.Stopped && !c.lastTerms.ours(e.full, prev.Token) {
-		// The predecessor's lock was freed without a Resign: its session
-		// died or was cut off, and if its process still runs it learns
-		// of it within two of its heartbeats. Wait for that first.
-		hb := time.Duration(prev.HeartbeatSeconds * float64(time.Second))
-		if hb <= 0 {
-			hb = c.cfg.HeartbeatInterval
-		}
-		grace := time.NewTimer(2*hb + hb/2)
-		defer grace.Stop()
-		select {
-		case <-grace.C:
-		case <-t.done:
-			return fmt.Errorf("%w: election %q: leadership lost as it began", ErrLockLost, e.full)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-c.runCtx.Done():
-			return ErrNotStarted
-		}
-	}
-	var since pgtype.Timestamptz
-	err = c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		var err error
-		since, err = c.q.BeginTerm(ctx, conn, db.BeginTermParams{
-			Election: e.full, Key: e.lock.key, MemberID: c.memberID, Value: t.value, Token: t.token,
-		})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("pgcoord: election %q: recording the term: %w", e.full, c.stoppedOr(err))
-	}
-	if !since.Valid {
-		return fmt.Errorf("%w: election %q: a newer term is recorded", ErrLockLost, e.full)
-	}
-	t.since = since.Time
-	c.lookLease(t.h)
-	if c.holdLost(t.h) {
-		return fmt.Errorf("%w: election %q: leadership lost as it began", ErrLockLost, e.full)
-	}
 	return nil
 }
 
@@ -285,7 +232,10 @@ func (e *Election) Proclaim(ctx context.Context, value string) error {
 // Resign ends the leadership: Done closes, the term is recorded as
 // resigned (so a successor need not wait for this leader to be told), and
 // the lock is released, so the next campaigner leads within a few round
-// trips. It returns ErrNotLeader when this Election does not lead. Like
+// trips. It returns ErrNotLeader when this Election does not lead, and an
+// error when the resignation could not be recorded or the lock released
+// (the leadership has ended all the same; a successor then waits out the
+// grace). Like
 // Lock.Release it ignores ctx's cancellation, bounded by an internal
 // timeout.
 func (e *Election) Resign(ctx context.Context) error {
@@ -312,152 +262,18 @@ func (e *Election) Resign(ctx context.Context) error {
 	defer cancel()
 	// Recorded first, then released: the successor then sees the
 	// resignation and does not wait for this leader to be told.
-	_ = e.c.control.do(bctx, func(ctx context.Context, conn *pgx.Conn) error {
+	var errs []error
+	err := e.c.control.do(bctx, func(ctx context.Context, conn *pgx.Conn) error {
 		_, err := e.c.q.EndTerm(ctx, conn, db.EndTermParams{Election: e.full, Token: t.token})
 		return err
 	})
-	if err := e.lock.Release(bctx); err != nil {
-		return fmt.Errorf("pgcoord: election %q: resigning: %w", e.full, err)
-	}
-	return nil
-}
-
-// Leader returns the election's current leader, read from pgcoord.leaders:
-// a term counts while its leader's session holds the election's lock. It
-// returns an error wrapping ErrNoLeader when there is none (nobody
-// campaigned, the leader resigned, or it died and no successor has begun
-// its term yet).
-func (e *Election) Leader(ctx context.Context) (Leader, error) {
-	if e.lock.err != nil {
-		return Leader{}, e.lock.err
-	}
-	if !e.c.running() {
-		return Leader{}, ErrNotStarted
-	}
-	var row db.CurrentLeaderRow
-	err := e.c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		var err error
-		row, err = e.c.q.CurrentLeader(ctx, conn, e.full)
-		return err
-	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Leader{}, fmt.Errorf("%w: election %q", ErrNoLeader, e.full)
-	}
 	if err != nil {
-		return Leader{}, fmt.Errorf("pgcoord: election %q: reading the leader: %w", e.full, e.c.stoppedOr(err))
+		// The leadership ends all the same (the lock is released below);
+		// a successor then waits out the grace.
+		errs = append(errs, fmt.Errorf("pgcoord: election %q: recording the resignation: %w", e.full, err))
 	}
-	return Leader{MemberID: row.MemberID, Value: row.Value, Token: row.Token, Since: row.Since.Time}, nil
-}
-
-// Observe returns a channel that receives the current leader (the zero
-// Leader when there is none), then the leader after every change: a new
-// term, a new value, a resignation or a death. Changes come by
-// notification from the leader's writes (within a round trip), and from a
-// read every HeartbeatInterval, which finds a leader that died without a
-// word and reconciles after the coordinator's connection broke; changes
-// that pass within one read are seen as one. The channel is closed when ctx
-// ends or the coordinator stops. A slow reader delays only its own
-// updates.
-func (e *Election) Observe(ctx context.Context) <-chan Leader {
-	out := make(chan Leader)
-	if e.lock.err != nil || !e.c.running() {
-		close(out)
-		return out
+	if err := e.lock.Release(bctx); err != nil {
+		errs = append(errs, fmt.Errorf("pgcoord: election %q: resigning: %w", e.full, err))
 	}
-	c := e.c
-	// Subscribed before the first read, so no change falls in between.
-	sub := c.notifier.subscribe(topicLeader, e.lock.key)
-	go func() {
-		defer close(out)
-		defer c.notifier.unsubscribe(sub)
-		var last Leader
-		first := true
-		c.watchLoop(ctx, sub, true, func() bool {
-			cur, err := e.Leader(ctx)
-			if err != nil && !errors.Is(err, ErrNoLeader) {
-				return true // the control session is down: reconcile later
-			}
-			if !first && sameTerm(cur, last) {
-				return true
-			}
-			first, last = false, cur
-			return send(ctx, c, out, cur)
-		})
-	}()
-	return out
-}
-
-// sameTerm reports whether a and b show the same leader, term and value.
-func sameTerm(a, b Leader) bool {
-	return a.MemberID == b.MemberID && a.Token == b.Token && a.Value == b.Value
-}
-
-// RunAsLeader campaigns for election name of c (nil: Default()) with value,
-// runs fn while leader and resigns when fn returns or panics. fn's ctx is
-// cancelled with cause ErrLockLost when the leadership is lost, and
-// RunAsLeader then returns an error wrapping ErrLockLost even when fn
-// returned nil. It returns fn's error, or ctx's when ctx ended before the
-// leadership was won (fn did not run).
-func RunAsLeader(ctx context.Context, c *Coordinator, name, value string, fn func(ctx context.Context) error) (err error) {
-	if c == nil {
-		if c = Default(); c == nil {
-			return fmt.Errorf("%w: no coordinator given and no default set (SetDefault)", ErrNotStarted)
-		}
-	}
-	e := c.Election(name)
-	if err := e.Campaign(ctx, value); err != nil {
-		return err
-	}
-	e.mu.Lock()
-	t := e.term
-	e.mu.Unlock()
-	if t == nil {
-		return fmt.Errorf("%w: election %q: leadership ended as it began", ErrLockLost, e.full)
-	}
-	fnCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var lostMu sync.Mutex
-	lost := false
-	c.onLoss(t.h, func(error) {
-		lostMu.Lock()
-		lost = true
-		lostMu.Unlock()
-		cancel(ErrLockLost)
-	})
-	defer func() {
-		_ = e.Resign(context.WithoutCancel(ctx))
-		lostMu.Lock()
-		wasLost := lost
-		lostMu.Unlock()
-		if wasLost {
-			err = errors.Join(fmt.Errorf("%w: leadership of election %q was lost while the function ran", ErrLockLost, e.full), err)
-		}
-	}()
-	return fn(&leaseCtx{Context: fnCtx, c: c, holds: []*hold{t.h}})
-}
-
-// lastTerms remembers the latest term each election had in this
-// coordinator, so that a leader re-elected after its own loss does not wait
-// for itself to be told (it was, before its claim on the lock was freed).
-type lastTerms struct {
-	mu     sync.Mutex
-	tokens map[string]int64
-}
-
-func (l *lastTerms) set(election string, token int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.tokens == nil {
-		l.tokens = map[string]int64{}
-	}
-	if len(l.tokens) >= nameCacheMax {
-		clear(l.tokens)
-	}
-	l.tokens[election] = token
-}
-
-func (l *lastTerms) ours(election string, token int64) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return token != 0 && l.tokens[election] == token
+	return errors.Join(errs...)
 }

@@ -202,10 +202,14 @@ func TestElectionTakeoverTerminated(t *testing.T) {
 // PGCOORD_TEST_LOCK, prints "leader TOKEN" and leads until killed.
 func runLeaderChild() int {
 	ctx := context.Background()
+	hb := 200 * time.Millisecond
+	if d, err := time.ParseDuration(os.Getenv("PGCOORD_TEST_HEARTBEAT")); err == nil {
+		hb = d // 0: the default
+	}
 	c, err := New(Config{
 		ConnString:        os.Getenv("PGCOORD_TEST_URL"),
 		Prefix:            os.Getenv("PGCOORD_TEST_PREFIX"),
-		HeartbeatInterval: 200 * time.Millisecond,
+		HeartbeatInterval: hb,
 		SkipMigrations:    true,
 		Logger:            quietLogger(),
 	})

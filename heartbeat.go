@@ -139,11 +139,15 @@ func (c *Coordinator) beat(ctx context.Context, control bool, asked *sync.WaitGr
 		return nil
 	}
 	err := c.control.doLocked(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		sent := monoNow()
 		n, err := c.q.Heartbeat(ctx, conn, c.memberID)
 		if err == nil && n == 0 {
 			// The row was deleted or marked stopped by hand: write it
 			// back, since other members judge liveness by it.
 			return c.registerMemberLocked(ctx, conn, false)
+		}
+		if err == nil {
+			c.beatHeard(sent)
 		}
 		return err
 	})

@@ -32,7 +32,7 @@ func (s *session) leaseExpired() bool {
 // past the point where the server may free it.
 func (s *session) checkLease() {
 	gen := s.gen.Load()
-	if s.leaseExpired() {
+	if s.leaseExpired() || s.c.beatBound(s) {
 		s.expire(gen)
 	}
 }
@@ -53,7 +53,7 @@ func (s *session) expire(gen uint64) {
 		return
 	}
 	s.expiredGen = gen
-	lost := c.endHoldsLocked(s, fmt.Errorf("%w: %s session not heard from within the lease (SessionTimeout %v less two heartbeats)",
+	lost := c.endHoldsLocked(s, fmt.Errorf("%w: %s session (or, for a leader, its member's heartbeat) not heard from within the lease (SessionTimeout %v less two heartbeats)",
 		ErrLockLost, s.kind, c.cfg.SessionTimeout))
 	c.mu.Unlock()
 	c.signalHoldsLost(s, lost)

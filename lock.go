@@ -72,6 +72,9 @@ type Lock struct {
 	// err is a name error found at construction by GetLock (which cannot
 	// return one); Acquire returns it.
 	err error
+	// leader: an election's lock, whose holds are also bound to the
+	// member's heartbeat (see beatlease.go).
+	leader bool
 
 	mu        sync.Mutex
 	acquiring bool

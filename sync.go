@@ -181,11 +181,11 @@ func (c *Coordinator) synchronized(ctx context.Context, b Blocking, shared bool,
 		}
 		ok, err := l.acquireMode(ctx, lb, shared)
 		if !ok {
-			_ = releaseAll()
+			relErr := releaseAll()
 			if err == nil {
 				err = fmt.Errorf("busy (%v)", b)
 			}
-			return fmt.Errorf("%w: %q: %w", ErrLockAcquireFailed, l.name, err)
+			return errors.Join(fmt.Errorf("%w: %q: %w", ErrLockAcquireFailed, l.name, err), relErr)
 		}
 		taken = append(taken, l)
 	}

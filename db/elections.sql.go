@@ -12,20 +12,27 @@ import (
 )
 
 const BeginTerm = `-- name: BeginTerm :one
+WITH lease AS (
+    UPDATE pgcoord.members SET lease = make_interval(secs => $6::float8)
+    WHERE member_id = $3
+      AND lease IS DISTINCT FROM make_interval(secs => $6::float8)
+)
 SELECT pgcoord.begin_term($1::text, $2::bigint, $3::text,
                           $4::text, $5::bigint)::timestamptz AS since
 `
 
 type BeginTermParams struct {
-	Election string
-	Key      int64
-	MemberID string
-	Value    string
-	Token    int64
+	Election     string
+	Key          int64
+	MemberID     string
+	Value        string
+	Token        int64
+	LeaseSeconds float64
 }
 
 // Records a new term (fenced by its token) and notifies observers; null
-// since when a newer term is recorded.
+// since when a newer term is recorded. The leader's lease is recorded in
+// its member row with it, for its successor (see PredecessorSilence).
 func (q *Queries) BeginTerm(ctx context.Context, db DBTX, arg BeginTermParams) (pgtype.Timestamptz, error) {
 	row := db.QueryRow(ctx, BeginTerm,
 		arg.Election,
@@ -33,6 +40,7 @@ func (q *Queries) BeginTerm(ctx context.Context, db DBTX, arg BeginTermParams) (
 		arg.MemberID,
 		arg.Value,
 		arg.Token,
+		arg.LeaseSeconds,
 	)
 	var since pgtype.Timestamptz
 	err := row.Scan(&since)
@@ -122,6 +130,37 @@ LISTEN pgcoord_leader
 func (q *Queries) ListenLeader(ctx context.Context, db DBTX) error {
 	_, err := db.Exec(ctx, ListenLeader)
 	return err
+}
+
+const PredecessorSilence = `-- name: PredecessorSilence :one
+SELECT coalesce(extract(epoch FROM m.lease), 0)::float8 AS lease_seconds,
+       extract(epoch FROM now() - m.last_heartbeat)::float8 AS silent_seconds,
+       EXISTS (
+           SELECT 1 FROM pg_catalog.pg_locks l
+           WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+             AND l.classid::bigint = ((m.member_key >> 32) & 4294967295)
+             AND l.objid::bigint = (m.member_key & 4294967295))::boolean AS member_live
+FROM pgcoord.members m
+WHERE m.member_id = $1
+`
+
+type PredecessorSilenceRow struct {
+	LeaseSeconds  float64
+	SilentSeconds float64
+	MemberLive    bool
+}
+
+// Whether a predecessor that did not resign can be known to hold nothing
+// any more: its member lock is free (its control session is gone) and its
+// heartbeat is older than its lease (see beatlease.go). silent_seconds and
+// lease_seconds are on the database clock; lease_seconds is 0 when the
+// member never recorded its lease (or its row is gone).
+func (q *Queries) PredecessorSilence(ctx context.Context, db DBTX, memberID string) (PredecessorSilenceRow, error) {
+	row := db.QueryRow(ctx, PredecessorSilence, memberID)
+	var i PredecessorSilenceRow
+	err := row.Scan(&i.LeaseSeconds, &i.SilentSeconds, &i.MemberLive)
+	return i, err
 }
 
 const PreviousTerm = `-- name: PreviousTerm :one

@@ -13,7 +13,7 @@ import (
 
 const GetMember = `-- name: GetMember :one
 SELECT member_id, prefix, agent_id, hostname, pid, started_at, last_heartbeat,
-       stopped_at, heartbeat_interval, session_tag, member_key, backend_pid
+       stopped_at, heartbeat_interval, session_tag, member_key, backend_pid, lease
 FROM pgcoord.members WHERE member_id = $1
 `
 
@@ -33,6 +33,7 @@ func (q *Queries) GetMember(ctx context.Context, db DBTX, memberID string) (Pgco
 		&i.SessionTag,
 		&i.MemberKey,
 		&i.BackendPid,
+		&i.Lease,
 	)
 	return i, err
 }

@@ -79,6 +79,7 @@ type PgcoordLiveMember struct {
 	SessionTag        string
 	MemberKey         int64
 	BackendPid        pgtype.Int4
+	Lease             pgtype.Interval
 	HeartbeatAge      int32
 }
 
@@ -108,6 +109,7 @@ type PgcoordMember struct {
 	SessionTag        string
 	MemberKey         int64
 	BackendPid        pgtype.Int4
+	Lease             pgtype.Interval
 }
 
 type PgcoordSchemaMigration struct {

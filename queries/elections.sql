@@ -10,9 +10,32 @@ FROM pgcoord.elections e
 LEFT JOIN pgcoord.members m ON m.member_id = e.member_id
 WHERE e.election = sqlc.arg(election);
 
+-- name: PredecessorSilence :one
+-- Whether a predecessor that did not resign can be known to hold nothing
+-- any more: its member lock is free (its control session is gone) and its
+-- heartbeat is older than its lease (see beatlease.go). silent_seconds and
+-- lease_seconds are on the database clock; lease_seconds is 0 when the
+-- member never recorded its lease (or its row is gone).
+SELECT coalesce(extract(epoch FROM m.lease), 0)::float8 AS lease_seconds,
+       extract(epoch FROM now() - m.last_heartbeat)::float8 AS silent_seconds,
+       EXISTS (
+           SELECT 1 FROM pg_catalog.pg_locks l
+           WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted
+             AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+             AND l.classid::bigint = ((m.member_key >> 32) & 4294967295)
+             AND l.objid::bigint = (m.member_key & 4294967295))::boolean AS member_live
+FROM pgcoord.members m
+WHERE m.member_id = sqlc.arg(member_id);
+
 -- name: BeginTerm :one
 -- Records a new term (fenced by its token) and notifies observers; null
--- since when a newer term is recorded.
+-- since when a newer term is recorded. The leader's lease is recorded in
+-- its member row with it, for its successor (see PredecessorSilence).
+WITH lease AS (
+    UPDATE pgcoord.members SET lease = make_interval(secs => sqlc.arg(lease_seconds)::float8)
+    WHERE member_id = sqlc.arg(member_id)
+      AND lease IS DISTINCT FROM make_interval(secs => sqlc.arg(lease_seconds)::float8)
+)
 SELECT pgcoord.begin_term(sqlc.arg(election)::text, sqlc.arg(key)::bigint, sqlc.arg(member_id)::text,
                           sqlc.arg(value)::text, sqlc.arg(token)::bigint)::timestamptz AS since;
 

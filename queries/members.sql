@@ -35,7 +35,7 @@ UPDATE pgcoord.members SET stopped_at = now() WHERE member_id = sqlc.arg(member_
 
 -- name: GetMember :one
 SELECT member_id, prefix, agent_id, hostname, pid, started_at, last_heartbeat,
-       stopped_at, heartbeat_interval, session_tag, member_key, backend_pid
+       stopped_at, heartbeat_interval, session_tag, member_key, backend_pid, lease
 FROM pgcoord.members WHERE member_id = sqlc.arg(member_id);
 
 -- name: ListMembers :many

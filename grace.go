@@ -1,0 +1,158 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// The grace. A leader that takes over from one that did not resign (its
+// session died or was cut off) must not act before its predecessor, if it
+// still runs, knows it leads no more. The predecessor is told within two
+// of its heartbeats of its session's end, so the successor waits two and a
+// half of them, unless it can show the predecessor holds nothing already:
+// its member lock is free and its heartbeat is older than its lease (plus
+// graceMargin), after which the predecessor's first look or beat ends every
+// hold it had (beatlease.go). When the predecessor's heartbeat will be that
+// old before the grace ends, the successor looks again at that moment
+// rather than waiting out the grace. The proof is in docs/design.md.
+
+// graceMargin is added to the predecessor's lease before its silence
+// counts: the predecessor times its lease on its own clock, the successor
+// on the database's, and clocks run at slightly different rates (well under
+// 1%).
+func graceMargin(lease time.Duration) time.Duration { return lease/100 + 20*time.Millisecond }
+
+// begin makes t, whose lock is held, the election's recorded term: after
+// the grace its predecessor may need to be told (see above), it writes the
+// term, fenced by its token, and notifies observers.
+func (e *Election) begin(ctx context.Context, t *term) error {
+	c := e.c
+	var prev db.PreviousTermRow
+	found := true
+	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		prev, err = c.q.PreviousTerm(ctx, conn, e.full)
+		if errors.Is(err, pgx.ErrNoRows) {
+			found, err = false, nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: election %q: reading the previous term: %w", e.full, err)
+	}
+	if found && !prev.Resigned && !prev.Stopped && !c.lastTerms.ours(e.full, prev.Token) {
+		hb := time.Duration(prev.HeartbeatSeconds * float64(time.Second))
+		if hb <= 0 {
+			hb = c.cfg.HeartbeatInterval
+		}
+		if err := e.grace(ctx, t, prev.MemberID, 2*hb+hb/2); err != nil {
+			return err
+		}
+	}
+	var since pgtype.Timestamptz
+	err = c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		since, err = c.q.BeginTerm(ctx, conn, db.BeginTermParams{
+			Election: e.full, Key: e.lock.key, MemberID: c.memberID, Value: t.value, Token: t.token,
+			LeaseSeconds: c.lease().Seconds(),
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("pgcoord: election %q: recording the term: %w", e.full, c.stoppedOr(err))
+	}
+	if !since.Valid {
+		return fmt.Errorf("%w: election %q: a newer term is recorded", ErrLockLost, e.full)
+	}
+	t.since = since.Time
+	c.lookLease(t.h)
+	if c.holdLost(t.h) {
+		return fmt.Errorf("%w: election %q: leadership lost as it began", ErrLockLost, e.full)
+	}
+	return nil
+}
+
+// grace waits until member, the predecessor, holds nothing for sure: full
+// has passed, or its member lock is free and its heartbeat older than its
+// lease (see above).
+func (e *Election) grace(ctx context.Context, t *term, member string, full time.Duration) error {
+	c := e.c
+	deadline := time.Now().Add(full)
+	for {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return nil
+		}
+		var s db.PredecessorSilenceRow
+		err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			var err error
+			s, err = c.q.PredecessorSilence(ctx, conn, member)
+			return err
+		})
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Its row is gone: pruned, long silent, or deleted by hand.
+			// Nothing shows it was told: the full grace.
+			err = nil
+		}
+		if err != nil {
+			return fmt.Errorf("pgcoord: election %q: reading the predecessor's heartbeat: %w", e.full, c.stoppedOr(err))
+		}
+		if !s.MemberLive && s.LeaseSeconds > 0 {
+			lease := time.Duration(s.LeaseSeconds * float64(time.Second))
+			left := lease + graceMargin(lease) - time.Duration(s.SilentSeconds*float64(time.Second))
+			if left < 0 {
+				return nil // told at its first look, or gone
+			}
+			// Look again when its heartbeat will be old enough, if that
+			// comes before the end of the grace.
+			wait = min(wait, left+time.Millisecond)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-t.done:
+			timer.Stop()
+			return fmt.Errorf("%w: election %q: leadership lost as it began", ErrLockLost, e.full)
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-c.runCtx.Done():
+			timer.Stop()
+			return ErrNotStarted
+		}
+	}
+}
+
+// lastTerms remembers the latest term each election had in this
+// coordinator, so that a leader re-elected after its own loss does not wait
+// for itself to be told (it was, before its claim on the lock was freed).
+type lastTerms struct {
+	mu     sync.Mutex
+	tokens map[string]int64
+}
+
+func (l *lastTerms) set(election string, token int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tokens == nil {
+		l.tokens = map[string]int64{}
+	}
+	if len(l.tokens) >= nameCacheMax {
+		clear(l.tokens)
+	}
+	l.tokens[election] = token
+}
+
+func (l *lastTerms) ours(election string, token int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return token != 0 && l.tokens[election] == token
+}
