@@ -298,7 +298,7 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 }
 
 // poolerAdvice ends every ErrSessionLocksUnsupported message.
-const poolerAdvice = "a transaction-pooling proxy (PgBouncer pool_mode=transaction) is in the way: connect directly or through session pooling"
+const poolerAdvice = "a transaction-pooling proxy (PgBouncer pool_mode=transaction) is in the way: connect directly or through session pooling, or take transaction-scoped locks through the proxy with pgcoord.AcquireTx"
 
 // checkDistinctBackends refuses connections on which session advisory
 // locks are not locks. Behind a transaction-pooling proxy, client

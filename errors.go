@@ -51,7 +51,8 @@ var (
 	// ErrSessionLocksUnsupported is returned by Start when the server end of
 	// a connection changes between statements (a transaction-pooling proxy
 	// such as PgBouncer in transaction mode): session advisory locks would
-	// not be locks there.
+	// not be locks there. Connect directly or through session pooling, or
+	// take transaction-scoped locks through the proxy with AcquireTx.
 	ErrSessionLocksUnsupported = errors.New("pgcoord: session advisory locks unsupported on this connection")
 	// ErrTooManyConnections is wrapped by the error of a session the server
 	// refused for want of connection slots (SQLSTATE 53300, "too many
@@ -89,4 +90,8 @@ var (
 	// ErrInvalidCapabilities is returned by JoinGroup and
 	// UpdateCapabilities for capabilities that do not encode as JSON.
 	ErrInvalidCapabilities = errors.New("pgcoord: invalid capabilities")
+
+	// ErrNoTransaction is returned by AcquireTx, AcquireSharedTx,
+	// AcquireFencedTx and FenceTx when tx is nil.
+	ErrNoTransaction = errors.New("pgcoord: no transaction")
 )

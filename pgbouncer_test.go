@@ -98,6 +98,7 @@ func TestPgBouncerTransactionModeRefused(t *testing.T) {
 	err = c.Start(ctx(t))
 	require.ErrorIs(t, err, ErrSessionLocksUnsupported)
 	require.Contains(t, err.Error(), "session pooling")
+	require.Contains(t, err.Error(), "AcquireTx", "the message points to the transaction-lock API")
 	require.False(t, c.IsActive())
 }
 
