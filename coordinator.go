@@ -203,6 +203,9 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	if err := c.lockSs[0].connect(ctx); err != nil {
 		return err
 	}
+	if err := c.checkLocksExclude(ctx); err != nil {
+		return err
+	}
 	if err := c.checkDistinctBackends(); err != nil {
 		return err
 	}

@@ -94,4 +94,12 @@ var (
 	// ErrNoTransaction is returned by AcquireTx, AcquireSharedTx,
 	// AcquireFencedTx and FenceTx when tx is nil.
 	ErrNoTransaction = errors.New("pgcoord: no transaction")
+	// ErrAdvisoryLocksUnsupported is returned by Start when the server's
+	// advisory locks do not exclude: two of the coordinator's sessions were
+	// both granted one probe key. CockroachDB is such a server (its
+	// pg_try_advisory_lock returns true without locking). No pgcoord lock
+	// can work there: coordinate through a PostgreSQL server, or with the
+	// platform's own primitives (CockroachDB: SELECT ... FOR UPDATE on a
+	// row per name).
+	ErrAdvisoryLocksUnsupported = errors.New("pgcoord: advisory locks do not exclude on this server")
 )
