@@ -181,4 +181,16 @@
 // new timeline, and every fencing token is taken at or above that
 // timeline's floor (timeline << 48, see pgcoord.next_token): tokens the old
 // primary issued that never reached the standby are never issued again.
+//
+// # Transaction locks and hostile platforms
+//
+// Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction, RDS
+// Proxy, Supavisor) a session lock is not a lock, and Start refuses with
+// ErrSessionLocksUnsupported. AcquireTx and AcquireSharedTx take the same
+// name's lock scoped to the caller's own transaction instead, which such a
+// proxy keeps on one server session; it needs no Coordinator and ends with
+// the transaction (docs/transaction-locks.md). A server whose advisory
+// locks do not exclude at all (CockroachDB's are stubs) is refused at Start
+// with ErrAdvisoryLocksUnsupported: the control session takes a probe key
+// and the lock session must be refused it.
 package pgcoord
