@@ -40,18 +40,15 @@ func probeKey(memberID string) (hi, lo int32) {
 // table, beside the member lock the control session also holds.
 //
 // CockroachDB says who it is when a session starts (the crdb_version
-// parameter): it is refused before any statement, with advice of its own.
-// Two sessions on one backend are left to checkDistinctBackends, which
+// parameter): checkServerVersion refuses it before any statement (see
+// refuseAnnouncedFakeLocks), as it reports server_version 13.0.0. Two
+// sessions on one backend are left to checkDistinctBackends, which
 // reports a pooler.
 func (c *Coordinator) checkLocksExclude(ctx context.Context) error {
 	lockSess := c.lockSs[0]
 	hi, lo := probeKey(c.memberID)
 	var first, second db.ProbeAdvisoryLockRow
 	err := c.control.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		if v := conn.PgConn().ParameterStatus("crdb_version"); v != "" {
-			return fmt.Errorf("%w: the server is %s, whose advisory-lock functions succeed without locking; %s",
-				ErrAdvisoryLocksUnsupported, v, fakeLocksAdvice)
-		}
 		if c.control.backendPID == lockSess.backendPID {
 			return nil
 		}
@@ -88,6 +85,17 @@ func (c *Coordinator) checkLocksExclude(ctx context.Context) error {
 	case second.Locked:
 		return fmt.Errorf("%w: two sessions (backends %d and %d) were both granted one advisory lock on %q; %s",
 			ErrAdvisoryLocksUnsupported, first.Pid, second.Pid, first.Version, fakeLocksAdvice)
+	}
+	return nil
+}
+
+// refuseAnnouncedFakeLocks refuses a server that says, when a connection
+// opens, that it is CockroachDB (the crdb_version parameter), whose
+// advisory-lock functions succeed without locking: no round trip.
+func refuseAnnouncedFakeLocks(conn *pgx.Conn) error {
+	if v := conn.PgConn().ParameterStatus("crdb_version"); v != "" {
+		return fmt.Errorf("%w: the server is %s, whose advisory-lock functions succeed without locking; %s",
+			ErrAdvisoryLocksUnsupported, v, fakeLocksAdvice)
 	}
 	return nil
 }

@@ -19,12 +19,15 @@ const cockroachVersion = "CockroachDB CCL v23.1.11 (x86_64-pc-linux-gnu, built 2
 // before its advisory-lock check the way CockroachDB does, and, like
 // CockroachDB, grants pg_try_advisory_lock to every session (its
 // advisory-lock functions are stubs that lock nothing). With announce, it
-// sends CockroachDB's crdb_version startup parameter; without, it is any
-// server whose locks are fake and that does not say who it is.
+// sends CockroachDB's startup parameters (crdb_version, server_version
+// 13.0.0); without, it is any server whose locks are fake that does not say
+// who it is and claims to be PostgreSQL 15.
 func fakeCockroach(t *testing.T, announce bool) *fakepg.Server {
 	t.Helper()
 	params := map[string]string{
-		"server_version":              "13.0.0",
+		// CockroachDB says 13.0.0; a server that does not say who it
+		// is claims a supported PostgreSQL.
+		"server_version":              "15.0",
 		"server_encoding":             "UTF8",
 		"client_encoding":             "UTF8",
 		"standard_conforming_strings": "on",
@@ -33,6 +36,7 @@ func fakeCockroach(t *testing.T, announce bool) *fakepg.Server {
 		"integer_datetimes":           "on",
 	}
 	if announce {
+		params["server_version"] = "13.0.0"
 		params["crdb_version"] = cockroachVersion
 	}
 	srv, err := fakepg.Start(params, func(s *fakepg.Session, sql string) (fakepg.Result, error) {
@@ -42,6 +46,15 @@ func fakeCockroach(t *testing.T, announce bool) *fakepg.Server {
 			return fakepg.Result{
 				Columns: []fakepg.Column{{Name: "pid", OID: fakepg.Int4}, {Name: "version", OID: fakepg.Text}, {Name: "locked", OID: fakepg.Bool}},
 				Rows:    [][]string{{pid, cockroachVersion, "t"}},
+			}, nil
+		case strings.Contains(sql, "idle_session_timeout"):
+			// PrepareSession: which backend and which server, and the
+			// session's bounds.
+			return fakepg.Result{
+				Columns: []fakepg.Column{{Name: "pid", OID: fakepg.Int4}, {Name: "in_recovery", OID: fakepg.Bool},
+					{Name: "system_id", OID: fakepg.Int8}, {Name: "wal_file", OID: fakepg.Text},
+					{Name: "idle_session_timeout", OID: fakepg.Text}, {Name: "tcp_user_timeout", OID: fakepg.Text}},
+				Rows: [][]string{{pid, "f", "7300000000000000001", "000000010000000000000001", "5000", "5000"}},
 			}, nil
 		case strings.Contains(sql, "pg_is_in_recovery"):
 			// SessionIdentity: which backend and which server.

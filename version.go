@@ -25,6 +25,10 @@ const minServerMajor = 14
 // sends none, or one that does not parse, passes: pgcoord cannot tell, and
 // its first statements will.
 func checkServerVersion(conn *pgx.Conn) error {
+	// CockroachDB reports server_version 13.0.0: say what it really is.
+	if err := refuseAnnouncedFakeLocks(conn); err != nil {
+		return err
+	}
 	v := conn.PgConn().ParameterStatus("server_version")
 	// serverMajor (session.go) is 0 when it cannot read one.
 	if major := serverMajor(v); major == 0 || major >= minServerMajor {
