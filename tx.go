@@ -44,7 +44,7 @@ var txQueries = db.New()
 // or too long name (prefix+name longer than MaxNameLen); ErrNoTransaction
 // for a nil tx; ErrKeyCollision when another name with the same key is
 // registered in pgcoord.locks (the lock is then not taken); ErrSchemaMissing
-// when the database has no pgcoord schema of version 11 or later (run
+// when the database has no pgcoord schema of version 12 or later (run
 // `pgcoord migrate` once, over a direct connection). A server error (the tx
 // already aborted, say) is returned as it is, and aborts tx as any failed
 // statement does.
@@ -209,4 +209,4 @@ func txError(ctx context.Context, full string, err error) error {
 
 // txSchemaVersion is the migration that brought the transaction-lock
 // functions.
-const txSchemaVersion = 11
+const txSchemaVersion = 12
