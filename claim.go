@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/petermattis/goid"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -21,19 +22,19 @@ import (
 // waiting acquire of a key found busy lately skips the try (see busyHint).
 // lost is the channel the hold closes when lost: the one Lock.Lost returned
 // while nothing was held.
-func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared bool, lost chan struct{}) (*hold, error) {
+func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared bool, lost chan struct{}) (_ *hold, err error) {
 	var deadline time.Time
 	if b.mode == blockTimeout {
 		deadline = time.Now().Add(b.timeout)
 	}
+	gid := goid.Get() // the hold's goroutine, for deadlock detection
 	if b.mode != blockNoWait {
-		// Stop must end waits promptly; waits watch runCtx through ctx.
-		// (NoWait never waits, and spares the hot path the context.)
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		stopWatch := context.AfterFunc(c.runCtx, cancel)
-		defer stopWatch()
+		// Stop ends waits, and so does the deadlock detector (see
+		// watchWait). NoWait never waits, and spares the hot path both.
+		var w *waitWatch
+		ctx, w = c.watchWait(ctx, gid, l, nil, shared)
+		defer w.end()
+		defer func() { err = w.result(ctx, err) }()
 	}
 
 	waitStart := time.Now()
@@ -47,7 +48,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 	if entry == nil {
 		return nil, c.stoppedOr(err)
 	}
-	h := &hold{lock: l, key: l.key, shared: shared, entry: entry, lost: lost}
+	h := &hold{lock: l, key: l.key, shared: shared, entry: entry, lost: lost, gid: gid}
 	done := false
 	defer func() {
 		if !done {

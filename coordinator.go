@@ -46,6 +46,8 @@ type Coordinator struct {
 	// since lists holds and waits whose start held_locks.since shows;
 	// guarded by mu.
 	since sinceBook
+	// deadlocks is the long waits and their check loop (deadlock.go).
+	deadlocks deadlockBook
 
 	control  *session
 	lockSs   []*session
@@ -376,6 +378,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	<-c.pruneDone
 	<-c.since.done
 	<-c.notifier.done
+	c.stopDeadlocks()
 
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -138,6 +138,15 @@
 // Release and Stop ignore cancellation of their context (a lock is always
 // released), bounded by the same internal timeout.
 //
+// # Deadlocks
+//
+// The server cannot see a cycle of waits among members (their holds and
+// waits sit on different backends, or on none), so the library does: a
+// wait that lasts a second is published in pgcoord.long_waits with the
+// holds of its goroutine (and of its creator while that waits for it), and
+// its member looks for a cycle among such waits every 500 ms. The youngest
+// wait of a cycle returns ErrDeadlock. See docs/deadlocks.md.
+//
 // # Silence and leases
 //
 // Each session records when a statement on it last succeeded (timed from

@@ -108,7 +108,9 @@ func (e *Election) Name() string { return e.name }
 // ends (ctx's error) or the coordinator stops (ErrNotStarted). value is
 // published with the leadership (Leader.Value). Campaign on an Election that
 // already leads changes its value, as Proclaim does (etcd's Campaign does
-// the same). The wait is a lock wait, in line behind other campaigners.
+// the same). The wait is a lock wait, in line behind other campaigners;
+// like Acquire it returns an error wrapping ErrDeadlock when it closed a
+// cycle of waits among members and was the youngest of it.
 func (e *Election) Campaign(ctx context.Context, value string) error {
 	if e.lock.err != nil {
 		return e.lock.err

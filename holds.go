@@ -29,6 +29,8 @@ type hold struct {
 	// pid is the backend of the session's connection the hold lives on
 	// (for tests and diagnostics).
 	pid int32
+	// gid is the goroutine that acquired it (see actorGoroutines).
+	gid int64
 
 	// op is the hold's try, then its unlock, on a lock session: one at a
 	// time, so one op (and its wake channel) serves both.

@@ -217,7 +217,10 @@ func (l *Lock) Token() int64 {
 // Acquire takes the lock. It returns (true, nil) when acquired; (false, nil)
 // when the lock is busy under NoWait or stayed busy for the whole Timeout;
 // (false, ctx.Err()) when ctx ends first; (false, ErrAlreadyHeld) when this
-// Lock already holds it; (false, ErrNotStarted) before Start or after Stop.
+// Lock already holds it; (false, ErrNotStarted) before Start or after Stop;
+// (false, an error wrapping ErrDeadlock) when the wait closed a cycle of
+// waits among members and was the youngest of it (see ErrDeadlock: checked
+// only once a wait lasts a second, so a short wait costs nothing).
 //
 // Waiting happens on the server (pg_advisory_lock, woken as soon as the
 // holder releases or its session dies), on a wait session that holds nothing
@@ -228,7 +231,8 @@ func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 
 // AcquireShared takes the lock shared (a read lock): any number of shared
 // holders at once, in any processes, or one exclusive holder (Acquire),
-// never both. It returns as Acquire does; Release ends either mode.
+// never both. It returns as Acquire does (ErrDeadlock included); Release
+// ends either mode.
 //
 // A waiting exclusive acquirer is not starved by a stream of shared ones:
 // in this process shared claims queue behind a waiting exclusive one, and

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petermattis/goid"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -94,10 +95,13 @@ func (s *Semaphore) slot(i int, lost chan struct{}) *Lock {
 // when every slot is busy under NoWait or stayed busy for the whole
 // Timeout; (false, ctx.Err()) when ctx ends first; (false, ErrAlreadyHeld)
 // when this Semaphore holds a slot; an error wrapping ErrLimitMismatch when
-// someone holds the semaphore with another limit. A waiting Acquire waits
+// someone holds the semaphore with another limit; an error wrapping
+// ErrDeadlock when the wait closed a cycle of waits among members (every
+// slot held by a waiter of the cycle) and was the youngest of it. A
+// waiting Acquire waits
 // on the server for one slot at a time (see the package doc, Sessions, for
 // what that costs), trying every slot again every 200 ms.
-func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (bool, error) {
+func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error) {
 	if s.err != nil {
 		return false, s.err
 	}
@@ -135,6 +139,13 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	var deadline time.Time
 	if b.mode == blockTimeout {
 		deadline = time.Now().Add(b.timeout)
+	}
+	if b.mode != blockNoWait {
+		// A wait for any of the slots, as the deadlock detector sees it.
+		var w *waitWatch
+		ctx, w = s.c.watchWait(ctx, goid.Get(), nil, s, false)
+		defer w.end()
+		defer func() { err = w.result(ctx, err) }()
 	}
 	start := rand.IntN(s.limit) // spread holders over the slots
 	for round := 0; ; round++ {

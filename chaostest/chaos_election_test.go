@@ -50,6 +50,7 @@ func chaosSlot(runCtx context.Context, c *pgcoord.Coordinator, name string, rng 
 	actx, cancel := context.WithTimeout(runCtx, 2*time.Second)
 	ok, err := sem.Acquire(actx, modes[rng.IntN(len(modes))])
 	cancel()
+	noDeadlock(err)
 	switch {
 	case err != nil:
 		return holdErr
@@ -105,7 +106,7 @@ func chaosSlot(runCtx context.Context, c *pgcoord.Coordinator, name string, rng 
 func chaosLead(runCtx context.Context, c *pgcoord.Coordinator, name string, rng *rand.Rand, sink sectionSink) holdOutcome {
 	e := c.Election(name)
 	actx, cancel := context.WithTimeout(runCtx, time.Duration(50+rng.IntN(1500))*time.Millisecond)
-	err := e.Campaign(actx, c.MemberID())
+	err := noDeadlock(e.Campaign(actx, c.MemberID()))
 	cancel()
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):

@@ -260,6 +260,9 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	for _, v := range report.Violations {
 		t.Error(v)
 	}
+	// The workers never hold while they wait: a cycle of waits among them
+	// cannot exist, and ErrDeadlock would be a false one.
+	require.Zero(t, deadlocks.Load(), "ErrDeadlock in a mix whose goroutines never hold while they wait")
 	require.Zero(t, conns, "pgcoord sessions left on the server after Stop")
 	require.Zero(t, locks, "advisory locks left on the server after Stop")
 	require.Positive(t, report.Holds, "no critical section completed")
@@ -290,6 +293,18 @@ type journalSink struct{ j *chaos.Journal }
 func (journalSink) Enter(chaos.Section)    {}
 func (k journalSink) Exit(s chaos.Section) { k.j.Record(s) }
 
+// deadlocks counts ErrDeadlock returned to this process's chaos workers:
+// each is a failure (see noDeadlock).
+var deadlocks atomic.Int64
+
+// noDeadlock counts err if it is ErrDeadlock.
+func noDeadlock(err error) error {
+	if errors.Is(err, pgcoord.ErrDeadlock) {
+		deadlocks.Add(1)
+	}
+	return err
+}
+
 // chaosHold takes name once with a random blocking mode, holds it briefly
 // (now and then for a while, so that faults hit holders), and reports the
 // section to sink. The holder watches Lost() throughout and stops at once
@@ -319,6 +334,7 @@ func chaosHoldMode(runCtx context.Context, c *pgcoord.Coordinator, name string, 
 	}
 	ok, err := acquire(actx, modes[rng.IntN(len(modes))])
 	cancel()
+	noDeadlock(err)
 	if err != nil {
 		return holdErr
 	}

@@ -96,6 +96,19 @@ type PgcoordLockSince struct {
 	Since pgtype.Timestamptz
 }
 
+type PgcoordLongWait struct {
+	MemberID   string
+	WaitID     int64
+	Goroutine  int64
+	Name       string
+	WaitsFor   []int64
+	Shared     bool
+	Since      pgtype.Timestamptz
+	HeldKeys   []int64
+	HeldShared []bool
+	UpdatedAt  pgtype.Timestamptz
+}
+
 type PgcoordMember struct {
 	MemberID          string
 	Prefix            string

@@ -10,6 +10,7 @@ require (
 
 require (
 	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/petermattis/goid v0.0.0-20261109124353-7cfa343ad0ab // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 )
 

@@ -1,0 +1,50 @@
+-- name: CheckLongWaits :many
+-- One deadlock check of a member (see deadlock.go): it publishes the
+-- member's long waits (one array element per wait; since is set once,
+-- from the wait's age on the server's clock), deletes its rows of waits
+-- that ended and rows nobody refreshed for a minute (a member that died),
+-- and returns every fresh long wait, its own included.
+WITH input AS (
+    SELECT w.wait_id, w.i,
+           coalesce((sqlc.arg(for_ends)::integer[])[w.i - 1], 0) AS for_lo,
+           (sqlc.arg(for_ends)::integer[])[w.i] AS for_hi,
+           coalesce((sqlc.arg(held_ends)::integer[])[w.i - 1], 0) AS held_lo,
+           (sqlc.arg(held_ends)::integer[])[w.i] AS held_hi
+    FROM unnest(sqlc.arg(wait_ids)::bigint[]) WITH ORDINALITY AS w(wait_id, i)
+), mine AS (
+    -- A wait's keys are a slice of the flat arrays for_keys and
+    -- held_keys: for_ends and held_ends give where each wait's slice ends.
+    SELECT n.wait_id,
+           (sqlc.arg(goroutines)::bigint[])[n.i] AS goroutine,
+           (sqlc.arg(names)::text[])[n.i] AS name,
+           (sqlc.arg(for_keys)::bigint[])[n.for_lo + 1 : n.for_hi] AS waits_for,
+           (sqlc.arg(shared)::boolean[])[n.i] AS shared,
+           (sqlc.arg(age_ms)::bigint[])[n.i] AS age_ms,
+           coalesce((sqlc.arg(held_keys)::bigint[])[n.held_lo + 1 : n.held_hi], '{}') AS held_keys,
+           coalesce((sqlc.arg(held_shared)::boolean[])[n.held_lo + 1 : n.held_hi], '{}') AS held_shared
+    FROM input n
+), gone AS (
+    -- SKIP LOCKED: two members sweeping the same dead rows never wait for
+    -- each other.
+    DELETE FROM pgcoord.long_waits l
+    WHERE (l.member_id, l.wait_id) IN (
+        SELECT o.member_id, o.wait_id FROM pgcoord.long_waits o
+        WHERE (o.member_id = sqlc.arg(member_id)::text AND o.wait_id NOT IN (SELECT m.wait_id FROM mine m))
+           OR o.updated_at < now() - interval '1 minute'
+        FOR UPDATE SKIP LOCKED)
+), put AS (
+    INSERT INTO pgcoord.long_waits AS l
+        (member_id, wait_id, goroutine, name, waits_for, shared, since, held_keys, held_shared, updated_at)
+    SELECT sqlc.arg(member_id)::text, m.wait_id, m.goroutine, m.name, m.waits_for, m.shared,
+           now() - m.age_ms * interval '1 millisecond', m.held_keys, m.held_shared, now()
+    FROM mine m
+    ON CONFLICT (member_id, wait_id) DO UPDATE
+        SET held_keys = excluded.held_keys, held_shared = excluded.held_shared, updated_at = excluded.updated_at
+    RETURNING l.member_id, l.wait_id, l.goroutine, l.name, l.waits_for, l.shared, l.since, l.held_keys, l.held_shared
+)
+SELECT p.member_id, p.wait_id, p.goroutine, p.name, p.waits_for, p.shared, p.since, p.held_keys, p.held_shared
+FROM put p
+UNION ALL
+SELECT l.member_id, l.wait_id, l.goroutine, l.name, l.waits_for, l.shared, l.since, l.held_keys, l.held_shared
+FROM pgcoord.long_waits l
+WHERE l.member_id <> sqlc.arg(member_id)::text AND l.updated_at > now() - interval '3 seconds';
