@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petermattis/goid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -418,18 +419,11 @@ created by pkg.f in goroutine 12
 
 	// The real thing: this goroutine, started by the test's.
 	done := make(chan []int64)
-	var me int64
-	go func() {
-		all := goroutines()
-		for id, info := range all {
-			if info.state == "running" {
-				me = id
-			}
-		}
-		done <- actorGoroutines(me, all)
-	}()
+	test := goid.Get()
+	go func() { done <- actorGoroutines(goid.Get(), goroutines()) }()
 	actor := <-done
 	require.Len(t, actor, 2, "this goroutine and the test's, waiting on a channel: %v", actor)
+	require.Equal(t, test, actor[1])
 }
 
 func TestFindDeadlocksSemaphore(t *testing.T) {
