@@ -420,7 +420,17 @@ created by pkg.f in goroutine 12
 	// The real thing: this goroutine, started by the test's.
 	done := make(chan []int64)
 	test := goid.Get()
-	go func() { done <- actorGoroutines(goid.Get(), goroutines()) }()
+	go func() {
+		// Once the test's goroutine is blocked on done (it may still be
+		// on its way there).
+		for start := time.Now(); ; time.Sleep(time.Millisecond) {
+			all := goroutines()
+			if blockedInProcess(all[test].state) || time.Since(start) > 10*time.Second {
+				done <- actorGoroutines(goid.Get(), all)
+				return
+			}
+		}
+	}()
 	actor := <-done
 	require.Len(t, actor, 2, "this goroutine and the test's, waiting on a channel: %v", actor)
 	require.Equal(t, test, actor[1])
