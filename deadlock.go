@@ -44,7 +44,7 @@ const deadlockCheckEvery = 500 * time.Millisecond
 // yet deleted (its wait was just granted) or a holder that just released
 // can show a cycle that is already gone. A cycle is broken within
 // deadlockTimeout + deadlockConfirm and two checks' round trips.
-const deadlockConfirm = 200 * time.Millisecond
+const deadlockConfirm = 100 * time.Millisecond
 
 // deadlockCheckBound bounds one check's statement.
 const deadlockCheckBound = 2 * time.Second

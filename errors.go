@@ -106,7 +106,7 @@ var (
 	// ErrDeadlock is returned by Acquire, AcquireShared, Campaign and
 	// Semaphore.Acquire when the wait closed a cycle of waits among
 	// members (or goroutines of one member) and was chosen to break it:
-	// the youngest wait of the cycle, within about 1.5 s of the cycle
+	// the youngest wait of the cycle, within about 1.1-1.4 s of the cycle
 	// closing. It wraps the cycle's names and members, e.g. `member A
 	// (goroutine 7) waits for "y" held by member B (goroutine 9), which
 	// waits for "x" held by member A (goroutine 7)`. The wait took
