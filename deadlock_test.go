@@ -193,7 +193,7 @@ func TestDeadlockSharedExclusive(t *testing.T) {
 func TestDeadlockBeyondBudget(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	two := func(cfg *Config) { cfg.MaxSessions = 2; cfg.LockSessions = 1 }
+	two := func(cfg *Config) { cfg.MaxSessions = 2 }
 	a, b := newCoord(t, p, two), newCoord(t, p, two)
 	steps := []cycleStep{
 		lockStep(a, "x", false, "y", false),
