@@ -26,7 +26,7 @@ import (
 var migrationFiles embed.FS
 
 // schemaVersion is the migration version this code needs (the highest file).
-const schemaVersion = 12
+const schemaVersion = 13
 
 var migrationName = regexp.MustCompile(`^[0-9]{4}_[a-z0-9_]+\.(up|down)\.sql$`)
 
