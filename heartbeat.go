@@ -297,36 +297,3 @@ func (c *Coordinator) reconnectOnce() error {
 	c.reconnMu.Unlock()
 	return nil
 }
-
-// onControl runs fn on the control session, detached from ctx (see
-// session.detached). While the control session is being reconnected it
-// waits for the reconnect, bounded by ctx and opTimeout, instead of failing
-// at once: a name's registration or a fencing token must not fail an
-// Acquire for a reconnect that takes a backoff and a dial.
-func (c *Coordinator) onControl(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
-	var bound <-chan time.Time
-	for {
-		c.reconnMu.Lock()
-		reconnected := c.reconnected
-		c.reconnMu.Unlock()
-		err := c.control.detached(ctx, fn)
-		if !errors.Is(err, errControlReconnecting) {
-			return err
-		}
-		c.reconnectSoon()
-		if bound == nil {
-			t := time.NewTimer(c.opTimeout())
-			defer t.Stop()
-			bound = t.C
-		}
-		select {
-		case <-reconnected:
-		case <-bound:
-			return err
-		case <-ctx.Done():
-			return err
-		case <-c.runCtx.Done():
-			return err
-		}
-	}
-}
