@@ -111,8 +111,16 @@ func (s *session) passLead() {
 		}
 	}
 	if len(s.batch.queue) > 0 {
-		go s.lead(nil)
-		return
+		if s.c.bg.start() {
+			go func() {
+				defer s.c.bg.done()
+				s.lead(nil)
+			}()
+			return
+		}
+		// Stop has closed the session, which freed their locks.
+		clear(s.batch.queue)
+		s.batch.queue = s.batch.queue[:0]
 	}
 	s.batch.leading = false
 }
@@ -137,6 +145,10 @@ func (s *session) runAsync(op *lockOp) {
 
 // flushAsync sends queued async unlocks that no statement has taken along.
 func (s *session) flushAsync() {
+	if !s.c.bg.start() {
+		return // Stop has closed the session, which freed their locks
+	}
+	defer s.c.bg.done()
 	s.bmu.Lock()
 	if s.batch.leading || len(s.batch.queue) == 0 {
 		s.bmu.Unlock()

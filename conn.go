@@ -107,6 +107,9 @@ func (b *backend) open(ctx context.Context) error {
 	if err == nil {
 		err = c.checkServer(b.kind, conn, row)
 	}
+	if err == nil && b.kind == sessionControl {
+		err = c.prepareControl(ctx, conn)
+	}
 	if err != nil {
 		_ = conn.Close(context.WithoutCancel(ctx))
 		if errors.Is(err, ErrWrongServer) {

@@ -3,11 +3,14 @@ package pgcoord
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // controlRole is what the control session adds to a session: it is shared
@@ -45,13 +48,86 @@ func (s *session) interrupt() {
 	}
 }
 
-// detached runs fn on the session without letting ctx cancel the statement:
-// on the control session a cancelled statement would close the connection
-// and with it the member lock. The caller stops waiting when ctx ends; the
-// statement runs on to its end, bounded by opTimeout.
+// detached runs fn on the control session for a caller, as one statement
+// (or a few) that may be repeated: registry, fencing, elections, groups,
+// semaphores, retention. Three rules keep the control session, which
+// carries the member's liveness, safe from its callers and its callers
+// safe from it:
+//
+//   - ctx never cancels the statement: on the control session a cancelled
+//     statement closes the connection, and with it the member lock (the
+//     member would leave live_members and every group). The caller stops
+//     waiting when ctx ends; the statement runs on to its end, bounded by
+//     opTimeout, in a goroutine Stop waits for.
+//   - No statement waits on a lock an application controls: the control
+//     connection runs with a short lock_timeout (see controlLockTimeout),
+//     and a statement refused for it (SQLSTATE 55P03) is run again after a
+//     pause, for as long as ctx allows, with the session free in between,
+//     so the heartbeat and the listener keep their turns however long an
+//     application's transaction holds a fence row.
+//   - A statement that finds the connection broken waits for the
+//     heartbeat's reconnect (only the reconnect may replace it: it must
+//     retake the member lock), bounded by ctx and opTimeout, and runs again
+//     on the new connection: a primitive that has won its lock never fails
+//     for a reconnect that takes a backoff and a dial.
 func (s *session) detached(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	c := s.c
+	var bound <-chan time.Time
+	pause := controlLockTimeoutPause
+	for {
+		c.reconnMu.Lock()
+		reconnected := c.reconnected
+		c.reconnMu.Unlock()
+		err := s.detachedOnce(ctx, fn)
+		switch {
+		case errors.Is(err, errControlReconnecting):
+			c.reconnectSoon()
+			if bound == nil {
+				t := time.NewTimer(c.opTimeout())
+				defer t.Stop()
+				bound = t.C
+			}
+			select {
+			case <-reconnected:
+			case <-bound:
+				return err
+			case <-ctx.Done():
+				return err
+			case <-c.runCtx.Done():
+				return err
+			}
+		case isLockTimeout(err):
+			t := time.NewTimer(pause)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("%w (the statement waits for a lock held by another transaction: %w)", ctx.Err(), err)
+			case <-c.runCtx.Done():
+				t.Stop()
+				return ErrNotStarted
+			}
+			pause = min(2*pause, 10*controlLockTimeoutPause)
+		default:
+			return err
+		}
+	}
+}
+
+// detachedOnce runs fn once on the session, detached from ctx (see
+// detached).
+func (s *session) detachedOnce(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !s.c.bg.start() {
+		return ErrNotStarted
+	}
 	done := make(chan error, 1)
-	go func() { done <- s.do(context.WithoutCancel(ctx), fn) }()
+	go func() {
+		defer s.c.bg.done()
+		done <- s.do(context.WithoutCancel(ctx), fn)
+	}()
 	select {
 	case err := <-done:
 		return err
@@ -60,37 +136,40 @@ func (s *session) detached(ctx context.Context, fn func(ctx context.Context, con
 	}
 }
 
-// onControl runs fn on the control session, detached from ctx (see
-// session.detached). While the control session is being reconnected it
-// waits for the reconnect, bounded by ctx and opTimeout, instead of failing
-// at once: a name's registration or a fencing token must not fail an
-// Acquire for a reconnect that takes a backoff and a dial.
+// onControl runs fn on the control session (see session.detached).
 func (c *Coordinator) onControl(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
-	var bound <-chan time.Time
-	for {
-		c.reconnMu.Lock()
-		reconnected := c.reconnected
-		c.reconnMu.Unlock()
-		err := c.control.detached(ctx, fn)
-		if !errors.Is(err, errControlReconnecting) {
-			return err
-		}
-		c.reconnectSoon()
-		if bound == nil {
-			t := time.NewTimer(c.opTimeout())
-			defer t.Stop()
-			bound = t.C
-		}
-		select {
-		case <-reconnected:
-		case <-bound:
-			return err
-		case <-ctx.Done():
-			return err
-		case <-c.runCtx.Done():
-			return err
-		}
+	return c.control.detached(ctx, fn)
+}
+
+// controlLockTimeout is the control connection's lock_timeout: the longest
+// one of its statements waits for a lock before it is refused and run
+// again (see detached). A fifth of a heartbeat, at most 200ms: the
+// heartbeat, waiting for the session meanwhile, still beats well within its
+// interval.
+func (c *Coordinator) controlLockTimeout() time.Duration {
+	return max(min(c.cfg.HeartbeatInterval/5, 200*time.Millisecond), time.Millisecond)
+}
+
+// controlLockTimeoutPause is the first pause before a statement refused
+// for a lock runs again; pauses double up to ten times as long.
+const controlLockTimeoutPause = 10 * time.Millisecond
+
+// prepareControl bounds lock waits on a new control connection (see
+// detached). The setting is the session's own: nothing else uses the
+// connection.
+func (c *Coordinator) prepareControl(ctx context.Context, conn *pgx.Conn) error {
+	ms := strconv.FormatInt(c.controlLockTimeout().Milliseconds(), 10)
+	if err := c.q.SetLockTimeout(ctx, simpleProtocol{conn}, ms); err != nil {
+		return fmt.Errorf("pgcoord: setting lock_timeout: %w", err)
 	}
+	return nil
+}
+
+// isLockTimeout reports a statement refused by lock_timeout (or NOWAIT):
+// SQLSTATE 55P03, lock_not_available. The statement did nothing.
+func isLockTimeout(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }
 
 // mayRedial reports whether do may replace a dead connection itself. The

@@ -94,6 +94,9 @@ type Coordinator struct {
 	mu sync.Mutex
 	// pings counts the heartbeat's pings in flight (see session.check).
 	pings sync.WaitGroup
+	// bg counts goroutines started for callers that may outlive the call;
+	// Stop waits for them (see background).
+	bg background
 	// beatReq carries Heartbeat's requests to the heartbeat goroutine.
 	beatReq chan chan error
 }
@@ -386,6 +389,8 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 		defer cancel()
 	}
 	errs := c.closeSessions(ctx, c.waits.stop())
+	// Whatever they still do fails at once on the closed sessions.
+	c.bg.stop()
 	// A ping in flight held its session's sem, which close waited for (or
 	// closed the socket under): it is over or about to be.
 	c.pings.Wait()

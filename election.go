@@ -265,7 +265,7 @@ func (e *Election) Resign(ctx context.Context) error {
 	// Recorded first, then released: the successor then sees the
 	// resignation and does not wait for this leader to be told.
 	var errs []error
-	err := e.c.control.do(bctx, func(ctx context.Context, conn *pgx.Conn) error {
+	err := e.c.control.detached(bctx, func(ctx context.Context, conn *pgx.Conn) error {
 		_, err := e.c.q.EndTerm(ctx, conn, db.EndTermParams{Election: e.full, Token: t.token})
 		return err
 	})

@@ -278,6 +278,18 @@ func (q *Queries) SessionIdentity(ctx context.Context, db DBTX) (SessionIdentity
 	return i, err
 }
 
+const SetLockTimeout = `-- name: SetLockTimeout :exec
+SELECT set_config('lock_timeout', $1::text, false)
+`
+
+// Bounds every lock wait of the control session (see session.detached):
+// none of its statements may wait behind an application's transaction, or
+// the heartbeat would wait too.
+func (q *Queries) SetLockTimeout(ctx context.Context, db DBTX, timeoutMs string) error {
+	_, err := db.Exec(ctx, SetLockTimeout, timeoutMs)
+	return err
+}
+
 const TryMemberLock = `-- name: TryMemberLock :one
 SELECT pg_try_advisory_lock($1::integer, $2::integer) AS ok
 `

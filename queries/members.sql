@@ -93,3 +93,9 @@ SELECT EXISTS (
 -- stopped: a statement of a cancelled control session may still be running
 -- on the server (a reconnect's RegisterMember, say) and must not land after.
 SELECT pg_advisory_lock(sqlc.arg(key1)::integer, sqlc.arg(key2)::integer);
+
+-- name: SetLockTimeout :exec
+-- Bounds every lock wait of the control session (see session.detached):
+-- none of its statements may wait behind an application's transaction, or
+-- the heartbeat would wait too.
+SELECT set_config('lock_timeout', sqlc.arg(timeout_ms)::text, false);
