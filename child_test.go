@@ -34,6 +34,9 @@ func runChild(role string) int {
 	if role == "grouper" {
 		return runGroupChild()
 	}
+	if role == "waiter" {
+		return runWaiterChild()
+	}
 	if role != "holder" {
 		fmt.Fprintln(os.Stderr, "unknown child role", role)
 		return 2

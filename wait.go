@@ -209,8 +209,11 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 			endWait()
 		}
 	}()
+	// The lease of a granted wait runs from when the wait was sent (see
+	// below), so a slice must end well within it.
+	maxSlice := min(waitSlice, c.lease()/2)
 	for {
-		slice := waitSlice
+		slice := maxSlice
 		if !deadline.IsZero() {
 			left := time.Until(deadline)
 			if left <= 0 {
@@ -227,14 +230,24 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 				waitPID = s.backendPID
 				endWait = c.waitBegan(h.key, waitPID, began)
 			}
+			sent := monoNow()
 			tok, err := c.waitOnce(ctx, s, conn, h, int32(max(slice.Milliseconds(), 1)))
 			if err != nil || tok == 0 {
 				return err
 			}
-			// The server starts counting the session idle when the wait
-			// ends, which may be a whole slice after it was sent: the
-			// lease runs from now, not from the send.
-			s.heardAt(monoNow())
+			// The lease runs from when the wait was sent, as for any
+			// statement (doLocked records that send), not from when its
+			// grant was read: a process frozen between the server's grant
+			// and its read of the reply (SIGSTOP, a stalled VM) may find,
+			// when it resumes, that the server ended the idle session and
+			// someone else took the lock. (The server's idle clock starts
+			// at the grant, later than the send: the lease stays on the
+			// safe side.) A grant older than the lease is given back by
+			// closing the connection, and the wait goes on, on a new one.
+			if time.Duration(monoNow()-sent) > c.lease() {
+				s.dropConn(conn)
+				return errLeaseExpired
+			}
 			h.token = tok
 			err = c.addHold(s, h)
 			if errors.Is(err, errLeaseExpired) {
@@ -242,6 +255,9 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 			}
 			return err
 		})
+		if errors.Is(err, errLeaseExpired) && ctx.Err() == nil {
+			continue // the grant was given back (see above): wait again
+		}
 		if err != nil {
 			// A cancelled wait closed its connection, and with it any grant
 			// that raced the cancel, so the session is not reused.
