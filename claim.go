@@ -28,6 +28,10 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		deadline = time.Now().Add(b.timeout)
 	}
 	gid := goid.Get() // the hold's goroutine, for deadlock detection
+	// The first try runs under the caller's own ctx: Stop closes the lock
+	// sessions, which ends it anyway, and a ctx that cannot end keeps the
+	// try on the plain path (see session.runTry).
+	tryCtx := ctx
 	if b.mode != blockNoWait {
 		// Stop ends waits, and so does the deadlock detector (see
 		// watchWait). NoWait never waits, and spares the hot path both.
@@ -60,7 +64,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		return nil, c.stoppedOr(err)
 	}
 	if b.mode == blockNoWait || !c.busy.recent(l.key) {
-		ok, err := c.try(ctx, h)
+		ok, err := c.try(tryCtx, h)
 		if err != nil {
 			return nil, c.stoppedOr(err)
 		}
@@ -123,18 +127,25 @@ func (c *Coordinator) try(ctx context.Context, h *hold) (bool, error) {
 	s := c.lockSession(h.key)
 	op := &h.op
 	op.h, op.unlock = h, false
-	s.run(op)
+	// runTry returns when ctx ends, even if the server is silent.
+	if err := s.runTry(ctx, op); err != nil {
+		return false, err
+	}
 	if errors.Is(op.err, ErrTooManyConnections) && s != c.lockSs[0] {
 		// The server is short of connection slots: carry on with the
 		// lock session that is open.
 		c.lockRefused.mark()
 		s = c.lockSs[0]
-		s.run(op)
+		if err := s.runTry(ctx, op); err != nil {
+			return false, err
+		}
 	}
 	if errors.Is(op.err, errLeaseExpired) {
 		// The connection was dropped under the try (see addHold): once
 		// more, on a new one.
-		s.run(op)
+		if err := s.runTry(ctx, op); err != nil {
+			return false, err
+		}
 	}
 	if op.err != nil || op.token == 0 {
 		return false, op.err
