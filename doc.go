@@ -19,7 +19,13 @@
 //     fail. It also records each new name in pgcoord.locks and fencing
 //     tokens in pgcoord.fences, and serves the waits beyond the budget
 //     (below). It never holds a named lock, so its statements run detached
-//     from their caller's context: a cancelled statement would close it;
+//     from their caller's context: a cancelled statement would close it.
+//     None of them waits on a lock an application holds (a fencing token
+//     behind a transaction that called fence_ok): the session's
+//     lock_timeout is a fifth of a heartbeat, and a statement refused for
+//     it runs again for as long as its caller's context allows, the
+//     heartbeat beating in between. While the heartbeat reconnects it,
+//     its callers wait for the reconnect (bounded) rather than fail;
 //   - the lock session holds the locks taken without a server-side wait,
 //     any number of them; concurrent tries and unlocks on it share a round
 //     trip. NoWait is one round trip
@@ -28,7 +34,7 @@
 //     the server with pg_advisory_lock for one contended lock each, and
 //     then hold it. The server wakes them as soon as the holder releases or
 //     dies, with no polling. They wait in slices of at most a second
-//     (lock_timeout), so no waiter holds a snapshot open long enough to
+//     and half the lease (lock_timeout), so no waiter holds a snapshot open long enough to
 //     hold back VACUUM or CREATE INDEX CONCURRENTLY. Within a slice the
 //     server grants waiters in the order they queued; a waiter whose slice
 //     ends queues again, behind those who came meanwhile, so the order is
@@ -134,9 +140,15 @@
 // context of a waiting Acquire closes that wait's session (and nothing else).
 // A statement on a shared lock session (a try, an unlock: one short round
 // trip) is not interrupted by its caller's context, since pgx would close the
-// session and every hold on it; an internal timeout bounds it instead.
-// Release and Stop ignore cancellation of their context (a lock is always
-// released), bounded by the same internal timeout.
+// session and every hold on it; an internal timeout bounds it instead. The
+// caller still returns ctx.Err() as soon as its context ends, even against a
+// silent server: its try is run by a goroutine of its own, and a lock that
+// try takes after the caller left is given back at once. Statements on the
+// control session (names, fences, elections, groups, semaphores) are never
+// interrupted either (the member lock would go with the connection): the
+// caller stops waiting, and the statement, bounded by the internal timeout,
+// runs on. Release and Stop ignore cancellation of their context (a lock is
+// always released), bounded by the same internal timeout.
 //
 // # Deadlocks
 //
@@ -150,7 +162,8 @@
 // # Silence and leases
 //
 // Each session records when a statement on it last succeeded (timed from
-// when it was sent). The heartbeat pings every lock and wait session each
+// when it was sent; a server-side wait too, so a grant read after a pause
+// longer than the lease is given back and the wait goes on). The heartbeat pings every lock and wait session each
 // HeartbeatInterval unless it was heard from within half an interval, so a
 // healthy session is never idle for long; a busy session is not pinged at
 // all (its own statements prove it alive), and a ping never waits for its
