@@ -79,11 +79,9 @@ func TestPrimitivesDuringControlReconnect(t *testing.T) {
 func TestFenceBlockedByAppKeepsMemberLive(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
-	fencing := func(cfg *Config) {
-		cfg.Fencing = true
-		cfg.HeartbeatInterval = 200 * time.Millisecond
-		cfg.SessionTimeout = time.Second
-	}
+	// The test's default heartbeat and SessionTimeout: a loaded machine
+	// must not end the new hold by its lease while the fence waits.
+	fencing := func(cfg *Config) { cfg.Fencing = true }
 	a, w := newCoord(t, p, fencing), newCoord(t, p, fencing)
 	require.NoError(t, a.JoinGroup(ctx(t), "g", nil))
 	wctx, stopWatch := context.WithCancel(ctx(t))

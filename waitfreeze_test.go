@@ -101,9 +101,11 @@ func runWaiterChild() int {
 		ConnString:        os.Getenv("PGCOORD_TEST_URL"),
 		Prefix:            os.Getenv("PGCOORD_TEST_PREFIX"),
 		HeartbeatInterval: 200 * time.Millisecond,
-		SessionTimeout:    time.Second,
-		SkipMigrations:    true,
-		Logger:            quietLogger(),
+		// A lease (1.6s) and wait slices (0.8s) with room for a loaded
+		// machine; the freeze outlasts it all the same.
+		SessionTimeout: 2 * time.Second,
+		SkipMigrations: true,
+		Logger:         quietLogger(),
 	})
 	if err == nil {
 		err = c.Start(ctx)
