@@ -14,7 +14,7 @@ import (
 	"github.com/pgcoord/pgcoord"
 )
 
-const electDescription = `Runs a command while this process leads the election NAME (etcdctl elect,
+var electDescription = `Runs a command while this process leads the election NAME (etcdctl elect,
 client-go leaderelection): starts a coordinator (a member of the group),
 campaigns for NAME with --value, waiting in line behind the current leader,
 then runs the command with stdin, stdout and stderr passed through, resigns
@@ -32,24 +32,7 @@ $PGCOORD_ELECTION, the value in $PGCOORD_LEADER_VALUE and the term's fencing
 token in $PGCOORD_FENCING_TOKEN (terms' tokens increase). "pgcoord leader NAME"
 shows the leader.
 
-Guarantee: the command, and every process it starts (a pipeline, "cmd &",
-grandchildren), never runs without the leadership. pgcoord does not start it
-itself: a watchdog process (pgcoord re-executed as a hidden "__guard") starts
-it in its own process group and is its parent. pgcoord sends the watchdog a
-heartbeat every quarter --heartbeat while the leadership holds, lease included.
- - pgcoord killed (kill -9, crash): its end of the pipe closes and the
-   watchdog sends SIGKILL to every process of the command at once.
- - pgcoord frozen (SIGSTOP) or starved: with no heartbeat, the watchdog sends
-   SIGTERM 1.25 heartbeats after the last one and SIGKILL at 1.75, before the
-   server can hand the leadership on (2 heartbeats at the earliest); pgcoord then
-   exits 75. A pgcoord not scheduled for about a heartbeat counts as frozen.
- - The command exits leaving processes behind: they get SIGTERM, then
-   SIGKILL after --grace, before the leadership is let go.
-Platforms: on Linux the watchdog is a child subreaper (PR_SET_CHILD_SUBREAPER)
-and finds processes that left the group through /proc; the command's first
-process also has a parent-death signal. Other Unix systems: the same, except
-that only processes still in the command's process group are reached, and
-the deadlines use the wall clock. Details and measured bounds: docs/cli.md.`
+` + guardGuarantee("leadership")
 
 // cmdElect implements "pgcoord elect NAME [flags] -- CMD ARGS".
 func cmdElect(a *app, args []string) int {

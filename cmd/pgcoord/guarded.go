@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -178,4 +179,28 @@ func runGuarded(a *app, tool string, argv, env []string, g guard, grace time.Dur
 			}
 		}
 	}
+}
+
+// guardGuarantee is what run's and elect's --help promise about the guarded
+// command, what being "lock" or "leadership": one text, since both run the
+// command under the same watchdog (see runGuarded).
+func guardGuarantee(what string) string {
+	return strings.ReplaceAll(`Guarantee: the command, and every process it starts (a pipeline, "cmd &",
+grandchildren), never runs without the {what}. pgcoord does not start it
+itself: a watchdog process (pgcoord re-executed as a hidden "__guard") starts
+it in its own process group and is its parent. pgcoord sends the watchdog a
+heartbeat every quarter --heartbeat while the {what} holds, lease included.
+ - pgcoord killed (kill -9, crash): its end of the pipe closes and the
+   watchdog sends SIGKILL to every process of the command at once.
+ - pgcoord frozen (SIGSTOP) or starved: with no heartbeat, the watchdog sends
+   SIGTERM 1.25 heartbeats after the last one and SIGKILL at 1.75, before the
+   server can hand the {what} on (2 heartbeats at the earliest); pgcoord then
+   exits 75. A pgcoord not scheduled for about a heartbeat counts as frozen.
+ - The command exits leaving processes behind: they get SIGTERM, then
+   SIGKILL after --grace, before the {what} is let go.
+Platforms: on Linux the watchdog is a child subreaper (PR_SET_CHILD_SUBREAPER)
+and finds processes that left the group through /proc; the command's first
+process also has a parent-death signal. Other Unix systems: the same, except
+that only processes still in the command's process group are reached, and
+the deadlines use the wall clock. Details and measured bounds: docs/cli.md.`, "{what}", what)
 }

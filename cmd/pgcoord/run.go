@@ -15,7 +15,7 @@ import (
 	"github.com/pgcoord/pgcoord"
 )
 
-const runDescription = `Runs a command while holding the lock NAME, like flock(1) or consul lock: starts
+var runDescription = `Runs a command while holding the lock NAME, like flock(1) or consul lock: starts
 a coordinator (a member of the group), acquires NAME, runs the command with
 stdin, stdout and stderr passed through, releases NAME when the command exits,
 and exits with the command's exit status.
@@ -37,24 +37,7 @@ $PGCOORD_FENCING_TOKEN: tokens of successive holders of a name increase, so a
 store that rejects writes with a token lower than one it has seen cannot be
 clobbered by a holder that lost the lock without knowing.
 
-Guarantee: the command, and every process it starts (a pipeline, "cmd &",
-grandchildren), never runs without the lock. pgcoord does not start it
-itself: a watchdog process (pgcoord re-executed as a hidden "__guard") starts
-it in its own process group and is its parent. pgcoord sends the watchdog a
-heartbeat every quarter --heartbeat while the lock holds, lease included.
- - pgcoord killed (kill -9, crash): its end of the pipe closes and the
-   watchdog sends SIGKILL to every process of the command at once.
- - pgcoord frozen (SIGSTOP) or starved: with no heartbeat, the watchdog sends
-   SIGTERM 1.25 heartbeats after the last one and SIGKILL at 1.75, before the
-   server can hand the lock on (2 heartbeats at the earliest); pgcoord then
-   exits 75. A pgcoord not scheduled for about a heartbeat counts as frozen.
- - The command exits leaving processes behind: they get SIGTERM, then
-   SIGKILL after --grace, before the lock is let go.
-Platforms: on Linux the watchdog is a child subreaper (PR_SET_CHILD_SUBREAPER)
-and finds processes that left the group through /proc; the command's first
-process also has a parent-death signal. Other Unix systems: the same, except
-that only processes still in the command's process group are reached, and
-the deadlines use the wall clock. Details and measured bounds: docs/cli.md.`
+` + guardGuarantee("lock")
 
 // cmdRun implements "pgcoord run".
 func cmdRun(a *app, args []string) int {
