@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgcoord/pgcoord/internal/pgtemp"
 )
 
 // proc is one process the stack started (etcd, HAProxy, a Patroni), in a
@@ -128,23 +130,6 @@ func parentOf(pid int) (int, bool) {
 	return ppid, err == nil
 }
 
-// alive reports whether pid runs (a zombie does not).
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return true
-	}
-	switch b[i+2] {
-	case 'Z', 'X', 'x':
-		return false
-	}
-	return true
-}
-
 // killAll SIGKILLs pids and waits up to timeout until none runs.
 func killAll(pids []int, timeout time.Duration) error {
 	for _, pid := range pids {
@@ -154,7 +139,7 @@ func killAll(pids []int, timeout time.Duration) error {
 	for {
 		var left []int
 		for _, pid := range pids {
-			if alive(pid) {
+			if pgtemp.ProcessAlive(pid) {
 				left = append(left, pid)
 			}
 		}
@@ -177,7 +162,7 @@ func postmasterPID(dataDir string) int {
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || !alive(pid) {
+	if err != nil || !pgtemp.ProcessAlive(pid) {
 		return 0
 	}
 	return pid

@@ -285,7 +285,7 @@ func (s *Server) runningLocked() bool {
 	select {
 	case <-s.pm.done:
 	default:
-		if processAlive(s.pm.cmd.Process.Pid) {
+		if ProcessAlive(s.pm.cmd.Process.Pid) {
 			return true
 		}
 		// Dead but not yet reaped by our Wait goroutine; that is imminent.
@@ -296,10 +296,11 @@ func (s *Server) runningLocked() bool {
 	return false
 }
 
-// processAlive reports whether our child pid is running, as opposed to a
-// zombie waiting to be reaped: after an external SIGKILL the waiter goroutine
-// may lag a little, and StartServer must not mistake the corpse for a server.
-func processAlive(pid int) bool {
+// ProcessAlive reports whether pid is running, as opposed to a zombie
+// waiting to be reaped: after an external SIGKILL the waiter goroutine may
+// lag a little, and StartServer must not mistake the corpse for a server.
+// The HA harness (internal/hastack) uses it for its processes too.
+func ProcessAlive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		// No /proc: trust the waiter goroutine; a reaped pid has no entry.

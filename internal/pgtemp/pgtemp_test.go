@@ -271,7 +271,7 @@ func TestStartAfterPostmasterKilled(t *testing.T) {
 		}
 		// The port closes a moment before the process is fully dead; wait
 		// for the latter, which is what StartServer can see.
-		for deadline := time.Now().Add(10 * time.Second); tcpAccepts(s.Port()) || processAlive(pid); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(10 * time.Second); tcpAccepts(s.Port()) || ProcessAlive(pid); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatal("postmaster still alive 10s after SIGKILL")
 			}
