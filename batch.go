@@ -50,10 +50,9 @@ type batchQueue struct {
 	flush *time.Timer
 }
 
-// run queues op on s and returns once it has run. Lock sessions ignore the
-// caller's cancellation (see doLocked), so nor does a queued op. An op may be
-// run again once run returns: its wake channel is left empty.
-func (s *session) run(op *lockOp) {
+// enqueue resets op's results and queues it on s for the next batch. It
+// reports whether the caller must lead that batch (none is in progress).
+func (s *session) enqueue(op *lockOp) (lead bool) {
 	if op.wake == nil {
 		op.wake = make(chan struct{}, 1)
 	}
@@ -62,9 +61,17 @@ func (s *session) run(op *lockOp) {
 	op.finished, op.abandoned = false, false
 	s.bmu.Lock()
 	s.batch.queue = append(s.batch.queue, op)
-	lead := !s.batch.leading
+	lead = !s.batch.leading
 	s.batch.leading = true
 	s.bmu.Unlock()
+	return lead
+}
+
+// run queues op on s and returns once it has run. Lock sessions ignore the
+// caller's cancellation (see doLocked), so nor does a queued op. An op may be
+// run again once run returns: its wake channel is left empty.
+func (s *session) run(op *lockOp) {
+	lead := s.enqueue(op)
 	if !lead {
 		<-op.wake
 		if !op.lead {

@@ -24,17 +24,7 @@ func (s *session) runTry(ctx context.Context, op *lockOp) error {
 		s.run(op)
 		return nil
 	}
-	if op.wake == nil {
-		op.wake = make(chan struct{}, 1)
-	}
-	op.lead = false
-	op.token, op.released, op.skipped, op.ran, op.err = 0, false, false, false, nil
-	op.finished, op.abandoned = false, false
-	s.bmu.Lock()
-	s.batch.queue = append(s.batch.queue, op)
-	lead := !s.batch.leading
-	s.batch.leading = true
-	s.bmu.Unlock()
+	lead := s.enqueue(op)
 	for {
 		if lead {
 			if !s.c.bg.start() {
