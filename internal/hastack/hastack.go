@@ -19,11 +19,9 @@ package hastack
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -264,131 +262,6 @@ func (s *Stack) MultiHostURL(extra string, names ...string) string {
 	return "postgres://postgres@" + strings.Join(hosts, ",") + "/postgres?sslmode=disable" + extra
 }
 
-// Member is one row of Patroni's cluster view (REST GET /cluster).
-type Member struct {
-	Name     string `json:"name"`
-	Role     string `json:"role"`  // "leader", "replica", "sync_standby"
-	State    string `json:"state"` // "running", "streaming", "stopped", ...
-	Timeline int    `json:"timeline"`
-	Lag      any    `json:"lag"` // bytes, or "unknown"
-}
-
-// Cluster asks the REST API of each node in turn (the first that answers)
-// for the cluster as Patroni sees it.
-func (s *Stack) Cluster(ctx context.Context) ([]Member, error) {
-	var errs []error
-	for _, n := range s.nodes {
-		var body struct {
-			Members []Member `json:"members"`
-		}
-		code, err := n.rest(ctx, "/cluster", &body)
-		if err == nil && code == http.StatusOK {
-			return body.Members, nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %d %v", n.name, code, err))
-	}
-	return nil, fmt.Errorf("hastack: no node answers /cluster: %w", errors.Join(errs...))
-}
-
-// Leader is the node Patroni calls the leader now, and running; nil when
-// there is none.
-func (s *Stack) Leader(ctx context.Context) (*Node, error) {
-	ms, err := s.Cluster(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, m := range ms {
-		if m.Role == "leader" && m.State == "running" {
-			return s.Node(m.Name), nil
-		}
-	}
-	return nil, nil
-}
-
-// WaitLeader waits until a node other than not is the running leader and
-// answers 200 on /primary, and returns it.
-func (s *Stack) WaitLeader(ctx context.Context, not *Node) (*Node, error) {
-	var last error
-	for {
-		n, err := s.Leader(ctx)
-		if err == nil && n != nil && n != not {
-			if code, err := n.rest(ctx, "/primary", nil); err == nil && code == http.StatusOK {
-				return n, nil
-			}
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("hastack: no new leader: %w (last: %v)", ctx.Err(), last)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-// WaitReplicas waits until every node but the leader answers 200 on
-// /replica (a running replica streaming from the leader).
-func (s *Stack) WaitReplicas(ctx context.Context) error {
-	for {
-		leader, err := s.Leader(ctx)
-		ok := err == nil && leader != nil
-		if ok {
-			for _, n := range s.nodes {
-				if n == leader {
-					continue
-				}
-				if code, err := n.rest(ctx, "/replica", nil); err != nil || code != http.StatusOK {
-					ok = false
-					break
-				}
-			}
-		}
-		if ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			ms, _ := s.Cluster(context.Background())
-			return fmt.Errorf("hastack: replicas not streaming: %w (cluster: %+v)", ctx.Err(), ms)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// Switchover runs `patronictl switchover --force` from the current leader
-// to candidate (any replica when nil). It returns when patronictl does, once
-// the candidate leads.
-func (s *Stack) Switchover(ctx context.Context, leader, candidate *Node) error {
-	args := []string{"-c", s.etcdConfig, "switchover", "--force", "--leader", leader.name}
-	if candidate != nil {
-		args = append(args, "--candidate", candidate.name)
-	}
-	out, err := s.patronictl(ctx, args...)
-	if err != nil {
-		return fmt.Errorf("hastack: patronictl switchover: %w\n%s", err, out)
-	}
-	if !strings.Contains(out, "Successfully switched over") {
-		return fmt.Errorf("hastack: patronictl switchover did not switch over:\n%s", out)
-	}
-	return nil
-}
-
-// Patronictl runs patronictl with a config that reaches etcd directly,
-// as the postgres user, and returns its combined output.
-func (s *Stack) Patronictl(ctx context.Context, args ...string) (string, error) {
-	return s.patronictl(ctx, append([]string{"-c", s.etcdConfig}, args...)...)
-}
-
-func (s *Stack) patronictl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "patronictl", args...)
-	cmd.Dir = s.dir
-	cmd.Env = s.env(s.dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
 // Close kills every process of the stack and removes its directory.
 // Idempotent.
 func (s *Stack) Close() error {
@@ -440,71 +313,6 @@ func (s *Stack) env(home string) []string {
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 }
 
-func (s *Stack) startEtcd() error {
-	client, err := freePort()
-	if err != nil {
-		return err
-	}
-	peer, err := freePort()
-	if err != nil {
-		return err
-	}
-	s.etcdURL = fmt.Sprintf("http://%s:%d", host, client)
-	peerURL := fmt.Sprintf("http://%s:%d", host, peer)
-	data := filepath.Join(s.dir, "etcd")
-	s.etcd, err = spawn("etcd", s.dir, filepath.Join(s.dir, "etcd.log"), s.env(s.dir), nil, "etcd",
-		"--name", "etcd1",
-		"--data-dir", data,
-		"--listen-client-urls", s.etcdURL, "--advertise-client-urls", s.etcdURL,
-		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "etcd1="+peerURL,
-		"--initial-cluster-state", "new",
-		"--logger", "zap", "--log-outputs", "stderr",
-	)
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if healthy(s.etcdURL + "/health") {
-			return nil
-		}
-		if s.etcd.exited() || time.Now().After(deadline) {
-			return fmt.Errorf("hastack: etcd not healthy at %s; log:\n%s", s.etcdURL, tailFile(filepath.Join(s.dir, "etcd.log"), 30))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func healthy(url string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := restClient.Do(req)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Health string `json:"health"`
-	}
-	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&body) == nil && body.Health == "true"
-}
-
-// writeCtlConfig writes the config patronictl uses: the cluster's scope and
-// etcd itself, not a node's gate, so it works while a node is cut off.
-func (s *Stack) writeCtlConfig() error {
-	s.etcdConfig = filepath.Join(s.dir, "patronictl.yml")
-	cfg := fmt.Sprintf("scope: %s\nnamespace: %s\netcd3:\n  hosts: %s\n", scope, namespace, strings.TrimPrefix(s.etcdURL, "http://"))
-	if err := os.WriteFile(s.etcdConfig, []byte(cfg), 0o644); err != nil {
-		return fmt.Errorf("hastack: %w", err)
-	}
-	return nil
-}
-
 // haproxyConfig routes the one listener to whichever node answers 200 on
 // Patroni's REST /primary, as Patroni's documentation sets HAProxy up, with
 // a check every CheckInterval (instead of the usual 3s), a node down after
@@ -528,44 +336,6 @@ listen primary
     http-check expect status 200
     default-server inter %dms fall 2 rise 1 on-marked-down shutdown-sessions
 %s`
-
-func (s *Stack) startHAProxy() error {
-	var err error
-	if s.haPort, err = freePort(); err != nil {
-		return err
-	}
-	var servers strings.Builder
-	for _, n := range s.nodes {
-		fmt.Fprintf(&servers, "    server %s %s:%d check port %d\n", n.name, host, n.pgPort, n.restPort)
-	}
-	path := filepath.Join(s.dir, "haproxy.cfg")
-	cfg := fmt.Sprintf(haproxyConfig, s.haPort, s.opts.CheckInterval.Milliseconds(), servers.String())
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		return fmt.Errorf("hastack: %w", err)
-	}
-	// -db: stay in the foreground, so that the process we wait for is
-	// HAProxy itself.
-	s.haproxy, err = spawn("haproxy", s.dir, filepath.Join(s.dir, "haproxy.log"), s.env(s.dir), nil, "haproxy", "-db", "-f", path)
-	return err
-}
-
-// waitHAProxy waits until a connection through HAProxy reaches the leader.
-func (s *Stack) waitHAProxy(ctx context.Context) error {
-	addr := net.JoinHostPort(host, strconv.Itoa(s.haPort))
-	for {
-		if s.haproxy.exited() {
-			return fmt.Errorf("hastack: haproxy exited; log:\n%s", tailFile(filepath.Join(s.dir, "haproxy.log"), 30))
-		}
-		if ok, _ := isPrimaryAt(ctx, addr); ok {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("hastack: HAProxy on %s does not route to a primary: %w; log:\n%s", addr, ctx.Err(), tailFile(filepath.Join(s.dir, "haproxy.log"), 30))
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
 
 // postgresUser is the OS user Patroni (and so PostgreSQL) runs as: nil
 // when we are not root, else postgres.

@@ -1,0 +1,110 @@
+package hastack
+
+// The stack's two services besides the Patroni nodes: etcd, the DCS the
+// nodes elect their leader through, and HAProxy, routing to the leader by
+// Patroni's REST /primary check.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func (s *Stack) startEtcd() error {
+	client, err := freePort()
+	if err != nil {
+		return err
+	}
+	peer, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.etcdURL = fmt.Sprintf("http://%s:%d", host, client)
+	peerURL := fmt.Sprintf("http://%s:%d", host, peer)
+	data := filepath.Join(s.dir, "etcd")
+	s.etcd, err = spawn("etcd", s.dir, filepath.Join(s.dir, "etcd.log"), s.env(s.dir), nil, "etcd",
+		"--name", "etcd1",
+		"--data-dir", data,
+		"--listen-client-urls", s.etcdURL, "--advertise-client-urls", s.etcdURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "etcd1="+peerURL,
+		"--initial-cluster-state", "new",
+		"--logger", "zap", "--log-outputs", "stderr",
+	)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if healthy(s.etcdURL + "/health") {
+			return nil
+		}
+		if s.etcd.exited() || time.Now().After(deadline) {
+			return fmt.Errorf("hastack: etcd not healthy at %s; log:\n%s", s.etcdURL, tailFile(filepath.Join(s.dir, "etcd.log"), 30))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func healthy(url string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := restClient.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Health string `json:"health"`
+	}
+	return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&body) == nil && body.Health == "true"
+}
+
+func (s *Stack) startHAProxy() error {
+	var err error
+	if s.haPort, err = freePort(); err != nil {
+		return err
+	}
+	var servers strings.Builder
+	for _, n := range s.nodes {
+		fmt.Fprintf(&servers, "    server %s %s:%d check port %d\n", n.name, host, n.pgPort, n.restPort)
+	}
+	path := filepath.Join(s.dir, "haproxy.cfg")
+	cfg := fmt.Sprintf(haproxyConfig, s.haPort, s.opts.CheckInterval.Milliseconds(), servers.String())
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return fmt.Errorf("hastack: %w", err)
+	}
+	// -db: stay in the foreground, so that the process we wait for is
+	// HAProxy itself.
+	s.haproxy, err = spawn("haproxy", s.dir, filepath.Join(s.dir, "haproxy.log"), s.env(s.dir), nil, "haproxy", "-db", "-f", path)
+	return err
+}
+
+// waitHAProxy waits until a connection through HAProxy reaches the leader.
+func (s *Stack) waitHAProxy(ctx context.Context) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(s.haPort))
+	for {
+		if s.haproxy.exited() {
+			return fmt.Errorf("hastack: haproxy exited; log:\n%s", tailFile(filepath.Join(s.dir, "haproxy.log"), 30))
+		}
+		if ok, _ := isPrimaryAt(ctx, addr); ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hastack: HAProxy on %s does not route to a primary: %w; log:\n%s", addr, ctx.Err(), tailFile(filepath.Join(s.dir, "haproxy.log"), 30))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
