@@ -244,6 +244,17 @@ func (c *Coordinator) reconnectSoon() {
 	}
 }
 
+// reconnectNow is reconnectSoon without its rate limit, for a session
+// that has just connected: the server is back, so the reconnect should try
+// at once.
+func (c *Coordinator) reconnectNow() {
+	c.kick.last.Store(time.Now().UnixNano())
+	select {
+	case c.kick.asked() <- struct{}{}:
+	default:
+	}
+}
+
 // reconnectBackoff waits about InitialReconnectBackoff, then twice as long
 // each time up to MaxReconnectBackoff, each wait jittered by ±50% so members
 // cut off together do not reconnect in lockstep; it never gives up.

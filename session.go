@@ -220,12 +220,22 @@ func (s *session) connect(ctx context.Context) error {
 // (see admit); called with sem held.
 func (s *session) dial(ctx context.Context) (err error) {
 	if s.kind != sessionControl {
+		// A reconnect of the control session under way should try now,
+		// whatever this dial finds: if it fails, a caller waits for a
+		// session and the server is gone or is not the control session's
+		// (a failover); if it succeeds, the server is back, and the
+		// control session (the member row, IsActive) need not wait out a
+		// backoff that grew through the outage. Without the latter, after
+		// a restart the first Acquire came within a second but IsActive
+		// stayed false for longer than 5 s (TestFirstAcquireAfterOutage).
+		// A success asks past the rate limit: it is rare (one per session
+		// opened), and an ask of a failed dial just before it would
+		// otherwise swallow it.
 		defer func() {
 			if err != nil {
-				// A caller waits for a session, and the server is gone or
-				// is not the control session's: a reconnect of the
-				// control session under way should try now.
 				s.c.reconnectSoon()
+			} else {
+				s.c.reconnectNow()
 			}
 		}()
 	}
