@@ -56,6 +56,13 @@ func fakeCockroach(t *testing.T, announce bool) *fakepg.Server {
 					{Name: "idle_session_timeout", OID: fakepg.Text}, {Name: "tcp_user_timeout", OID: fakepg.Text}},
 				Rows: [][]string{{pid, "f", "7300000000000000001", "000000010000000000000001", "5000", "5000"}},
 			}, nil
+		case strings.Contains(sql, "set_config('lock_timeout'"):
+			// SetLockTimeout, on the control session as it connects
+			// (CockroachDB has a lock_timeout setting too).
+			return fakepg.Result{
+				Columns: []fakepg.Column{{Name: "set_config", OID: fakepg.Text}},
+				Rows:    [][]string{{"200"}},
+			}, nil
 		case strings.Contains(sql, "pg_is_in_recovery"):
 			// SessionIdentity: which backend and which server.
 			return fakepg.Result{
