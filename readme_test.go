@@ -14,22 +14,33 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord/internal/hash"
 )
 
-// readmeBlock is one fenced code block of README.md.
+// readmeBlock is one fenced code block of a Markdown file.
 type readmeBlock struct {
 	lang string
-	line int // README line of the block's first code line
+	line int // the file's line of the block's first code line
 	code []string
 }
 
-func readmeBlocks(t *testing.T) []readmeBlock {
+// docFiles are the Markdown files whose code blocks and links the tests
+// check: README.md and every page of docs/.
+func docFiles(t *testing.T) []string {
 	t.Helper()
-	f, err := os.Open("README.md")
+	pages, err := filepath.Glob("docs/*.md")
+	require.NoError(t, err)
+	require.NotEmpty(t, pages)
+	return append([]string{"README.md"}, pages...)
+}
+
+func readmeBlocks(t *testing.T, path string) []readmeBlock {
+	t.Helper()
+	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
 	var blocks []readmeBlock
@@ -48,7 +59,7 @@ func readmeBlocks(t *testing.T) []readmeBlock {
 		}
 	}
 	require.NoError(t, sc.Err())
-	require.Nil(t, cur, "README.md ends inside a code block")
+	require.Nil(t, cur, "%s ends inside a code block", path)
 	return blocks
 }
 
@@ -58,6 +69,7 @@ const readmeEnv = `package readme
 
 import (
 	"context"
+	"errors"
 
 	"github.com/pgcoord/pgcoord"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -67,10 +79,12 @@ var (
 	ctx     = context.Background()
 	c       *pgcoord.Coordinator
 	appPool *pgxpool.Pool
+	pool    *pgxpool.Pool
 	vol     = &Volume{ID: "7"}
 	data    []byte
 	store   Store
 	m       = &Manager{}
+	errBusy = errors.New("busy")
 )
 
 type Volume struct{ ID string }
@@ -114,8 +128,11 @@ var readmeModules = map[string]string{
 	"pgcoordotel": "metrics/otel",
 }
 
-// TestReadmeGoBlocks compiles every ```go block of README.md, so that code
-// pasted from it compiles. The convention, for README authors:
+// TestReadmeGoBlocks compiles every ```go block of README.md and of the
+// pages of docs/, so that code pasted from them compiles. The convention,
+// for their authors:
+//   - a block whose info string is more than "go" (```go nocompile, for a
+//     list of signatures) is not compiled; every other ```go block is;
 //   - a block that starts with "package" is a whole file, compiled as is;
 //   - otherwise a leading `import "..."` line is only for the reader (the
 //     test imports what the block uses, from readmeImports), declarations
@@ -123,72 +140,82 @@ var readmeModules = map[string]string{
 //     brace) go to file level, and every other line is the body of a
 //     function returning error (a `return nil` is added unless the block
 //     ends with a return), in which readmeEnv's names (ctx, c, vol, store,
-//     data, m, appPool, deleteVolume, Volume, Manager) are in scope.
+//     data, m, appPool, pool, errBusy, deleteVolume, Volume, Manager) are
+//     in scope.
 //
-// All blocks are compiled together in one package under the module (a
-// block that uses pgcoordprom or pgcoordotel: under that nested module),
-// with //line directives, so an error points at README.md's line.
+// The blocks of one file are compiled together in one package under the
+// module (a block that uses pgcoordprom or pgcoordotel: under that nested
+// module), with //line directives, so an error points at the file's line.
 func TestReadmeGoBlocks(t *testing.T) {
 	t.Parallel()
 	type unit struct{ decls, bodies strings.Builder }
-	units := map[string]*unit{}
+	type unitKey struct{ file, mod string }
+	units := map[unitKey]*unit{}
+	mods := map[string]bool{}
 	n := 0
-	for _, b := range readmeBlocks(t) {
-		if b.lang != "go" {
-			continue
-		}
-		n++
-		if len(b.code) > 0 && strings.HasPrefix(b.code[0], "package ") {
-			t.Fatalf("README.md:%d: whole-file blocks are not supported by this test yet", b.line)
-		}
-		mod := "."
-		for pkg, dir := range readmeModules {
-			if strings.Contains(strings.Join(b.code, "\n"), pkg+".") {
-				mod = dir
-			}
-		}
-		u := units[mod]
-		if u == nil {
-			u = &unit{}
-			units[mod] = u
-		}
-		fmt.Fprintf(&u.bodies, "\nfunc readmeBlock%d() error {\n", n)
-		depth := 0
-		inDecl := false
-		last := ""
-		for i, line := range b.code {
-			lineNo := b.line + i
-			switch {
-			case i == 0 && strings.HasPrefix(line, "import "):
+	readmeN := 0
+	for _, file := range docFiles(t) {
+		for _, b := range readmeBlocks(t, file) {
+			if b.lang != "go" {
 				continue
-			case !inDecl && (strings.HasPrefix(line, "type ") || strings.HasPrefix(line, "func ")):
-				inDecl = true
-				fmt.Fprintf(&u.decls, "\n//line README.md:%d\n", lineNo)
 			}
-			if inDecl {
-				u.decls.WriteString(line + "\n")
-				depth += strings.Count(line, "{") - strings.Count(line, "}")
-				if depth == 0 {
-					inDecl = false
+			n++
+			if file == "README.md" {
+				readmeN++
+			}
+			if len(b.code) > 0 && strings.HasPrefix(b.code[0], "package ") {
+				t.Fatalf("%s:%d: whole-file blocks are not supported by this test yet", file, b.line)
+			}
+			mod := "."
+			for pkg, dir := range readmeModules {
+				if strings.Contains(strings.Join(b.code, "\n"), pkg+".") {
+					mod = dir
 				}
-				continue
 			}
-			fmt.Fprintf(&u.bodies, "//line README.md:%d\n%s\n", lineNo, line)
-			if strings.TrimSpace(line) != "" {
-				last = strings.TrimSpace(line)
+			mods[mod] = true
+			u := units[unitKey{file, mod}]
+			if u == nil {
+				u = &unit{}
+				units[unitKey{file, mod}] = u
 			}
+			fmt.Fprintf(&u.bodies, "\nfunc readmeBlock%d() error {\n", n)
+			depth := 0
+			inDecl := false
+			last := ""
+			for i, line := range b.code {
+				lineNo := b.line + i
+				switch {
+				case i == 0 && strings.HasPrefix(line, "import "):
+					continue
+				case !inDecl && (strings.HasPrefix(line, "type ") || strings.HasPrefix(line, "func ")):
+					inDecl = true
+					fmt.Fprintf(&u.decls, "\n//line %s:%d\n", file, lineNo)
+				}
+				if inDecl {
+					u.decls.WriteString(line + "\n")
+					depth += strings.Count(line, "{") - strings.Count(line, "}")
+					if depth == 0 {
+						inDecl = false
+					}
+					continue
+				}
+				fmt.Fprintf(&u.bodies, "//line %s:%d\n%s\n", file, lineNo, line)
+				if strings.TrimSpace(line) != "" {
+					last = strings.TrimSpace(line)
+				}
+			}
+			if !strings.HasPrefix(last, "return ") {
+				u.bodies.WriteString("return nil\n")
+			}
+			u.bodies.WriteString("}\n")
 		}
-		if !strings.HasPrefix(last, "return ") {
-			u.bodies.WriteString("return nil\n")
-		}
-		u.bodies.WriteString("}\n")
 	}
-	require.GreaterOrEqual(t, n, 4, "README.md's Go blocks")
-	for mod, u := range units {
-		compileReadmeUnit(t, mod, u.decls.String()+u.bodies.String())
+	require.GreaterOrEqual(t, readmeN, 4, "README.md's Go blocks")
+	for k, u := range units {
+		compileReadmeUnit(t, k.mod, u.decls.String()+u.bodies.String())
 	}
-	require.Contains(t, units, "metrics/prom", "the Prometheus example is compiled")
-	require.Contains(t, units, "metrics/otel", "the OpenTelemetry example is compiled")
+	require.Contains(t, mods, "metrics/prom", "the Prometheus example is compiled")
+	require.Contains(t, mods, "metrics/otel", "the OpenTelemetry example is compiled")
 }
 
 // compileReadmeUnit writes code, with its imports and readmeEnv, into a
@@ -197,7 +224,7 @@ func compileReadmeUnit(t *testing.T, dir, code string) {
 	t.Helper()
 	src := "package readme\n" + code
 	f, err := parser.ParseFile(token.NewFileSet(), "blocks.go", src, parser.SkipObjectResolution)
-	require.NoError(t, err, "README Go blocks do not parse:\n%s", src)
+	require.NoError(t, err, "Go blocks do not parse:\n%s", src)
 	used := map[string]bool{}
 	ast.Inspect(f, func(n ast.Node) bool {
 		if sel, ok := n.(*ast.SelectorExpr); ok {
@@ -224,36 +251,124 @@ func compileReadmeUnit(t *testing.T, dir, code string) {
 	cmd := exec.Command("go", "vet", "./"+filepath.Base(pkgDir))
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "README.md's Go blocks do not compile in %s (go vet):\n%s\ngenerated:\n%s", dir, out, src)
+	require.NoError(t, err, "Go blocks do not compile in %s (go vet):\n%s\ngenerated:\n%s", dir, out, src)
 }
 
-// The README's SQL shows keys that belong to the names beside them.
+// The SQL of README.md and docs/ shows keys that belong to the names
+// beside them.
 func TestReadmeSQLKeys(t *testing.T) {
 	t.Parallel()
 	nameRe := regexp.MustCompile(`lock_key\('([^']+)'\)`)
 	keyRe := regexp.MustCompile(`key = (-?\d+)`)
 	checked := 0
-	for _, b := range readmeBlocks(t) {
-		if b.lang != "sql" {
-			continue
-		}
-		for i, line := range b.code {
-			k := keyRe.FindStringSubmatch(line)
-			if k == nil {
+	for _, file := range docFiles(t) {
+		for _, b := range readmeBlocks(t, file) {
+			if b.lang != "sql" {
 				continue
 			}
-			// The name is given on the line or in the comment just above.
-			ctxt := line
-			if i > 0 {
-				ctxt = b.code[i-1] + line
+			for i, line := range b.code {
+				k := keyRe.FindStringSubmatch(line)
+				if k == nil {
+					continue
+				}
+				// The name is given on the line or in the comment just above.
+				ctxt := line
+				if i > 0 {
+					ctxt = b.code[i-1] + line
+				}
+				nm := nameRe.FindStringSubmatch(ctxt)
+				require.NotNil(t, nm, "%s:%d: a literal key without the name it belongs to", file, b.line+i)
+				key, err := strconv.ParseInt(k[1], 10, 64)
+				require.NoError(t, err)
+				require.Equal(t, hash.Key(nm[1]), key, "%s:%d: key of %q", file, b.line+i, nm[1])
+				checked++
 			}
-			nm := nameRe.FindStringSubmatch(ctxt)
-			require.NotNil(t, nm, "README.md:%d: a literal key without the name it belongs to", b.line+i)
-			key, err := strconv.ParseInt(k[1], 10, 64)
-			require.NoError(t, err)
-			require.Equal(t, hash.Key(nm[1]), key, "README.md:%d: key of %q", b.line+i, nm[1])
-			checked++
 		}
 	}
 	require.Positive(t, checked)
+}
+
+// Every relative link of README.md and docs/ leads to a file that exists,
+// and every #anchor to a heading of that file (GitHub's anchors: the
+// heading in lower case, spaces as hyphens, other punctuation dropped), so
+// moving a section cannot leave a dead link behind.
+func TestReadmeLinks(t *testing.T) {
+	t.Parallel()
+	linkRe := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	anchors := map[string]map[string]bool{}
+	anchorsOf := func(path string) map[string]bool {
+		if a, ok := anchors[path]; ok {
+			return a
+		}
+		a := map[string]bool{}
+		seen := map[string]int{}
+		inCode := false
+		raw, err := os.ReadFile(path)
+		require.NoError(t, err)
+		for _, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, "```") {
+				inCode = !inCode
+			}
+			if inCode || !strings.HasPrefix(line, "#") {
+				continue
+			}
+			slug := headingAnchor(strings.TrimLeft(line, "#"))
+			if k := seen[slug]; k > 0 {
+				a[fmt.Sprintf("%s-%d", slug, k)] = true
+			} else {
+				a[slug] = true
+			}
+			seen[slug]++
+		}
+		anchors[path] = a
+		return a
+	}
+	checked := 0
+	for _, file := range docFiles(t) {
+		raw, err := os.ReadFile(file)
+		require.NoError(t, err)
+		inCode := false
+		for i, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(line, "```") {
+				inCode = !inCode
+			}
+			if inCode {
+				continue
+			}
+			for _, m := range linkRe.FindAllStringSubmatch(line, -1) {
+				target := m[1]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				path, anchor, _ := strings.Cut(target, "#")
+				if path == "" {
+					path = file
+				} else {
+					path = filepath.Join(filepath.Dir(file), path)
+				}
+				_, err := os.Stat(path)
+				require.NoError(t, err, "%s:%d: link to %s", file, i+1, target)
+				if anchor != "" {
+					require.True(t, strings.HasSuffix(path, ".md"), "%s:%d: anchor into a non-Markdown file: %s", file, i+1, target)
+					require.True(t, anchorsOf(path)[anchor], "%s:%d: no heading with anchor #%s in %s", file, i+1, anchor, path)
+				}
+				checked++
+			}
+		}
+	}
+	require.Greater(t, checked, 20)
+}
+
+// headingAnchor is GitHub's anchor of a Markdown heading's text.
+func headingAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
