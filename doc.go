@@ -1,9 +1,74 @@
-// Package pgcoord gives Go services on PostgreSQL what OpenStack Cinder's
-// coordination module gives Cinder: named distributed locks, a Synchronized
-// wrapper whose lock names are templates over the call's arguments, and a
-// Coordinator whose heartbeat keeps a members table current and reconnects
-// with jittered backoff. It is built on PostgreSQL session advisory locks, so
-// a team that has Postgres needs no etcd, ZooKeeper or Redis.
+// Package pgcoord gives Go services that run on PostgreSQL distributed
+// locks, shared locks, leader election, semaphores and groups, built on
+// PostgreSQL advisory locks: a team that has Postgres needs no etcd,
+// ZooKeeper or Redis. It began as what OpenStack Cinder's coordination module
+// gives Cinder (named locks, a Synchronized wrapper whose lock names are
+// templates over the call's arguments, a Coordinator with a heartbeat), and
+// keeps its template syntax.
+//
+// # Getting started
+//
+// A Coordinator is one member: it owns a few sessions of its own on the
+// server, applies the schema (in schema pgcoord) at Start, and releases
+// everything at Stop.
+//
+//	c, err := pgcoord.New(pgcoord.Config{
+//		ConnString: os.Getenv("DATABASE_URL"),
+//		Prefix:     "billing/", // lock names and member ids are prefixed with it
+//	})
+//	if err != nil {
+//		return err
+//	}
+//	if err := c.Start(ctx); err != nil {
+//		return err
+//	}
+//	defer c.Stop(context.Background())
+//
+//	l := c.GetLock("invoice-42")
+//	ok, err := l.Acquire(ctx, pgcoord.Timeout(10*time.Second))
+//	if err != nil || !ok {
+//		return fmt.Errorf("invoice-42 is busy: %v", err)
+//	}
+//	defer l.Release(ctx)
+//	// ... only one process anywhere runs this for invoice-42;
+//	// l.Lost() closes if the hold is lost, l.Token() is its fencing token ...
+//
+// Each primitive has a runnable example below, run against a real server by
+// the tests.
+//
+// # Primitives
+//
+//   - Locks: [Coordinator.GetLock], [NewLock] (a name templated over data);
+//     [Lock.Acquire] with [NoWait], [Timeout] or [Wait]; [Lock.Release];
+//     [Lock.Lost] closes when a hold is lost; [Lock.Token] is its fencing
+//     token, strictly increasing per name.
+//   - Shared locks: [Lock.AcquireShared], and [WithShared] for Synchronized.
+//   - [Synchronized] runs a function under locks whose names are templates
+//     over its arguments; [Synchronize] wraps a function once, checking its
+//     template when built.
+//   - Leader election: [Coordinator.Election] (Campaign, Resign, Observe,
+//     a token per term) and [RunAsLeader].
+//   - Semaphores: [Coordinator.Semaphore], at most n holders of a name.
+//   - Groups: [Coordinator.JoinGroup], [Coordinator.GroupMembers],
+//     [Coordinator.WatchGroup].
+//   - Transaction locks, for transaction-pooling proxies: [AcquireTx],
+//     [AcquireSharedTx], with no Coordinator.
+//
+// # Guarantees
+//
+// While a hold's session lives nobody else holds its name. A holder whose
+// session dies or is cut off is told (Lost closed, a function's context
+// cancelled with cause [ErrLockLost]) within two heartbeats, 2 s by default;
+// a frozen holder at its first look after it resumes; and fencing tokens let
+// a store refuse a late holder's writes.
+// Each guarantee with its bound and its test: docs/guarantees.md; the
+// platforms (PgBouncer, Supabase, Neon, RDS, ...): docs/platforms.md.
+//
+// # How it works
+//
+// The rest of this page is the design, for those who read the code or need
+// to know what a coordinator does on the server; docs/design.md has the
+// layers and one Acquire's path through them.
 //
 // # Sessions
 //
@@ -206,8 +271,9 @@
 //
 // # Transaction locks and hostile platforms
 //
-// Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction, RDS
-// Proxy, Supavisor) a session lock is not a lock, and Start refuses with
+// Behind a transaction-pooling proxy (PgBouncer pool_mode=transaction, the
+// transaction modes of Supavisor and of Neon's pooler; see docs/platforms.md)
+// a session lock is not a lock, and Start refuses with
 // ErrSessionLocksUnsupported. AcquireTx and AcquireSharedTx take the same
 // name's lock scoped to the caller's own transaction instead, which such a
 // proxy keeps on one server session; it needs no Coordinator and ends with

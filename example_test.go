@@ -77,6 +77,38 @@ func ExampleSynchronize() {
 	// deleting v1
 }
 
+func ExampleSynchronized() {
+	ctx := context.Background()
+	a, b := exampleCoordinator("sync-a"), exampleCoordinator("sync-b")
+	defer a.Stop(ctx)
+	defer b.Stop(ctx)
+
+	// The template's fields come from data: {vol.id} finds Volume.ID.
+	data := map[string]any{"vol": Volume{ID: "v7"}}
+	err := pgcoord.Synchronized(ctx, "volume-{vol.id}", data, func(ctx context.Context) error {
+		fmt.Println("a deletes v7")
+		// Meanwhile b cannot take "volume-v7": its function is not run.
+		err := pgcoord.Synchronized(ctx, "volume-{vol.id}", data, func(ctx context.Context) error {
+			fmt.Println("b deletes v7")
+			return nil
+		}, pgcoord.WithCoordinator(b), pgcoord.WithBlocking(pgcoord.NoWait))
+		fmt.Println("b gave up:", errors.Is(err, pgcoord.ErrLockAcquireFailed))
+		return nil
+	}, pgcoord.WithCoordinator(a))
+	fmt.Println("a done:", err)
+
+	// A template that does not fit data takes no lock and runs nothing.
+	err = pgcoord.Synchronized(ctx, "volume-{vol.size}", data, func(ctx context.Context) error {
+		return nil
+	}, pgcoord.WithCoordinator(a))
+	fmt.Println("bad template:", errors.Is(err, pgcoord.ErrTemplate))
+	// Output:
+	// a deletes v7
+	// b gave up: true
+	// a done: <nil>
+	// bad template: true
+}
+
 // fencedStore is a store that rejects writes carrying a fencing token lower
 // than one it has already seen: a holder that lost its lock without knowing
 // (a long pause, say) cannot overwrite its successor's work.
