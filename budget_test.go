@@ -409,7 +409,7 @@ func TestTooManyConnections(t *testing.T) {
 	require.Contains(t, err.Error(), "pgcoord: ")
 }
 
-// Heartbeats update pgcoord.members in place: migration 6 leaves room on
+// Heartbeats update pgcoord.members in place: the migration leaves room on
 // every page (fillfactor), and no index covers last_heartbeat (an index on
 // it would make every heartbeat a non-HOT update).
 func TestMembersTableTakesHOTHeartbeats(t *testing.T) {

@@ -40,6 +40,13 @@ var (
 	// ErrSchemaMissing is returned by Start with SkipMigrations set when the
 	// pgcoord schema is absent, dirty or too old.
 	ErrSchemaMissing = errors.New("pgcoord: schema not migrated")
+	// ErrPreReleaseSchema is returned by Start, Migrate, MigratePool and
+	// `pgcoord migrate` when schema pgcoord was migrated by a pre-release
+	// pgcoord (a schema_migrations version below 100): v0.1.0 squashed that
+	// history, so it cannot be moved forward. Drop schema pgcoord and
+	// migrate again (CHANGELOG.md, v0.1.0, says how to keep fencing tokens
+	// increasing).
+	ErrPreReleaseSchema = errors.New("pgcoord: schema written by a pre-release pgcoord")
 	// ErrTooManyLocks is returned by Acquire when the coordinator already
 	// holds Config.MaxHeldLocks locks.
 	ErrTooManyLocks = errors.New("pgcoord: too many locks held")

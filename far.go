@@ -40,7 +40,7 @@ func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time) 
 	defer c.notifier.unsubscribe(sub)
 	// A writer whose try failed holds its intent while it waits here, in
 	// no server queue, so that a stream of readers cannot starve it (see
-	// migration 8). A handoff that succeeds at its first try costs no
+	// pgcoord.wait_lock_shared). A handoff that succeeds at its first try costs no
 	// intent.
 	var intent writerIntent
 	defer c.dropIntent(h, &intent)

@@ -30,6 +30,9 @@ func (c *Coordinator) checkSchema(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("pgcoord: checking schema version: %w", err)
 		}
+		if isPreRelease(v.Version) {
+			return preReleaseError(v.Version)
+		}
 		if v.Dirty || v.Version < int64(schemaVersion) {
 			return fmt.Errorf("%w: schema pgcoord is at version %d (dirty=%v), this pgcoord needs %d; run `pgcoord migrate`",
 				ErrSchemaMissing, v.Version, v.Dirty, schemaVersion)

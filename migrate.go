@@ -26,7 +26,27 @@ import (
 var migrationFiles embed.FS
 
 // schemaVersion is the migration version this code needs (the highest file).
-const schemaVersion = 13
+const schemaVersion = 100
+
+// firstReleaseVersion is the version of the first released migration
+// (v0.1.0, which squashed the pre-release history 1..13). A schema whose
+// recorded version is below it was written by a pre-release pgcoord: its
+// history is not this one, and golang-migrate would only say "no migration
+// found for version N". Release versions never go below it.
+const firstReleaseVersion = 100
+
+// preReleaseError is ErrPreReleaseSchema for a schema at version v, with
+// what to do.
+func preReleaseError(v int64) error {
+	return fmt.Errorf("%w: schema pgcoord is at version %d, written by a pre-release pgcoord whose migrations "+
+		"v0.1.0 replaced (release versions start at %d); stop its coordinators, DROP SCHEMA pgcoord CASCADE "+
+		"and run `pgcoord migrate` (see CHANGELOG.md, v0.1.0, to keep fencing tokens increasing)",
+		ErrPreReleaseSchema, v, firstReleaseVersion)
+}
+
+// isPreRelease reports whether a recorded schema version is one of the
+// pre-release history's (0 or below means no version recorded).
+func isPreRelease(v int64) bool { return v > 0 && v < firstReleaseVersion }
 
 var migrationName = regexp.MustCompile(`^[0-9]{4}_[a-z0-9_]+\.(up|down)\.sql$`)
 
@@ -85,6 +105,12 @@ func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) er
 		return err
 	}
 	defer closeM()
+
+	// golang-migrate cannot move a pre-release history forward: say what
+	// to do instead of its "no migration found for version N".
+	if v, _, err := m.Version(); err == nil && isPreRelease(int64(v)) {
+		return preReleaseError(int64(v))
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- m.Up() }()

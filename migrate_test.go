@@ -81,8 +81,8 @@ func TestMigrationFilesAreWellNamed(t *testing.T) {
 }
 
 // Every down migration runs and undoes its up: down to nothing leaves only
-// golang-migrate's table in schema pgcoord, and up again gives the full
-// schema. Stepping back from version 3 to 2 gives version 2's live_members back.
+// golang-migrate's table in schema pgcoord, and up again gives the same
+// schema (catalogDump) that works.
 func TestMigrateDownAndUpAgain(t *testing.T) {
 	t.Parallel()
 	dbURL := freshDatabase(t)
@@ -99,6 +99,7 @@ func TestMigrateDownAndUpAgain(t *testing.T) {
 	}
 	full := relations()
 	require.Contains(t, full, "live_members")
+	before := catalogDump(t, conn)
 
 	cc, err := pgx.ParseConfig(dbURL)
 	require.NoError(t, err)
@@ -106,17 +107,12 @@ func TestMigrateDownAndUpAgain(t *testing.T) {
 	require.NoError(t, err)
 	defer closeM()
 
-	require.NoError(t, m.Migrate(3))
-	require.NoError(t, m.Steps(-1))
-	cols := viewColumns(t, conn, "live_members")
-	require.NotContains(t, cols, "stopped_at", "version 2's live_members")
-	require.Contains(t, cols, "heartbeat_age")
-
 	require.NoError(t, m.Down())
 	require.Equal(t, []string{"schema_migrations"}, relations(), "down migrations undo everything")
 
 	require.NoError(t, Migrate(ctx(t), dbURL))
 	require.Equal(t, full, relations())
+	require.Equal(t, before, catalogDump(t, conn))
 	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString = dbURL })
 	l := c.GetLock("after-down-up")
 	mustAcquire(t, l, NoWait)

@@ -84,7 +84,7 @@ func (c *Coordinator) waitOnce(ctx context.Context, s *session, conn *pgx.Conn, 
 }
 
 // writerIntent is the writer's intent of a wait beyond the budget for an
-// exclusive hold (see migration 8): held on a lock session while the wait
+// exclusive hold (see pgcoord.wait_lock_shared): held on a lock session while the wait
 // lasts, so that readers hold off. gen is the session connection it was
 // taken on; a new connection has lost it.
 type writerIntent struct {

@@ -207,6 +207,6 @@ func txError(ctx context.Context, full string, err error) error {
 	return fmt.Errorf("pgcoord: lock %q in transaction: %w", full, lockTableFull(err))
 }
 
-// txSchemaVersion is the migration that brought the transaction-lock
+// txSchemaVersion is the first migration with the transaction-lock
 // functions.
-const txSchemaVersion = 12
+const txSchemaVersion = firstReleaseVersion

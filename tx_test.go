@@ -381,7 +381,7 @@ func TestAcquireFencedTx(t *testing.T) {
 	require.False(t, ok)
 }
 
-// Without the schema (or before migration 12) the error says what to do.
+// Without the schema the error says what to do.
 func TestAcquireTxSchemaMissing(t *testing.T) {
 	t.Parallel()
 	pool, err := pgxpool.New(ctx(t), freshDatabase(t))

@@ -153,7 +153,7 @@ SELECT pgcoord.raise_token_floor()::bigint AS token
 
 // The fencing token of a hold whose TryLock candidate was at or below its
 // session's timeline floor: the first token on a new timeline moves the
-// sequence up to the floor (see migration 4).
+// sequence up to the floor (see pgcoord.timeline_floor).
 func (q *Queries) RaiseTokenFloor(ctx context.Context, db DBTX) (int64, error) {
 	row := db.QueryRow(ctx, RaiseTokenFloor)
 	var token int64
@@ -203,7 +203,7 @@ SELECT (CASE WHEN pg_try_advisory_lock($1::bigint)
 // learnt as the session connected: a server writes on one timeline for as
 // long as it runs), and otherwise, on the first try of a new timeline only,
 // asks RaiseTokenFloor for the token, still holding the lock. That is
-// pgcoord.next_token() (migration 4) split in two, so that a try costs the
+// pgcoord.next_token() split in two, so that a try costs the
 // server a nextval instead of next_token's PL/pgSQL calls and WAL position
 // lookup (about 5 us of server time per acquire, measured on the loaded
 // 2-core machine of the hot-path issue).

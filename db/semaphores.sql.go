@@ -60,7 +60,7 @@ type RegisterSemaphoreLimitParams struct {
 	Slots     int32
 }
 
-// Records that semaphore is used with this many slots (see migration 9).
+// Records that semaphore is used with this many slots (see pgcoord.semaphores).
 func (q *Queries) RegisterSemaphoreLimit(ctx context.Context, db DBTX, arg RegisterSemaphoreLimitParams) error {
 	_, err := db.Exec(ctx, RegisterSemaphoreLimit, arg.Semaphore, arg.Slots)
 	return err

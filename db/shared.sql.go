@@ -71,7 +71,7 @@ SELECT (CASE
 
 // A shared try (Lock.AcquireShared), in one round trip with its fencing
 // token candidate (see TryLock); 0 means busy. Refused while a writer holds the key's writer
-// intent (see migration 8); PostgreSQL itself refuses it while an
+// intent (see pgcoord.wait_lock_shared); PostgreSQL itself refuses it while an
 // exclusive request waits in the key's queue. CASE fixes the order.
 func (q *Queries) TryLockShared(ctx context.Context, db DBTX, key int64) (int64, error) {
 	row := db.QueryRow(ctx, TryLockShared, key)

@@ -1,5 +1,5 @@
 -- name: RegisterSemaphoreLimit :exec
--- Records that semaphore is used with this many slots (see migration 9).
+-- Records that semaphore is used with this many slots (see pgcoord.semaphores).
 INSERT INTO pgcoord.semaphores (semaphore, slots) VALUES (sqlc.arg(semaphore), sqlc.arg(slots))
 ON CONFLICT DO NOTHING;
 

@@ -1,7 +1,7 @@
 -- name: TryLockShared :one
 -- A shared try (Lock.AcquireShared), in one round trip with its fencing
 -- token candidate (see TryLock); 0 means busy. Refused while a writer holds the key's writer
--- intent (see migration 8); PostgreSQL itself refuses it while an
+-- intent (see pgcoord.wait_lock_shared); PostgreSQL itself refuses it while an
 -- exclusive request waits in the key's queue. CASE fixes the order.
 SELECT (CASE
     WHEN NOT pg_try_advisory_xact_lock_shared(((sqlc.arg(key)::bigint >> 32)::integer # 1431655765),

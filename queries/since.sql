@@ -1,6 +1,6 @@
 -- name: RecordSince :exec
--- Records when holds and server-side waits began (see lock_since in
--- migration 5), in the server's clock (the client maps its monotonic clock
+-- Records when holds and server-side waits began (see pgcoord.lock_since
+-- in the migration), in the server's clock (the client maps its monotonic clock
 -- to it, see sinceClock). Rows of holds and waits that ended go in the same
 -- statement.
 WITH gone AS (

@@ -18,9 +18,11 @@ import (
 func cmdMigrate(a *app, args []string) int {
 	fs := newFlagSet(a, "pgcoord migrate [--status] [--json | -o json] [--database-url URL]",
 		"Applies pgcoord's schema migrations (schema pgcoord) to the database and says\n"+
-			"what it did: \"applied 1..3\" or \"already at 3\". Safe to run repeatedly and\n"+
-			"from several processes at once. With --status, changes nothing and prints the\n"+
-			"database's version, the embedded ones and those still to apply.")
+			"what it did: \"applied 100, now at version 100\" or \"already at version 100\".\n"+
+			"Safe to run repeatedly and from several processes at once. With --status, changes\n"+
+			"nothing and prints the database's version, the embedded ones and those still\n"+
+			"to apply. A schema written by a pre-release pgcoord (version below 100) is\n"+
+			"refused with what to do.")
 	dbURL := dbFlag(fs)
 	status := fs.Bool("status", false, "report the schema version and pending migrations; apply nothing")
 	out := addOutputFlags(fs)
@@ -88,7 +90,13 @@ func (r migrateResult) String() string {
 	if r.From == r.To {
 		return fmt.Sprintf("pgcoord schema already at version %d", r.To)
 	}
-	return fmt.Sprintf("pgcoord schema: applied %d..%d, now at version %d", r.From+1, r.To, r.To)
+	var applied []int
+	for _, v := range pgcoord.MigrationVersions() {
+		if v > r.From && v <= r.To {
+			applied = append(applied, v)
+		}
+	}
+	return fmt.Sprintf("pgcoord schema: applied %s, now at version %d", versionRange(applied), r.To)
 }
 
 // schemaState is where a database's pgcoord schema stands.
@@ -102,11 +110,22 @@ type schemaState struct {
 	Pending   []int `json:"pending"`
 }
 
+// preRelease reports whether the schema was written by a pre-release
+// pgcoord (a version below the first embedded one), which migrations
+// cannot move forward.
+func (s schemaState) preRelease() bool {
+	return s.Version > 0 && len(s.Available) > 0 && s.Version < s.Available[0]
+}
+
 func (s schemaState) String() string {
 	var b strings.Builder
 	switch {
 	case s.Version == 0:
 		b.WriteString("pgcoord schema: not installed")
+	case s.preRelease():
+		fmt.Fprintf(&b, "pgcoord schema: version %d, written by a pre-release pgcoord; "+
+			"drop schema pgcoord and run 'pgcoord migrate' (see CHANGELOG.md, v0.1.0)", s.Version)
+		return b.String()
 	default:
 		fmt.Fprintf(&b, "pgcoord schema: version %d", s.Version)
 	}
@@ -143,6 +162,9 @@ func schemaStatus(ctx context.Context, url string) (schemaState, error) {
 	defer closeConn(conn)
 	if err := readVersion(ctx, conn, &st); err != nil {
 		return st, err
+	}
+	if st.preRelease() {
+		return st, nil // nothing applies to it: String says what to do
 	}
 	for _, v := range st.Available {
 		if v > st.Version {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pgcoord/pgcoord"
@@ -112,14 +113,15 @@ func TestMigrateSaysWhatItDid(t *testing.T) {
 	t.Parallel()
 	url := freshDatabase(t)
 	latest := pgcoord.MigrationVersions()[len(pgcoord.MigrationVersions())-1]
+	all := versionRange(pgcoord.MigrationVersions())
 
 	r := runCLI(t, "migrate", "--status", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, fmt.Sprintf("pgcoord schema: not installed; this pgcoord has 1..%d; pending: 1..%d (run 'pgcoord migrate')\n", latest, latest), r.stdout)
+	require.Equal(t, fmt.Sprintf("pgcoord schema: not installed; this pgcoord has %s; pending: %s (run 'pgcoord migrate')\n", all, all), r.stdout)
 
 	r = runCLI(t, "migrate", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, fmt.Sprintf("pgcoord schema: applied 1..%d, now at version %d\n", latest, latest), r.stdout)
+	require.Equal(t, fmt.Sprintf("pgcoord schema: applied %s, now at version %d\n", all, latest), r.stdout)
 
 	r = runCLI(t, "migrate", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
@@ -127,7 +129,7 @@ func TestMigrateSaysWhatItDid(t *testing.T) {
 
 	r = runCLI(t, "migrate", "--status", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, fmt.Sprintf("pgcoord schema: version %d; this pgcoord has 1..%d; up to date\n", latest, latest), r.stdout)
+	require.Equal(t, fmt.Sprintf("pgcoord schema: version %d; this pgcoord has %s; up to date\n", latest, all), r.stdout)
 
 	r = runCLI(t, "migrate", "--status", "--json", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
@@ -142,4 +144,31 @@ func TestMigrateSaysWhatItDid(t *testing.T) {
 	require.Equal(t, pgcoord.MigrationVersions(), st.Available)
 	require.Empty(t, st.Pending)
 	require.True(t, strings.HasPrefix(r.stdout, "{\n"), "indented JSON")
+}
+
+// A schema migrated by a pre-release pgcoord (versions 1..13 of the history
+// v0.1.0 squashed): --status and migrate say what to do, instead of
+// golang-migrate's "no migration found for version 13".
+func TestMigratePreReleaseSchema(t *testing.T) {
+	t.Parallel()
+	url := freshDatabase(t)
+	conn, err := pgx.Connect(context.Background(), url)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(context.Background(), `CREATE SCHEMA pgcoord;
+		CREATE TABLE pgcoord.schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL);
+		INSERT INTO pgcoord.schema_migrations VALUES (13, false);
+		CREATE TABLE pgcoord.members (member_id text PRIMARY KEY)`)
+	require.NoError(t, err)
+
+	r := runCLI(t, "migrate", "--status", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.Equal(t, "pgcoord schema: version 13, written by a pre-release pgcoord; drop schema pgcoord and run 'pgcoord migrate' (see CHANGELOG.md, v0.1.0)\n", r.stdout)
+
+	r = runCLI(t, "migrate", "--database-url", url)
+	require.Equal(t, exitError, r.code)
+	require.Empty(t, r.stdout)
+	require.Contains(t, r.stderr, "pgcoord migrate: schema written by a pre-release pgcoord: schema pgcoord is at version 13")
+	require.Contains(t, r.stderr, "DROP SCHEMA pgcoord CASCADE and run `pgcoord migrate`")
+	require.NotContains(t, r.stderr, "no migration found")
 }

@@ -1,1 +1,0 @@
-ALTER TABLE pgcoord.members RESET (fillfactor);

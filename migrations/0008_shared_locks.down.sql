@@ -1,1 +1,0 @@
-DROP FUNCTION IF EXISTS pgcoord.wait_lock_shared(bigint, integer);
