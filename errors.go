@@ -37,8 +37,10 @@ var (
 	// ErrInvalidName is returned for a lock name that is empty, too long, not
 	// UTF-8 or contains a NUL byte.
 	ErrInvalidName = errors.New("pgcoord: invalid lock name")
-	// ErrSchemaMissing is returned by Start with SkipMigrations set when the
-	// pgcoord schema is absent, dirty or too old.
+	// ErrSchemaMissing is returned by Start when the pgcoord schema is
+	// absent, dirty or too old (with SkipMigrations set), or lacks an object
+	// pgcoord needs (a table, view, view column or function changed by hand
+	// after migrating; the error names each).
 	ErrSchemaMissing = errors.New("pgcoord: schema not migrated")
 	// ErrPreReleaseSchema is returned by Start, Migrate, MigratePool and
 	// `pgcoord migrate` when schema pgcoord was migrated by a pre-release

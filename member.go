@@ -8,10 +8,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/schemaobj"
 )
 
 // checkSchema makes sure the migrated schema is there, so that
@@ -37,8 +39,24 @@ func (c *Coordinator) checkSchema(ctx context.Context) error {
 			return fmt.Errorf("%w: schema pgcoord is at version %d (dirty=%v), this pgcoord needs %d; run `pgcoord migrate`",
 				ErrSchemaMissing, v.Version, v.Dirty, schemaVersion)
 		}
+		missing, err := schemaobj.Missing(ctx, conn)
+		if err != nil {
+			return fmt.Errorf("pgcoord: checking schema objects: %w", err)
+		}
+		if len(missing) > 0 {
+			return missingObjectsError(v.Version, missing)
+		}
 		return nil
 	})
+}
+
+// missingObjectsError is ErrSchemaMissing for a schema at version v that
+// lacks objects (changed by hand after migrating: migrating again would
+// not bring them back, as the version says they are there).
+func missingObjectsError(v int64, missing []string) error {
+	return fmt.Errorf("%w: schema pgcoord is at version %d but lacks %s; it was changed after migrating: "+
+		"restore them from pgcoord's migrations, or stop its coordinators, DROP SCHEMA pgcoord CASCADE and run `pgcoord migrate`",
+		ErrSchemaMissing, v, strings.Join(missing, ", "))
 }
 
 // registerMember takes the member lock on the control session and writes the

@@ -33,6 +33,59 @@ func (q *Queries) MigrationLock(ctx context.Context, db DBTX, key int64) error {
 	return err
 }
 
+const MissingSchemaObjects = `-- name: MissingSchemaObjects :many
+SELECT m.missing::text AS missing FROM (
+    SELECT 'relation ' || r AS missing, 1 AS kind, i
+    FROM unnest($1::text[]) WITH ORDINALITY AS t(r, i)
+    WHERE to_regclass(r) IS NULL
+    UNION ALL
+    SELECT 'function ' || f, 2, i
+    FROM unnest($2::text[]) WITH ORDINALITY AS t(f, i)
+    WHERE to_regprocedure(f) IS NULL
+    UNION ALL
+    SELECT 'column ' || c, 3, i
+    FROM unnest($3::text[]) WITH ORDINALITY AS t(c, i)
+    WHERE to_regclass(regexp_replace(c, '\.[^.]+$', '')) IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = to_regclass(regexp_replace(c, '\.[^.]+$', ''))
+            AND a.attname = regexp_replace(c, '^.*\.', '')
+            AND a.attnum > 0 AND NOT a.attisdropped)
+) m
+ORDER BY m.kind, m.i
+`
+
+type MissingSchemaObjectsParams struct {
+	Relations []string
+	Functions []string
+	Columns   []string
+}
+
+// What schema pgcoord lacks of the objects pgcoord needs (internal/schemaobj):
+// relations ('pgcoord.members'), functions with their argument types
+// ('pgcoord.wait_lock(bigint,integer)') and columns of relations that exist
+// ('pgcoord.held_locks.backend_pid'), each named with its kind, in the
+// order given. Empty when the schema is whole.
+func (q *Queries) MissingSchemaObjects(ctx context.Context, db DBTX, arg MissingSchemaObjectsParams) ([]string, error) {
+	rows, err := db.Query(ctx, MissingSchemaObjects, arg.Relations, arg.Functions, arg.Columns)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var missing string
+		if err := rows.Scan(&missing); err != nil {
+			return nil, err
+		}
+		items = append(items, missing)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const SchemaExists = `-- name: SchemaExists :one
 SELECT (to_regnamespace('pgcoord') IS NOT NULL)::boolean AS exists
 `

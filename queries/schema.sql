@@ -24,3 +24,29 @@ CREATE SCHEMA IF NOT EXISTS pgcoord;
 -- The server's clock, which heartbeat ages are measured against (as
 -- live_members does), so a skewed client clock does not distort them.
 SELECT clock_timestamp()::timestamptz AS now;
+
+-- name: MissingSchemaObjects :many
+-- What schema pgcoord lacks of the objects pgcoord needs (internal/schemaobj):
+-- relations ('pgcoord.members'), functions with their argument types
+-- ('pgcoord.wait_lock(bigint,integer)') and columns of relations that exist
+-- ('pgcoord.held_locks.backend_pid'), each named with its kind, in the
+-- order given. Empty when the schema is whole.
+SELECT m.missing::text AS missing FROM (
+    SELECT 'relation ' || r AS missing, 1 AS kind, i
+    FROM unnest(sqlc.arg(relations)::text[]) WITH ORDINALITY AS t(r, i)
+    WHERE to_regclass(r) IS NULL
+    UNION ALL
+    SELECT 'function ' || f, 2, i
+    FROM unnest(sqlc.arg(functions)::text[]) WITH ORDINALITY AS t(f, i)
+    WHERE to_regprocedure(f) IS NULL
+    UNION ALL
+    SELECT 'column ' || c, 3, i
+    FROM unnest(sqlc.arg(columns)::text[]) WITH ORDINALITY AS t(c, i)
+    WHERE to_regclass(regexp_replace(c, '\.[^.]+$', '')) IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_catalog.pg_attribute a
+          WHERE a.attrelid = to_regclass(regexp_replace(c, '\.[^.]+$', ''))
+            AND a.attname = regexp_replace(c, '^.*\.', '')
+            AND a.attnum > 0 AND NOT a.attisdropped)
+) m
+ORDER BY m.kind, m.i;

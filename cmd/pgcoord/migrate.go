@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgcoord/pgcoord"
+	"github.com/pgcoord/pgcoord/internal/schemaobj"
 )
 
 // cmdMigrate applies the embedded migrations, or with --status reports
@@ -66,6 +67,11 @@ func cmdMigrate(a *app, args []string) int {
 	if err != nil {
 		return a.fail(err)
 	}
+	if len(after.Missing) > 0 {
+		// The version says these are there, so migrating cannot bring
+		// them back: changed by hand.
+		return a.fail(fmt.Errorf("%s", after.String()))
+	}
 	res := migrateResult{From: before.Version, To: after.Version}
 	if asJSON {
 		err = writeJSON(a.stdout, res)
@@ -108,6 +114,10 @@ type schemaState struct {
 	// Available are the embedded migrations; Pending those above Version.
 	Available []int `json:"available"`
 	Pending   []int `json:"pending"`
+	// Missing are the objects pgcoord needs that an installed schema
+	// lacks ("relation pgcoord.held_locks", "function ...", "column
+	// ..."): changed by hand after migrating.
+	Missing []string `json:"missing"`
 }
 
 // preRelease reports whether the schema was written by a pre-release
@@ -133,9 +143,13 @@ func (s schemaState) String() string {
 		b.WriteString(" (dirty: a migration failed part-way; see pgcoord.schema_migrations)")
 	}
 	fmt.Fprintf(&b, "; this pgcoord has %s", versionRange(s.Available))
-	if len(s.Pending) == 0 {
+	switch {
+	case len(s.Missing) > 0:
+		fmt.Fprintf(&b, "; incomplete: lacks %s (changed after migrating: restore them, or drop schema pgcoord and run 'pgcoord migrate')",
+			strings.Join(s.Missing, ", "))
+	case len(s.Pending) == 0:
 		b.WriteString("; up to date")
-	} else {
+	default:
 		fmt.Fprintf(&b, "; pending: %s (run 'pgcoord migrate')", versionRange(s.Pending))
 	}
 	return b.String()
@@ -154,7 +168,7 @@ func versionRange(vs []int) string {
 
 // schemaStatus reads the schema version of the database at url.
 func schemaStatus(ctx context.Context, url string) (schemaState, error) {
-	st := schemaState{Available: pgcoord.MigrationVersions(), Pending: []int{}}
+	st := schemaState{Available: pgcoord.MigrationVersions(), Pending: []int{}, Missing: []string{}}
 	conn, err := connect(ctx, url, "pgcoord-cli")
 	if err != nil {
 		return st, err
@@ -170,6 +184,14 @@ func schemaStatus(ctx context.Context, url string) (schemaState, error) {
 		if v > st.Version {
 			st.Pending = append(st.Pending, v)
 		}
+	}
+	if len(st.Pending) == 0 && st.Version > 0 {
+		// Objects of later versions are not expected before those run.
+		missing, err := schemaobj.Missing(ctx, conn)
+		if err != nil {
+			return st, fmt.Errorf("checking the schema's objects: %w", err)
+		}
+		st.Missing = append(st.Missing, missing...)
 	}
 	return st, nil
 }

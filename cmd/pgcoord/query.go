@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pgcoord/pgcoord"
 	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/schemaobj"
 )
 
 // queries are the sqlc-generated queries shared by the read-only commands.
@@ -71,6 +73,24 @@ func requireSchema(ctx context.Context, conn *pgx.Conn) error {
 	}
 	if !present {
 		return fmt.Errorf("schema pgcoord not found in this database; run 'pgcoord migrate' first")
+	}
+	st := schemaState{Available: pgcoord.MigrationVersions()}
+	if err := readVersion(ctx, conn, &st); err != nil {
+		return err
+	}
+	if st.preRelease() {
+		return fmt.Errorf("%s", st.String())
+	}
+	if st.Version < st.Available[len(st.Available)-1] {
+		return nil // older, but what it has is read as it is
+	}
+	missing, err := schemaobj.Missing(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("checking the schema's objects: %w", err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("schema pgcoord lacks %s (changed after migrating: restore them, or drop schema pgcoord and run 'pgcoord migrate')",
+			strings.Join(missing, ", "))
 	}
 	return nil
 }
