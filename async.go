@@ -64,7 +64,7 @@ func (s *session) checkAsync(ops []*lockOp) {
 		case op.err != nil && s.retryUnlock(context.Background(), s.conn, op.h):
 			// Released after all (see retryUnlock).
 		case op.err != nil:
-			s.c.log.Warn("pgcoord: asynchronous unlock failed; dropping its session", "lock", op.h.lock.full, "error", op.err)
+			s.c.log.Warn("pgcoord: asynchronous unlock failed; dropping its session", "lock", op.h.lock.full, "err", op.err)
 			s.c.lostLate(op.h, fmt.Errorf("%w: the asynchronous unlock of %q failed: %w", ErrLockLost, op.h.lock.full, op.err))
 			s.broken(fmt.Errorf("%w: an asynchronous unlock on this %s session failed: %w", ErrLockLost, s.kind, op.err))
 		}

@@ -156,7 +156,7 @@ func waiters(t testing.TB, key int64) int {
 func heldBy(t testing.TB, key int64) int32 {
 	t.Helper()
 	var pid int32
-	err := testPool.QueryRow(ctx(t), `SELECT pid FROM pgcoord.held_locks WHERE key = $1 AND granted`, key).Scan(&pid)
+	err := testPool.QueryRow(ctx(t), `SELECT backend_pid FROM pgcoord.held_locks WHERE key = $1 AND granted`, key).Scan(&pid)
 	if err == pgx.ErrNoRows {
 		return 0
 	}

@@ -27,9 +27,10 @@ var releasedSchemas = []struct {
 // releasedFiles pins the migration files of released versions: a database
 // that applied one never applies it again, so changing it would leave
 // upgraded databases different from fresh ones. Add a new migration
-// instead (and its files here once released).
+// instead (and its files here once released). Until v0.1.0 is tagged its
+// file may still change, with its checksum here, in the same commit.
 var releasedFiles = map[string]string{
-	"0100_v0_1_0.up.sql":   "29050f7eb75acd92621584202ca8457dc7faef17b0351dc50e52dd271d8ce8de",
+	"0100_v0_1_0.up.sql":   "df097f6c3bc39a21c0197e6dc0d36f8baac6d0be04e4c355be5f05dd1dc97868",
 	"0100_v0_1_0.down.sql": "1a787993dc0b526a54d2ea1c9fd5f31df2a138ccddef637861410f8ba71fdd1e",
 }
 

@@ -35,7 +35,7 @@ func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, h *hold) error {
 		released, err := s.c.q.Unlock(ctx, conn, key)
 		if err != nil {
 			if !conn.IsClosed() {
-				s.c.log.Warn("pgcoord: undoing a failed try failed; closing its session, which frees the lock", "session", s.kind.String(), "error", err)
+				s.c.log.Warn("pgcoord: undoing a failed try failed; closing its session, which frees the lock", "session", s.kind.String(), "err", err)
 				s.dropConn(conn)
 			}
 			return err
@@ -101,7 +101,7 @@ func (s *session) dropForUnlock(conn *pgx.Conn, h *hold, err error) {
 	}
 	s.c.mu.Unlock()
 	s.c.log.Warn("pgcoord: unlock failed; closing its session, which frees the lock",
-		"lock", h.lock.full, "session", s.kind.String(), "error", err)
+		"lock", h.lock.full, "session", s.kind.String(), "err", err)
 	s.dropConn(conn)
 }
 

@@ -71,19 +71,19 @@ func (q *Queries) FreeConnections(ctx context.Context, db DBTX) (FreeConnections
 const ListHeldLocks = `-- name: ListHeldLocks :many
 SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS mode,
        coalesce(h.member_id, '')::text AS member_id, h.granted::boolean AS granted,
-       h.since::timestamptz AS since, h.pid::integer AS pid
+       h.since::timestamptz AS since, h.backend_pid::integer AS backend_pid
 FROM pgcoord.held_locks h
 ORDER BY h.name, h.granted DESC, h.since
 `
 
 type ListHeldLocksRow struct {
-	Name     string
-	Key      int64
-	Mode     string
-	MemberID string
-	Granted  bool
-	Since    pgtype.Timestamptz
-	Pid      int32
+	Name       string
+	Key        int64
+	Mode       string
+	MemberID   string
+	Granted    bool
+	Since      pgtype.Timestamptz
+	BackendPid int32
 }
 
 func (q *Queries) ListHeldLocks(ctx context.Context, db DBTX) ([]ListHeldLocksRow, error) {
@@ -102,7 +102,7 @@ func (q *Queries) ListHeldLocks(ctx context.Context, db DBTX) ([]ListHeldLocksRo
 			&i.MemberID,
 			&i.Granted,
 			&i.Since,
-			&i.Pid,
+			&i.BackendPid,
 		); err != nil {
 			return nil, err
 		}

@@ -33,13 +33,13 @@ type PgcoordGroupMember struct {
 }
 
 type PgcoordHeldLock struct {
-	Name     pgtype.Text
-	Key      int32
-	Mode     string
-	MemberID pgtype.Text
-	Granted  pgtype.Bool
-	Since    interface{}
-	Pid      pgtype.Int4
+	Name       pgtype.Text
+	Key        int32
+	Mode       string
+	MemberID   pgtype.Text
+	Granted    pgtype.Bool
+	Since      interface{}
+	BackendPid pgtype.Int4
 }
 
 type PgcoordLeader struct {
@@ -137,10 +137,10 @@ type PgcoordSemaphore struct {
 }
 
 type PgcoordSemaphoreHolder struct {
-	Semaphore string
-	Limit     int32
-	Slot      interface{}
-	MemberID  pgtype.Text
-	Since     interface{}
-	Pid       pgtype.Int4
+	Semaphore  string
+	Slots      int32
+	Slot       interface{}
+	MemberID   pgtype.Text
+	Since      interface{}
+	BackendPid pgtype.Int4
 }

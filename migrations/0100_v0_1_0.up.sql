@@ -244,7 +244,8 @@ WHERE m.stopped_at IS NULL
 -- pg_stat_activity. since prefers the time recorded in lock_since, and falls
 -- back (for holds and waits younger than the recording delay) to what
 -- pg_locks and pg_stat_activity tell: a waiter's slice start, a holder's
--- session's last statement end.
+-- session's last statement end. backend_pid is the server backend that
+-- holds or waits (pid is always a client's OS process in these views).
 CREATE VIEW pgcoord.held_locks AS
 SELECT r.name,
        k.key,
@@ -253,7 +254,7 @@ SELECT r.name,
        l.granted,
        CASE WHEN l.granted THEN coalesce(s.since, a.state_change)
             ELSE least(coalesce(s.since, l.waitstart), l.waitstart) END AS since,
-       l.pid
+       l.pid AS backend_pid
 FROM pg_catalog.pg_locks l
 CROSS JOIN LATERAL (SELECT ((l.classid::bigint << 32) | l.objid::bigint) AS key) k
 LEFT JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
@@ -396,9 +397,10 @@ AS $$
     SELECT pgcoord.lock_key('pgcoord.semaphore:' || semaphore || '/' || slots || '#' || i)
 $$;
 
--- semaphore_holders: every held slot of every semaphore, for people.
+-- semaphore_holders: every held slot of every semaphore, for people:
+-- slots is the limit the holder uses, slot the one it holds (0 .. slots - 1).
 CREATE VIEW pgcoord.semaphore_holders AS
-SELECT s.semaphore, s.slots AS "limit", g.i AS slot, h.member_id, h.since, h.pid
+SELECT s.semaphore, s.slots, g.i AS slot, h.member_id, h.since, h.backend_pid
 FROM pgcoord.semaphores s
 CROSS JOIN LATERAL generate_series(0, s.slots - 1) AS g(i)
 JOIN pgcoord.held_locks h ON h.key = pgcoord.semaphore_slot_key(s.semaphore, s.slots, g.i) AND h.granted;

@@ -109,7 +109,7 @@ SELECT pgcoord.lock_key(sqlc.arg(name)::text)::bigint AS key;
 -- name: ListHeldLocks :many
 SELECT coalesce(h.name, '')::text AS name, h.key::bigint AS key, h.mode::text AS mode,
        coalesce(h.member_id, '')::text AS member_id, h.granted::boolean AS granted,
-       h.since::timestamptz AS since, h.pid::integer AS pid
+       h.since::timestamptz AS since, h.backend_pid::integer AS backend_pid
 FROM pgcoord.held_locks h
 ORDER BY h.name, h.granted DESC, h.since;
 

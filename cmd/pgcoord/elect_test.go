@@ -45,6 +45,8 @@ func TestElectRunsCommandWhileLeader(t *testing.T) {
 	r := runCLI(t, "leader", prefix+"job")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	require.Contains(t, r.stdout, prefix+"job: "+prefix+"e1 value=\"worker-1\" token="+fields[2])
+	// since in the tables' format (locks, members), quoted.
+	require.Regexp(t, ` since="\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [+-]\d\d:\d\d"\n$`, r.stdout)
 	r = runCLI(t, "leader", prefix+"job", "--json")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	var got leaderJSON
@@ -83,7 +85,7 @@ func TestElectLostLeadershipStopsCommand(t *testing.T) {
 	pid, err := strconv.Atoi(waitForFile(t, p, pidFile))
 	require.NoError(t, err)
 	tag, err := testPool.Exec(context.Background(),
-		"SELECT pg_terminate_backend(pid) FROM pgcoord.held_locks WHERE name = $1", pgcoord.ElectionLockPrefix+prefix+"job")
+		"SELECT pg_terminate_backend(backend_pid) FROM pgcoord.held_locks WHERE name = $1", pgcoord.ElectionLockPrefix+prefix+"job")
 	require.NoError(t, err)
 	require.EqualValues(t, 1, tag.RowsAffected())
 

@@ -194,8 +194,10 @@ func printLeader(w io.Writer, election string, l *leaderRow, asJSON, watching bo
 		_, err := fmt.Fprintf(w, "%s: no leader\n", election)
 		return err
 	}
+	// since in the tables' format (local zone, milliseconds, offset),
+	// quoted like value since it has spaces.
 	_, err := fmt.Fprintf(w, "%s: %s value=%s token=%s since=%s\n", election, l.MemberID,
-		strconv.Quote(l.Value), strconv.FormatInt(l.Token, 10), fmtTime(l.Since, time.RFC3339))
+		strconv.Quote(l.Value), strconv.FormatInt(l.Token, 10), strconv.Quote(fmtTime(l.Since, cliStyle.timeLayout)))
 	return err
 }
 

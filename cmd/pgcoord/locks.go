@@ -72,7 +72,7 @@ func writeHeldLocks(w io.Writer, rows []db.ListHeldLocksRow, st tableStyle) {
 		// session is not a live member's has no member.
 		fmt.Fprintf(tw, "%s%s\t%s%s\t%s\t%s\t%s\t%d\n", st.indent,
 			dash(r.Name), key(strconv.FormatInt(r.Key, 10)), r.Mode, dash(r.MemberID),
-			granted, fmtTime(r.Since, st.timeLayout), r.Pid)
+			granted, fmtTime(r.Since, st.timeLayout), r.BackendPid)
 	}
 	_ = tw.Flush()
 }
@@ -88,7 +88,8 @@ type heldLockJSON struct {
 	MemberID string   `json:"member_id"`
 	Granted  bool     `json:"granted"`
 	Since    jsonTime `json:"since"`
-	PID      int32    `json:"pid"`
+	// BackendPID is the server backend holding or waiting (pg_locks.pid).
+	BackendPID int32 `json:"backend_pid"`
 }
 
 // heldLocksJSON turns rows into their JSON form; never nil, so that no
@@ -97,7 +98,7 @@ func heldLocksJSON(rows []db.ListHeldLocksRow) []heldLockJSON {
 	out := make([]heldLockJSON, 0, len(rows))
 	for _, r := range rows {
 		out = append(out, heldLockJSON{Name: r.Name, Key: r.Key, Mode: r.Mode, MemberID: r.MemberID,
-			Granted: r.Granted, Since: jsonTime{r.Since}, PID: r.Pid})
+			Granted: r.Granted, Since: jsonTime{r.Since}, BackendPID: r.BackendPid})
 	}
 	return out
 }

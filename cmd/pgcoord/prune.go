@@ -45,11 +45,7 @@ func cmdPrune(a *app, args []string) int {
 		return a.fail(err)
 	}
 	if asJSON {
-		err = writeJSON(a.stdout, struct {
-			Members          int64   `json:"members"`
-			Names            int64   `json:"names"`
-			OlderThanSeconds float64 `json:"older_than_seconds"`
-		}{res.Members, res.Names, olderThan.Seconds()})
+		err = writeJSON(a.stdout, pruneJSON{res.Members, res.Names, olderThan.Seconds()})
 	} else {
 		_, err = fmt.Fprintf(a.stdout, "pruned %d member rows and %d lock names unused for %v\n",
 			res.Members, res.Names, fmtRetention(*olderThan))
@@ -70,4 +66,11 @@ func fmtRetention(d time.Duration) string {
 		s = s[:len(s)-2]
 	}
 	return s
+}
+
+// pruneJSON is prune's --json output.
+type pruneJSON struct {
+	Members          int64   `json:"members"`
+	Names            int64   `json:"names"`
+	OlderThanSeconds float64 `json:"older_than_seconds"`
 }

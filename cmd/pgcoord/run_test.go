@@ -125,7 +125,7 @@ func TestRunLostLockStopsCommand(t *testing.T) {
 
 	// Cut the lock's session, as an administrator or a failover would.
 	tag, err := testPool.Exec(context.Background(),
-		"SELECT pg_terminate_backend(pid) FROM pgcoord.held_locks WHERE name = $1", prefix+"job")
+		"SELECT pg_terminate_backend(backend_pid) FROM pgcoord.held_locks WHERE name = $1", prefix+"job")
 	require.NoError(t, err)
 	require.EqualValues(t, 1, tag.RowsAffected())
 
@@ -147,7 +147,7 @@ func TestRunLostLockKillsAfterGrace(t *testing.T) {
 	pid, err := strconv.Atoi(waitForFile(t, p, pidFile))
 	require.NoError(t, err)
 	_, err = testPool.Exec(context.Background(),
-		"SELECT pg_terminate_backend(pid) FROM pgcoord.held_locks WHERE name = $1", prefix+"job")
+		"SELECT pg_terminate_backend(backend_pid) FROM pgcoord.held_locks WHERE name = $1", prefix+"job")
 	require.NoError(t, err)
 
 	r := p.wait(t, 20*time.Second)

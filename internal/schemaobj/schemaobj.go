@@ -23,9 +23,9 @@ var Views = []View{
 	{"live_members", []string{"member_id", "prefix", "agent_id", "hostname", "pid", "started_at",
 		"last_heartbeat", "stopped_at", "heartbeat_interval", "session_tag", "member_key",
 		"backend_pid", "lease", "heartbeat_age"}},
-	{"held_locks", []string{"name", "key", "mode", "member_id", "granted", "since", "pid"}},
+	{"held_locks", []string{"name", "key", "mode", "member_id", "granted", "since", "backend_pid"}},
 	{"leaders", []string{"election", "member_id", "value", "token", "since", "hostname", "pid"}},
-	{"semaphore_holders", []string{"semaphore", "limit", "slot", "member_id", "since", "pid"}},
+	{"semaphore_holders", []string{"semaphore", "slots", "slot", "member_id", "since", "backend_pid"}},
 	{"live_group_members", []string{"group_name", "member_id", "capabilities", "joined_at",
 		"updated_at", "prefix", "agent_id", "hostname", "pid", "started_at", "last_heartbeat"}},
 }
