@@ -15,7 +15,8 @@ import (
 
 // The claim layer: every primitive takes a name through acquire, which
 // claims its key in this process (localTable), registers the name, tries
-// it on a lock session and, if it may wait, waits for it (wait.go, far.go).
+// it on a lock session and, if it may wait, takes its place in the key's
+// queue across coordinators (queue.go) and waits for it (wait.go, far.go).
 
 // acquire claims the key in-process, then on the server: one try on a lock
 // session, then, if allowed to wait, a server-side wait on a wait session. A
@@ -48,9 +49,19 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 			c.observeWait(time.Since(waitStart))
 		}
 	}()
+	// The wait's place in the key's queue across coordinators (queue.go).
+	q := queuePlace{arrived: monoNow(), off: l.unqueued}
+	defer func() { c.leaveQueue(q.tk) }()
 	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline)
 	if entry == nil {
 		return nil, c.stoppedOr(err)
+	}
+	if waited && time.Duration(monoNow()-q.arrived) > queueAfter {
+		// A wait that queued behind goroutines of this process for
+		// longer than queueAfter takes its ticket now, stamped with its
+		// arrival: waits of other members that came after it must not go
+		// first.
+		c.enqueue(ctx, &q, l.key, shared)
 	}
 	h := &hold{lock: l, key: l.key, shared: shared, entry: entry, lost: lost, gid: gid}
 	done := false
@@ -63,7 +74,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 	if err := c.register(ctx, l); err != nil {
 		return nil, c.stoppedOr(err)
 	}
-	if b.mode == blockNoWait || !c.busy.recent(l.key) {
+	if b.mode == blockNoWait || (q.tk == nil && !c.busy.recent(l.key)) {
 		ok, err := c.try(tryCtx, h)
 		if err != nil {
 			return nil, c.stoppedOr(err)
@@ -78,7 +89,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		}
 	}
 	waited = true
-	ok, err := c.wait(ctx, h, deadline)
+	ok, err := c.wait(ctx, h, deadline, &q)
 	if !ok {
 		return nil, c.stoppedOr(err)
 	}

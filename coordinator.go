@@ -95,6 +95,8 @@ type Coordinator struct {
 	// bg counts goroutines started for callers that may outlive the call;
 	// Stop waits for them (see background).
 	bg background
+	// queue counts this coordinator's wait tickets (queue.go).
+	queue queueState
 	// beatReq carries Heartbeat's requests to the heartbeat goroutine.
 	beatReq chan chan error
 }

@@ -300,6 +300,7 @@ func (c *Coordinator) reconnectOnce() error {
 		s.broken(err)
 		return err
 	}
+	c.restampQueue(ctx, s.conn)
 	c.lastBeat.Store(time.Now().UnixNano())
 	c.active.Store(true)
 	c.reconnMu.Lock()

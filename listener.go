@@ -127,6 +127,10 @@ func (n *notifier) listen(ctx context.Context, conn *pgx.Conn, t topic, on bool)
 		err = q.ListenLeader(ctx, conn)
 	case t == topicLeader:
 		err = q.UnlistenLeader(ctx, conn)
+	case t == topicQueue && on:
+		err = q.ListenQueue(ctx, conn)
+	case t == topicQueue:
+		err = q.UnlistenQueue(ctx, conn)
 	case on:
 		err = q.ListenGroup(ctx, conn)
 	default:

@@ -75,6 +75,9 @@ type Lock struct {
 	// leader: an election's lock, whose holds are also bound to the
 	// member's heartbeat (see beatlease.go).
 	leader bool
+	// unqueued: a semaphore's slot, whose waits take no ticket in the
+	// name's queue (the semaphore queues its waits itself).
+	unqueued bool
 
 	mu        sync.Mutex
 	acquiring bool
@@ -225,6 +228,10 @@ func (l *Lock) Token() int64 {
 // Waiting happens on the server (pg_advisory_lock, woken as soon as the
 // holder releases or its session dies), on a wait session that holds nothing
 // else: cancelling ctx closes that session and so costs no other hold.
+// Waits are served in arrival order across members, but for waits younger
+// than 100 ms and tries, which may go first (docs/waits.md); a wait that
+// lasts longer costs a ticket row and a few statements on the control
+// session.
 func (l *Lock) Acquire(ctx context.Context, b Blocking) (bool, error) {
 	return l.acquireMode(ctx, b, false)
 }

@@ -15,14 +15,16 @@ import (
 // part of the library that waits for a NOTIFY. A subscriber subscribes to a
 // topic and a key and gets a wake channel; the notifier LISTENs on a
 // topic's channel only while it has subscribers, and wakes every subscriber
-// of the key a notification names. It has three subscribers today:
+// of the key a notification names. It has four kinds of subscribers:
 //
 //   - waits beyond the session budget (topicFree, far.go): for each key
 //     they wait for, the listener also holds a shared lock on the key's
 //     wait marker, so that an unlock sends NOTIFY pgcoord_free only when
 //     someone waits (see the Unlock query);
 //   - election observers (topicLeader, Election.Observe);
-//   - group watchers (topicGroup, WatchGroup).
+//   - group watchers (topicGroup, WatchGroup);
+//   - waits queued behind earlier tickets for their key (topicQueue,
+//     queue.go).
 //
 // Notifications are a hint, never the truth: each subscriber reads (or
 // tries) the state itself when woken. So a notification may be lost at no
@@ -50,6 +52,9 @@ type notifier struct {
 	changed atomic.Bool
 	// kick wakes an idle listener (capacity 1).
 	kick chan struct{}
+	// queueUntil (monoNow) keeps LISTEN pgcoord_queue on for queueLinger
+	// after its last subscriber left; guarded by mu.
+	queueUntil int64
 
 	// The fields below belong to the listener goroutine.
 	// conn is the control connection on which listening and armed hold; a
@@ -63,6 +68,14 @@ type notifier struct {
 	done chan struct{}
 }
 
+// queueLinger is how long LISTEN pgcoord_queue stays on after the last
+// queued wait of this coordinator ended: under contention one wait follows
+// another, and a LISTEN and an UNLISTEN for each would cost two round trips
+// on the control session per wait. Meanwhile the session is sent the
+// queue notifications of other coordinators, which are few: a ticket
+// given back notifies only when others wait for its key.
+const queueLinger = 10 * time.Second
+
 // topic is a notification channel the library sends on; the payload is
 // always a key.
 type topic uint8
@@ -75,6 +88,9 @@ const (
 	topicLeader
 	// topicGroup: a group's membership changed; the key is the group's.
 	topicGroup
+	// topicQueue: a ticket of a key's wait queue was given back while
+	// others waited (see queue.go).
+	topicQueue
 	numTopics
 )
 
@@ -85,6 +101,8 @@ func (t topic) channel() string {
 		return "pgcoord_free"
 	case topicLeader:
 		return "pgcoord_leader"
+	case topicQueue:
+		return "pgcoord_queue"
 	default:
 		return "pgcoord_group"
 	}
@@ -145,6 +163,9 @@ func (n *notifier) unsubscribe(s *subscription) {
 			list = append(list[:i:i], list[i+1:]...)
 			break
 		}
+	}
+	if s.topic == topicQueue {
+		n.queueUntil = monoNow() + int64(queueLinger)
 	}
 	if len(list) == 0 {
 		delete(n.subs, s.subKey)
@@ -236,6 +257,7 @@ func (n *notifier) wanted() (topics [numTopics]bool, keys map[int64]bool, fresh 
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	keys = map[int64]bool{}
+	topics[topicQueue] = monoNow() < n.queueUntil
 	for k := range n.subs {
 		topics[k.topic] = true
 		if k.topic == topicFree {

@@ -32,6 +32,7 @@ func appRoleOn(t *testing.T, url, options string) string {
 		`GRANT SELECT, INSERT, UPDATE (last_used), DELETE ON pgcoord.locks TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.lock_since TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.long_waits TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.wait_queue TO ` + role,
 		`GRANT SELECT ON pgcoord.live_members, pgcoord.held_locks, pgcoord.schema_migrations TO ` + role,
 		`GRANT USAGE ON SEQUENCE pgcoord.fencing_token TO ` + role,
 		`GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer), pgcoord.next_token() TO ` + role,

@@ -2,12 +2,14 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -74,6 +76,12 @@ func pruneOn(ctx context.Context, q *db.Queries, conn db.DBTX, olderThan time.Du
 	}
 	if _, err = q.PruneLockSince(ctx, conn); err != nil {
 		return res, fmt.Errorf("pgcoord: pruning lock_since: %w", err)
+	}
+	// A role without rights on wait_queue has waits that are not queued
+	// across members (see queue.go), and so no tickets to prune.
+	var pgErr *pgconn.PgError
+	if _, err = q.PruneDeadTickets(ctx, conn); err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42501") {
+		return res, fmt.Errorf("pgcoord: pruning wait_queue: %w", err)
 	}
 	return res, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/petermattis/goid"
 
 	"github.com/pgcoord/pgcoord/db"
+	"github.com/pgcoord/pgcoord/internal/hash"
 )
 
 // SemaphoreLockPrefix starts the lock names of every semaphore's slots:
@@ -83,11 +84,18 @@ func (s *Semaphore) slotName(i int) string {
 	return SemaphoreLockPrefix + s.full + "/" + strconv.Itoa(s.limit) + "#" + strconv.Itoa(i)
 }
 
+// queueKey is the key of the semaphore's wait queue (queue.go): the hash
+// of its slots' common name, which no lock has.
+func (s *Semaphore) queueKey() int64 {
+	return hash.Key(SemaphoreLockPrefix + s.full + "/" + strconv.Itoa(s.limit))
+}
+
 // slot returns a Lock for slot i whose hold will close lost.
 func (s *Semaphore) slot(i int, lost chan struct{}) *Lock {
 	name := s.slotName(i)
 	l := s.c.newNamedLock(name, name, "semaphore name")
 	l.lost = lost
+	l.unqueued = true
 	return l
 }
 
@@ -100,7 +108,9 @@ func (s *Semaphore) slot(i int, lost chan struct{}) *Lock {
 // slot held by a waiter of the cycle) and was the youngest of it. A
 // waiting Acquire waits
 // on the server for one slot at a time (see the package doc, Sessions, for
-// what that costs), trying every slot again every 200 ms.
+// what that costs), trying every slot again every 200 ms; waits that last
+// longer than 100 ms are served in arrival order across members
+// (docs/waits.md).
 func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error) {
 	if s.err != nil {
 		return false, s.err
@@ -147,6 +157,12 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 		defer w.end()
 		defer func() { err = w.result(ctx, err) }()
 	}
+	// The semaphore's waits queue across members as a lock's do
+	// (queue.go), on a key of the semaphore's own: a wait that has lasted
+	// queueAfter takes a ticket and, until it is at the head, waits off
+	// the server instead of trying slots.
+	q := queuePlace{arrived: monoNow()}
+	defer func() { s.c.leaveQueue(q.tk) }()
 	start := rand.IntN(s.limit) // spread holders over the slots
 	for round := 0; ; round++ {
 		for k := range s.limit {
@@ -161,6 +177,15 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 		}
 		if b.mode == blockNoWait {
 			return false, nil
+		}
+		if q.tk == nil && time.Duration(monoNow()-q.arrived) >= queueAfter {
+			s.c.enqueue(ctx, &q, s.queueKey(), false)
+		}
+		if !q.head && q.tk != nil {
+			if ok, err := s.c.awaitTurn(ctx, &q, deadline); !ok {
+				return false, err
+			}
+			continue // at the head: every slot is tried again
 		}
 		wait := semaphoreRetry
 		if !deadline.IsZero() {

@@ -172,13 +172,46 @@ func (p *waitPool) all() []*session {
 // wait waits for h's key until granted (true), deadline passes (false,
 // nil) or ctx ends (false, ctx.Err()): on a wait session while the budget
 // has one, else beyond the budget (waitFar) until one frees up.
-func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bool, error) {
-	s, err := c.waits.tryGet()
+//
+// q is the wait's place in the key's queue across coordinators (queue.go):
+// a wait on a wait session takes its ticket when its first slice
+// (queueAfter) ends, a wait beyond the budget at once; a wait that is not at the head waits for its turn
+// off the server, its wait session given back.
+func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *queuePlace) (bool, error) {
+	var s *session
+	var err error
 	for {
+		if q.tk != nil && !q.head {
+			if ok, err := c.awaitTurn(ctx, q, deadline); !ok {
+				return false, err
+			}
+		}
+		if s == nil {
+			s, err = c.waits.tryGet()
+		}
 		if err != nil {
 			return false, err
 		}
 		if s == nil {
+			if q.tk == nil {
+				// Beyond the budget too, the first queueAfter of a
+				// wait costs no ticket (see queue.go).
+				first := time.Now().Add(queueAfter - time.Duration(monoNow()-q.arrived))
+				if deadline.IsZero() || first.Before(deadline) {
+					ok, moved, ferr := c.waitFar(ctx, h, first)
+					if ok || ferr != nil {
+						return ok, ferr
+					}
+					if moved {
+						s, err = c.waits.take()
+						continue
+					}
+				}
+				c.enqueue(ctx, q, h.key, h.shared)
+				if !q.head {
+					continue
+				}
+			}
 			ok, moved, ferr := c.waitFar(ctx, h, deadline)
 			if !moved {
 				return ok, ferr
@@ -186,7 +219,11 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bo
 			s, err = c.waits.take()
 			continue
 		}
-		ok, err := c.waitOn(ctx, s, h, deadline)
+		ok, err := c.waitOn(ctx, s, h, deadline, q)
+		if errors.Is(err, errNotMyTurn) {
+			s = nil // given back: the wait waits for its turn
+			continue
+		}
 		if !errors.Is(err, ErrTooManyConnections) || ctx.Err() != nil {
 			return ok, err
 		}
@@ -198,7 +235,7 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time) (bo
 }
 
 // waitOn waits on the server for h's key on the wait session s.
-func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline time.Time) (bool, error) {
+func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline time.Time, q *queuePlace) (bool, error) {
 	// The wait's start, for held_locks.since: pg_locks only knows the
 	// current slice's.
 	began := monoNow()
@@ -214,6 +251,9 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 	maxSlice := min(waitSlice, c.lease()/2)
 	for {
 		slice := maxSlice
+		if q.tk == nil {
+			slice = min(slice, queueAfter) // see queue.go
+		}
 		if !deadline.IsZero() {
 			left := time.Until(deadline)
 			if left <= 0 {
@@ -269,6 +309,15 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 		}
 		if h.token != 0 {
 			return true, nil
+		}
+		if q.tk == nil {
+			// The first slice ended: from here on the server's queue no
+			// longer keeps this wait's place (see queue.go).
+			c.enqueue(ctx, q, h.key, h.shared)
+			if !q.head {
+				c.waits.put(s, true)
+				return false, errNotMyTurn
+			}
 		}
 	}
 }

@@ -144,3 +144,12 @@ type PgcoordSemaphoreHolder struct {
 	Since      interface{}
 	BackendPid pgtype.Int4
 }
+
+type PgcoordWaitQueue struct {
+	Ticket     int64
+	Key        int64
+	Shared     bool
+	MemberID   string
+	BackendPid int32
+	Since      pgtype.Timestamptz
+}

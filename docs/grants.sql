@@ -30,11 +30,13 @@ GRANT USAGE ON SCHEMA pgcoord TO pgcoord_app;
 -- A coordinator: its member row, name registrations (UPDATE of last_used,
 -- DELETE for pruning: without DELETE, set Config.Retention to -1 and run
 -- `pgcoord prune` as another role), hold start times, deadlock detection,
+-- wait order across members (wait_queue),
 -- the fencing token sequence and the functions of a try and a wait.
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.members TO pgcoord_app;
 GRANT SELECT, INSERT, UPDATE (last_used), DELETE ON pgcoord.locks TO pgcoord_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.lock_since TO pgcoord_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.long_waits TO pgcoord_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.wait_queue TO pgcoord_app;
 GRANT SELECT ON pgcoord.live_members, pgcoord.held_locks, pgcoord.schema_migrations TO pgcoord_app;
 GRANT USAGE ON SEQUENCE pgcoord.fencing_token TO pgcoord_app;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer),

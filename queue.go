@@ -1,0 +1,194 @@
+package pgcoord
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// Wait order across coordinators (docs/waits.md). The server's own lock
+// queue is FIFO, but a wait leaves it at the end of every slice (see
+// waitSlice) and a wait beyond the budget is never in it, so on its own it
+// orders waits only for as long as none of them ends a slice. A wait that
+// has lasted queueAfter (on the server, beyond the budget, or behind
+// goroutines of its own process) therefore takes a ticket in
+// pgcoord.wait_queue (migration 101), stamped with when the wait began, and
+// waits its turn: it goes on to wait on the server, or to try, only once no
+// live ticket of another member from before its member's earliest ticket
+// for the key stands in its way (any, for an exclusive wait; an exclusive
+// one, for a shared wait). A member's own waits keep their order in the
+// process (localTable), so its claim holder stands at its earliest
+// waiter's place. Until its turn a wait costs no backend: it waits for the
+// NOTIFY a ticket given back sends (topicQueue), with a look every
+// queueRecheck for a ticket whose member died.
+//
+// The costs: an acquire granted at its first try, or within queueAfter of
+// waiting (a handoff under contention), takes no ticket, so those paths
+// are unchanged; a longer wait costs a ticket (one statement,
+// one row of an unlogged table) and its return (one more, with a NOTIFY
+// when others wait), and each look at the queue one statement. The slack:
+// a wait in its first queueAfter on the server is in the server's queue
+// without a ticket, and may be granted before older waits that wait off
+// the server for their turn (or, beyond the budget, win a race with them
+// for a free name); a NoWait try never queues and may take a free name, as
+// the server's own try-lock does.
+
+// queueAfter is how long a wait waits on the server before it takes a
+// ticket (its first slice): a handoff under contention takes far less, and
+// costs no ticket.
+const queueAfter = 100 * time.Millisecond
+
+// queueRecheck is how often a queued wait looks at the queue without being
+// notified: a ticket whose member died is given back by nobody (its
+// backend is gone, so it stands in no one's way from then on).
+const queueRecheck = time.Second
+
+// ticket is one wait's place in its key's queue.
+type ticket struct {
+	key    int64
+	id     int64
+	shared bool
+}
+
+// queuePlace is a wait's standing in its key's queue: no ticket yet, or a
+// ticket and whether it was at the head when last looked at (once at the
+// head, a ticket stays there: tickets taken later come after it).
+type queuePlace struct {
+	arrived int64 // monoNow() when the acquire began: the ticket's since
+	tk      *ticket
+	head    bool
+	// off: the wait takes no ticket (a semaphore's slot: the semaphore
+	// queues its waits itself, see Semaphore.Acquire).
+	off bool
+}
+
+// errNotMyTurn tells wait that waitOn gave its wait session back: the
+// wait's ticket is not at the head, and it waits for its turn off the
+// server.
+var errNotMyTurn = errors.New("pgcoord: not this wait's turn")
+
+// queueState counts a coordinator's tickets, so that a reconnect of the
+// control session stamps them anew only when there are some.
+type queueState struct {
+	n atomic.Int64
+}
+
+// enqueue takes a ticket for key into q, and records whether nothing
+// queued before it stands in its way. A ticket is only order: when the
+// control session cannot take one (it is reconnecting and ctx ends first,
+// say), the wait goes on without one, at the head, rather than fail a lock
+// for it.
+func (c *Coordinator) enqueue(ctx context.Context, q *queuePlace, key int64, shared bool) {
+	if q.off {
+		q.head = true
+		return
+	}
+	var row db.QueueEnterRow
+	err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		row, err = c.q.QueueEnter(ctx, conn, db.QueueEnterParams{
+			Key: key, Shared: shared, MemberID: c.memberID,
+			AgeUs: (monoNow() - q.arrived) / int64(time.Microsecond),
+		})
+		return err
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Debug("pgcoord: waiting out of queue order", "key", key, "err", err)
+		}
+		q.head = true
+		return
+	}
+	c.queue.n.Add(1)
+	q.tk, q.head = &ticket{key: key, id: row.Ticket, shared: shared}, row.Head
+}
+
+// awaitTurn waits until q's ticket is at the head of its key's queue
+// (true), the deadline passes (false, nil) or ctx ends (false, ctx.Err()).
+// A zero deadline means none.
+func (c *Coordinator) awaitTurn(ctx context.Context, q *queuePlace, deadline time.Time) (bool, error) {
+	t := q.tk
+	sub := c.notifier.subscribe(topicQueue, t.key)
+	defer c.notifier.unsubscribe(sub)
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		tm := time.NewTimer(time.Until(deadline))
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	recheck := time.NewTimer(queueRecheck)
+	defer recheck.Stop()
+	for {
+		// The subscription is woken once as soon as its LISTEN is in
+		// place: a ticket given back before then notified nobody here.
+		select {
+		case <-sub.wake:
+		case <-recheck.C:
+		case <-timeout:
+			return false, nil
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+		recheck.Reset(queueRecheck)
+		var head bool
+		err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			var err error
+			head, err = c.q.QueueHead(ctx, conn, db.QueueHeadParams{Key: t.key, Ticket: t.id, Shared: t.shared})
+			return err
+		})
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return false, ctxErr
+		}
+		if err != nil {
+			// Order is a courtesy, never a reason to fail a wait.
+			c.log.Debug("pgcoord: waiting out of queue order", "key", t.key, "err", err)
+			head = true
+		}
+		if head {
+			q.head = true
+			return true, nil
+		}
+	}
+}
+
+// leaveQueue gives t back in the background: the wait it ordered is over
+// (granted, timed out or given up), and its caller need not wait for the
+// round trip. Stop waits for it (see background).
+func (c *Coordinator) leaveQueue(t *ticket) {
+	if t == nil {
+		return
+	}
+	if !c.bg.start() {
+		return // stopping: the control session's end makes the ticket dead
+	}
+	go func() {
+		defer c.bg.done()
+		defer c.queue.n.Add(-1)
+		ctx, cancel := context.WithTimeout(c.runCtx, c.opTimeout())
+		defer cancel()
+		err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			return c.q.QueueLeave(ctx, conn, db.QueueLeaveParams{Key: t.key, Ticket: t.id})
+		})
+		if err != nil && c.runCtx.Err() == nil {
+			// Its backend's end, or the next ticket's, deletes it.
+			c.log.Debug("pgcoord: leaving a wait queue", "key", t.key, "err", err)
+		}
+	}()
+}
+
+// restampQueue makes the tickets of this member its new control backend's
+// after a reconnect (see wait_queue.backend_pid). conn is the new control
+// connection.
+func (c *Coordinator) restampQueue(ctx context.Context, conn *pgx.Conn) {
+	if c.queue.n.Load() == 0 {
+		return
+	}
+	if err := c.q.QueueRestamp(ctx, conn, c.memberID); err != nil {
+		c.log.Debug("pgcoord: stamping wait tickets", "err", err)
+	}
+}
