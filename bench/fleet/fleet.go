@@ -89,8 +89,8 @@ func fleetMain(args []string) error {
 	fmt.Printf("command: make fleet (bench/fleet run -procs %d -coords %d -goroutines %d -names %d -hold %v -duration %v -max-connections %d)\n",
 		*procs, *coords, *goroutines, *names, *hold, *duration, *maxConns)
 	fmt.Printf("server: max_connections=%d (3 reserved for superusers); every client connects as a plain role\n\n", *maxConns)
-	fmt.Println("| mode | backends (peak, all clients) | acquisitions/s | wait p50 | wait p99 | longest wait | acquire errors | app SELECT 1 connection errors |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| mode | backends (peak, all clients) | acquisitions/s | wait p50 | wait p99 | longest wait | longest / mean | acquire errors | app SELECT 1 connection errors |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, mode := range splitComma(*modes) {
 		r, err := runMode(ctx, base, appURL, childConf{
 			Mode: mode, Goroutines: *goroutines, Names: *names, Hold: *hold, Duration: *duration,
@@ -235,8 +235,20 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 	if starts > 0 {
 		label += fmt.Sprintf(" (%d coordinators failed to start)", starts)
 	}
-	row := fmt.Sprintf("| %s | %d | %.0f | %s | %s | %s | %d | %d of %d |", label, peak.Load(),
-		float64(acquired)/conf.Duration.Seconds(), pct(waits, 50), pct(waits, 99), pct(waits, 100),
+	// longest / mean: how far the unluckiest wait strays from the typical
+	// one, across every coordinator (issue 20's goal: at most 10).
+	spread := "-"
+	if len(waits) > 0 {
+		var sum time.Duration
+		for _, w := range waits {
+			sum += w
+		}
+		if mean := sum / time.Duration(len(waits)); mean > 0 {
+			spread = fmt.Sprintf("%.1f", float64(waits[len(waits)-1])/float64(mean))
+		}
+	}
+	row := fmt.Sprintf("| %s | %d | %.0f | %s | %s | %s | %s | %d | %d of %d |", label, peak.Load(),
+		float64(acquired)/conf.Duration.Seconds(), pct(waits, 50), pct(waits, 99), pct(waits, 100), spread,
 		acqErrs, probeErrs.Load(), probeErrs.Load()+probeOK.Load())
 	if first != "" {
 		fmt.Fprintf(os.Stderr, "%s: first acquire error: %s\n", conf.Mode, first)
