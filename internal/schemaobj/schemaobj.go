@@ -32,7 +32,7 @@ var Views = []View{
 
 // Tables and sequences the library reads and writes.
 var Tables = []string{"members", "locks", "fences", "lock_since", "elections", "semaphores",
-	"group_members", "long_waits", "wait_queue", "fencing_token"}
+	"group_members", "long_waits", "wait_queue", "wait_queue_ticket_seq", "fencing_token"}
 
 // Functions the library calls, with their argument types.
 var Functions = []string{
@@ -41,6 +41,7 @@ var Functions = []string{
 	"begin_term(text,bigint,text,text,bigint)", "proclaim(text,bigint,text)", "end_term(text,bigint)",
 	"semaphore_slot_key(text,integer,integer)", "xact_lock(bigint,boolean,integer)", "xact_fence(bigint)",
 	"queue_enter(bigint,boolean,text,bigint)", "queue_head(bigint,bigint,boolean)", "queue_leave(bigint,bigint)",
+	"queue_lock(bigint)",
 }
 
 // Missing returns what schema pgcoord lacks of Tables, Views (and their
