@@ -1,8 +1,13 @@
 package pgcoord
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -11,9 +16,9 @@ import (
 	"github.com/pgcoord/pgcoord/internal/schemaobj"
 )
 
-// surfaceRow is a row of a table in docs/surface.md: its first cell, a name
-// in backticks.
-var surfaceRow = regexp.MustCompile("^\\| `([^`]+)` \\|")
+// surfaceRow is a row of a table in docs/surface.md: its first cell, names
+// in backticks (several in one cell are separated by ", ").
+var surfaceRow = regexp.MustCompile("^\\| `([^|]+)` \\|")
 
 // surfaceTables reads docs/surface.md: for each heading, the names in the
 // first column of its table, in order.
@@ -60,4 +65,73 @@ func TestSQLSurfacePinned(t *testing.T) {
 		}
 	}
 	require.ElementsMatch(t, views, documented, "every view has its table in docs/surface.md, and only views")
+}
+
+// The log keys are pinned too: every key a log record of the package uses
+// (a string key, or slog.X("key", ...)) is in docs/surface.md's table, and
+// the table lists no key the code does not use.
+func TestLogKeysPinned(t *testing.T) {
+	t.Parallel()
+	used := map[string]bool{}
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("*.go")
+	require.NoError(t, err)
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		require.NoError(t, err)
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			sel, ok := call.Fun.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			switch sel.Sel.Name {
+			case "Info", "Warn", "Debug", "Error", "With":
+			default:
+				return true
+			}
+			recv, ok := sel.X.(*ast.SelectorExpr) // c.log.Info, cfg.Logger.With
+			if !ok || (recv.Sel.Name != "log" && recv.Sel.Name != "Logger") {
+				if id, ok := sel.X.(*ast.Ident); !ok || id.Name != "log" {
+					return true
+				}
+			}
+			args := call.Args
+			if sel.Sel.Name != "With" {
+				args = args[1:] // the message
+			}
+			for i := 0; i < len(args); i++ {
+				switch a := args[i].(type) {
+				case *ast.BasicLit: // "key", value
+					key, err := strconv.Unquote(a.Value)
+					require.NoError(t, err)
+					used[key] = true
+					i++
+				case *ast.CallExpr: // slog.String("key", value)
+					if lit, ok := a.Args[0].(*ast.BasicLit); ok {
+						key, err := strconv.Unquote(lit.Value)
+						require.NoError(t, err)
+						used[key] = true
+					}
+				}
+			}
+			return true
+		})
+	}
+	require.NotEmpty(t, used)
+	var documented []string
+	for _, cell := range surfaceTables(t, "docs/surface.md")["Log keys"] {
+		documented = append(documented, strings.Split(cell, "`, `")...)
+	}
+	var keys []string
+	for k := range used {
+		keys = append(keys, k)
+	}
+	require.ElementsMatch(t, keys, documented, "the log keys the code uses and docs/surface.md's")
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// surfaceRow is a row of a table in docs/surface.md: its first cell, a name
-// in backticks.
-var surfaceRow = regexp.MustCompile("^\\| `([^`]+)` \\|")
+// surfaceRow is a row of a table in docs/surface.md: its first cell, names
+// in backticks (several in one cell are separated by ", ").
+var surfaceRow = regexp.MustCompile("^\\| `([^|]+)` \\|")
 
 // surfaceTables reads docs/surface.md: for each heading, the names in the
 // first column of its table, in order.
