@@ -103,9 +103,13 @@ func (b *backend) open(ctx context.Context) error {
 	// One round trip says which backend and which server this is (and
 	// bounds the session); a standby, or a server other than the control
 	// session's, is refused.
+	sent := monoNow()
 	row, err := b.prepare(ctx, conn)
 	if err == nil {
 		err = c.checkServer(b.kind, conn, row)
+		if err != nil && c.controlBehind(b.kind, row) {
+			err = c.awaitControl(ctx, b.kind, conn, row)
+		}
 	}
 	if err == nil && b.kind == sessionControl {
 		err = c.prepareControl(ctx, conn)
@@ -134,7 +138,9 @@ func (b *backend) open(ctx context.Context) error {
 	b.gonePID = 0
 	b.backendPID = pid
 	b.conn = conn
-	b.heardAt(monoNow())
+	// The lease runs from the preparing statement's send, the last one
+	// before any wait for the control session (awaitControl).
+	b.heardAt(sent)
 	c.mu.Lock()
 	gen := b.gen.Add(1)
 	c.mu.Unlock()

@@ -264,10 +264,14 @@
 // hold: each is reported lost. The control session reconnects, with its
 // backoff, to whichever host is the primary now, and takes that server's
 // identity; every other session follows it (one still on another server is
-// closed, its holds lost, and dials again). A promoted standby writes on a
-// new timeline, and every fencing token is taken at or above that
-// timeline's floor (timeline << 48, see pgcoord.next_token): tokens the old
-// primary issued that never reached the standby are never issued again.
+// closed, its holds lost, and dials again). A session that reaches the new
+// primary first (a later timeline of the control session's cluster) moves
+// the control session there at once and waits for it, instead of being
+// refused until the heartbeat notices the old primary is gone. A promoted
+// standby writes on a new timeline, and every fencing token is taken at or
+// above that timeline's floor (timeline << 48, see pgcoord.next_token):
+// tokens the old primary issued that never reached the standby are never
+// issued again.
 //
 // # Transaction locks and hostile platforms
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -106,4 +107,65 @@ func (s *session) onControlServer() bool {
 	}
 	want := s.c.identity.Load()
 	return want != nil && s.identity == *want
+}
+
+// controlBehind reports whether a session other than the control session
+// reached a primary of the control session's cluster on a later timeline
+// than the control session's: a failover happened, and the control
+// session is on the old primary, dead or demoted, whether or not it has
+// noticed yet (its heartbeat finds out at the next beat).
+func (c *Coordinator) controlBehind(kind sessionKind, f sessionFound) bool {
+	want := c.identity.Load()
+	return kind != sessionControl && !f.inRecovery && want != nil &&
+		f.identity.systemID == want.systemID && f.identity.timeline > want.timeline
+}
+
+// awaitControl is for a session that found the new primary before the
+// control session did (controlBehind): instead of refusing the connection,
+// and having the caller dial again and be refused again until the control
+// session has reconnected, it moves the control session there at once (a
+// beat now, which finds a connection to the old primary broken and starts
+// the reconnect; a reconnect under way asked to try now, and again every
+// reconnectKickEvery) and keeps the connection until the control session
+// is on the same server, then accepts it (checkServer again). It gives up,
+// with checkServer's refusal, when ctx or opTimeout ends, when the control
+// session lands elsewhere, or when a beat after the ask finds the control
+// session sound where it is (two primaries: no client can tell which is
+// right, and the control session's stays the one pgcoord follows).
+//
+// After a failover this saves the first Acquire a dial and the
+// preparing round trip once the control session is back, and spares the
+// new primary a connection per retry meanwhile.
+func (c *Coordinator) awaitControl(ctx context.Context, kind sessionKind, conn *pgx.Conn, f sessionFound) error {
+	bound := time.NewTimer(c.opTimeout())
+	defer bound.Stop()
+	// A beat is bounded by one interval; one asked now has run by then.
+	settled := time.Now().Add(2 * c.cfg.HeartbeatInterval)
+	c.beatSoon()
+	c.reconnectNow()
+	for {
+		c.reconnMu.Lock()
+		reconnected := c.reconnected
+		c.reconnMu.Unlock()
+		err := c.checkServer(kind, conn, f)
+		if err == nil || !c.controlBehind(kind, f) {
+			return err
+		}
+		if c.active.Load() && time.Now().After(settled) {
+			return err // the control session is sound on the old timeline
+		}
+		kick := time.NewTimer(reconnectKickEvery)
+		select {
+		case <-reconnected:
+		case <-kick.C:
+			c.reconnectSoon()
+		case <-bound.C:
+			return err
+		case <-ctx.Done():
+			return err
+		case <-c.runCtx.Done():
+			return err
+		}
+		kick.Stop()
+	}
 }
