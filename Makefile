@@ -51,8 +51,8 @@ chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected
 .PHONY: ha
 ha: ## Run pgcoord against real HA stacks (etcd, PostgreSQL 15 under Patroni, HAProxy; scripts/install-ha.sh installs them): per case, fault-to-first-acquire times and overlaps found (HA_LOG keeps the full output).
 	scripts/install-ha.sh
-	@log=$${HA_LOG:-/tmp/pgcoord-ha.log}; echo "full output: $$log"; \
-	PGCOORD_HA=1 $(GO) test -race -count=1 -p 1 -timeout 40m -v ./internal/hastack/ $(HA_PACKAGES) >$$log 2>&1; rc=$$?; \
+	@log=$${HA_LOG:-/tmp/pgcoord-ha.log}; logs=$${HA_LOGS:-/tmp/pgcoord-ha-logs}; echo "full output: $$log; the stacks' logs: $$logs"; \
+	PGCOORD_HA=1 PGCOORD_HA_LOGS=$$logs $(GO) test -race -count=1 -p 1 -timeout 40m -v ./internal/hastack/ $(HA_PACKAGES) >$$log 2>&1; rc=$$?; \
 	grep -E '^(ha:|--- |ok|FAIL|PASS|panic)' $$log; \
 	if [ $$rc -ne 0 ]; then echo "make ha failed (rc=$$rc); the end of $$log:"; tail -n 80 $$log; fi; exit $$rc
 

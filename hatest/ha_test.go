@@ -278,7 +278,9 @@ func (h *ha) rejoin(t *testing.T) {
 	require.NotNil(t, h.killed, "rejoin follows failover")
 	began := time.Now()
 	require.NoError(t, h.killed.StartPatroni())
-	require.NoError(t, h.st.WaitReplicas(ctx(t)))
+	// Its Patroni log (PostgreSQL's lines too) says why when it does not
+	// come back; make ha also keeps the whole log (hastack.LogsEnv).
+	require.NoError(t, h.st.WaitReplicas(ctx(t)), "%s's Patroni log ends:\n%s", h.killed.Name(), h.killed.PatroniLog(40))
 	require.Equal(t, "replica", h.killed.Role(ctx(t)))
 	rewound := strings.Contains(h.killed.PatroniLog(1000), "running pg_rewind")
 	report(t, "%s rejoin: %s back as a replica %v after its Patroni started (pg_rewind run: %t)", h.ttl, h.killed.Name(), time.Since(began).Round(time.Millisecond), rewound)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,20 +32,33 @@ func (h recHandler) Handle(_ context.Context, rec slog.Record) error {
 func (h recHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h recHandler) WithGroup(string) slog.Handler      { return h }
 
+// note adds a record of the test's own (an acquire's refusal, say) to the
+// coordinator's, so that the timeline shows both.
+func (r *logRecorder) note(at time.Time, msg string, attrs ...slog.Attr) {
+	rec := slog.NewRecord(at, slog.LevelInfo, "test: "+msg, 0)
+	rec.AddAttrs(attrs...)
+	r.mu.Lock()
+	r.recs = append(r.recs, rec)
+	r.mu.Unlock()
+}
+
 // around describes the records from from to to, times relative to zero.
 func (r *logRecorder) around(from, to, zero time.Time) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	recs := slices.Clone(r.recs)
+	// The test's notes are stamped when their acquire began.
+	slices.SortStableFunc(recs, func(a, b slog.Record) int { return a.Time.Compare(b.Time) })
 	var out []string
-	for _, rec := range r.recs {
+	for _, rec := range recs {
 		if rec.Time.Before(from) || rec.Time.After(to) {
 			continue
 		}
 		var attrs []string
 		rec.Attrs(func(a slog.Attr) bool {
 			v := a.Value.String()
-			if len(v) > 160 {
-				v = v[:160] + "..."
+			if len(v) > 320 {
+				v = v[:320] + "..."
 			}
 			attrs = append(attrs, a.Key+"="+v)
 			return true

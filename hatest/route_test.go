@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,7 +131,15 @@ func (r *route) watchLosses(ctx context.Context, wg *sync.WaitGroup) {
 func (r *route) acquireFirst(ctx context.Context) {
 	l := r.measure.GetLock("first-" + r.name)
 	timeline := r.held[0].token >> 48
+	// Refusals go into the coordinator's log timeline (see check), one
+	// record per run of the same error: when each began, how long it
+	// took to be refused, and how many followed.
+	var run struct {
+		text   string
+		repeat int
+	}
 	for ctx.Err() == nil {
+		began := time.Now()
 		ok, err := l.Acquire(ctx, pgcoord.NoWait)
 		if ok {
 			now, tok := time.Now(), l.Token()
@@ -137,6 +147,8 @@ func (r *route) acquireFirst(ctx context.Context) {
 			if r.firstAny.IsZero() {
 				r.firstAny = now
 			}
+			r.log.note(now, "acquired", slog.Int64("timeline", tok>>48), slog.Duration("took", now.Sub(began)), slog.Int("after_refusals_like_the_last", run.repeat))
+			run.text, run.repeat = "", 0
 			if tok>>48 > timeline {
 				r.first, r.firstToken = now, tok
 				return
@@ -152,9 +164,24 @@ func (r *route) acquireFirst(ctx context.Context) {
 		}
 		r.refusals++
 		r.lastRefusal = err
+		if text := refusalKind(err); text != run.text {
+			r.log.note(began, "acquire refused", slog.Duration("took", time.Since(began)), slog.Int("after_refusals_like_the_last", run.repeat), slog.String("err", strings.Join(strings.Fields(err.Error()), " ")))
+			run.text, run.repeat = text, 0
+		} else {
+			run.repeat++
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// refusalKind is an error's text without its addresses, ports and pids
+// (they vary from one refusal to the next), on one line.
+func refusalKind(err error) string {
+	text := strings.Join(strings.Fields(err.Error()), " ")
+	return digits.ReplaceAllString(text, "N")
+}
+
+var digits = regexp.MustCompile(`[0-9]+`)
 
 // work runs the route's workload until ctx ends: each worker takes one of
 // the contended names (NoWait or a short timeout), holds it briefly (now

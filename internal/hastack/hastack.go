@@ -282,6 +282,11 @@ func (s *Stack) Close() error {
 		if err := killAll(pidsUnder(s.dir), 10*time.Second); err != nil {
 			errs = append(errs, err)
 		}
+		if dst, err := s.keepLogs(); err != nil {
+			errs = append(errs, err)
+		} else if dst != "" {
+			s.opts.Logf("hastack: the stack's logs are kept in %s", dst)
+		}
 		_ = s.reaperW.Close()
 		select {
 		case <-s.reaper.done:
