@@ -34,7 +34,7 @@ for v in "${versions[@]}"; do
   else
     bindir=$(scripts/install-pg-versions.sh --dir "$v")
   fi
-  server=$("$bindir/postgres" --version | awk '{print $NF}')
+  server=$("$bindir/postgres" --version | awk '{print $3}')
   log=$logdir/pg$v.log
   echo "== PostgreSQL $server ($bindir): log in $log"
   began=$SECONDS
