@@ -91,14 +91,28 @@ func (s *Stack) startHAProxy() error {
 	return err
 }
 
-// waitHAProxy waits until a connection through HAProxy reaches the leader.
+// waitHAProxy waits until HAProxy routes to the leader alone. HAProxy 2.6
+// starts with every server up, and marks one down only after fall (2)
+// failed checks: until then it sends connections to the replica too
+// (round robin), and one connection that reaches the leader proves
+// nothing (make ha's first run on a quiet machine migrated through HAProxy
+// onto the replica: "is a hot standby"). So it waits for the checks to
+// have run fall + 1 times, then for as many connections in a row as there
+// are nodes, twice over, each reaching a primary.
 func (s *Stack) waitHAProxy(ctx context.Context) error {
 	addr := net.JoinHostPort(host, strconv.Itoa(s.haPort))
+	checked := time.Now().Add(3 * s.opts.CheckInterval)
+	inRow := 0
 	for {
 		if s.haproxy.exited() {
 			return fmt.Errorf("hastack: haproxy exited; log:\n%s", tailFile(filepath.Join(s.dir, "haproxy.log"), 30))
 		}
-		if ok, _ := isPrimaryAt(ctx, addr); ok {
+		if ok, _ := isPrimaryAt(ctx, addr); ok && time.Now().After(checked) {
+			inRow++
+		} else {
+			inRow = 0
+		}
+		if inRow >= 2*len(s.nodes) {
 			return nil
 		}
 		select {
