@@ -90,11 +90,7 @@ func TestBatchStatementFailure(t *testing.T) {
 	for g := range 16 {
 		wg.Go(func() {
 			var mine []*Lock
-			// 16 × 200 names: 16 × 60 filled the lock table (sized by
-			// max_locks_per_transaction times the backends a server
-			// allows) up to PostgreSQL 17, not on 18, which allows for
-			// more backends (autovacuum_worker_slots, io workers).
-			for i := range 200 {
+			for i := range 60 {
 				l := c.GetLock(fmt.Sprintf("fill-%d-%d", g, i))
 				ok, err := l.Acquire(ctx(t), NoWait)
 				switch {
