@@ -288,6 +288,7 @@ func (c *Coordinator) longWaitParams(waits []*waitWatch) db.CheckLongWaitsParams
 	type held struct {
 		key    int64
 		shared bool
+		pid    int32 // the backend that holds it (see CheckLongWaits)
 	}
 	byG := map[int64][]held{}
 	sessions := append(append([]*session(nil), c.lockSs...), c.waits.all()...)
@@ -295,24 +296,20 @@ func (c *Coordinator) longWaitParams(waits []*waitWatch) db.CheckLongWaitsParams
 	for _, s := range sessions {
 		for h := range s.holds {
 			if !h.ended {
-				byG[h.gid] = append(byG[h.gid], held{h.key, h.shared})
+				byG[h.gid] = append(byG[h.gid], held{h.key, h.shared, h.pid})
 			}
 		}
 	}
 	c.mu.Unlock()
 	now := monoNow()
 	for _, w := range waits {
-		keys := map[int64]bool{} // key -> shared only
+		// One element per hold: the server keeps those it still has.
 		for _, g := range actorGoroutines(w.gid, all) {
 			for _, h := range byG[g] {
-				if sh, ok := keys[h.key]; !ok || sh {
-					keys[h.key] = h.shared
-				}
+				p.HeldKeys = append(p.HeldKeys, h.key)
+				p.HeldShared = append(p.HeldShared, h.shared)
+				p.HeldPids = append(p.HeldPids, h.pid)
 			}
-		}
-		for k, sh := range keys {
-			p.HeldKeys = append(p.HeldKeys, k)
-			p.HeldShared = append(p.HeldShared, sh)
 		}
 		name, forKeys := w.what()
 		p.WaitIds = append(p.WaitIds, w.id)

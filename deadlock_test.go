@@ -483,3 +483,36 @@ func BenchmarkWaitWatchBefore(b *testing.B) {
 		cancel()
 	}
 }
+
+// TestDeadlockIgnoresHoldsTheServerFreed: a goroutine holds x, its session
+// is ended by the server (the lock is free there, the coordinator has not
+// noticed yet), and it starts a goroutine to take x with another Lock and
+// waits for it. Until the loss is noticed the second goroutine waits behind
+// the first's claim in the process; that wait is long, not a deadlock: the
+// hold it waits for no longer exists on the server. (A false ErrDeadlock
+// of TestFencedWrites under load, seen twice.)
+func TestDeadlockIgnoresHoldsTheServerFreed(t *testing.T) {
+	t.Parallel()
+	// A slow heartbeat: the loss is noticed seconds after the kill.
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.HeartbeatInterval = 4 * time.Second })
+	first := c.GetLock("freed")
+	mustAcquire(t, first, NoWait)
+	_, err := testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, heldBy(t, first.Key()))
+	require.NoError(t, err)
+	got := make(chan error, 1)
+	go func() {
+		ok, err := c.GetLock("freed").Acquire(ctx(t), Timeout(20*time.Second))
+		if err == nil && !ok {
+			err = errors.New("Timeout passed")
+		}
+		got <- err
+	}()
+	// This goroutine blocks in a select while the other waits: its holds
+	// count as the waiter's (see actorGoroutines).
+	select {
+	case err := <-got:
+		require.NoError(t, err, "a wait for a hold the server freed is no deadlock")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the wait never ended")
+	}
+}

@@ -28,22 +28,40 @@ WITH input AS (
            ($6::bigint[])[n.for_lo + 1 : n.for_hi] AS waits_for,
            ($7::boolean[])[n.i] AS shared,
            ($8::bigint[])[n.i] AS age_ms,
-           coalesce(($9::bigint[])[n.held_lo + 1 : n.held_hi], '{}') AS held_keys,
-           coalesce(($10::boolean[])[n.held_lo + 1 : n.held_hi], '{}') AS held_shared
+           h.held_keys, h.held_shared
     FROM input n
+    -- A hold counts only while the server has it: its backend (held_pids)
+    -- holds the key's advisory lock. A hold whose session the server ended,
+    -- which the member has not noticed yet, blocks nobody; counted, it
+    -- made a member wait "for itself" (see
+    -- TestDeadlockIgnoresHoldsTheServerFreed).
+    CROSS JOIN LATERAL (
+        SELECT coalesce(array_agg(x.k ORDER BY x.o), '{}') AS held_keys,
+               coalesce(array_agg(x.sh ORDER BY x.o), '{}') AS held_shared
+        FROM (SELECT i AS o,
+                     ($9::bigint[])[i] AS k,
+                     ($10::boolean[])[i] AS sh,
+                     ($11::integer[])[i] AS pid
+              FROM generate_series(n.held_lo + 1, coalesce(n.held_hi, 0)) AS i) x
+        WHERE EXISTS (
+            SELECT 1 FROM pg_catalog.pg_locks l
+            WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.pid = x.pid
+              AND l.classid::bigint = ((x.k >> 32) & 4294967295)
+              AND l.objid::bigint = (x.k & 4294967295))
+    ) h
 ), gone AS (
     -- SKIP LOCKED: two members sweeping the same dead rows never wait for
     -- each other.
     DELETE FROM pgcoord.long_waits l
     WHERE (l.member_id, l.wait_id) IN (
         SELECT o.member_id, o.wait_id FROM pgcoord.long_waits o
-        WHERE (o.member_id = $11::text AND o.wait_id NOT IN (SELECT m.wait_id FROM mine m))
+        WHERE (o.member_id = $12::text AND o.wait_id NOT IN (SELECT m.wait_id FROM mine m))
            OR o.updated_at < now() - interval '1 minute'
         FOR UPDATE SKIP LOCKED)
 ), put AS (
     INSERT INTO pgcoord.long_waits AS l
         (member_id, wait_id, goroutine, name, waits_for, shared, since, held_keys, held_shared, updated_at)
-    SELECT $11::text, m.wait_id, m.goroutine, m.name, m.waits_for, m.shared,
+    SELECT $12::text, m.wait_id, m.goroutine, m.name, m.waits_for, m.shared,
            now() - m.age_ms * interval '1 millisecond', m.held_keys, m.held_shared, now()
     FROM mine m
     ON CONFLICT (member_id, wait_id) DO UPDATE
@@ -55,7 +73,7 @@ FROM put p
 UNION ALL
 SELECT l.member_id, l.wait_id, l.goroutine, l.name, l.waits_for, l.shared, l.since, l.held_keys, l.held_shared
 FROM pgcoord.long_waits l
-WHERE l.member_id <> $11::text AND l.updated_at > now() - interval '3 seconds'
+WHERE l.member_id <> $12::text AND l.updated_at > now() - interval '3 seconds'
 `
 
 type CheckLongWaitsParams struct {
@@ -69,6 +87,7 @@ type CheckLongWaitsParams struct {
 	AgeMs      []int64
 	HeldKeys   []int64
 	HeldShared []bool
+	HeldPids   []int32
 	MemberID   string
 }
 
@@ -101,6 +120,7 @@ func (q *Queries) CheckLongWaits(ctx context.Context, db DBTX, arg CheckLongWait
 		arg.AgeMs,
 		arg.HeldKeys,
 		arg.HeldShared,
+		arg.HeldPids,
 		arg.MemberID,
 	)
 	if err != nil {

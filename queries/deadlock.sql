@@ -20,9 +20,27 @@ WITH input AS (
            (sqlc.arg(for_keys)::bigint[])[n.for_lo + 1 : n.for_hi] AS waits_for,
            (sqlc.arg(shared)::boolean[])[n.i] AS shared,
            (sqlc.arg(age_ms)::bigint[])[n.i] AS age_ms,
-           coalesce((sqlc.arg(held_keys)::bigint[])[n.held_lo + 1 : n.held_hi], '{}') AS held_keys,
-           coalesce((sqlc.arg(held_shared)::boolean[])[n.held_lo + 1 : n.held_hi], '{}') AS held_shared
+           h.held_keys, h.held_shared
     FROM input n
+    -- A hold counts only while the server has it: its backend (held_pids)
+    -- holds the key's advisory lock. A hold whose session the server ended,
+    -- which the member has not noticed yet, blocks nobody; counted, it
+    -- made a member wait "for itself" (see
+    -- TestDeadlockIgnoresHoldsTheServerFreed).
+    CROSS JOIN LATERAL (
+        SELECT coalesce(array_agg(x.k ORDER BY x.o), '{}') AS held_keys,
+               coalesce(array_agg(x.sh ORDER BY x.o), '{}') AS held_shared
+        FROM (SELECT i AS o,
+                     (sqlc.arg(held_keys)::bigint[])[i] AS k,
+                     (sqlc.arg(held_shared)::boolean[])[i] AS sh,
+                     (sqlc.arg(held_pids)::integer[])[i] AS pid
+              FROM generate_series(n.held_lo + 1, coalesce(n.held_hi, 0)) AS i) x
+        WHERE EXISTS (
+            SELECT 1 FROM pg_catalog.pg_locks l
+            WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted AND l.pid = x.pid
+              AND l.classid::bigint = ((x.k >> 32) & 4294967295)
+              AND l.objid::bigint = (x.k & 4294967295))
+    ) h
 ), gone AS (
     -- SKIP LOCKED: two members sweeping the same dead rows never wait for
     -- each other.
