@@ -34,11 +34,15 @@ type PruneResult struct {
 	// Names is the number of lock-name registrations deleted: not used for
 	// longer than the retention, and not held or waited for now.
 	Names int64
+	// GroupMembers is the number of group memberships deleted: those of
+	// members whose row is gone (pruned now or before).
+	GroupMembers int64
 }
 
 // Prune deletes, for every prefix, the rows of members stopped or silent
-// for longer than olderThan, and the registrations in pgcoord.locks of names
-// nobody has used for that long and nobody holds or waits for. A running
+// for longer than olderThan (and their group memberships), and the
+// registrations in pgcoord.locks of names nobody has used for that long and
+// nobody holds or waits for. A running
 // member's row and a name in use are never deleted, and a name pruned while
 // a coordinator registers it is registered again, so collision detection
 // holds for every name in use. olderThan must be at least MinRetention. The
@@ -74,13 +78,17 @@ func pruneOn(ctx context.Context, q *db.Queries, conn db.DBTX, olderThan time.Du
 	if res.Names, err = q.PruneLockNames(ctx, conn, olderThan.Seconds()); err != nil {
 		return res, fmt.Errorf("pgcoord: pruning lock names: %w", err)
 	}
+	// A role granted nothing on group_members (it uses no groups) has no
+	// memberships to prune.
+	if res.GroupMembers, err = q.PruneGroupMembers(ctx, conn); err != nil && !insufficientPrivilege(err) {
+		return res, fmt.Errorf("pgcoord: pruning group memberships: %w", err)
+	}
 	if _, err = q.PruneLockSince(ctx, conn); err != nil {
 		return res, fmt.Errorf("pgcoord: pruning lock_since: %w", err)
 	}
 	// A role without rights on wait_queue has waits that are not queued
 	// across members (see queue.go), and so no tickets to prune.
-	var pgErr *pgconn.PgError
-	if _, err = q.PruneDeadTickets(ctx, conn); err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42501") {
+	if _, err = q.PruneDeadTickets(ctx, conn); err != nil && !insufficientPrivilege(err) {
 		return res, fmt.Errorf("pgcoord: pruning wait_queue: %w", err)
 	}
 	return res, nil
@@ -117,10 +125,16 @@ func (c *Coordinator) pruneLoop() {
 		switch {
 		case err != nil && c.runCtx.Err() == nil:
 			c.log.Warn("pgcoord: pruning failed", "err", err)
-		case res.Members > 0 || res.Names > 0:
+		case res.Members > 0 || res.Names > 0 || res.GroupMembers > 0:
 			c.log.Info("pgcoord: pruned", slog.Int64("members", res.Members), slog.Int64("names", res.Names),
-				slog.Duration("retention", c.cfg.Retention))
+				slog.Int64("group_members", res.GroupMembers), slog.Duration("retention", c.cfg.Retention))
 		}
 		t.Reset(every)
 	}
+}
+
+// insufficientPrivilege reports SQLSTATE 42501: the role lacks a grant.
+func insufficientPrivilege(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
 }

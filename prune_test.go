@@ -186,3 +186,33 @@ func TestPruneRacesRegister(t *testing.T) {
 	t.Logf("%d rounds, %d names pruned and registered again", rounds, pruned.Load())
 	require.Positive(t, pruned.Load())
 }
+
+// Prune deletes the group memberships of members whose row it deleted (or
+// that were gone already), and keeps those of members whose row stays.
+func TestPruneGroupMembers(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	conn := connect(t, dbURL)
+	prefix := testPrefix(t)
+	mk := func(agent string) *Coordinator {
+		return newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1 })
+	}
+	running, gone := mk("running"), mk("gone")
+	for _, c := range []*Coordinator{running, gone} {
+		require.NoError(t, c.JoinGroup(ctx(t), "workers", nil))
+	}
+	require.NoError(t, gone.Stop(ctx(t)))
+	backdate(t, conn, `UPDATE pgcoord.members SET stopped_at = now() - interval '2 hours' WHERE member_id = $1`, gone.MemberID())
+	memberships := func(member string) (n int) {
+		require.NoError(t, conn.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.group_members WHERE member_id = $1`, member).Scan(&n))
+		return n
+	}
+	require.Equal(t, 1, memberships(gone.MemberID()), "a stopped member's membership stays until its row goes")
+	res, err := running.Prune(ctx(t), time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.Members)
+	require.Equal(t, int64(1), res.GroupMembers)
+	require.Zero(t, memberships(gone.MemberID()))
+	require.Equal(t, 1, memberships(running.MemberID()))
+}

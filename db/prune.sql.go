@@ -9,6 +9,23 @@ import (
 	"context"
 )
 
+const PruneGroupMembers = `-- name: PruneGroupMembers :execrows
+DELETE FROM pgcoord.group_members g
+WHERE NOT EXISTS (SELECT 1 FROM pgcoord.members m WHERE m.member_id = g.member_id)
+`
+
+// Deletes the group memberships of members whose row is gone (pruned:
+// stopped or silent for longer than the retention). A running member's
+// row is never pruned, so its memberships stay; live_group_members never
+// showed these rows anyway.
+func (q *Queries) PruneGroupMembers(ctx context.Context, db DBTX) (int64, error) {
+	result, err := db.Exec(ctx, PruneGroupMembers)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const PruneLockNames = `-- name: PruneLockNames :execrows
 DELETE FROM pgcoord.locks r
 WHERE r.last_used < now() - make_interval(secs => $1::float8)

@@ -28,3 +28,11 @@ WHERE r.last_used < now() - make_interval(secs => sqlc.arg(retention_seconds)::f
         AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
         AND l.classid::bigint = ((r.key >> 32) & 4294967295)
         AND l.objid::bigint = (r.key & 4294967295));
+
+-- name: PruneGroupMembers :execrows
+-- Deletes the group memberships of members whose row is gone (pruned:
+-- stopped or silent for longer than the retention). A running member's
+-- row is never pruned, so its memberships stay; live_group_members never
+-- showed these rows anyway.
+DELETE FROM pgcoord.group_members g
+WHERE NOT EXISTS (SELECT 1 FROM pgcoord.members m WHERE m.member_id = g.member_id);

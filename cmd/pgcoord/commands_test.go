@@ -85,11 +85,11 @@ func TestPrune(t *testing.T) {
 
 	r = runCLI(t, "prune", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, "pruned 0 member rows and 0 lock names unused for 24h\n", r.stdout, "3 hours is within 24h")
+	require.Equal(t, "pruned 0 member rows, 0 group memberships and 0 lock names unused for 24h\n", r.stdout, "3 hours is within 24h")
 	r = runCLI(t, "prune", "--older-than", "2h", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, "pruned 1 member rows and 1 lock names unused for 2h\n", r.stdout)
+	require.Equal(t, "pruned 1 member rows, 0 group memberships and 1 lock names unused for 2h\n", r.stdout)
 	r = runCLI(t, "prune", "--older-than", "90m", "--json", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.JSONEq(t, `{"members": 0, "names": 0, "older_than_seconds": 5400}`, r.stdout)
+	require.JSONEq(t, `{"members": 0, "names": 0, "group_members": 0, "older_than_seconds": 5400}`, r.stdout)
 }

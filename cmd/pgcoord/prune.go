@@ -45,10 +45,10 @@ func cmdPrune(a *app, args []string) int {
 		return a.fail(err)
 	}
 	if asJSON {
-		err = writeJSON(a.stdout, pruneJSON{res.Members, res.Names, olderThan.Seconds()})
+		err = writeJSON(a.stdout, pruneJSON{res.Members, res.Names, res.GroupMembers, olderThan.Seconds()})
 	} else {
-		_, err = fmt.Fprintf(a.stdout, "pruned %d member rows and %d lock names unused for %v\n",
-			res.Members, res.Names, fmtRetention(*olderThan))
+		_, err = fmt.Fprintf(a.stdout, "pruned %d member rows, %d group memberships and %d lock names unused for %v\n",
+			res.Members, res.GroupMembers, res.Names, fmtRetention(*olderThan))
 	}
 	if err != nil {
 		return a.fail(err)
@@ -72,5 +72,6 @@ func fmtRetention(d time.Duration) string {
 type pruneJSON struct {
 	Members          int64   `json:"members"`
 	Names            int64   `json:"names"`
+	GroupMembers     int64   `json:"group_members"`
 	OlderThanSeconds float64 `json:"older_than_seconds"`
 }
