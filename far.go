@@ -44,12 +44,8 @@ func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time) 
 	// intent.
 	var intent writerIntent
 	defer c.dropIntent(h, &intent)
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
-		timeout = t.C
-	}
+	timeout, stop := deadlineTimer(deadline)
+	defer stop()
 	for {
 		// No try first: the listener checks a key as soon as its marker
 		// is taken, and wakes the wait if the lock is free by then.

@@ -97,12 +97,8 @@ func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, 
 	slot.queue = append(slot.queue, w)
 	t.mu.Unlock()
 
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		timer := time.NewTimer(time.Until(deadline))
-		defer timer.Stop()
-		timeout = timer.C
-	}
+	timeout, stop := deadlineTimer(deadline)
+	defer stop()
 	select {
 	case e := <-w.grant:
 		return e, true, nil
@@ -162,4 +158,15 @@ func (t *localTable) handOnLocked(key int64, slot *localSlot) {
 	if slot.claim == nil && slot.readers == 0 && len(slot.queue) == 0 {
 		delete(t.entries, key)
 	}
+}
+
+// deadlineTimer returns a channel that fires at deadline, and the func that
+// stops its timer; a zero deadline (none) gives a nil channel, which never
+// fires.
+func deadlineTimer(deadline time.Time) (<-chan time.Time, func()) {
+	if deadline.IsZero() {
+		return nil, func() {}
+	}
+	t := time.NewTimer(time.Until(deadline))
+	return t.C, func() { t.Stop() }
 }

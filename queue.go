@@ -115,12 +115,8 @@ func (c *Coordinator) awaitTurn(ctx context.Context, q *queuePlace, deadline tim
 	t := q.tk
 	sub := c.notifier.subscribe(topicQueue, t.key)
 	defer c.notifier.unsubscribe(sub)
-	var timeout <-chan time.Time
-	if !deadline.IsZero() {
-		tm := time.NewTimer(time.Until(deadline))
-		defer tm.Stop()
-		timeout = tm.C
-	}
+	timeout, stop := deadlineTimer(deadline)
+	defer stop()
 	recheck := time.NewTimer(queueRecheck)
 	defer recheck.Stop()
 	for {

@@ -2,10 +2,8 @@ package pgcoord
 
 import (
 	"context"
-	"errors"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -71,8 +69,7 @@ func (c *Coordinator) waitOnce(ctx context.Context, s *session, conn *pgx.Conn, 
 	} else {
 		tok, err = c.q.WaitLock(ctx, conn, db.WaitLockParams{Key: h.key, TimeoutMs: timeoutMs})
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
+	if isLockTimeout(err) {
 		// lock_timeout: the slice ended with the lock still busy; the
 		// failed statement took nothing and left the session usable.
 		return 0, nil
