@@ -50,18 +50,26 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		}
 	}()
 	// The wait's place in the key's queue across coordinators (queue.go).
-	q := queuePlace{arrived: monoNow(), off: l.unqueued}
-	defer func() { c.leaveQueue(q.tk) }()
+	// Made only when the acquire waits: a queuePlace escapes to the heap,
+	// and the uncontended path allocates nothing for it.
+	arrived := monoNow()
+	var q *queuePlace
+	defer func() {
+		if q != nil {
+			c.leaveQueue(q.tk)
+		}
+	}()
 	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline)
 	if entry == nil {
 		return nil, c.stoppedOr(err)
 	}
-	if waited && time.Duration(monoNow()-q.arrived) > queueAfter {
+	if waited && time.Duration(monoNow()-arrived) > queueAfter {
 		// A wait that queued behind goroutines of this process for
 		// longer than queueAfter takes its ticket now, stamped with its
 		// arrival: waits of other members that came after it must not go
 		// first.
-		c.enqueue(ctx, &q, l.key, shared)
+		q = &queuePlace{arrived: arrived, off: l.unqueued}
+		c.enqueue(ctx, q, l.key, shared)
 	}
 	h := &hold{lock: l, key: l.key, shared: shared, entry: entry, lost: lost, gid: gid}
 	done := false
@@ -74,7 +82,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 	if err := c.register(ctx, l); err != nil {
 		return nil, c.stoppedOr(err)
 	}
-	if b.mode == blockNoWait || (q.tk == nil && !c.busy.recent(l.key)) {
+	if b.mode == blockNoWait || ((q == nil || q.tk == nil) && !c.busy.recent(l.key)) {
 		ok, err := c.try(tryCtx, h)
 		if err != nil {
 			return nil, c.stoppedOr(err)
@@ -89,7 +97,10 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		}
 	}
 	waited = true
-	ok, err := c.wait(ctx, h, deadline, &q)
+	if q == nil {
+		q = &queuePlace{arrived: arrived, off: l.unqueued}
+	}
+	ok, err := c.wait(ctx, h, deadline, q)
 	if !ok {
 		return nil, c.stoppedOr(err)
 	}
