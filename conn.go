@@ -81,8 +81,9 @@ func (b *backend) heardAt(t int64) {
 // open dials the connection, prepares it (one round trip: which backend
 // and server, and the bounds of a silent session) and checks the server;
 // called with the session's sem held. ctx bounds the dial and the
-// preparing statement.
-func (b *backend) open(ctx context.Context) error {
+// preparing statement; redial says the dial is not Start's (see
+// dialSession).
+func (b *backend) open(ctx context.Context, redial bool) error {
 	c := b.c
 	base := c.connConfig
 	if b.notify != nil {
@@ -91,7 +92,7 @@ func (b *backend) open(ctx context.Context) error {
 		base = base.Copy()
 		base.OnNotification = b.notify
 	}
-	conn, err := c.hooks.dial(ctx, base, c.sessionTag)
+	conn, err := c.dialSession(ctx, base, b.kind, redial)
 	if err != nil {
 		// pgconn's errors name host, user and database, never the password.
 		err = tooManyConnections(err)

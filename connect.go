@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -35,24 +36,37 @@ func hooksOf(pool *pgxpool.Pool) connHooks {
 // BeforeConnect: the held_locks view joins on a coordinator's tag, so a hook
 // must not rename its sessions.
 func (h connHooks) dial(ctx context.Context, base *pgx.ConnConfig, appName string) (*pgx.Conn, error) {
+	conn, _, err := h.dialWithin(ctx, base, appName, 0)
+	return conn, err
+}
+
+// dialWithin is dial with each host's connection setup bounded by bound
+// too, when bound is positive and shorter than the connection's own
+// ConnectTimeout (as BeforeConnect left it); capped reports whether bound
+// was the shorter one (see dialSession).
+func (h connHooks) dialWithin(ctx context.Context, base *pgx.ConnConfig, appName string, bound time.Duration) (conn *pgx.Conn, capped bool, err error) {
 	cc := base.Copy()
 	if h.before != nil {
 		if err := h.before(ctx, cc); err != nil {
-			return nil, fmt.Errorf("the pool's BeforeConnect: %w", err)
+			return nil, false, fmt.Errorf("the pool's BeforeConnect: %w", err)
 		}
 	}
 	cc.RuntimeParams["application_name"] = appName
-	conn, err := pgx.ConnectConfig(ctx, cc)
+	if bound > 0 && (cc.ConnectTimeout == 0 || bound < cc.ConnectTimeout) {
+		cc.ConnectTimeout = bound
+		capped = true
+	}
+	conn, err = pgx.ConnectConfig(ctx, cc)
 	if err != nil {
-		return nil, err
+		return nil, capped, err
 	}
 	if h.after != nil {
 		if err := h.after(ctx, conn); err != nil {
 			_ = conn.Close(context.WithoutCancel(ctx))
-			return nil, fmt.Errorf("the pool's AfterConnect: %w", err)
+			return nil, false, fmt.Errorf("the pool's AfterConnect: %w", err)
 		}
 	}
-	return conn, nil
+	return conn, capped, nil
 }
 
 // openDB is a database/sql handle over base with the hooks, for

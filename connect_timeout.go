@@ -1,6 +1,9 @@
 package pgcoord
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,12 +16,96 @@ import (
 // for as long as TCP keeps the socket, which is forever on a live network.
 // Ten seconds is long enough for a loaded server's TLS handshake and short
 // enough that a black-holed server fails Start (with the dial's error,
-// wrapping a *pgconn.ConnectError) instead of hanging.
+// wrapping a *pgconn.ConnectError) instead of hanging. Connections opened
+// again after Start begin with shorter attempts (see dialSession); their
+// last one has the whole bound.
 const DefaultConnectTimeout = 10 * time.Second
 
 // withConnectTimeout fills in DefaultConnectTimeout when cc has none.
 func withConnectTimeout(cc *pgx.ConnConfig) {
 	if cc.ConnectTimeout == 0 {
 		cc.ConnectTimeout = DefaultConnectTimeout
+	}
+}
+
+// firstAttemptBound is the time the first attempt of a redial is given to
+// set its connection up (TCP, TLS, the server's startup reply, per host),
+// when no earlier connection here showed that setup takes longer (see
+// dialSession). A server on the same network answers in milliseconds, and
+// HAProxy's checks run every few hundred.
+const firstAttemptBound = 250 * time.Millisecond
+
+// maxAttemptLevel caps Coordinator.dialLevel: firstAttemptBound << 8 is
+// over a minute, past any connect timeout worth waiting for.
+const maxAttemptLevel = 8
+
+// attemptBound is the time an attempt at level gets: firstAttemptBound,
+// doubled per level, never more than full (the connection's own
+// ConnectTimeout).
+func attemptBound(level int32, full time.Duration) time.Duration {
+	return min(firstAttemptBound<<min(max(level, 0), maxAttemptLevel), full)
+}
+
+// levelFor is the lowest level whose bound is at least d.
+func levelFor(d time.Duration) int32 {
+	level := int32(0)
+	for level < maxAttemptLevel && firstAttemptBound<<level < d {
+		level++
+	}
+	return level
+}
+
+// dialSession opens a session's connection. At Start (redial false) it is
+// one attempt with the whole connect timeout: there is nothing yet to tell
+// a stuck connection from a slow server by, and a bad setting must fail
+// Start with the dial's own error (TestStartBoundedAgainstSilentServer).
+//
+// A redial (a caller's Acquire or Campaign opening a session, the control
+// session's reconnect) gives each attempt a short bound instead, and on an
+// attempt that used it up tries again at once with twice as long, up to the
+// connect timeout, for as long as ctx allows; the last attempt has the
+// whole connect timeout. Why: after a failover or a switchover, a
+// connection made through a proxy that still routes to the old node is
+// held there, unanswered, for as long as the proxy retries (HAProxy: its
+// `timeout connect` and retries, about 2 s in make ha's harness, 4 s in
+// Patroni's sample configuration) before the proxy closes it, while a new
+// connection made a moment later reaches the new leader in milliseconds.
+// Waiting the full timeout on the first one made the first Acquire after a
+// planned switchover come 2.2-2.3 s after the new leader took writes
+// (docs/ha.md). A slow but healthy server (a loaded one, a long TLS
+// handshake) still gets connected: the bound grows until it is enough,
+// costing that first redial the abandoned attempts.
+//
+// The level (the doublings) is the coordinator's, shared by its sessions:
+// an attempt that used up its bound raises it by one, once for all the
+// attempts made at that level together, and a success sets it to the
+// lowest level whose bound is twice what that connection took, so the
+// next redial starts from what this server needs, not from a bound it
+// already outgrew (nor from one an outage raised). Only dials change: the
+// statements of Acquire and Release are untouched.
+func (c *Coordinator) dialSession(ctx context.Context, base *pgx.ConnConfig, kind sessionKind, redial bool) (*pgx.Conn, error) {
+	if !redial {
+		return c.hooks.dial(ctx, base, c.sessionTag)
+	}
+	full := base.ConnectTimeout
+	for {
+		level := c.dialLevel.Load()
+		bound := attemptBound(level, full)
+		began := time.Now()
+		conn, capped, err := c.hooks.dialWithin(ctx, base, c.sessionTag, bound)
+		if err == nil {
+			c.dialLevel.Store(levelFor(2 * time.Since(began)))
+			return conn, nil
+		}
+		// An attempt that ran out of its own bound (not ctx's, nor the
+		// connect timeout's) is tried again at once with a longer one.
+		if !capped || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		if level < maxAttemptLevel {
+			c.dialLevel.CompareAndSwap(level, level+1)
+		}
+		c.log.Info("pgcoord: connection attempt abandoned; trying again at once, with longer",
+			slog.String("session", kind.String()), slog.Duration("bound", bound), slog.Any("err", err))
 	}
 }

@@ -57,6 +57,9 @@ type Coordinator struct {
 	reconnected chan struct{}
 	// kick lets callers cut a reconnect's backoff short (reconnectSoon).
 	kick reconnectKick
+	// dialLevel is how many times a redial's first attempt doubles its
+	// bound (see dialSession).
+	dialLevel atomic.Int32
 	// lockRefused remembers a lock session refused for want of
 	// connection slots (see lockSession).
 	lockRefused refusal

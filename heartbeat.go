@@ -293,7 +293,7 @@ func (c *Coordinator) reconnectOnce() error {
 	if s.conn != nil {
 		s.broken(errors.New("pgcoord: control session replaced"))
 	}
-	if err := s.dial(ctx); err != nil {
+	if err := s.dial(ctx, true); err != nil {
 		return err
 	}
 	if err := c.registerMemberLocked(ctx, s.conn, false); err != nil {

@@ -160,7 +160,7 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 			if bySocket {
 				dctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
 			}
-			err := s.dial(dctx)
+			err := s.dial(dctx, true)
 			cancel()
 			if err != nil {
 				return err
@@ -213,12 +213,13 @@ func (s *session) connect(ctx context.Context) error {
 	if s.conn != nil && !s.conn.IsClosed() {
 		return nil
 	}
-	return s.dial(ctx)
+	return s.dial(ctx, false)
 }
 
 // dial opens the connection, once the server has a slot to spare for it
-// (see admit); called with sem held.
-func (s *session) dial(ctx context.Context) (err error) {
+// (see admit); called with sem held. redial is false for Start's first
+// connection only (see dialSession).
+func (s *session) dial(ctx context.Context, redial bool) (err error) {
 	if s.kind != sessionControl {
 		// A reconnect of the control session under way should try now,
 		// whatever this dial finds: if it fails, a caller waits for a
@@ -242,7 +243,7 @@ func (s *session) dial(ctx context.Context) (err error) {
 	if err := s.c.admit(ctx, s); err != nil {
 		return err
 	}
-	return s.open(ctx)
+	return s.open(ctx, redial)
 }
 
 // broken drops the connection and reports every hold on it lost; called with

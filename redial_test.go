@@ -1,0 +1,236 @@
+package pgcoord
+
+import (
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// stuckProxy forwards TCP connections to the test server, except that the
+// next `stuck` connections it accepts are held unanswered (as HAProxy holds
+// a connection while it retries a node that is down), and each forwarded
+// connection can wait `delay` before reaching the server (a slow but
+// healthy server). It records when the client closed each held connection.
+type stuckProxy struct {
+	addr   string
+	target string
+	stuck  atomic.Int32
+	delay  atomic.Int64 // nanoseconds
+	// accepted counts the connections accepted.
+	accepted atomic.Int32
+
+	mu sync.Mutex
+	// held is when each held connection was accepted, and closed when its
+	// client closed it (zero while open).
+	held []*heldConn
+}
+
+type heldConn struct {
+	accepted time.Time
+	closed   atomic.Int64 // unix nanos
+}
+
+func newStuckProxy(t *testing.T) *stuckProxy {
+	t.Helper()
+	u, err := url.Parse(testURL)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &stuckProxy{addr: ln.Addr().String(), target: u.Host}
+	var wg sync.WaitGroup
+	var conns sync.Map
+	track := func(c net.Conn) { conns.Store(c, true) }
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.accepted.Add(1)
+			track(c)
+			if n := p.stuck.Load(); n > 0 && p.stuck.CompareAndSwap(n, n-1) {
+				h := &heldConn{accepted: time.Now()}
+				p.mu.Lock()
+				p.held = append(p.held, h)
+				p.mu.Unlock()
+				wg.Go(func() {
+					_, _ = io.Copy(io.Discard, c) // until the client closes it
+					h.closed.Store(time.Now().UnixNano())
+				})
+				continue
+			}
+			wg.Go(func() {
+				time.Sleep(time.Duration(p.delay.Load()))
+				s, err := net.Dial("tcp", p.target)
+				if err != nil {
+					_ = c.Close()
+					return
+				}
+				track(s)
+				wg.Go(func() { _, _ = io.Copy(s, c); _ = s.Close() })
+				_, _ = io.Copy(c, s)
+				_ = c.Close()
+			})
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		conns.Range(func(c, _ any) bool { _ = c.(net.Conn).Close(); return true })
+		wg.Wait()
+	})
+	return p
+}
+
+// url is the test server's URL through the proxy.
+func (p *stuckProxy) url(t *testing.T) string {
+	u, err := url.Parse(testURL)
+	require.NoError(t, err)
+	u.Host = p.addr
+	return u.String()
+}
+
+func (p *stuckProxy) heldConns() []*heldConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*heldConn(nil), p.held...)
+}
+
+// terminateSessions ends the server backends pids (a coordinator's
+// sessions), as a restart or a failover would.
+func terminateSessions(t *testing.T, pids ...int32) {
+	t.Helper()
+	for _, pid := range pids {
+		var ok bool
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok))
+		require.True(t, ok, "backend %d terminated", pid)
+	}
+}
+
+func sessionPID(t *testing.T, s *session) int32 {
+	t.Helper()
+	require.NoError(t, s.lock(ctx(t)))
+	defer s.unlock()
+	return s.backendPID
+}
+
+// A lock session redialled for a caller, whose first connection is held
+// unanswered (a proxy still routing to a node that is down), gives that
+// attempt up after firstAttemptBound and connects at once with the next:
+// the Acquire succeeds about a quarter of a second later, instead of after
+// the connect timeout (10 s), or whenever the proxy gives up. Before
+// dialSession, this Acquire took DefaultConnectTimeout.
+func TestRedialAbandonsStuckConnection(t *testing.T) {
+	t.Parallel()
+	p := newStuckProxy(t)
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString = p.url(t) })
+	l := c.GetLock("x")
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(ctx(t)))
+
+	terminateSessions(t, sessionPID(t, c.lockSession(l.Key())))
+	p.stuck.Store(1)
+	began := time.Now()
+	mustAcquire(t, l, NoWait)
+	took := time.Since(began)
+	require.NoError(t, l.Release(ctx(t)))
+	held := p.heldConns()
+	require.Len(t, held, 1, "the redial's first connection was held")
+	closed := held[0].closed.Load()
+	require.NotZero(t, closed, "the held connection was closed by the client")
+	gaveUp := time.Unix(0, closed).Sub(held[0].accepted)
+	t.Logf("acquire took %v; the held connection was given up after %v", took.Round(time.Millisecond), gaveUp.Round(time.Millisecond))
+	require.GreaterOrEqual(t, gaveUp, firstAttemptBound-20*time.Millisecond)
+	// A loaded machine delays the next connection; the connect timeout
+	// is 10 s.
+	require.Less(t, gaveUp, firstAttemptBound+time.Second)
+	require.Less(t, took, firstAttemptBound+2*time.Second)
+}
+
+// A slow but healthy server (every connection takes 600 ms to reach it)
+// still gets connected by a redial: the attempts given 250 and 500 ms are
+// abandoned, the one given 1 s connects. The coordinator then keeps a bound
+// twice what that connection took, so the next redial connects at its first
+// attempt.
+func TestRedialConnectsSlowServer(t *testing.T) {
+	t.Parallel()
+	p := newStuckProxy(t)
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString = p.url(t) })
+	l := c.GetLock("x")
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(ctx(t)))
+	require.Equal(t, int32(0), c.dialLevel.Load(), "a server answering at once keeps the first bound")
+
+	const slow = 600 * time.Millisecond
+	p.delay.Store(int64(slow))
+	terminateSessions(t, sessionPID(t, c.lockSession(l.Key())))
+	before := p.accepted.Load()
+	began := time.Now()
+	mustAcquire(t, l, NoWait)
+	took := time.Since(began)
+	require.NoError(t, l.Release(ctx(t)))
+	attempts := p.accepted.Load() - before
+	t.Logf("first redial: %d attempts, %v; level now %d", attempts, took.Round(time.Millisecond), c.dialLevel.Load())
+	require.GreaterOrEqual(t, attempts, int32(3), "attempts of 250 and 500 ms abandoned, one of 1 s or more connected")
+	require.GreaterOrEqual(t, attemptBound(c.dialLevel.Load(), DefaultConnectTimeout), 2*slow)
+
+	terminateSessions(t, sessionPID(t, c.lockSession(l.Key())))
+	before = p.accepted.Load()
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(ctx(t)))
+	require.Equal(t, int32(1), p.accepted.Load()-before, "the next redial starts from a bound the server needs")
+}
+
+// The control session's reconnect, whose first connection is held
+// unanswered, gives it up after firstAttemptBound and reconnects with the
+// next: within about a second of the break, where it took the connect
+// timeout (10 s) before dialSession.
+func TestReconnectAbandonsStuckConnection(t *testing.T) {
+	t.Parallel()
+	p := newStuckProxy(t)
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.ConnString = p.url(t)
+		// The beat finds the control session broken within an interval.
+		cfg.HeartbeatInterval = 250 * time.Millisecond
+		cfg.InitialReconnectBackoff = 20 * time.Millisecond
+	})
+	before := c.Stats().Reconnects
+	p.stuck.Store(1)
+	terminateSessions(t, sessionPID(t, c.control))
+	began := time.Now()
+	require.Eventually(t, func() bool { return c.Stats().Reconnects > before }, 8*time.Second, 5*time.Millisecond,
+		"the control session reconnected well within the connect timeout")
+	took := time.Since(began)
+	held := p.heldConns()
+	require.Len(t, held, 1, "the reconnect's first connection was held")
+	closed := held[0].closed.Load()
+	require.NotZero(t, closed, "the held connection was closed by the client")
+	gaveUp := time.Unix(0, closed).Sub(held[0].accepted)
+	t.Logf("reconnected %v after the break; the held connection was given up after %v", took.Round(time.Millisecond), gaveUp.Round(time.Millisecond))
+	require.GreaterOrEqual(t, gaveUp, firstAttemptBound-20*time.Millisecond)
+	require.Less(t, gaveUp, firstAttemptBound+time.Second)
+	mustAcquire(t, c.GetLock("after"), NoWait)
+}
+
+// The bounds double from firstAttemptBound up to the connect timeout, and
+// a success keeps twice what it took.
+func TestAttemptBounds(t *testing.T) {
+	t.Parallel()
+	full := DefaultConnectTimeout
+	require.Equal(t, 250*time.Millisecond, attemptBound(0, full))
+	require.Equal(t, 500*time.Millisecond, attemptBound(1, full))
+	require.Equal(t, 8*time.Second, attemptBound(5, full))
+	require.Equal(t, full, attemptBound(6, full))
+	require.Equal(t, full, attemptBound(maxAttemptLevel, full))
+	require.Equal(t, 100*time.Millisecond, attemptBound(0, 100*time.Millisecond), "never above the connect timeout")
+	require.Equal(t, int32(0), levelFor(10*time.Millisecond))
+	require.Equal(t, int32(0), levelFor(firstAttemptBound))
+	require.Equal(t, int32(1), levelFor(firstAttemptBound+time.Millisecond))
+	require.Equal(t, int32(3), levelFor(1200*time.Millisecond))
+	require.Equal(t, int32(maxAttemptLevel), levelFor(time.Hour))
+}
