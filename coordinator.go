@@ -102,6 +102,9 @@ type Coordinator struct {
 	queue queueState
 	// beatReq carries Heartbeat's requests to the heartbeat goroutine.
 	beatReq chan chan error
+	// afterProbe, set by tests only, runs between the two probes of
+	// checkLocksExclude.
+	afterProbe func()
 }
 
 const (

@@ -1,9 +1,11 @@
 package pgcoord
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -101,7 +103,10 @@ func TestStartRefusesFakeAdvisoryLocks(t *testing.T) {
 			probes++
 		}
 	}
-	require.Equal(t, 2, probes, "one probe on each of the two sessions")
+	// One probe on each of the two sessions, and one more on the control
+	// session, to find it still on the backend that took the key (see
+	// checkLocksExclude).
+	require.Equal(t, 3, probes, "the two sessions' probes, and the control session's second look")
 }
 
 // CockroachDB says who it is at startup (crdb_version): refused before any
@@ -140,4 +145,37 @@ func TestStartProbeOnPostgres(t *testing.T) {
 	probe := holders(probeKey(c.MemberID()))
 	require.Len(t, probe, 1)
 	require.Equal(t, holders(c.memberHi, c.memberLo), probe, "held by the control session, which holds the member lock")
+}
+
+// The control session's backend ending between Start's two probes (its
+// idle_session_timeout, on a loaded machine) frees the probe key, and the
+// lock session is granted it: that proves nothing about the server, and
+// Start checks again instead of refusing PostgreSQL with
+// ErrAdvisoryLocksUnsupported (make test-matrix saw that refusal on 14,
+// in TestStopRacingHeartbeatFreesLocks). Fails without the control
+// session's second look.
+func TestStartProbeOutlivesControlBackend(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{ConnString: testURL, Prefix: testPrefix(t), SkipMigrations: true, Logger: quietLogger()})
+	require.NoError(t, err)
+	killed := 0
+	c.afterProbe = func() {
+		if killed > 0 {
+			return
+		}
+		killed++
+		pid := c.control.backendPID
+		var ok bool
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok))
+		require.True(t, ok)
+		require.Eventually(t, func() bool {
+			var n int
+			require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n))
+			return n == 0
+		}, 10*time.Second, 5*time.Millisecond, "the control backend exits")
+	}
+	require.NoError(t, c.Start(ctx(t)))
+	t.Cleanup(func() { _ = c.Stop(context.Background()) })
+	require.Equal(t, 1, killed)
+	mustAcquire(t, c.GetLock("x"), NoWait)
 }
