@@ -138,11 +138,16 @@ func TestWaitGrantNotMistakenForSilence(t *testing.T) {
 func TestLockSessionsCheckedDuringReconnect(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
+	// A heartbeat of 250 ms, not shorter: a ping unanswered within one
+	// interval counts as a cut-off (the hold lost, rightly), and with a
+	// 100 ms heartbeat (a 300 ms lease) make test-matrix lost the hold so
+	// at load 12 (PostgreSQL 15: "x" not busy). The reconnect waits 5 to
+	// 10 s (jittered), past the sleep below.
 	c1 := newCoord(t, p, func(cfg *Config) {
-		cfg.HeartbeatInterval = 100 * time.Millisecond
-		cfg.SessionTimeout = 500 * time.Millisecond
-		cfg.InitialReconnectBackoff = 5 * time.Second
-		cfg.MaxReconnectBackoff = 5 * time.Second
+		cfg.HeartbeatInterval = 250 * time.Millisecond
+		cfg.SessionTimeout = 1250 * time.Millisecond
+		cfg.InitialReconnectBackoff = 10 * time.Second
+		cfg.MaxReconnectBackoff = 10 * time.Second
 	})
 	c2 := newCoord(t, p)
 	l := c1.GetLock("x")
@@ -152,8 +157,8 @@ func TestLockSessionsCheckedDuringReconnect(t *testing.T) {
 	_, err := testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return !c1.IsActive() }, 5*time.Second, 10*time.Millisecond)
-	// Several SessionTimeouts into the reconnect wait, the hold is intact.
-	time.Sleep(1500 * time.Millisecond)
+	// Three SessionTimeouts into the reconnect wait, the hold is intact.
+	time.Sleep(3750 * time.Millisecond)
 	requireBusy(t, c2.GetLock("x"))
 	select {
 	case <-l.Lost():
