@@ -80,7 +80,12 @@ func (s *Stack) WaitLeader(ctx context.Context, not *Node) (*Node, error) {
 }
 
 // WaitReplicas waits until every node but the leader answers 200 on
-// /replica (a running replica streaming from the leader).
+// /replica (a running replica) and the leader streams to all of them.
+// /replica alone is not enough: a node restarted after it diverged (the
+// patroni-killed case) answers 200 for a moment as a standby before its
+// Patroni finds the timelines differ and stops it to run pg_rewind (make
+// ha failed so: WaitReplicas returned, then Role said "unknown"); a node
+// that must still be rewound cannot stream from the leader.
 func (s *Stack) WaitReplicas(ctx context.Context) error {
 	for {
 		leader, err := s.Leader(ctx)
@@ -95,6 +100,10 @@ func (s *Stack) WaitReplicas(ctx context.Context) error {
 					break
 				}
 			}
+		}
+		if ok {
+			streaming, err := streamingAt(ctx, fmt.Sprintf("%s:%d", host, leader.pgPort))
+			ok = err == nil && streaming >= len(s.nodes)-1
 		}
 		if ok {
 			return nil

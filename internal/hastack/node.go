@@ -279,6 +279,23 @@ func isPrimaryAt(ctx context.Context, addr string) (bool, error) {
 	return !inRecovery, nil
 }
 
+// streamingAt connects to host:port as postgres and counts the standbys
+// streaming from it.
+func streamingAt(ctx context.Context, addr string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, "postgres://postgres@"+addr+"/postgres?sslmode=disable&connect_timeout=1")
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'`).Scan(&n); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
 // restClient keeps no idle connections: goleak in the tests that use a
 // stack must find no transport goroutines left.
 var restClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
