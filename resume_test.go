@@ -100,6 +100,17 @@ func resumeOnce(t *testing.T, taker *Coordinator, prefix, name, mode string) (st
 		got <- err
 	}()
 	require.Eventually(t, func() bool { return waiters(t, l.Key()) == 1 }, 10*time.Second, 5*time.Millisecond)
+	// A look is counted by when the child took it (its wall clock, this
+	// machine's), not by when its line arrived: a look taken just before
+	// the stop can be printed after the resume (the child stopped between
+	// the look and its print). make test-matrix failed the test so once
+	// on 15.18 at load 10 (one "look held", the first line after the
+	// resume, then "look lost"), which counting by lines took for a look
+	// after the pause. The stamp is taken before the look, so a look
+	// stamped after the stop was taken after the resume; a library whose
+	// first looks after a pause see the hold live shows several of them
+	// (a look every 10 ms until the heartbeat runs).
+	stopped := time.Now()
 	require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
 	require.NoError(t, <-got, "the frozen child's lock was never taken over")
 	// Everything the child printed before the stop has been read by now:
@@ -121,7 +132,8 @@ func resumeOnce(t *testing.T, taker *Coordinator, prefix, name, mode string) (st
 	require.NotEmpty(t, after, "no look after the resume")
 	require.Equal(t, "lost", after[len(after)-1], "child's last line")
 	for _, line := range after {
-		if line == "look held" {
+		var at int64
+		if _, err := fmt.Sscanf(line, "look held %d", &at); err == nil && time.Unix(0, at).After(stopped) {
 			stale++
 		}
 	}
@@ -130,8 +142,8 @@ func resumeOnce(t *testing.T, taker *Coordinator, prefix, name, mode string) (st
 
 // runPoller is the child of TestResumedHolderSeesLossAtFirstLook: it takes
 // PGCOORD_TEST_LOCK, prints "held", then looks at the hold every 10 ms,
-// printing "look held" or "look lost" each time, and "lost" once it saw the
-// loss. Mode "lock" looks at Lock.Lost and Lock.Token, mode "sync" at the
+// printing "look held" or "look lost" each time, with the look's time (unix
+// nanoseconds, taken before the look), and "lost" once it saw the loss. Mode "lock" looks at Lock.Lost and Lock.Token, mode "sync" at the
 // ctx Synchronized gives its function.
 func runPoller() int {
 	ctx := context.Background()
@@ -155,10 +167,11 @@ func runPoller() int {
 	poll := func(live func() bool) {
 		fmt.Println("held")
 		for {
+			at := time.Now().UnixNano()
 			if live() {
-				fmt.Println("look held")
+				fmt.Println("look held", at)
 			} else {
-				fmt.Println("look lost")
+				fmt.Println("look lost", at)
 				fmt.Println("lost")
 				return
 			}
