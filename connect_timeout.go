@@ -76,13 +76,12 @@ func levelFor(d time.Duration) int32 {
 // handshake) still gets connected: the bound grows until it is enough,
 // costing that first redial the abandoned attempts.
 //
-// The level (the doublings) is the coordinator's, shared by its sessions:
-// an attempt that used up its bound raises it by one, once for all the
-// attempts made at that level together, and a success sets it to the
-// lowest level whose bound is twice what that connection took, so the
-// next redial starts from what this server needs, not from a bound it
-// already outgrew (nor from one an outage raised). Only dials change: the
-// statements of Acquire and Release are untouched.
+// The level (the doublings) is the coordinator's, shared by its sessions,
+// and a success sets it to the lowest level whose bound is twice what that
+// connection took, so the next redial starts from what this server needs,
+// not from a bound it already outgrew (nor from one an outage raised).
+// Abandoned attempts raise it slowly (see raiseDialLevel). Only dials
+// change: the statements of Acquire and Release are untouched.
 func (c *Coordinator) dialSession(ctx context.Context, base *pgx.ConnConfig, kind sessionKind, redial bool) (*pgx.Conn, error) {
 	if !redial {
 		return c.hooks.dial(ctx, base, c.sessionTag)
@@ -95,6 +94,7 @@ func (c *Coordinator) dialSession(ctx context.Context, base *pgx.ConnConfig, kin
 		conn, capped, err := c.hooks.dialWithin(ctx, base, c.sessionTag, bound)
 		if err == nil {
 			c.dialLevel.Store(levelFor(2 * time.Since(began)))
+			c.dialStall.Store(0)
 			return conn, nil
 		}
 		// An attempt that ran out of its own bound (not ctx's, nor the
@@ -102,10 +102,36 @@ func (c *Coordinator) dialSession(ctx context.Context, base *pgx.ConnConfig, kin
 		if !capped || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
 		}
-		if level < maxAttemptLevel {
-			c.dialLevel.CompareAndSwap(level, level+1)
-		}
+		c.raiseDialLevel(level, bound)
 		c.log.Info("pgcoord: connection attempt abandoned; trying again at once, with longer",
 			slog.String("session", kind.String()), slog.Duration("bound", bound), slog.Any("err", err))
+	}
+}
+
+// raiseDialLevel raises the level after an attempt at level (given bound)
+// was abandoned, once the attempts have been abandoned for twice that
+// bound since the level was last raised (or since the first abandoned
+// attempt after a success): 250 ms attempts for 0.5 s, then 500 ms ones
+// for 1 s, 1 s ones for 2 s, and so on, however many sessions abandon
+// attempts at once. Why not at each abandoned attempt: a proxy can hold
+// every connection made for as long as a switchover takes (make ha at
+// load 17: the old primary stopped 2.5 s before the new leader took
+// writes), and doubling at each attempt had reached 2 s by then; the
+// attempt in flight when the proxy routed to the new leader was stuck
+// for that long, and the first acquire came 2.07 s after the new leader
+// took writes (goal 1.75 s). Now the bound is about a third of the time
+// the stall has lasted: 1 s until 3.75 s into it.
+func (c *Coordinator) raiseDialLevel(level int32, bound time.Duration) {
+	now := monoNow()
+	since := c.dialStall.Load()
+	if since == 0 {
+		c.dialStall.CompareAndSwap(0, now)
+		return
+	}
+	if level >= maxAttemptLevel || time.Duration(now-since) < 2*bound {
+		return
+	}
+	if c.dialLevel.CompareAndSwap(level, level+1) {
+		c.dialStall.Store(now)
 	}
 }

@@ -58,8 +58,11 @@ type Coordinator struct {
 	// kick lets callers cut a reconnect's backoff short (reconnectSoon).
 	kick reconnectKick
 	// dialLevel is how many times a redial's first attempt doubles its
-	// bound (see dialSession).
+	// bound (see dialSession); dialStall is when (monoNow) the level was
+	// last raised, or attempts began to be abandoned after a success (0:
+	// none since) (see raiseDialLevel).
 	dialLevel atomic.Int32
+	dialStall atomic.Int64
 	// lockRefused remembers a lock session refused for want of
 	// connection slots (see lockSession).
 	lockRefused refusal

@@ -22,6 +22,8 @@ type stuckProxy struct {
 	target string
 	stuck  atomic.Int32
 	delay  atomic.Int64 // nanoseconds
+	// stuckUntil holds every connection accepted before it (unix nanos).
+	stuckUntil atomic.Int64
 	// accepted counts the connections accepted.
 	accepted atomic.Int32
 
@@ -54,7 +56,7 @@ func newStuckProxy(t *testing.T) *stuckProxy {
 			}
 			p.accepted.Add(1)
 			track(c)
-			if n := p.stuck.Load(); n > 0 && p.stuck.CompareAndSwap(n, n-1) {
+			if n := p.stuck.Load(); (n > 0 && p.stuck.CompareAndSwap(n, n-1)) || time.Now().UnixNano() < p.stuckUntil.Load() {
 				h := &heldConn{accepted: time.Now()}
 				p.mu.Lock()
 				p.held = append(p.held, h)
@@ -153,10 +155,11 @@ func TestRedialAbandonsStuckConnection(t *testing.T) {
 }
 
 // A slow but healthy server (every connection takes 600 ms to reach it)
-// still gets connected by a redial: the attempts given 250 and 500 ms are
-// abandoned, the one given 1 s connects. The coordinator then keeps a bound
-// twice what that connection took, so the next redial connects at its first
-// attempt.
+// still gets connected by a redial: attempts of 250 ms are abandoned for
+// 0.5 s after the first (three), then attempts of 500 ms for 1 s (two), and
+// the one given 1 s connects (see raiseDialLevel). The coordinator then
+// keeps a bound twice what that connection took, so the next redial
+// connects at its first attempt.
 func TestRedialConnectsSlowServer(t *testing.T) {
 	t.Parallel()
 	p := newStuckProxy(t)
@@ -176,7 +179,7 @@ func TestRedialConnectsSlowServer(t *testing.T) {
 	require.NoError(t, l.Release(ctx(t)))
 	attempts := p.accepted.Load() - before
 	t.Logf("first redial: %d attempts, %v; level now %d", attempts, took.Round(time.Millisecond), c.dialLevel.Load())
-	require.GreaterOrEqual(t, attempts, int32(3), "attempts of 250 and 500 ms abandoned, one of 1 s or more connected")
+	require.GreaterOrEqual(t, attempts, int32(6), "three attempts of 250 ms and two of 500 ms abandoned, one of 1 s or more connected")
 	require.GreaterOrEqual(t, attemptBound(c.dialLevel.Load(), DefaultConnectTimeout), 2*slow)
 
 	terminateSessions(t, sessionPID(t, c.lockSession(l.Key())))
@@ -233,4 +236,30 @@ func TestAttemptBounds(t *testing.T) {
 	require.Equal(t, int32(1), levelFor(firstAttemptBound+time.Millisecond))
 	require.Equal(t, int32(3), levelFor(1200*time.Millisecond))
 	require.Equal(t, int32(maxAttemptLevel), levelFor(time.Hour))
+}
+
+// A proxy that holds every connection made for 2.5 s (as HAProxy did
+// through a switchover at load 17, routing to the old node), then
+// forwards: a redial under way connects within about a second of the
+// proxy's change. The bound of the attempt in flight then decides, and it
+// is kept to about a third of the stall (see raiseDialLevel); when each
+// abandoned attempt doubled it, the attempt in flight was one of 2 s,
+// given up 1.25 s after the change.
+func TestRedialAcrossLongStall(t *testing.T) {
+	t.Parallel()
+	p := newStuckProxy(t)
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString = p.url(t) })
+	l := c.GetLock("x")
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(ctx(t)))
+
+	const stall = 2500 * time.Millisecond
+	terminateSessions(t, sessionPID(t, c.lockSession(l.Key())))
+	began := time.Now()
+	p.stuckUntil.Store(began.Add(stall).UnixNano())
+	mustAcquire(t, l, NoWait)
+	after := time.Since(began) - stall
+	require.NoError(t, l.Release(ctx(t)))
+	t.Logf("acquired %v after the proxy began to forward; %d connections held", after.Round(time.Millisecond), len(p.heldConns()))
+	require.Less(t, after, time.Second)
 }
