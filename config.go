@@ -49,9 +49,10 @@ type Config struct {
 	// connect_timeout in it (or PGCONNECT_TIMEOUT), each connection attempt
 	// is bounded by DefaultConnectTimeout (10s), also with Pool. A session
 	// opened again after Start (for a caller, or the control session's
-	// reconnect) first gives an attempt 250ms, and twice as long after each
-	// attempt that used its time up, up to that bound: a connection held
-	// by a proxy routing to a node that is down is given up and made again.
+	// reconnect) first gives an attempt 250ms, tries again at once after
+	// one that used its time up, and gives the attempts longer as they keep
+	// failing so, up to that bound: a connection held by a proxy routing to
+	// a node that is down is given up and made again.
 	ConnString string
 	// Pool supplies the connection settings instead of ConnString, so an app
 	// can reuse its pool's configuration. What it gives: a copy of the pool's

@@ -62,9 +62,9 @@ func levelFor(d time.Duration) int32 {
 //
 // A redial (a caller's Acquire or Campaign opening a session, the control
 // session's reconnect) gives each attempt a short bound instead, and on an
-// attempt that used it up tries again at once with twice as long, up to the
-// connect timeout, for as long as ctx allows; the last attempt has the
-// whole connect timeout. Why: after a failover or a switchover, a
+// attempt that used it up tries again at once, the bound doubling as such
+// attempts go on (see raiseDialLevel), up to the connect timeout, for as
+// long as ctx allows; an attempt at the whole connect timeout is the last. Why: after a failover or a switchover, a
 // connection made through a proxy that still routes to the old node is
 // held there, unanswered, for as long as the proxy retries (HAProxy: its
 // `timeout connect` and retries, about 2 s in make ha's harness, 4 s in
