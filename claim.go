@@ -199,10 +199,20 @@ func (c *Coordinator) register(ctx context.Context, l *Lock) error {
 		return nil
 	}
 	var got string
-	err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	args := db.RegisterLockNameParams{Key: l.key, Name: l.full}
+	op := &ctlOp{key: l.key, kind: ctlRegister}
+	op.queue = func(b *pgx.Batch) {
+		b.Queue(db.RegisterLockName, args.Key, args.Name).QueryRow(func(row pgx.Row) error {
+			// No row: a concurrent first registration (see single),
+			// which runs again on its own.
+			op.again = row.Scan(&got) != nil
+			return nil
+		})
+	}
+	op.single = func(ctx context.Context, conn *pgx.Conn) error {
 		var err error
 		for range 3 {
-			got, err = c.q.RegisterLockName(ctx, conn, db.RegisterLockNameParams{Key: l.key, Name: l.full})
+			got, err = c.q.RegisterLockName(ctx, conn, args)
 			// A concurrent first registration of the same name: no row
 			// (it committed after this snapshot), or a unique violation on
 			// the name (ON CONFLICT arbitrates on the key only). Either
@@ -213,7 +223,8 @@ func (c *Coordinator) register(ctx context.Context, l *Lock) error {
 			}
 		}
 		return err
-	})
+	}
+	err := c.ctlDo(ctx, op)
 	if err != nil {
 		return fmt.Errorf("pgcoord: registering lock name %q: %w", l.full, err)
 	}

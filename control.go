@@ -71,6 +71,25 @@ func (s *session) interrupt() {
 //     on the new connection: a primitive that has won its lock never fails
 //     for a reconnect that takes a backoff and a dial.
 func (s *session) detached(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	return s.detachedLoop(ctx, fn, s.detachedOnce)
+}
+
+// detachedSync is detached for a caller that runs in the background
+// itself (see ctlFlush): it returns only once fn has, so that fn's results
+// are the caller's to read. ctx still never cancels the statement.
+func (s *session) detachedSync(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	return s.detachedLoop(ctx, fn, func(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return s.do(context.WithoutCancel(ctx), fn)
+	})
+}
+
+// detachedLoop runs fn with once until it need not run again (see
+// detached).
+func (s *session) detachedLoop(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error,
+	once func(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error) error {
 	c := s.c
 	var bound <-chan time.Time
 	pause := controlLockTimeoutPause
@@ -78,7 +97,7 @@ func (s *session) detached(ctx context.Context, fn func(ctx context.Context, con
 		c.reconnMu.Lock()
 		reconnected := c.reconnected
 		c.reconnMu.Unlock()
-		err := s.detachedOnce(ctx, fn)
+		err := once(ctx, fn)
 		switch {
 		case errors.Is(err, errControlReconnecting):
 			c.reconnectSoon()

@@ -103,6 +103,9 @@ type Coordinator struct {
 	bg background
 	// queue counts this coordinator's wait tickets (queue.go).
 	queue queueState
+	// ctlb batches short control statements of concurrent callers
+	// (ctlbatch.go).
+	ctlb ctlBatcher
 	// beatReq carries Heartbeat's requests to the heartbeat goroutine.
 	beatReq chan chan error
 	// afterProbe, set by tests only, runs between the two probes of

@@ -89,14 +89,30 @@ func (c *Coordinator) enqueue(ctx context.Context, q *queuePlace, key int64, sha
 		return
 	}
 	var row db.QueueEnterRow
-	err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		var err error
-		row, err = c.q.QueueEnter(ctx, conn, db.QueueEnterParams{
-			Key: key, Shared: shared, MemberID: c.memberID,
-			AgeUs: (monoNow() - q.arrived) / int64(time.Microsecond),
+	args := db.QueueEnterParams{
+		Key: key, Shared: shared, MemberID: c.memberID,
+		AgeUs: (monoNow() - q.arrived) / int64(time.Microsecond),
+	}
+	op := &ctlOp{key: key, kind: ctlEnqueue}
+	op.queue = func(b *pgx.Batch) {
+		b.Queue(db.QueueEnter, args.Key, args.Shared, args.MemberID, args.AgeUs).QueryRow(func(r pgx.Row) error {
+			op.again = r.Scan(&row.Ticket, &row.Head) != nil // cannot happen: one row
+			return nil
 		})
+	}
+	op.single = func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		row, err = c.q.QueueEnter(ctx, conn, args)
 		return err
-	})
+	}
+	// A ticket taken after its wait was given up (ctx ended meanwhile)
+	// would stand in everyone's way until this member's control session
+	// ends: it is given back.
+	op.abandoned = func() {
+		c.queue.n.Add(1)
+		c.leaveQueue(&ticket{key: key, id: row.Ticket, shared: shared})
+	}
+	err := c.ctlDo(ctx, op)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.log.Debug("pgcoord: waiting out of queue order", "key", key, "err", err)
@@ -131,12 +147,7 @@ func (c *Coordinator) awaitTurn(ctx context.Context, q *queuePlace, deadline tim
 			return false, ctx.Err()
 		}
 		recheck.Reset(queueRecheck)
-		var head bool
-		err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-			var err error
-			head, err = c.q.QueueHead(ctx, conn, db.QueueHeadParams{Key: t.key, Ticket: t.id, Shared: t.shared})
-			return err
-		})
+		head, err := c.queueHead(ctx, t)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return false, ctxErr
 		}
@@ -159,22 +170,41 @@ func (c *Coordinator) leaveQueue(t *ticket) {
 	if t == nil {
 		return
 	}
-	if !c.bg.start() {
-		return // stopping: the control session's end makes the ticket dead
+	op := &ctlOp{key: t.key, kind: ctlLeave}
+	op.queue = func(b *pgx.Batch) {
+		b.Queue(db.QueueLeave, t.key, t.id)
 	}
-	go func() {
-		defer c.bg.done()
-		defer c.queue.n.Add(-1)
-		ctx, cancel := context.WithTimeout(c.runCtx, c.opTimeout())
-		defer cancel()
-		err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-			return c.q.QueueLeave(ctx, conn, db.QueueLeaveParams{Key: t.key, Ticket: t.id})
+	op.single = func(ctx context.Context, conn *pgx.Conn) error {
+		return c.q.QueueLeave(ctx, conn, db.QueueLeaveParams{Key: t.key, Ticket: t.id})
+	}
+	op.done = make(chan struct{})
+	op.state.Store(opGone) // nobody waits for it
+	if !c.ctlSubmit(op) {
+		c.queue.n.Add(-1) // stopping: the control session's end makes the ticket dead
+		return
+	}
+	c.queue.n.Add(-1)
+}
+
+// queueHead reports whether t is at the head of its key's queue (see
+// pgcoord.queue_head).
+func (c *Coordinator) queueHead(ctx context.Context, t *ticket) (bool, error) {
+	var head bool
+	args := db.QueueHeadParams{Key: t.key, Ticket: t.id, Shared: t.shared}
+	op := &ctlOp{key: t.key, kind: ctlHead}
+	op.queue = func(b *pgx.Batch) {
+		b.Queue(db.QueueHead, args.Key, args.Ticket, args.Shared).QueryRow(func(r pgx.Row) error {
+			op.again = r.Scan(&head) != nil // cannot happen: one row
+			return nil
 		})
-		if err != nil && c.runCtx.Err() == nil {
-			// Its backend's end, or the next ticket's, deletes it.
-			c.log.Debug("pgcoord: leaving a wait queue", "key", t.key, "err", err)
-		}
-	}()
+	}
+	op.single = func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		head, err = c.q.QueueHead(ctx, conn, args)
+		return err
+	}
+	err := c.ctlDo(ctx, op)
+	return head, err
 }
 
 // restampQueue makes the tickets of this member its new control backend's

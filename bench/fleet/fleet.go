@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -74,10 +75,15 @@ func fleetMain(args []string) error {
 	duration := fs.Duration("duration", 30*time.Second, "how long each mode runs")
 	maxConns := fs.Int("max-connections", 100, "the throwaway server's max_connections")
 	modes := fs.String("modes", "pgcoord,baseline", "modes to run, in order")
+	statements := fs.Int("statements", 0, "print each mode's top N statements by server time (pg_stat_statements; 0: none)")
 	_ = fs.Parse(args)
 
 	ctx := context.Background()
-	base, cleanup, err := throwawayServer(map[string]string{"max_connections": strconv.Itoa(*maxConns)})
+	settings := map[string]string{"max_connections": strconv.Itoa(*maxConns)}
+	if *statements > 0 {
+		maps.Copy(settings, statementSettings)
+	}
+	base, cleanup, err := throwawayServer(settings)
 	defer cleanup()
 	if err != nil {
 		return err
@@ -92,13 +98,23 @@ func fleetMain(args []string) error {
 	fmt.Println("| mode | backends (peak, all clients) | acquisitions/s | wait p50 | wait p99 | longest wait | longest / mean | acquire errors | app SELECT 1 connection errors |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, mode := range splitComma(*modes) {
-		r, err := runMode(ctx, base, appURL, childConf{
+		if *statements > 0 {
+			if err := resetStatements(ctx, base); err != nil {
+				return err
+			}
+		}
+		r, acquired, err := runMode(ctx, base, appURL, childConf{
 			Mode: mode, Goroutines: *goroutines, Names: *names, Hold: *hold, Duration: *duration,
 		}, *procs, *coords)
 		if err != nil {
 			return fmt.Errorf("%s: %w", mode, err)
 		}
 		fmt.Println(r)
+		if *statements > 0 {
+			if err := printStatements(ctx, base, mode, *statements, acquired); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -144,8 +160,8 @@ func setUpApp(ctx context.Context, base string) (string, error) {
 }
 
 // runMode runs one mode's children with the probe and the monitor, and
-// returns its table row.
-func runMode(ctx context.Context, base, appURL string, conf childConf, procs, coords int) (string, error) {
+// returns its table row and how many acquisitions it made.
+func runMode(ctx context.Context, base, appURL string, conf childConf, procs, coords int) (string, int64, error) {
 	conf.URL = appURL
 	conf.Start = time.Now().Add(3 * time.Second)
 	if conf.Mode == "pgcoord" {
@@ -158,7 +174,7 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 	var peak atomic.Int64
 	mon, err := pgx.Connect(ctx, base)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer mon.Close(ctx)
 	var bg sync.WaitGroup
@@ -211,7 +227,7 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 	cancel()
 	bg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return "", err
+		return "", 0, err
 	}
 
 	var waits []time.Duration
@@ -256,7 +272,7 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 	if f, ok := probeFirst.Load().(string); ok {
 		fmt.Fprintf(os.Stderr, "%s: first probe error: %s\n", conf.Mode, f)
 	}
-	return row, nil
+	return row, acquired, nil
 }
 
 // probe is the application: a connection of its own, SELECT 1, close.
@@ -337,6 +353,8 @@ func runChild(mode string) int {
 	}
 	var r childResult
 	var err error
+	stop := startProfiles(conf.Mode, conf.Proc)
+	defer stop()
 	if conf.Mode == "baseline" {
 		r, err = runBaseline(conf)
 	} else {

@@ -1,0 +1,126 @@
+package pgcoord
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// holdControl takes c's control session until the returned func is called,
+// so that the statements submitted meanwhile go as one batch.
+func holdControl(t *testing.T, c *Coordinator) func() {
+	t.Helper()
+	require.NoError(t, c.control.lock(ctx(t)))
+	return c.control.unlock
+}
+
+// pendingCtl returns how many statements wait for c's control session.
+func pendingCtl(c *Coordinator) int {
+	c.ctlb.mu.Lock()
+	defer c.ctlb.mu.Unlock()
+	return len(c.ctlb.pending)
+}
+
+// registerAll registers names concurrently while the control session is
+// held, then lets it go, and returns each registration's error.
+func registerAll(t *testing.T, c *Coordinator, names []string) []error {
+	t.Helper()
+	release := holdControl(t, c)
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Go(func() { errs[i] = c.register(ctx(t), c.GetLock(n)) })
+	}
+	require.Eventually(t, func() bool { return pendingCtl(c) == len(names) }, 10*time.Second, time.Millisecond)
+	release()
+	wg.Wait()
+	return errs
+}
+
+// TestControlBatch: registrations that wait for the control session at
+// the same time go in one round trip, each with its own result: a name
+// whose key is registered to another name is refused
+// (ErrKeyCollision), the others are registered.
+func TestControlBatch(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c := newCoord(t, p)
+	names := make([]string, 20)
+	for i := range names {
+		names[i] = fmt.Sprintf("batch-%d", i)
+	}
+	_, err := testPool.Exec(ctx(t), `INSERT INTO pgcoord.locks (key, name) VALUES ($1, $2)`,
+		c.GetLock(names[3]).Key(), p+"impostor")
+	require.NoError(t, err)
+	trips, ops := c.ctlb.trips.Load(), c.ctlb.ops.Load()
+	errs := registerAll(t, c, names)
+	require.Equal(t, int64(1), c.ctlb.trips.Load()-trips, "one round trip")
+	require.Equal(t, int64(len(names)), c.ctlb.ops.Load()-ops)
+	for i, err := range errs {
+		if i == 3 {
+			require.ErrorIs(t, err, ErrKeyCollision)
+			continue
+		}
+		require.NoError(t, err, names[i])
+		var got string
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT name FROM pgcoord.locks WHERE key = $1`, c.GetLock(names[i]).Key()).Scan(&got))
+		require.Equal(t, p+names[i], got)
+	}
+}
+
+// TestControlBatchStatementFails: a statement that fails on the server
+// aborts its batch's transaction; every statement then runs on its own, so
+// only the failing one fails. (A name registered under another key
+// violates the registry's unique name.)
+func TestControlBatchStatementFails(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c := newCoord(t, p)
+	names := []string{"a", "b", "c", "d"}
+	_, err := testPool.Exec(ctx(t), `INSERT INTO pgcoord.locks (key, name) VALUES ($1, $2)`,
+		c.GetLock("other").Key(), p+"c")
+	require.NoError(t, err)
+	errs := registerAll(t, c, names)
+	for i, err := range errs {
+		if names[i] == "c" {
+			require.ErrorContains(t, err, "23505")
+			continue
+		}
+		require.NoError(t, err, names[i])
+	}
+	for _, n := range []string{"a", "b", "d"} {
+		var got string
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT name FROM pgcoord.locks WHERE key = $1`, c.GetLock(n).Key()).Scan(&got))
+		require.Equal(t, p+n, got)
+	}
+}
+
+// TestAbandonedTicketGivenBack: a wait that stops waiting for its ticket
+// (its ctx ended while the statement was queued) does not leave the ticket
+// standing in everyone's way: it is given back once taken.
+func TestAbandonedTicketGivenBack(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t))
+	key := c.GetLock("abandoned").Key()
+	release := holdControl(t, c)
+	short, cancel := context.WithTimeout(ctx(t), 100*time.Millisecond)
+	defer cancel()
+	q := &queuePlace{arrived: monoNow()}
+	ops := c.ctlb.ops.Load()
+	c.enqueue(short, q, key, false)
+	require.Nil(t, q.tk, "the wait gave up on its ticket")
+	release()
+	tickets := func() (n int) {
+		require.NoError(t, testPool.QueryRow(ctx(t),
+			`SELECT count(*) FROM pgcoord.wait_queue WHERE member_id = $1`, c.memberID).Scan(&n))
+		return n
+	}
+	require.Eventually(t, func() bool { return c.ctlb.ops.Load()-ops >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"the ticket was taken and given back")
+	require.Eventually(t, func() bool { return tickets() == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.Zero(t, c.queue.n.Load())
+}
