@@ -243,7 +243,10 @@ func (s *session) dial(ctx context.Context, redial bool) (err error) {
 	if err := s.c.admit(ctx, s); err != nil {
 		return err
 	}
-	return s.open(ctx, redial)
+	if err := s.open(ctx, redial); err != nil {
+		return err
+	}
+	return s.c.admitted(ctx, s)
 }
 
 // broken drops the connection and reports every hold on it lost; called with

@@ -67,6 +67,39 @@ func (c *Coordinator) admit(ctx context.Context, s *session) error {
 	return nil
 }
 
+// admitted is admit's second look, from the session s has just opened:
+// sessions of many coordinators that looked at the free slots at the same
+// moment each saw room for one more, and opened together could eat into
+// the headroom (make fleet: 50 coordinators at a full server took the
+// last usable slot, and 6 of 90 connections of the application were
+// refused). Each new session counts the client backends connected now,
+// itself and every session that opened before its count included, and
+// closes itself if they leave fewer free slots than the headroom: the last
+// of a crowd to count sees the whole crowd. Called with s's sem held, s
+// connected.
+func (c *Coordinator) admitted(ctx context.Context, s *session) error {
+	if c.exempt(s) || c.cfg.ConnectionHeadroom < 0 || s.conn == nil {
+		return nil
+	}
+	row, err := c.q.FreeConnections(ctx, simpleProtocol{s.conn})
+	if err != nil {
+		return nil // the first statement on it will tell
+	}
+	headroom := c.cfg.ConnectionHeadroom
+	if headroom == 0 {
+		headroom = int(row.Usable) / 10
+	}
+	free := int(row.Usable - row.Used)
+	if free >= headroom {
+		return nil
+	}
+	s.drop()
+	s.gonePID = 0 // it held nothing: the next dial need not wait for its exit
+	c.stats.refusedSessions.Add(1)
+	return fmt.Errorf("%w: the %s session just opened leaves %d free connection slots, fewer than the headroom of %d (Config.ConnectionHeadroom): sessions of other coordinators opened at the same moment",
+		ErrTooManyConnections, s.kind, free, headroom)
+}
+
 // refusalPause is how long, after a wait session was refused for want of
 // connection slots, waits go beyond the budget without trying to open one.
 const refusalPause = time.Second

@@ -189,7 +189,7 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 			sleep(runCtx, 20*time.Millisecond)
 		}
 	}()
-	var probeOK, probeErrs atomic.Int64
+	var probeOK, probeErrs, probeErrsBefore atomic.Int64
 	var probeFirst atomic.Value
 	go func() {
 		defer bg.Done()
@@ -199,6 +199,9 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 					return
 				}
 				probeErrs.Add(1)
+				if time.Now().Before(conf.Start) {
+					probeErrsBefore.Add(1) // while the clients started
+				}
 				probeFirst.CompareAndSwap(nil, err.Error())
 			} else {
 				probeOK.Add(1)
@@ -270,7 +273,8 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 		fmt.Fprintf(os.Stderr, "%s: first acquire error: %s\n", conf.Mode, first)
 	}
 	if f, ok := probeFirst.Load().(string); ok {
-		fmt.Fprintf(os.Stderr, "%s: first probe error: %s\n", conf.Mode, f)
+		fmt.Fprintf(os.Stderr, "%s: first probe error: %s (%d of the %d errors while the clients started)\n",
+			conf.Mode, f, probeErrsBefore.Load(), probeErrs.Load())
 	}
 	return row, acquired, nil
 }
