@@ -33,10 +33,10 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 	// sessions, which ends it anyway, and a ctx that cannot end keeps the
 	// try on the plain path (see session.runTry).
 	tryCtx := ctx
+	var w *waitWatch
 	if b.mode != blockNoWait {
 		// Stop ends waits, and so does the deadlock detector (see
 		// watchWait). NoWait never waits, and spares the hot path both.
-		var w *waitWatch
 		ctx, w = c.watchWait(ctx, gid, l, nil, shared)
 		defer w.end()
 		defer func() { err = w.result(ctx, err) }()
@@ -59,7 +59,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 			c.leaveQueue(q.tk)
 		}
 	}()
-	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline)
+	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline, w)
 	if entry == nil {
 		return nil, c.stoppedOr(err)
 	}
@@ -97,6 +97,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		}
 	}
 	waited = true
+	w.noteParent()
 	if q == nil {
 		q = &queuePlace{arrived: arrived, off: l.unqueued}
 	}

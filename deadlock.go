@@ -64,6 +64,11 @@ type deadlockBook struct {
 	base    int64
 	nextID  atomic.Int64
 	initted bool
+	// published: this member's last check published waits (its rows are
+	// in pgcoord.long_waits); the check loop's own.
+	published bool
+	// checks counts the checks that asked the server (for the tests).
+	checks atomic.Int64
 }
 
 // waitWatch is one waiting Acquire (or Campaign, or Semaphore.Acquire)
@@ -78,6 +83,11 @@ type waitWatch struct {
 	cancel context.CancelCauseFunc
 	stop   func() bool // ends the watch of runCtx
 	timer  *time.Timer
+	// parent is the goroutine that created the waiting one, once the
+	// waiter has noted it (see noteParent); parentKnown tells 0 (none)
+	// from not noted.
+	parent      atomic.Int64
+	parentKnown atomic.Bool
 	// The fields below are guarded by deadlockBook.mu.
 	id    int64
 	long  bool
@@ -217,7 +227,16 @@ func (c *Coordinator) deadlockLoop() {
 // when to check next.
 func (c *Coordinator) checkDeadlocks(waits []*waitWatch, seen map[string]int64) time.Duration {
 	p := c.longWaitParams(waits)
+	d := &c.deadlocks
+	if len(p.WaitIds) == 0 && !d.published {
+		// No wait of this member answers for a hold, so none can be in a
+		// cycle (see longWaitParams), and no row of it is left to delete:
+		// nothing to ask the server. A fleet's waits, which hold nothing
+		// while they wait, cost no statement.
+		return deadlockCheckEvery
+	}
 	var rows []db.CheckLongWaitsRow
+	d.checks.Add(1)
 	ctx, cancel := context.WithTimeout(c.runCtx, deadlockCheckBound)
 	defer cancel()
 	err := c.onControl(ctx, func(ctx context.Context, conn *pgx.Conn) error {
@@ -231,6 +250,7 @@ func (c *Coordinator) checkDeadlocks(waits []*waitWatch, seen map[string]int64) 
 		}
 		return deadlockCheckEvery
 	}
+	d.published = len(p.WaitIds) > 0
 	nodes := make([]*waitNode, 0, len(rows))
 	for _, r := range rows {
 		n := &waitNode{member: r.MemberID, id: r.WaitID, goroutine: r.Goroutine, name: r.Name,
@@ -277,13 +297,18 @@ func (c *Coordinator) checkDeadlocks(waits []*waitWatch, seen map[string]int64) 
 }
 
 // longWaitParams gathers what waits publish: each wait's keys, and the
-// holds of the goroutines it answers for.
+// holds of the goroutines it answers for. A wait that answers for no hold
+// is not published: nobody can wait for it, so it is in no cycle (holders
+// that are not themselves waiting break chains). The goroutines a wait
+// answers for are its own and, while that one is blocked in-process, its
+// creator (actorGoroutines): telling whether the creator is blocked takes
+// a dump of every goroutine's stack, which stops the world, so the dump is
+// taken only when some wait's creator holds a lock, or is not known.
 func (c *Coordinator) longWaitParams(waits []*waitWatch) db.CheckLongWaitsParams {
 	p := db.CheckLongWaitsParams{MemberID: c.memberID}
 	if len(waits) == 0 {
 		return p
 	}
-	all := goroutines()
 	// Every hold of this coordinator by the goroutine that took it.
 	type held struct {
 		key    int64
@@ -301,15 +326,30 @@ func (c *Coordinator) longWaitParams(waits []*waitWatch) db.CheckLongWaitsParams
 		}
 	}
 	c.mu.Unlock()
+	var all map[int64]goroutineInfo
+	for _, w := range waits {
+		if !w.parentKnown.Load() || len(byG[w.parent.Load()]) > 0 {
+			all = goroutines()
+			break
+		}
+	}
 	now := monoNow()
 	for _, w := range waits {
+		actors := []int64{w.gid}
+		if all != nil {
+			actors = actorGoroutines(w.gid, all)
+		}
+		n := len(p.HeldKeys)
 		// One element per hold: the server keeps those it still has.
-		for _, g := range actorGoroutines(w.gid, all) {
+		for _, g := range actors {
 			for _, h := range byG[g] {
 				p.HeldKeys = append(p.HeldKeys, h.key)
 				p.HeldShared = append(p.HeldShared, h.shared)
 				p.HeldPids = append(p.HeldPids, h.pid)
 			}
+		}
+		if len(p.HeldKeys) == n {
+			continue // answers for no hold
 		}
 		name, forKeys := w.what()
 		p.WaitIds = append(p.WaitIds, w.id)

@@ -35,6 +35,28 @@ func goroutines() map[int64]goroutineInfo {
 	}
 }
 
+// noteParent records the goroutine that created w's waiter, read from the
+// waiter's own stack (no stop of the world): called by the waiter as it
+// starts to wait on the server or beyond the budget, so that a check need
+// not dump every stack to learn it (see longWaitParams). A stack too deep
+// for the buffer leaves it unknown.
+func (w *waitWatch) noteParent() {
+	if w == nil || w.parentKnown.Load() {
+		return
+	}
+	var buf [4096]byte
+	n := runtime.Stack(buf[:], false)
+	if n == len(buf) {
+		return // truncated: the "created by" line may be cut off
+	}
+	for id, info := range parseGoroutines(buf[:n]) {
+		if id == w.gid {
+			w.parent.Store(info.parent)
+			w.parentKnown.Store(true)
+		}
+	}
+}
+
 // parseGoroutines parses a dump: each goroutine is a header
 // "goroutine 12 [chan receive, 2 minutes]:" and, for all but the first
 // ones, a line "created by pkg.f in goroutine 7" (Go 1.21 and later).

@@ -76,8 +76,10 @@ func (slot *localSlot) grantLocked(shared bool) *localEntry {
 // returns nil at once when the key is not free for it; otherwise it queues
 // until the key is handed to it, ctx ends (returning ctx's error) or
 // deadline passes (nil, nil). A zero deadline means no deadline. waited
-// reports whether it had to wait.
-func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, deadline time.Time) (_ *localEntry, waited bool, err error) {
+// reports whether it had to wait. ww, the wait's deadlock watch (nil for
+// NoWait), learns its waiter's creator when the claim waits (see
+// noteParent).
+func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, deadline time.Time, ww *waitWatch) (_ *localEntry, waited bool, err error) {
 	t.mu.Lock()
 	slot, busy := t.entries[key]
 	if !busy {
@@ -96,6 +98,7 @@ func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, 
 	w := &localWaiter{shared: shared, grant: make(chan *localEntry, 1)}
 	slot.queue = append(slot.queue, w)
 	t.mu.Unlock()
+	ww.noteParent()
 
 	timeout, stop := deadlineTimer(deadline)
 	defer stop()
