@@ -68,7 +68,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		// longer than queueAfter takes its ticket now, stamped with its
 		// arrival: waits of other members that came after it must not go
 		// first.
-		q = &queuePlace{arrived: arrived, off: l.unqueued}
+		q = &queuePlace{arrived: arrived, off: l.unqueued, ww: w}
 		c.enqueue(ctx, q, l.key, shared)
 	}
 	h := &hold{lock: l, key: l.key, shared: shared, entry: entry, lost: lost, gid: gid}
@@ -97,9 +97,8 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		}
 	}
 	waited = true
-	w.noteParent()
 	if q == nil {
-		q = &queuePlace{arrived: arrived, off: l.unqueued}
+		q = &queuePlace{arrived: arrived, off: l.unqueued, ww: w}
 	}
 	ok, err := c.wait(ctx, h, deadline, q)
 	if !ok {

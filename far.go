@@ -34,10 +34,12 @@ const farCheck = 100 * time.Millisecond
 // on a lock session. It returns moved when a wait session came free first
 // (its slot is taken: the caller takes the session), so that the wait goes
 // on in the server's FIFO queue.
-func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time) (ok, moved bool, err error) {
+//
+// sub is the wait's subscription to the key's releases (topicFree): the
+// caller keeps it from one far wait to the next (the first 100 ms, then
+// with a ticket), so that its marker stays in place between them.
+func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time, sub *subscription) (ok, moved bool, err error) {
 	c.stats.farWaits.Add(1)
-	sub := c.notifier.subscribe(topicFree, h.key)
-	defer c.notifier.unsubscribe(sub)
 	// A writer whose try failed holds its intent while it waits here, in
 	// no server queue, so that a stream of readers cannot starve it (see
 	// pgcoord.wait_lock_shared). A handoff that succeeds at its first try costs no

@@ -98,16 +98,30 @@ func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, 
 	w := &localWaiter{shared: shared, grant: make(chan *localEntry, 1)}
 	slot.queue = append(slot.queue, w)
 	t.mu.Unlock()
-	ww.noteParent()
 
 	timeout, stop := deadlineTimer(deadline)
 	defer stop()
-	select {
-	case e := <-w.grant:
-		return e, true, nil
-	case <-timeout:
-	case <-ctx.Done():
-		err = ctx.Err()
+	// A claim that waits queueAfter notes its creator for the deadlock
+	// check (see noteParent); shorter ones, most, cost a timer.
+	var note <-chan time.Time
+	if ww != nil {
+		t := time.NewTimer(queueAfter)
+		defer t.Stop()
+		note = t.C
+	}
+	for {
+		select {
+		case e := <-w.grant:
+			return e, true, nil
+		case <-note:
+			ww.noteParent()
+			note = nil
+			continue
+		case <-timeout:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		break
 	}
 	// Leave the queue; if the key was handed over meanwhile, pass it on.
 	t.mu.Lock()

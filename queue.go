@@ -65,6 +65,9 @@ type queuePlace struct {
 	// off: the wait takes no ticket (a semaphore's slot: the semaphore
 	// queues its waits itself, see Semaphore.Acquire).
 	off bool
+	// ww is the wait's deadlock watch: it learns the waiter's creator
+	// when the wait takes its ticket (see noteParent).
+	ww *waitWatch
 }
 
 // errNotMyTurn tells wait that waitOn gave its wait session back: the
@@ -84,6 +87,9 @@ type queueState struct {
 // say), the wait goes on without one, at the head, rather than fail a lock
 // for it.
 func (c *Coordinator) enqueue(ctx context.Context, q *queuePlace, key int64, shared bool) {
+	// A wait this long may become long enough for the deadlock check,
+	// which then need not dump every stack to learn its creator.
+	q.ww.noteParent()
 	if q.off {
 		q.head = true
 		return

@@ -180,6 +180,20 @@ func (p *waitPool) all() []*session {
 func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *queuePlace) (bool, error) {
 	var s *session
 	var err error
+	// far is the subscription to the key's releases of the waits beyond
+	// the budget, kept across them (see waitFar).
+	var far *subscription
+	farSub := func() *subscription {
+		if far == nil {
+			far = c.notifier.subscribe(topicFree, h.key)
+		}
+		return far
+	}
+	defer func() {
+		if far != nil {
+			c.notifier.unsubscribe(far)
+		}
+	}()
 	for {
 		if q.tk != nil && !q.head {
 			if ok, err := c.awaitTurn(ctx, q, deadline); !ok {
@@ -198,7 +212,7 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 				// wait costs no ticket (see queue.go).
 				first := time.Now().Add(queueAfter - time.Duration(monoNow()-q.arrived))
 				if deadline.IsZero() || first.Before(deadline) {
-					ok, moved, ferr := c.waitFar(ctx, h, first)
+					ok, moved, ferr := c.waitFar(ctx, h, first, farSub())
 					if ok || ferr != nil {
 						return ok, ferr
 					}
@@ -212,7 +226,7 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 					continue
 				}
 			}
-			ok, moved, ferr := c.waitFar(ctx, h, deadline)
+			ok, moved, ferr := c.waitFar(ctx, h, deadline, farSub())
 			if !moved {
 				return ok, ferr
 			}
