@@ -181,7 +181,8 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 	var s *session
 	var err error
 	// far is the subscription to the key's releases of the waits beyond
-	// the budget, kept across them (see waitFar).
+	// the budget, kept from the first 100 ms to the wait at the head of
+	// the queue that follows (see waitFar).
 	var far *subscription
 	farSub := func() *subscription {
 		if far == nil {
@@ -223,6 +224,11 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 				}
 				c.enqueue(ctx, q, h.key, h.shared)
 				if !q.head {
+					// Not its turn: it waits for the queue, not for
+					// releases, and its marker would only make every
+					// release of the key notify.
+					c.notifier.unsubscribe(far)
+					far = nil
 					continue
 				}
 			}
