@@ -200,6 +200,10 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 		}
 		var err error
 		op.released, err = s.c.unlockOn(ctx, conn, op.h)
+		if markerFailed(err) && !conn.IsClosed() {
+			op.released = true // the unlock ran (see markerFailed)
+			return nil
+		}
 		if err != nil && !conn.IsClosed() && !op.async {
 			// (An async unlock's hold has ended already: checkAsync
 			// deals with it.)
@@ -252,6 +256,12 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 			b.Queue(op.h.unlockSQL(), op.h.key).QueryRow(func(row pgx.Row) error {
 				err := row.Scan(&op.released)
 				op.ran = err == nil
+				if markerFailed(err) {
+					// The unlock ran (see markerFailed): the op is done,
+					// and is not run again on its own (a second unlock
+					// would find the key free and report it lost).
+					op.ran, op.released = true, true
+				}
 				return err
 			})
 			continue
