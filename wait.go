@@ -227,8 +227,10 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 					// Not its turn: it waits for the queue, not for
 					// releases, and its marker would only make every
 					// release of the key notify.
-					c.notifier.unsubscribe(far)
-					far = nil
+					if far != nil {
+						c.notifier.unsubscribe(far)
+						far = nil
+					}
 					continue
 				}
 			}
