@@ -99,7 +99,7 @@ func (b *backend) open(ctx context.Context, redial bool) error {
 		if errors.Is(err, ErrTooManyConnections) {
 			c.stats.refusedSessions.Add(1)
 		}
-		return fmt.Errorf("pgcoord: connecting %s session: %w", b.kind, err)
+		return &dialError{kind: b.kind, err: err}
 	}
 	// One round trip says which backend and which server this is (and
 	// bounds the session); a standby, or a server other than the control
@@ -308,3 +308,17 @@ func (s simpleProtocol) Query(ctx context.Context, sql string, args ...any) (pgx
 func (s simpleProtocol) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return s.conn.QueryRow(ctx, sql, append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...)
 }
+
+// dialError is a session's failure to connect (the server refused or did
+// not answer in time): no statement ran, so a wait whose wait session could
+// not be opened can wait beyond the budget instead (see wait).
+type dialError struct {
+	kind sessionKind
+	err  error
+}
+
+func (e *dialError) Error() string {
+	return fmt.Sprintf("pgcoord: connecting %s session: %v", e.kind, e.err)
+}
+
+func (e *dialError) Unwrap() error { return e.err }

@@ -246,11 +246,14 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 			s = nil // given back: the wait waits for its turn
 			continue
 		}
-		if !errors.Is(err, ErrTooManyConnections) || ctx.Err() != nil {
+		var dialErr *dialError
+		if !errors.Is(err, ErrTooManyConnections) && !errors.As(err, &dialErr) || ctx.Err() != nil {
 			return ok, err
 		}
 		// The session could not be opened: the server is short of
-		// connection slots. Wait beyond the budget instead.
+		// connection slots, or too busy to answer a dial within its
+		// attempt's bound (make fleet: 150 acquires in 15 s failed with a
+		// wait session's dial timeout). Wait beyond the budget instead.
 		c.waits.refused.mark()
 		s, err = nil, nil
 	}
