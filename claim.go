@@ -125,14 +125,17 @@ func (c *Coordinator) advanceFence(ctx context.Context, h *hold) error {
 // lockTableFull types the server's "out of shared memory" (53200), which
 // for lock statements means its lock table is full.
 func lockTableFull(err error) error {
-	if err == nil {
-		return nil
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "53200" {
+	if isOutOfSharedMemory(err) {
 		return fmt.Errorf("%w: %w", ErrLockTableFull, err)
 	}
 	return err
+}
+
+// isOutOfSharedMemory reports whether err is the server's "out of shared
+// memory" (SQLSTATE 53200).
+func isOutOfSharedMemory(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "53200"
 }
 
 // stoppedOr turns the cancellation caused by Stop into ErrNotStarted.

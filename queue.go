@@ -185,11 +185,10 @@ func (c *Coordinator) leaveQueue(t *ticket) {
 	}
 	op.done = make(chan struct{})
 	op.state.Store(opGone) // nobody waits for it
-	if !c.ctlSubmit(op) {
-		c.queue.n.Add(-1) // stopping: the control session's end makes the ticket dead
-		return
-	}
 	c.queue.n.Add(-1)
+	// Refused only while stopping: the control session's end makes the
+	// ticket dead.
+	_ = c.ctlSubmit(op)
 }
 
 // queueHead reports whether t is at the head of its key's queue (see

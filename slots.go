@@ -50,10 +50,7 @@ func (c *Coordinator) admit(ctx context.Context, s *session) error {
 			return err
 		}
 		free = int(row.Usable - row.Used)
-		headroom = c.cfg.ConnectionHeadroom
-		if headroom == 0 {
-			headroom = int(row.Usable) / 10
-		}
+		headroom = c.headroom(row.Usable)
 		return nil
 	})
 	if err != nil {
@@ -65,6 +62,15 @@ func (c *Coordinator) admit(ctx context.Context, s *session) error {
 			ErrTooManyConnections, s.kind, free-1, headroom)
 	}
 	return nil
+}
+
+// headroom is the free connection slots a coordinator leaves the server:
+// Config.ConnectionHeadroom, or by default a tenth of usable.
+func (c *Coordinator) headroom(usable int32) int {
+	if c.cfg.ConnectionHeadroom != 0 {
+		return c.cfg.ConnectionHeadroom
+	}
+	return int(usable) / 10
 }
 
 // admitted is admit's second look, from the session s has just opened:
@@ -85,10 +91,7 @@ func (c *Coordinator) admitted(ctx context.Context, s *session) error {
 	if err != nil {
 		return nil // the first statement on it will tell
 	}
-	headroom := c.cfg.ConnectionHeadroom
-	if headroom == 0 {
-		headroom = int(row.Usable) / 10
-	}
+	headroom := c.headroom(row.Usable)
 	free := int(row.Usable - row.Used)
 	if free >= headroom {
 		return nil

@@ -7,12 +7,10 @@ package pgcoord
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // undoTry releases key on the session for as many times as a failed try may
@@ -59,10 +57,7 @@ func (s *session) undoTry(ctx context.Context, conn *pgx.Conn, h *hold) error {
 // beyond the budget for it are woken by the dead-holder check instead).
 // Before, a full lock table made such a release fail as lost, or closed
 // the session and lost every hold on it (TestBatchStatementFailure).
-func markerFailed(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "53200"
-}
+func markerFailed(err error) bool { return isOutOfSharedMemory(err) }
 
 // retryUnlock runs a plain unlock of key after an Unlock that failed on
 // conn while it stayed open, and reports whether it ran. If it did, the key
