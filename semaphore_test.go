@@ -181,6 +181,23 @@ func TestSemaphoreNeverOverLimit(t *testing.T) {
 	}
 	wg.Wait()
 	require.Zero(t, over.Load(), "more than %d holders at once", limit)
-	require.EqualValues(t, limit, peak.Load(), "the semaphore let %d in at once, not %d", peak.Load(), limit)
-	t.Logf("%d takes", takes.Load())
+	t.Logf("%d takes, at most %d at once", takes.Load(), peak.Load())
+	// That the limit is reached, not only never passed, is checked apart
+	// from the race above, whose 2 ms holds overlap three deep only by
+	// chance on a loaded machine: one holder per coordinator at once, and
+	// a fourth refused.
+	var held []*Semaphore
+	for _, c := range coords {
+		s := c.Semaphore("pool", limit)
+		ok, err := s.Acquire(ctx(t), Timeout(10*time.Second))
+		require.NoError(t, err)
+		require.True(t, ok, "the semaphore let %d in at once, not %d", len(held), limit)
+		held = append(held, s)
+	}
+	ok, err := coords[0].Semaphore("pool", limit).Acquire(ctx(t), NoWait)
+	require.NoError(t, err)
+	require.False(t, ok, "a fourth holder of a semaphore of %d", limit)
+	for _, s := range held {
+		require.NoError(t, s.Release(ctx(t)))
+	}
 }
