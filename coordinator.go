@@ -108,6 +108,9 @@ type Coordinator struct {
 	ctlb ctlBatcher
 	// beatReq carries Heartbeat's requests to the heartbeat goroutine.
 	beatReq chan chan error
+	// memberBeat is the member row's update in flight, if any; only the
+	// heartbeat goroutine touches it (see beat).
+	memberBeat *memberBeat
 	// afterProbe, set by tests only, runs between the two probes of
 	// checkLocksExclude.
 	afterProbe func()

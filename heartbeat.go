@@ -43,7 +43,7 @@ func (c *Coordinator) heartbeatLoop() {
 		if reply != nil {
 			asked = new(sync.WaitGroup)
 		}
-		err := c.beat(c.runCtx, control, asked)
+		err := c.beat(c.runCtx, control, asked, &wg)
 		if reply != nil {
 			if !control {
 				err = errors.New("pgcoord: heartbeat: the control session is reconnecting")
@@ -56,6 +56,11 @@ func (c *Coordinator) heartbeatLoop() {
 				asked.Wait()
 				reply <- err
 			}()
+		}
+		if errors.Is(err, errBeatLate) {
+			// The update goes on (see beat); a session that broke shows
+			// as its error at a later beat.
+			continue
 		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Severity == "ERROR" {
@@ -118,10 +123,25 @@ func (c *Coordinator) Heartbeat(ctx context.Context) error {
 }
 
 // beat runs one heartbeat: the session checks (which never wait: see
-// session.check) and, when control is set, the member row update, bounded
-// by one interval so a stalled network cannot delay the next beat. ctx must
+// session.check) and, when control is set, the member row update. The
+// update runs in a goroutine of its own (counted by wg) and the beat waits
+// for it at most one interval, so a slow server cannot delay the next
+// beat's session checks; an update still running when the interval ends
+// is waited for again by the next beat rather than sent twice, and makes
+// the beat return errBeatLate, which is no reason to reconnect. ctx must
 // be the coordinator's runCtx.
-func (c *Coordinator) beat(ctx context.Context, control bool, asked *sync.WaitGroup) error {
+//
+// Why the update is not cut at one interval: on the control session a
+// cancelled statement closes the connection (pgx), and with it the member
+// lock; on a loaded server (make fleet: 50 coordinators, 2 cores) an
+// update that took over a second did exactly that, and every statement
+// queued on the control session (names' registrations) failed while it
+// reconnected. A late update is harmless: IsActive goes false after three
+// intervals without an answer, and holds are bounded by the lease of the
+// last beat heard (beatlease.go) whatever the control session does. Only
+// an update unanswered for SessionTimeout (the server ends a session idle
+// that long; a silent network looks the same) breaks the session.
+func (c *Coordinator) beat(ctx context.Context, control bool, asked, wg *sync.WaitGroup) error {
 	for _, s := range c.checkedSessions() {
 		s.check(asked)
 	}
@@ -129,35 +149,79 @@ func (c *Coordinator) beat(ctx context.Context, control bool, asked *sync.WaitGr
 	if !control {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatInterval)
-	defer cancel()
-	if c.control.lock(ctx) != nil {
-		// Another statement (a name's registration, a fencing token
-		// waiting for an application transaction) has the control
-		// session for the whole beat: it is bounded by opTimeout, and a
-		// session it found broken is reconnected by the next beat.
+	b := c.memberBeat
+	if b == nil {
+		b = c.startMemberBeat(ctx, wg)
+		c.memberBeat = b
+	}
+	t := time.NewTimer(c.cfg.HeartbeatInterval)
+	defer t.Stop()
+	select {
+	case <-b.done:
+	case <-t.C:
+		return errBeatLate
+	case <-ctx.Done():
 		return nil
 	}
-	err := c.control.doLocked(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		sent := monoNow()
-		n, err := c.q.Heartbeat(ctx, conn, c.memberID)
-		if err == nil && n == 0 {
-			// The row was deleted or marked stopped by hand: write it
-			// back, since other members judge liveness by it.
-			return c.registerMemberLocked(ctx, conn, false)
-		}
-		if err == nil {
-			c.beatHeard(sent)
-		}
-		return err
-	})
-	c.control.unlock()
-	if err != nil {
-		return fmt.Errorf("pgcoord: heartbeat: %w", err)
+	c.memberBeat = nil
+	if b.err != nil {
+		return fmt.Errorf("pgcoord: heartbeat: %w", b.err)
 	}
-	c.lastBeat.Store(time.Now().UnixNano())
-	c.active.Store(true)
+	if b.ran {
+		c.lastBeat.Store(time.Now().UnixNano())
+		c.active.Store(true)
+	}
 	return nil
+}
+
+// errBeatLate is a beat's error when the member row's update has not been
+// answered within the interval (see beat): the server is slow, and the
+// update goes on.
+var errBeatLate = errors.New("pgcoord: heartbeat: the server has not answered within the interval; still waiting")
+
+// memberBeat is one update of the member row (see beat).
+type memberBeat struct {
+	done chan struct{} // closed when the update ended
+	err  error         // its error, set before done closes
+	ran  bool          // false: the control session was busy for the whole interval
+}
+
+// startMemberBeat starts the member row's update. It waits one interval
+// for the control session: another statement (a name's registration, a
+// fencing token waiting for an application transaction) may have it for
+// the whole beat, bounded by opTimeout, and a session it found broken is
+// reconnected by the next beat.
+func (c *Coordinator) startMemberBeat(ctx context.Context, wg *sync.WaitGroup) *memberBeat {
+	b := &memberBeat{done: make(chan struct{})}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(b.done)
+		lockCtx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatInterval)
+		err := c.control.lock(lockCtx)
+		cancel()
+		if err != nil {
+			return
+		}
+		defer c.control.unlock()
+		b.ran = true
+		ctx, cancel := context.WithTimeout(ctx, c.cfg.SessionTimeout)
+		defer cancel()
+		b.err = c.control.doLocked(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			sent := monoNow()
+			n, err := c.q.Heartbeat(ctx, conn, c.memberID)
+			if err == nil && n == 0 {
+				// The row was deleted or marked stopped by hand: write it
+				// back, since other members judge liveness by it.
+				return c.registerMemberLocked(ctx, conn, false)
+			}
+			if err == nil {
+				c.beatHeard(sent)
+			}
+			return err
+		})
+	}()
+	return b
 }
 
 // checkedSessions are the sessions each beat checks: every lock and wait
