@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"net/url"
@@ -58,11 +57,14 @@ type childConf struct {
 
 // childResult is what a child reports on stdout when done.
 type childResult struct {
-	Acquired  int64           `json:"acquired"`
-	Waits     []time.Duration `json:"waits"`
-	Errors    int64           `json:"errors"`
-	FirstErr  string          `json:"first_err,omitempty"`
-	StartErrs int             `json:"start_errs"`
+	Acquired int64           `json:"acquired"`
+	Waits    []time.Duration `json:"waits"`
+	Errors   int64           `json:"errors"`
+	FirstErr string          `json:"first_err,omitempty"`
+	// ErrKinds counts acquire errors by kind (errKind), so one run tells
+	// apart what failed, not only what failed first.
+	ErrKinds  map[string]int64 `json:"err_kinds,omitempty"`
+	StartErrs int              `json:"start_errs"`
 }
 
 func fleetMain(args []string) error {
@@ -237,7 +239,11 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 	var acquired, acqErrs int64
 	starts := 0
 	first := ""
+	kinds := map[string]int64{}
 	for _, r := range results {
+		for k, n := range r.ErrKinds {
+			kinds[k] += n
+		}
 		acquired += r.Acquired
 		acqErrs += r.Errors
 		starts += r.StartErrs
@@ -271,6 +277,9 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 		acqErrs, probeErrs.Load(), probeErrs.Load()+probeOK.Load())
 	if first != "" {
 		fmt.Fprintf(os.Stderr, "%s: first acquire error: %s\n", conf.Mode, first)
+	}
+	for _, k := range slices.Sorted(maps.Keys(kinds)) {
+		fmt.Fprintf(os.Stderr, "%s: %d acquire errors: %s\n", conf.Mode, kinds[k], k)
 	}
 	if f, ok := probeFirst.Load().(string); ok {
 		fmt.Fprintf(os.Stderr, "%s: first probe error: %s (%d of the %d errors while the clients started)\n",
@@ -388,6 +397,10 @@ func (w *worker) record(wait time.Duration, err error) {
 		if w.r.FirstErr == "" {
 			w.r.FirstErr = err.Error()
 		}
+		if w.r.ErrKinds == nil {
+			w.r.ErrKinds = map[string]int64{}
+		}
+		w.r.ErrKinds[errKind(err)]++
 		return
 	}
 	w.r.Acquired++
@@ -398,12 +411,14 @@ func runPgcoord(conf childConf) (childResult, error) {
 	ctx := context.Background()
 	var coords []*pgcoord.Coordinator
 	w := &worker{}
+	logger, closeLog := childLogger("pgcoord", conf.Proc)
+	defer closeLog()
 	for i := range conf.Coords {
 		c, err := pgcoord.New(pgcoord.Config{
 			ConnString:     conf.URL,
 			AgentID:        fmt.Sprintf("fleet-%d-%d", conf.Proc, i),
 			SkipMigrations: true,
-			Logger:         slog.New(slog.DiscardHandler),
+			Logger:         logger.With("coord", i),
 		})
 		if err != nil {
 			return w.r, err
