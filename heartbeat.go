@@ -97,7 +97,9 @@ func (c *Coordinator) beatSoon() {
 
 // Heartbeat sends one heartbeat now: it refreshes last_heartbeat with the
 // database clock and checks every session that holds locks. It returns an
-// error when the control session cannot reach the backend. The beat is run
+// error when the control session cannot reach the backend, or when the
+// server has not answered the update within one HeartbeatInterval (the
+// update goes on; a slow server does not break the session). The beat is run
 // by the coordinator's heartbeat goroutine, on the coordinator's own
 // deadline, so a cancelled ctx cannot cut a session (and its holds) short:
 // ctx bounds only the wait for the result, and Heartbeat leaves no goroutine
