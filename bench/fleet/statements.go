@@ -44,7 +44,7 @@ func printStatements(ctx context.Context, base, mode string, n int, acquired int
 	}
 	defer conn.Close(ctx)
 	rows, err := conn.Query(ctx, `
-		SELECT calls, total_exec_time, mean_exec_time, toplevel,
+		SELECT calls, total_exec_time, mean_exec_time, max_exec_time, toplevel,
 		       regexp_replace(left(query, 110), '\s+', ' ', 'g')
 		FROM pg_stat_statements
 		WHERE query NOT LIKE '%pg_stat_statements%'
@@ -55,20 +55,20 @@ func printStatements(ctx context.Context, base, mode string, n int, acquired int
 	defer rows.Close()
 	per := float64(max(acquired, 1))
 	fmt.Fprintf(os.Stderr, "%s: top %d statements by server time (%d acquisitions; nested: inside a function)\n", mode, n, acquired)
-	fmt.Fprintf(os.Stderr, "%10s %8s %10s %8s %6s  %s\n", "calls", "/acq", "total ms", "mean ms", "level", "query")
+	fmt.Fprintf(os.Stderr, "%10s %8s %10s %8s %8s %6s  %s\n", "calls", "/acq", "total ms", "mean ms", "max ms", "level", "query")
 	for rows.Next() {
 		var calls int64
-		var total, mean float64
+		var total, mean, longest float64
 		var top bool
 		var q string
-		if err := rows.Scan(&calls, &total, &mean, &top, &q); err != nil {
+		if err := rows.Scan(&calls, &total, &mean, &longest, &top, &q); err != nil {
 			return err
 		}
 		level := "top"
 		if !top {
 			level = "nested"
 		}
-		fmt.Fprintf(os.Stderr, "%10d %8.2f %10.0f %8.3f %6s  %s\n", calls, float64(calls)/per, total, mean, level, q)
+		fmt.Fprintf(os.Stderr, "%10d %8.2f %10.0f %8.3f %8.0f %6s  %s\n", calls, float64(calls)/per, total, mean, longest, level, q)
 	}
 	return rows.Err()
 }
