@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -194,7 +195,14 @@ func (n *notifier) notified(_ *pgconn.PgConn, msg *pgconn.Notification) {
 	if !ok {
 		return
 	}
-	key, err := strconv.ParseInt(msg.Payload, 10, 64)
+	// A payload may name the one member it is for after the key
+	// ("key member_id": queue_leave, migration 103, wakes only the member
+	// whose turn it is); the other members' listeners ignore it.
+	keyText, member, targeted := strings.Cut(msg.Payload, " ")
+	if targeted && member != n.c.memberID {
+		return
+	}
+	key, err := strconv.ParseInt(keyText, 10, 64)
 	if err != nil {
 		return
 	}
