@@ -144,8 +144,17 @@ func TestDeadTicketStandsInNobodysWay(t *testing.T) {
 		}
 		got <- err
 	}()
-	// Past queueAfter the waiter has a ticket, behind the ghost's.
-	time.Sleep(arrivalGap + queueAfter)
+	// Past queueAfter the waiter has a ticket, behind the ghost's. Looked
+	// at, not slept for: on a loaded machine the ticket can come later
+	// than arrivalGap after queueAfter, and a release before it would let
+	// the waiter in ahead of the ghost, ticketless.
+	conn := connect(t, testURL)
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, conn.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.wait_queue WHERE key = $1`,
+			holder.Key()).Scan(&n))
+		return n == 2
+	}, 10*time.Second, 5*time.Millisecond, "the waiter took no ticket")
 	require.NoError(t, holder.Release(ctx(t)))
 	select {
 	case err := <-got:
