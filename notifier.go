@@ -133,6 +133,20 @@ type subscription struct {
 	// notifier.mu. A free key whose releases are heard needs no dead-holder
 	// check: its holders are alive and letting go.
 	heard int64
+	// turn is set, under notifier.mu, by a notification that named this
+	// member: queue_leave found its ticket first among the live ones, so
+	// the wait need not ask queue_head (see takeTurn).
+	turn bool
+}
+
+// takeTurn reports whether a notification naming this member woke s since
+// the last call (see subscription.turn), and clears it.
+func (n *notifier) takeTurn(s *subscription) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	turn := s.turn
+	s.turn = false
+	return turn
 }
 
 func (n *notifier) init(c *Coordinator) {
@@ -211,6 +225,7 @@ func (n *notifier) notified(_ *pgconn.PgConn, msg *pgconn.Notification) {
 	defer n.mu.Unlock()
 	for _, s := range n.subs[subKey{t, key}] {
 		s.heard = now
+		s.turn = s.turn || targeted
 		signal(s.wake)
 	}
 }

@@ -153,6 +153,14 @@ func (c *Coordinator) awaitTurn(ctx context.Context, q *queuePlace, deadline tim
 			return false, ctx.Err()
 		}
 		recheck.Reset(queueRecheck)
+		if c.notifier.takeTurn(sub) {
+			// The ticket given back named this member: its first ticket
+			// for the key is the first live one (queue_leave), so the
+			// look at the queue, one more round trip on the control
+			// session in every handoff down the queue, is not needed.
+			q.head = true
+			return true, nil
+		}
 		head, err := c.queueHead(ctx, t)
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return false, ctxErr

@@ -85,7 +85,8 @@ func TestQueueLeaveWakesOnlyTheNextMember(t *testing.T) {
 	require.Equal(t, fmt.Sprintf("%d member-c", key), next(), "nothing notified when no ticket is left")
 }
 
-// A notification that names a member wakes that member's subscribers only.
+// A notification that names a member wakes that member's subscribers only,
+// and tells them it is their turn (awaitTurn then asks queue_head nothing).
 func TestTargetedQueueNotification(t *testing.T) {
 	t.Parallel()
 	c := newCoord(t, testPrefix(t))
@@ -107,6 +108,10 @@ func TestTargetedQueueNotification(t *testing.T) {
 		}
 	}
 	require.False(t, notify(fmt.Sprintf("%d other-member", key)), "woken for another member")
+	require.False(t, c.notifier.takeTurn(sub), "another member's turn taken for this one's")
 	require.True(t, notify(fmt.Sprintf("%d %s", key, c.MemberID())), "not woken for its own member")
+	require.True(t, c.notifier.takeTurn(sub), "a notification naming this member is its turn")
+	require.False(t, c.notifier.takeTurn(sub), "a turn taken twice")
 	require.True(t, notify(fmt.Sprint(key)), "not woken by a notification for every member")
+	require.False(t, c.notifier.takeTurn(sub), "a notification for every member taken for a turn: it must look at the queue")
 }
