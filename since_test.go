@@ -1,18 +1,32 @@
 package pgcoord
 
 import (
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
 // sinceOf returns held_locks.since of key's holder (granted) or waiter.
+// A waiter is out of the server's lock queue for a moment between two of
+// its slices (longer on a loaded machine, where the step's round trips
+// wait for a time slice), so its row is looked for until it shows.
 func sinceOf(t *testing.T, key int64, granted bool) time.Time {
 	t.Helper()
 	var since time.Time
-	require.NoError(t, testPool.QueryRow(ctx(t),
-		`SELECT since FROM pgcoord.held_locks WHERE key = $1 AND granted = $2`, key, granted).Scan(&since))
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err = testPool.QueryRow(ctx(t),
+			`SELECT since FROM pgcoord.held_locks WHERE key = $1 AND granted = $2`, key, granted).Scan(&since)
+		if granted || !errors.Is(err, pgx.ErrNoRows) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	require.NoError(t, err)
 	return since
 }
 
