@@ -92,15 +92,24 @@ SELECT pg_advisory_unlock_all();
 -- of the same key committed after this statement's snapshot; callers retry.
 -- A name registered again refreshes last_used (at most once a minute, to
 -- spare the row a write per registration), which keeps PruneLockNames off it.
-WITH ins AS (
-    INSERT INTO pgcoord.locks AS r (key, name) VALUES (sqlc.arg(key), sqlc.arg(name))
+-- A name registered within the minute is only read: the insert is not even
+-- tried, since ON CONFLICT locks the conflicting row whether or not it then
+-- updates it, and at a fleet's start every coordinator registers the same
+-- names at once (make fleet: 44 coordinators, 100 names, 4.8 ms a
+-- registration, waiting for each other's row locks).
+WITH cur AS (
+    SELECT l.name, l.last_used FROM pgcoord.locks l WHERE l.key = sqlc.arg(key)
+), ins AS (
+    INSERT INTO pgcoord.locks AS r (key, name)
+    SELECT sqlc.arg(key), sqlc.arg(name)
+    WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.last_used >= now() - interval '1 minute')
     ON CONFLICT (key) DO UPDATE SET last_used = now()
         WHERE r.name = excluded.name AND r.last_used < now() - interval '1 minute'
     RETURNING r.name
 )
 SELECT ins.name FROM ins
 UNION ALL
-SELECT l.name FROM pgcoord.locks l WHERE l.key = sqlc.arg(key)
+SELECT cur.name FROM cur
 LIMIT 1;
 
 -- name: LockKey :one
