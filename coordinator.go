@@ -85,6 +85,8 @@ type Coordinator struct {
 	identity atomic.Pointer[serverIdentity]
 
 	stats coordStats
+	// prims are the per-name stats of elections, semaphores and groups.
+	prims primStats
 
 	// cleanups are the CleanupDone channels of connections pgx closes in
 	// the background; guarded by cleanupMu.

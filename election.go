@@ -67,9 +67,18 @@ type term struct {
 	// election's lock.
 	done    chan struct{}
 	endOnce sync.Once
+	// count is the term in the election's Stats.
+	count termCount
 }
 
-func (t *term) end() { t.endOnce.Do(func() { close(t.done) }) }
+// end ends the term: cause is the loss of its lock, nil for Resign (or a
+// start that failed).
+func (t *term) end(cause error) {
+	t.endOnce.Do(func() {
+		close(t.done)
+		t.count.markEnded(cause)
+	})
+}
 
 // Leader is an election's leader, as Election.Leader and Election.Observe
 // report it. The zero Leader means none.
@@ -126,6 +135,12 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	e.campaigning = true
 	e.term = nil
 	e.mu.Unlock()
+	// Counted from the first Campaign, so the election shows (not leading)
+	// while this member waits to lead it.
+	var st *electionStat
+	if e.c.running() {
+		st = e.c.prims.election(e.name)
+	}
 	defer func() {
 		e.mu.Lock()
 		e.campaigning = false
@@ -142,10 +157,10 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	e.lock.mu.Lock()
 	h := e.lock.hold
 	e.lock.mu.Unlock()
-	t := &term{h: h, token: h.token, value: value, done: make(chan struct{})}
-	e.c.onLoss(h, func(error) { t.end() })
+	t := &term{h: h, token: h.token, value: value, done: make(chan struct{}), count: termCount{st: st}}
+	e.c.onLoss(h, t.end)
 	if err := e.begin(ctx, t); err != nil {
-		t.end()
+		t.end(nil)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.opTimeout())
 		if rerr := e.lock.Release(rctx); rerr != nil && !errors.Is(rerr, ErrLockLost) {
 			err = errors.Join(err, fmt.Errorf("pgcoord: election %q: releasing after a failed start: %w", e.full, rerr))
@@ -156,6 +171,7 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	e.mu.Lock()
 	e.term = t
 	e.mu.Unlock()
+	t.count.markWon()
 	e.c.lastTerms.set(e.full, t.token)
 	return nil
 }
@@ -259,7 +275,7 @@ func (e *Election) Resign(ctx context.Context) error {
 	e.mu.Lock()
 	e.term = nil
 	e.mu.Unlock()
-	t.end()
+	t.end(nil)
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.opTimeout())
 	defer cancel()
 	// Recorded first, then released: the successor then sees the

@@ -130,9 +130,13 @@ func (c *Coordinator) JoinGroup(ctx context.Context, group string, capabilities 
 	if err != nil {
 		return err
 	}
-	return c.groupStmt(ctx, fmt.Sprintf("joining group %q", full), func(ctx context.Context, conn *pgx.Conn) error {
+	err = c.groupStmt(ctx, fmt.Sprintf("joining group %q", full), func(ctx context.Context, conn *pgx.Conn) error {
 		return c.q.JoinGroup(ctx, conn, db.JoinGroupParams{GroupName: full, MemberID: c.memberID, Capabilities: []byte(caps), Key: key})
 	})
+	if err == nil {
+		c.prims.group(group, true, func(st *groupStat) { st.joined = true })
+	}
+	return err
 }
 
 // LeaveGroup takes this member out of group; ErrNotJoined when it is not
@@ -148,8 +152,12 @@ func (c *Coordinator) LeaveGroup(ctx context.Context, group string) error {
 		n, err = c.q.LeaveGroup(ctx, conn, db.LeaveGroupParams{GroupName: full, MemberID: c.memberID, Key: key})
 		return err
 	})
-	if err == nil && n == 0 {
-		err = fmt.Errorf("%w: group %q", ErrNotJoined, full)
+	if err == nil {
+		// Out of the group, also when it was not in it (ErrNotJoined).
+		c.prims.group(group, false, func(st *groupStat) { st.joined = false })
+		if n == 0 {
+			err = fmt.Errorf("%w: group %q", ErrNotJoined, full)
+		}
 	}
 	return err
 }
@@ -203,7 +211,11 @@ func (c *Coordinator) GroupMembers(ctx context.Context, group string) ([]Member,
 	if err != nil {
 		return nil, err
 	}
-	return c.groupMembers(ctx, full)
+	ms, err := c.groupMembers(ctx, full)
+	if err == nil {
+		c.prims.groupRead(group, len(ms))
+	}
+	return ms, err
 }
 
 func (c *Coordinator) groupMembers(ctx context.Context, full string) ([]Member, error) {
@@ -264,22 +276,30 @@ func (c *Coordinator) WatchGroup(ctx context.Context, group string) (<-chan Grou
 	if err != nil {
 		return nil, err
 	}
+	// Counted as a watch from before the first read, so that read's
+	// member count is recorded.
+	c.prims.group(group, true, func(st *groupStat) { st.watches++ })
+	unwatch := func() { c.prims.group(group, false, func(st *groupStat) { st.watches-- }) }
 	// Subscribed before the first read, so no change falls in between.
 	sub := c.notifier.subscribe(topicGroup, key)
 	last, err := c.groupMembers(ctx, full)
 	if err != nil {
 		c.notifier.unsubscribe(sub)
+		unwatch()
 		return nil, err
 	}
+	c.prims.groupRead(group, len(last))
 	out := make(chan GroupEvent)
 	go func() {
 		defer close(out)
+		defer unwatch()
 		defer c.notifier.unsubscribe(sub)
 		c.watchLoop(ctx, sub, false, func() bool {
 			now, err := c.groupMembers(ctx, full)
 			if err != nil {
 				return true // the control session is down: reconcile later
 			}
+			c.prims.groupRead(group, len(now))
 			for _, ev := range groupDiff(group, last, now) {
 				if !send(ctx, c, out, ev) {
 					return false

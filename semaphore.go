@@ -55,6 +55,10 @@ type Semaphore struct {
 	held       *Lock
 	lost       chan struct{}
 	registered bool
+	// st counts the slots of the name held (Stats.Semaphores); uncount
+	// ends the count of the slot held, once (Release, or its loss).
+	st      *semaphoreStat
+	uncount func()
 }
 
 // Semaphore returns a holder's slot of the semaphore name with limit
@@ -126,13 +130,16 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 		s.mu.Unlock()
 		return false, ErrAlreadyHeld
 	}
-	prev := s.held
-	s.held = nil
+	prev, uncount := s.held, s.uncount
+	s.held, s.uncount = nil, nil
 	s.acquiring = true
 	if prev != nil {
 		s.lost = make(chan struct{})
 	}
 	lost := s.lost
+	if s.st == nil {
+		s.st = s.c.prims.semaphore(s.name)
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -141,6 +148,7 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 	}()
 	if prev != nil {
 		_ = prev.Release(ctx) // a lost hold: let its claim go
+		uncount()
 	}
 	if err := s.register(ctx); err != nil {
 		return false, err
@@ -232,8 +240,29 @@ func (s *Semaphore) took(ctx context.Context, l *Lock) (bool, error) {
 	}
 	s.mu.Lock()
 	s.held = l
+	s.uncount = s.countHeld(l)
 	s.mu.Unlock()
 	return true, nil
+}
+
+// countHeld counts l's slot as held in Stats.Semaphores until the
+// returned function runs (Release) or the hold is lost, whichever is
+// first.
+func (s *Semaphore) countHeld(l *Lock) (uncount func()) {
+	st := s.st
+	if st == nil {
+		return func() {} // past the cap of names counted
+	}
+	st.held.Add(1)
+	var once sync.Once
+	uncount = func() { once.Do(func() { st.held.Add(-1) }) }
+	l.mu.Lock()
+	h := l.hold
+	l.mu.Unlock()
+	if h != nil {
+		s.c.onLoss(h, func(error) { uncount() })
+	}
+	return uncount
 }
 
 // register records the limit this semaphore is used with, once per
@@ -272,8 +301,8 @@ func (s *Semaphore) lostNow(l *Lock) bool {
 // lost. Like Lock.Release it ignores ctx's cancellation.
 func (s *Semaphore) Release(ctx context.Context) error {
 	s.mu.Lock()
-	l := s.held
-	s.held = nil
+	l, uncount := s.held, s.uncount
+	s.held, s.uncount = nil, nil
 	if l != nil {
 		s.lost = make(chan struct{})
 	}
@@ -281,7 +310,9 @@ func (s *Semaphore) Release(ctx context.Context) error {
 	if l == nil {
 		return ErrNotHeld
 	}
-	return l.Release(ctx)
+	err := l.Release(ctx)
+	uncount()
+	return err
 }
 
 // Lost returns a channel closed when the slot held is lost (its session

@@ -46,6 +46,16 @@ type Stats struct {
 	HeartbeatAge time.Duration
 	// Active is IsActive().
 	Active bool
+
+	// Elections are the elections this coordinator has campaigned in,
+	// Semaphores those it has tried to take, and Groups those it is in or
+	// watches now, each sorted by name. They are counted as those
+	// primitives change state, never on a Lock's Acquire or Release. Names
+	// are meant to be few per process (each is a series in a metrics
+	// backend): at most 256 of each kind are reported, the first used.
+	Elections  []ElectionStats
+	Semaphores []SemaphoreStats
+	Groups     []GroupStats
 }
 
 // waitBounds are the upper bounds of Stats.WaitBuckets, from 1ms to 5
@@ -126,9 +136,11 @@ func (c *Coordinator) OnWait(fn func(waited time.Duration)) (unregister func()) 
 }
 
 // Stats returns the coordinator's counters and gauges (all zero before
-// Start). It does no I/O: atomic loads and a look at which sessions are
-// open, cheap enough for every scrape.
+// Start). It does no I/O: atomic loads, a look at which sessions are open
+// and a copy of the per-name stats of elections, semaphores and groups,
+// cheap enough for every scrape.
 func (c *Coordinator) Stats() Stats {
+	es, ss, gs := c.prims.snapshot(c.running())
 	return Stats{
 		Held:              c.stats.held.Load(),
 		Acquired:          c.stats.acquired.Load(),
@@ -143,6 +155,9 @@ func (c *Coordinator) Stats() Stats {
 		Sessions:          c.openSessions(),
 		HeartbeatAge:      c.heartbeatAge(),
 		Active:            c.IsActive(),
+		Elections:         es,
+		Semaphores:        ss,
+		Groups:            gs,
 	}
 }
 
