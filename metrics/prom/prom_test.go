@@ -106,7 +106,9 @@ pgcoord_active{coordinator="other"} 1
 		}
 	}
 	slices.Sort(names)
-	want := slices.Clone(metricNames)
+	// Without elections, semaphores or groups, their metrics have no
+	// series (TestCollectorPrimitives exports them).
+	want := slices.DeleteFunc(slices.Clone(metricNames), func(n string) bool { return slices.Contains(primitiveMetrics, n) })
 	slices.Sort(want)
 	require.Equal(t, want, names, "metricNames lists what is exported")
 	problems, err := testutil.CollectAndLint(New(c))
@@ -154,4 +156,131 @@ func TestGrafanaDashboard(t *testing.T) {
 	for _, n := range metricNames {
 		require.True(t, used[n], "no panel shows %s", n)
 	}
+}
+
+// primitiveMetrics are the metrics with a series per election, semaphore
+// or group.
+var primitiveMetrics = []string{ElectionLeader, ElectionTermsWon, ElectionTermsEnded, ElectionTermsLost, SemaphoreSlotsHeld, GroupMembers}
+
+// scrape returns reg's series of primitiveMetrics as the text format
+// prints them (name{labels} value), one a line, and logs them.
+func scrape(t *testing.T, reg *prometheus.Registry, when string) string {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	var b strings.Builder
+	for _, f := range families {
+		if !slices.Contains(primitiveMetrics, f.GetName()) {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			v := m.GetGauge().GetValue()
+			if f.GetType().String() == "COUNTER" {
+				v = m.GetCounter().GetValue()
+			}
+			fmt.Fprintf(&b, "%s{%s} %g\n", f.GetName(), strings.Join(labels, ","), v)
+		}
+	}
+	t.Logf("scrape, %s:\n%s", when, b.String())
+	return b.String()
+}
+
+// requireSeries checks that the scrape has each line of want.
+func requireSeries(t *testing.T, got string, want ...string) {
+	t.Helper()
+	lines := strings.Split(got, "\n")
+	for _, w := range want {
+		require.Contains(t, lines, w)
+	}
+}
+
+// The collector exports elections, semaphores and groups per name: a
+// leader's gauge is 1 and its term counted, and 0 after Resign or Stop;
+// slots held count; a group of two members shows 2, whether this member
+// watches it or only joined it (then the scrape reads it).
+func TestCollectorPrimitives(t *testing.T) {
+	prefix := fmt.Sprintf("promprims-%d/", time.Now().UnixNano())
+	a, b := start(t, prefix), start(t, prefix)
+	ctx := context.Background()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(New(a, WithConstLabels(prometheus.Labels{"coordinator": "a"})),
+		New(b, WithConstLabels(prometheus.Labels{"coordinator": "b"})))
+
+	ea, eb := a.Election("primary"), b.Election("primary")
+	require.NoError(t, ea.Campaign(ctx, "a"))
+	campaign := make(chan error, 1)
+	go func() { campaign <- eb.Campaign(ctx, "b") }()
+	require.Eventually(t, func() bool { return len(b.Stats().Elections) == 1 }, 5*time.Second, 5*time.Millisecond, "b campaigns")
+
+	slots := []*pgcoord.Semaphore{a.Semaphore("workers", 3), a.Semaphore("workers", 3), b.Semaphore("workers", 3)}
+	for _, s := range slots {
+		ok, err := s.Acquire(ctx, pgcoord.NoWait)
+		require.NoError(t, err)
+		require.True(t, ok)
+	}
+
+	// a joins "api" only; b joins and watches it.
+	require.NoError(t, a.JoinGroup(ctx, "api", nil))
+	require.NoError(t, b.JoinGroup(ctx, "api", nil))
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	events, err := b.WatchGroup(wctx, "api")
+	require.NoError(t, err)
+
+	requireSeries(t, scrape(t, reg, "a leads, b campaigns, 2+1 slots held, both in api"),
+		`pgcoord_election_leader{coordinator="a",election="primary"} 1`,
+		`pgcoord_election_leader{coordinator="b",election="primary"} 0`,
+		`pgcoord_election_terms_won_total{coordinator="a",election="primary"} 1`,
+		`pgcoord_election_terms_won_total{coordinator="b",election="primary"} 0`,
+		`pgcoord_election_terms_ended_total{coordinator="a",election="primary"} 0`,
+		`pgcoord_semaphore_slots_held{coordinator="a",semaphore="workers"} 2`,
+		`pgcoord_semaphore_slots_held{coordinator="b",semaphore="workers"} 1`,
+		`pgcoord_group_members{coordinator="a",group="api"} 2`,
+		`pgcoord_group_members{coordinator="b",group="api"} 2`,
+	)
+
+	require.NoError(t, ea.Resign(ctx))
+	require.NoError(t, <-campaign)
+	require.NoError(t, slots[0].Release(ctx))
+	requireSeries(t, scrape(t, reg, "a resigned, b leads, a released a slot"),
+		`pgcoord_election_leader{coordinator="a",election="primary"} 0`,
+		`pgcoord_election_terms_ended_total{coordinator="a",election="primary"} 1`,
+		`pgcoord_election_terms_lost_total{coordinator="a",election="primary"} 0`,
+		`pgcoord_election_leader{coordinator="b",election="primary"} 1`,
+		`pgcoord_election_terms_won_total{coordinator="b",election="primary"} 1`,
+		`pgcoord_semaphore_slots_held{coordinator="a",semaphore="workers"} 1`,
+	)
+
+	// b stops: its term ends (not lost), its slot is given back, it is in
+	// no group, and a's scrape reads api again: one member left.
+	require.NoError(t, b.Stop(ctx))
+	for range events {
+	}
+	require.Eventually(t, func() bool { return len(b.Stats().Groups) == 0 }, 5*time.Second, 5*time.Millisecond, "b's watch ended")
+	got := scrape(t, reg, "b stopped")
+	requireSeries(t, got,
+		`pgcoord_election_leader{coordinator="b",election="primary"} 0`,
+		`pgcoord_election_terms_ended_total{coordinator="b",election="primary"} 1`,
+		`pgcoord_election_terms_lost_total{coordinator="b",election="primary"} 0`,
+		`pgcoord_semaphore_slots_held{coordinator="b",semaphore="workers"} 0`,
+		`pgcoord_group_members{coordinator="a",group="api"} 1`,
+	)
+	require.NotContains(t, got, `pgcoord_group_members{coordinator="b"`, "b is in no group and watches none")
+
+	// Every metric the collector names was exported, and promlint is
+	// content with them.
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	var names []string
+	for _, f := range families {
+		names = append(names, f.GetName())
+	}
+	require.ElementsMatch(t, metricNames, names, "metricNames lists what is exported")
+	problems, err := testutil.CollectAndLint(New(a))
+	require.NoError(t, err)
+	require.Empty(t, problems, "promlint")
 }
