@@ -239,3 +239,12 @@ func TestInstrumentsPrimitives(t *testing.T) {
 		require.False(t, strings.HasPrefix(l, `pgcoord.group.members{coordinator="b"`), "b is in no group and watches none: %s", l)
 	}
 }
+
+// docs/metrics.md's table names every instrument Register creates.
+func TestInstrumentsDocumented(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/metrics.md")
+	require.NoError(t, err)
+	for _, n := range instrumentNames {
+		require.Contains(t, string(raw), " | `"+n+"` ", "docs/metrics.md has no row for %s", n)
+	}
+}

@@ -284,3 +284,12 @@ func TestCollectorPrimitives(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, problems, "promlint")
 }
+
+// docs/metrics.md's table names every metric the collector exports.
+func TestMetricsDocumented(t *testing.T) {
+	raw, err := os.ReadFile("../../docs/metrics.md")
+	require.NoError(t, err)
+	for _, n := range metricNames {
+		require.Regexp(t, regexp.MustCompile("(?m)^\\| `"+regexp.QuoteMeta(n)+"[`{ ]"), string(raw), "docs/metrics.md has no row for %s", n)
+	}
+}
