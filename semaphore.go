@@ -238,9 +238,11 @@ func (s *Semaphore) took(ctx context.Context, l *Lock) (bool, error) {
 		s.mu.Unlock()
 		return false, err
 	}
+	// Counted before s.mu is taken: countHeld takes the Lock's mutex and
+	// the coordinator's. (s.st was set by this Acquire, the only one.)
+	uncount := s.countHeld(l)
 	s.mu.Lock()
-	s.held = l
-	s.uncount = s.countHeld(l)
+	s.held, s.uncount = l, uncount
 	s.mu.Unlock()
 	return true, nil
 }
