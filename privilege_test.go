@@ -37,7 +37,7 @@ func appRoleOn(t *testing.T, url, options string) string {
 		`GRANT USAGE ON SEQUENCE pgcoord.fencing_token TO ` + role,
 		`GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer), pgcoord.next_token() TO ` + role,
 		// With Config.Fencing:
-		`GRANT SELECT, INSERT, UPDATE ON pgcoord.fences TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.fences TO ` + role,
 		`GRANT EXECUTE ON FUNCTION pgcoord.fence_ok(bigint, bigint) TO ` + role,
 	} {
 		_, err := admin.Exec(ctx(t), stmt)

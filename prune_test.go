@@ -216,3 +216,104 @@ func TestPruneGroupMembers(t *testing.T) {
 	require.Zero(t, memberships(gone.MemberID()))
 	require.Equal(t, 1, memberships(running.MemberID()))
 }
+
+// Prune deletes the recorded tokens of keys unused past the retention, and
+// keeps those of held keys, of recent ones, and of rows a transaction has
+// locked (fence_ok), which it skips rather than waits for.
+func TestPruneFences(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	conn := connect(t, dbURL)
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString, cfg.Retention, cfg.Fencing = dbURL, -1, true })
+	take := func(name string, keep bool) *Lock {
+		l := c.GetLock(name)
+		mustAcquire(t, l, NoWait)
+		if !keep {
+			require.NoError(t, l.Release(ctx(t)))
+		}
+		return l
+	}
+	held, old, recent, guarded := take("held", true), take("old", false), take("recent", false), take("guarded", false)
+	fence := func(l *Lock) (token int64) {
+		err := conn.QueryRow(ctx(t), `SELECT token FROM pgcoord.fences WHERE key = $1`, l.Key()).Scan(&token)
+		if err == pgx.ErrNoRows {
+			return 0
+		}
+		require.NoError(t, err)
+		return token
+	}
+	guardedToken := fence(guarded)
+	require.Positive(t, guardedToken)
+	backdate(t, conn, `UPDATE pgcoord.fences SET updated_at = now() - interval '2 hours' WHERE key <> $1`, recent.Key())
+
+	// An application's transaction checks guarded's token (fence_ok locks
+	// the row until it ends).
+	tx, err := connect(t, dbURL).Begin(ctx(t))
+	require.NoError(t, err)
+	var ok bool
+	require.NoError(t, tx.QueryRow(ctx(t), `SELECT pgcoord.fence_ok($1, $2)`, guarded.Key(), guardedToken).Scan(&ok))
+	require.True(t, ok)
+
+	res, err := c.Prune(ctx(t), time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.Fences, "only old's row: held is held, recent recent, guarded locked")
+	require.Zero(t, fence(old))
+	require.Positive(t, fence(held))
+	require.Positive(t, fence(recent))
+	require.Equal(t, guardedToken, fence(guarded))
+
+	require.NoError(t, tx.Commit(ctx(t)))
+	res, err = c.Prune(ctx(t), time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.Fences, "guarded's row, once its transaction ended")
+	require.Zero(t, fence(guarded))
+
+	// The next holder of a pruned key records a newer token, and fence_ok
+	// takes it.
+	again := take("old", true)
+	require.Equal(t, again.Token(), fence(old))
+	require.Greater(t, again.Token(), held.Token())
+	require.NoError(t, conn.QueryRow(ctx(t), `SELECT pgcoord.fence_ok($1, $2)`, old.Key(), again.Token()).Scan(&ok))
+	require.True(t, ok)
+}
+
+// Prune deletes the limits of semaphores unused past the retention, and
+// keeps those whose slot is held (another limit's holder is still refused)
+// and recent ones.
+func TestPruneSemaphoreLimits(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	conn := connect(t, dbURL)
+	prefix := testPrefix(t)
+	mk := func(agent string) *Coordinator {
+		return newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1 })
+	}
+	c, other := mk("holder"), mk("other")
+	held := c.Semaphore("held", 2)
+	mustTake(t, held, NoWait)
+	for _, s := range []*Semaphore{c.Semaphore("old", 3), c.Semaphore("recent", 1)} {
+		mustTake(t, s, NoWait)
+		require.NoError(t, s.Release(ctx(t)))
+	}
+	limits := func(name string) (n int) {
+		require.NoError(t, conn.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.semaphores WHERE semaphore = $1`, prefix+name).Scan(&n))
+		return n
+	}
+	backdate(t, conn, `UPDATE pgcoord.semaphores SET last_used = now() - interval '2 hours' WHERE semaphore <> $1`, prefix+"recent")
+
+	res, err := c.Prune(ctx(t), time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.SemaphoreLimits, "only old's limit")
+	require.Zero(t, limits("old"))
+	require.Equal(t, 1, limits("held"))
+	require.Equal(t, 1, limits("recent"))
+
+	// The held limit still counts against a holder of another.
+	_, err = other.Semaphore("held", 5).Acquire(ctx(t), NoWait)
+	require.ErrorIs(t, err, ErrLimitMismatch)
+	// A pruned semaphore used again records its limit again.
+	mustTake(t, other.Semaphore("old", 3), NoWait)
+	require.Equal(t, 1, limits("old"))
+}

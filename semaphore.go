@@ -50,11 +50,12 @@ type Semaphore struct {
 	limit int
 	err   error
 
-	mu         sync.Mutex
-	acquiring  bool
-	held       *Lock
-	lost       chan struct{}
-	registered bool
+	mu        sync.Mutex
+	acquiring bool
+	held      *Lock
+	lost      chan struct{}
+	// registered is when (monoNow) the limit was last recorded; 0: never.
+	registered int64
 	// st counts the slots of the name held (Stats.Semaphores); uncount
 	// ends the count of the slot held, once (Release, or its loss).
 	st      *semaphoreStat
@@ -218,16 +219,22 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 // the semaphore with another limit (the check runs after the slot is held,
 // so of two holders that disagree the later one sees the earlier).
 func (s *Semaphore) took(ctx context.Context, l *Lock) (bool, error) {
-	var others []int32
-	err := s.c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		var err error
-		others, err = s.c.q.OtherSemaphoreLimits(ctx, conn, db.OtherSemaphoreLimitsParams{Semaphore: s.full, Slots: int32(s.limit)})
-		return err
-	})
-	if err == nil && len(others) > 0 {
-		err = fmt.Errorf("%w: semaphore %q is held with limit %d, this holder has %d", ErrLimitMismatch, s.full, others[0], s.limit)
-	} else if err != nil {
-		err = fmt.Errorf("pgcoord: semaphore %q: checking the limit: %w", s.full, s.c.stoppedOr(err))
+	// After a wait longer than nameCacheTTL the limit is recorded again,
+	// now that a slot is held: pruning keeps the limits of held slots, so
+	// the others' check below finds this one while it is held.
+	err := s.register(ctx)
+	if err == nil {
+		var others []int32
+		err = s.c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+			var err error
+			others, err = s.c.q.OtherSemaphoreLimits(ctx, conn, db.OtherSemaphoreLimitsParams{Semaphore: s.full, Slots: int32(s.limit)})
+			return err
+		})
+		if err == nil && len(others) > 0 {
+			err = fmt.Errorf("%w: semaphore %q is held with limit %d, this holder has %d", ErrLimitMismatch, s.full, others[0], s.limit)
+		} else if err != nil {
+			err = fmt.Errorf("pgcoord: semaphore %q: checking the limit: %w", s.full, s.c.stoppedOr(err))
+		}
 	}
 	if err != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.c.opTimeout())
@@ -267,15 +274,17 @@ func (s *Semaphore) countHeld(l *Lock) (uncount func()) {
 	return uncount
 }
 
-// register records the limit this semaphore is used with, once per
-// Semaphore.
+// register records the limit this semaphore is used with, and that it is
+// in use (last_used, which pruning goes by), once per Semaphore and
+// nameCacheTTL, as lock names are registered.
 func (s *Semaphore) register(ctx context.Context) error {
 	s.mu.Lock()
-	done := s.registered
+	at := s.registered
 	s.mu.Unlock()
-	if done {
+	if at != 0 && time.Duration(monoNow()-at) < nameCacheTTL {
 		return nil
 	}
+	at = monoNow()
 	err := s.c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		return s.c.q.RegisterSemaphoreLimit(ctx, conn, db.RegisterSemaphoreLimitParams{Semaphore: s.full, Slots: int32(s.limit)})
 	})
@@ -283,7 +292,7 @@ func (s *Semaphore) register(ctx context.Context) error {
 		return fmt.Errorf("pgcoord: semaphore %q: recording its limit: %w", s.full, s.c.stoppedOr(err))
 	}
 	s.mu.Lock()
-	s.registered = true
+	s.registered = at
 	s.mu.Unlock()
 	return nil
 }

@@ -134,6 +134,7 @@ type PgcoordSemaphore struct {
 	Semaphore string
 	Slots     int32
 	CreatedAt pgtype.Timestamptz
+	LastUsed  pgtype.Timestamptz
 }
 
 type PgcoordSemaphoreHolder struct {

@@ -9,6 +9,36 @@ import (
 	"context"
 )
 
+const PruneFences = `-- name: PruneFences :execrows
+DELETE FROM pgcoord.fences f
+WHERE f.key IN (
+    SELECT o.key FROM pgcoord.fences o
+    WHERE o.updated_at < now() - make_interval(secs => $1::float8)
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_catalog.pg_locks l
+          WHERE l.locktype = 'advisory' AND l.objsubid = 1
+            AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+            AND l.classid::bigint = ((o.key >> 32) & 4294967295)
+            AND l.objid::bigint = (o.key & 4294967295))
+    FOR UPDATE SKIP LOCKED)
+`
+
+// Deletes the recorded tokens (Config.Fencing, AcquireFencedTx) of keys
+// whose last token is older than the retention and which nobody holds or
+// waits for now. A holder's fence_ok needs its key's row, and it holds the
+// key; a holder that lost its lock unaware finds no row, and fence_ok
+// refuses its write, as it would with a newer token there. Tokens come from
+// one sequence, so the next holder's token is newer whether or not the row
+// is there. Rows locked by a transaction (fence_ok's FOR SHARE, an acquire
+// recording its token) are skipped, not waited for.
+func (q *Queries) PruneFences(ctx context.Context, db DBTX, retentionSeconds float64) (int64, error) {
+	result, err := db.Exec(ctx, PruneFences, retentionSeconds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const PruneGroupMembers = `-- name: PruneGroupMembers :execrows
 DELETE FROM pgcoord.group_members g
 WHERE NOT EXISTS (SELECT 1 FROM pgcoord.members m WHERE m.member_id = g.member_id)
@@ -69,6 +99,33 @@ WHERE coalesce(m.stopped_at, m.last_heartbeat) < now() - make_interval(secs => $
 // comes back after its row went is written anew by its reconnect.
 func (q *Queries) PruneMembers(ctx context.Context, db DBTX, retentionSeconds float64) (int64, error) {
 	result, err := db.Exec(ctx, PruneMembers, retentionSeconds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const PruneSemaphoreLimits = `-- name: PruneSemaphoreLimits :execrows
+DELETE FROM pgcoord.semaphores s
+WHERE s.last_used < now() - make_interval(secs => $1::float8)
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_locks l
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1
+        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+        AND ((l.classid::bigint << 32) | l.objid::bigint) IN (
+            SELECT pgcoord.semaphore_slot_key(s.semaphore, s.slots, g)
+            FROM generate_series(0, s.slots - 1) AS g))
+`
+
+// Deletes the limits of semaphores not recorded (RegisterSemaphoreLimit)
+// for longer than the retention of which nobody holds or waits for a slot.
+// A holder checks the others' limits once it holds its slot
+// (OtherSemaphoreLimits), so the row of a limit whose slot is held must
+// stay, and does; a Semaphore in use records its limit again every ten
+// minutes and when it takes a slot after a long wait, far within the
+// shortest retention.
+func (q *Queries) PruneSemaphoreLimits(ctx context.Context, db DBTX, retentionSeconds float64) (int64, error) {
+	result, err := db.Exec(ctx, PruneSemaphoreLimits, retentionSeconds)
 	if err != nil {
 		return 0, err
 	}

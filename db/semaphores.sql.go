@@ -51,8 +51,9 @@ func (q *Queries) OtherSemaphoreLimits(ctx context.Context, db DBTX, arg OtherSe
 }
 
 const RegisterSemaphoreLimit = `-- name: RegisterSemaphoreLimit :exec
-INSERT INTO pgcoord.semaphores (semaphore, slots) VALUES ($1, $2)
-ON CONFLICT DO NOTHING
+INSERT INTO pgcoord.semaphores AS s (semaphore, slots) VALUES ($1, $2)
+ON CONFLICT (semaphore, slots) DO UPDATE SET last_used = now()
+WHERE s.last_used < now() - interval '1 minute'
 `
 
 type RegisterSemaphoreLimitParams struct {
@@ -60,7 +61,11 @@ type RegisterSemaphoreLimitParams struct {
 	Slots     int32
 }
 
-// Records that semaphore is used with this many slots (see pgcoord.semaphores).
+// Records that semaphore is used with this many slots (see
+// pgcoord.semaphores), and that it is used now: last_used keeps the row
+// from being pruned (PruneSemaphoreLimits). A row refreshed within the
+// minute is left alone, so Semaphores made afresh for each Acquire cost no
+// write each.
 func (q *Queries) RegisterSemaphoreLimit(ctx context.Context, db DBTX, arg RegisterSemaphoreLimitParams) error {
 	_, err := db.Exec(ctx, RegisterSemaphoreLimit, arg.Semaphore, arg.Slots)
 	return err

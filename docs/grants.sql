@@ -42,8 +42,9 @@ GRANT USAGE ON SEQUENCE pgcoord.fencing_token TO pgcoord_app;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_key(text), pgcoord.wait_lock(bigint, integer),
   pgcoord.next_token() TO pgcoord_app;
 
--- Config.Fencing (pgcoord.fence_ok), and AcquireFencedTx.
-GRANT SELECT, INSERT, UPDATE ON pgcoord.fences TO pgcoord_app;
+-- Config.Fencing (pgcoord.fence_ok), and AcquireFencedTx (DELETE for
+-- pruning the tokens of names unused past the retention).
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.fences TO pgcoord_app;
 GRANT EXECUTE ON FUNCTION pgcoord.fence_ok(bigint, bigint) TO pgcoord_app;
 
 -- Shared locks.
@@ -55,8 +56,9 @@ GRANT SELECT ON pgcoord.leaders TO pgcoord_app;
 GRANT EXECUTE ON FUNCTION pgcoord.begin_term(text, bigint, text, text, bigint),
   pgcoord.proclaim(text, bigint, text), pgcoord.end_term(text, bigint) TO pgcoord_app;
 
--- Semaphores.
-GRANT SELECT, INSERT ON pgcoord.semaphores TO pgcoord_app;
+-- Semaphores (UPDATE of last_used when a limit is recorded again, DELETE
+-- for pruning the limits of semaphores unused past the retention).
+GRANT SELECT, INSERT, UPDATE (last_used), DELETE ON pgcoord.semaphores TO pgcoord_app;
 GRANT SELECT ON pgcoord.semaphore_holders TO pgcoord_app;
 GRANT EXECUTE ON FUNCTION pgcoord.semaphore_slot_key(text, integer, integer) TO pgcoord_app;
 

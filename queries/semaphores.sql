@@ -1,7 +1,12 @@
 -- name: RegisterSemaphoreLimit :exec
--- Records that semaphore is used with this many slots (see pgcoord.semaphores).
-INSERT INTO pgcoord.semaphores (semaphore, slots) VALUES (sqlc.arg(semaphore), sqlc.arg(slots))
-ON CONFLICT DO NOTHING;
+-- Records that semaphore is used with this many slots (see
+-- pgcoord.semaphores), and that it is used now: last_used keeps the row
+-- from being pruned (PruneSemaphoreLimits). A row refreshed within the
+-- minute is left alone, so Semaphores made afresh for each Acquire cost no
+-- write each.
+INSERT INTO pgcoord.semaphores AS s (semaphore, slots) VALUES (sqlc.arg(semaphore), sqlc.arg(slots))
+ON CONFLICT (semaphore, slots) DO UPDATE SET last_used = now()
+WHERE s.last_used < now() - interval '1 minute';
 
 -- name: OtherSemaphoreLimits :many
 -- The other limits semaphore is held with now: a slot of another limit is
