@@ -62,12 +62,16 @@ func TestPrune(t *testing.T) {
 	r := runCLI(t, "migrate", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
 	prefix := testPrefix(t)
-	c, err := pgcoord.New(pgcoord.Config{ConnString: url, Prefix: prefix, AgentID: "old", SkipMigrations: true, Retention: -1,
+	c, err := pgcoord.New(pgcoord.Config{ConnString: url, Prefix: prefix, AgentID: "old", SkipMigrations: true, Retention: -1, Fencing: true,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	require.NoError(t, c.Start(context.Background()))
 	l := c.GetLock("job")
 	ok, err := l.Acquire(context.Background(), pgcoord.NoWait)
+	require.NoError(t, err)
+	require.True(t, ok)
+	s := c.Semaphore("pool", 2)
+	ok, err = s.Acquire(context.Background(), pgcoord.NoWait)
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.NoError(t, c.Stop(context.Background()))
@@ -76,8 +80,14 @@ func TestPrune(t *testing.T) {
 	defer conn.Close(context.Background())
 	_, err = conn.Exec(context.Background(), `UPDATE pgcoord.members SET stopped_at = now() - interval '3 hours'`)
 	require.NoError(t, err)
-	_, err = conn.Exec(context.Background(), `UPDATE pgcoord.locks SET last_used = now() - interval '3 hours'`)
-	require.NoError(t, err)
+	for _, sql := range []string{
+		`UPDATE pgcoord.locks SET last_used = now() - interval '3 hours'`,
+		`UPDATE pgcoord.fences SET updated_at = now() - interval '3 hours'`,
+		`UPDATE pgcoord.semaphores SET last_used = now() - interval '3 hours'`,
+	} {
+		_, err = conn.Exec(context.Background(), sql)
+		require.NoError(t, err)
+	}
 
 	r = runCLI(t, "prune", "--older-than", "30m", "--database-url", url)
 	require.Equal(t, exitUsage, r.code)
@@ -85,11 +95,12 @@ func TestPrune(t *testing.T) {
 
 	r = runCLI(t, "prune", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, "pruned 0 member rows, 0 group memberships and 0 lock names unused for 24h\n", r.stdout, "3 hours is within 24h")
+	require.Equal(t, "pruned 0 member rows, 0 group memberships, 0 lock names, 0 fences and 0 semaphore limits unused for 24h\n", r.stdout, "3 hours is within 24h")
 	r = runCLI(t, "prune", "--older-than", "2h", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, "pruned 1 member rows, 0 group memberships and 1 lock names unused for 2h\n", r.stdout)
+	require.Equal(t, "pruned 1 member rows, 0 group memberships, 2 lock names, 2 fences and 1 semaphore limits unused for 2h\n", r.stdout,
+		"the lock and the semaphore's slot are names, both fenced")
 	r = runCLI(t, "prune", "--older-than", "90m", "--json", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.JSONEq(t, `{"members": 0, "names": 0, "group_members": 0, "older_than_seconds": 5400}`, r.stdout)
+	require.JSONEq(t, `{"members": 0, "names": 0, "group_members": 0, "fences": 0, "semaphore_limits": 0, "older_than_seconds": 5400}`, r.stdout)
 }

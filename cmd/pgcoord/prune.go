@@ -8,15 +8,16 @@ import (
 	"github.com/pgcoord/pgcoord"
 )
 
-// cmdPrune deletes old member rows and unused name registrations, as
+// cmdPrune deletes old member rows and the rows of unused names, as
 // coordinators do by themselves every Retention/4.
 func cmdPrune(a *app, args []string) int {
 	fs := newFlagSet(a, "pgcoord prune [--older-than 24h] [--json | -o json] [--database-url URL]",
 		"Deletes the rows of members stopped, or silent (crashed, cut off), for longer than\n"+
-			"--older-than, and the registrations in pgcoord.locks of names nobody has used for\n"+
-			"that long and nobody holds or waits for now. Running members and names in use\n"+
-			"are never deleted. Coordinators do the same by themselves (Config.Retention);\n"+
-			"this is for a cron job, or after changing the retention.")
+			"--older-than, and their group memberships; and the registrations in pgcoord.locks,\n"+
+			"the fencing tokens in pgcoord.fences and the semaphore limits in pgcoord.semaphores\n"+
+			"of names nobody has used for that long and nobody holds or waits for now. Running\n"+
+			"members and names in use are never deleted. Coordinators do the same by themselves\n"+
+			"(Config.Retention); this is for a cron job, or after changing the retention.")
 	dbURL := dbFlag(fs)
 	olderThan := fs.Duration("older-than", pgcoord.DefaultRetention, fmt.Sprintf("retention (at least %v)", pgcoord.MinRetention))
 	out := addOutputFlags(fs)
@@ -45,10 +46,10 @@ func cmdPrune(a *app, args []string) int {
 		return a.fail(err)
 	}
 	if asJSON {
-		err = writeJSON(a.stdout, pruneJSON{res.Members, res.Names, res.GroupMembers, olderThan.Seconds()})
+		err = writeJSON(a.stdout, pruneJSON{res.Members, res.Names, res.GroupMembers, res.Fences, res.SemaphoreLimits, olderThan.Seconds()})
 	} else {
-		_, err = fmt.Fprintf(a.stdout, "pruned %d member rows, %d group memberships and %d lock names unused for %v\n",
-			res.Members, res.GroupMembers, res.Names, fmtRetention(*olderThan))
+		_, err = fmt.Fprintf(a.stdout, "pruned %d member rows, %d group memberships, %d lock names, %d fences and %d semaphore limits unused for %v\n",
+			res.Members, res.GroupMembers, res.Names, res.Fences, res.SemaphoreLimits, fmtRetention(*olderThan))
 	}
 	if err != nil {
 		return a.fail(err)
@@ -73,5 +74,7 @@ type pruneJSON struct {
 	Members          int64   `json:"members"`
 	Names            int64   `json:"names"`
 	GroupMembers     int64   `json:"group_members"`
+	Fences           int64   `json:"fences"`
+	SemaphoreLimits  int64   `json:"semaphore_limits"`
 	OlderThanSeconds float64 `json:"older_than_seconds"`
 }
