@@ -236,14 +236,15 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	// A role that lacks a grant is told which, from docs/grants.sql.
 	if err := c.checkSchema(ctx); err != nil {
-		return err
+		return withGrantAdvice(err, c.connConfig.User, false)
 	}
 	if err := c.registerMember(ctx, true); err != nil {
-		return err
+		return withGrantAdvice(err, c.connConfig.User, false)
 	}
 	if err := c.checkMemberLockStays(ctx); err != nil {
-		return err
+		return withGrantAdvice(err, c.connConfig.User, false)
 	}
 
 	c.active.Store(true)

@@ -72,6 +72,9 @@ type migrationTarget struct {
 	// conn returns a connection and the function that gives it back.
 	conn   func(ctx context.Context) (*pgx.Conn, func(), error)
 	openDB func() *sql.DB
+	// user is the role migrations log in as, for advice when it lacks a
+	// right ("" when unknown).
+	user string
 }
 
 // connTarget migrates over new connections from cc (with Config.Pool's
@@ -86,13 +89,16 @@ func connTarget(cc *pgx.ConnConfig, hooks connHooks) migrationTarget {
 			return conn, func() { _ = conn.Close(context.WithoutCancel(ctx)) }, nil
 		},
 		openDB: func() *sql.DB { return hooks.openDB(cc, migrateAppName) },
+		user:   cc.User,
 	}
 }
 
 // migrateAppName is the application_name of migration sessions.
 const migrateAppName = "pgcoord-migrate"
 
-func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) error {
+func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) (err error) {
+	// A role that may not change the schema is told what to do instead.
+	defer func() { err = withGrantAdvice(err, target.user, true) }()
 	if err := checkMigrationNames(migrationFiles); err != nil {
 		return err
 	}

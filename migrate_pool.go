@@ -35,5 +35,6 @@ func poolTarget(pool *pgxpool.Pool) migrationTarget {
 			return pc.Conn(), pc.Release, nil
 		},
 		openDB: func() *sql.DB { return stdlib.OpenDBFromPool(pool) },
+		user:   pool.Config().ConnConfig.User,
 	}
 }
