@@ -11,6 +11,29 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const ForgetStoppedMember = `-- name: ForgetStoppedMember :execrows
+DELETE FROM pgcoord.members m
+WHERE m.member_id = $1 AND m.stopped_at IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_locks l
+      WHERE l.locktype = 'advisory' AND l.objsubid = 2
+        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+        AND l.classid::bigint = ((m.member_key >> 32) & 4294967295)
+        AND l.objid::bigint = (m.member_key & 4294967295))
+`
+
+// Deletes a stopped member's row at once: what the pgcoord command does
+// for its own member when `run` or `elect` ends (each is one process run,
+// with a member id of its own: kept for the retention, the rows would pile
+// up, one per run). Never while its member lock is held.
+func (q *Queries) ForgetStoppedMember(ctx context.Context, db DBTX, memberID string) (int64, error) {
+	result, err := db.Exec(ctx, ForgetStoppedMember, memberID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const GetMember = `-- name: GetMember :one
 SELECT member_id, prefix, agent_id, hostname, pid, started_at, last_heartbeat,
        stopped_at, heartbeat_interval, session_tag, member_key, backend_pid, lease

@@ -99,3 +99,17 @@ SELECT pg_advisory_lock(sqlc.arg(key1)::integer, sqlc.arg(key2)::integer);
 -- none of its statements may wait behind an application's transaction, or
 -- the heartbeat would wait too.
 SELECT set_config('lock_timeout', sqlc.arg(timeout_ms)::text, false);
+
+-- name: ForgetStoppedMember :execrows
+-- Deletes a stopped member's row at once: what the pgcoord command does
+-- for its own member when `run` or `elect` ends (each is one process run,
+-- with a member id of its own: kept for the retention, the rows would pile
+-- up, one per run). Never while its member lock is held.
+DELETE FROM pgcoord.members m
+WHERE m.member_id = sqlc.arg(member_id) AND m.stopped_at IS NOT NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_locks l
+      WHERE l.locktype = 'advisory' AND l.objsubid = 2
+        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+        AND l.classid::bigint = ((m.member_key >> 32) & 4294967295)
+        AND l.objid::bigint = (m.member_key & 4294967295));

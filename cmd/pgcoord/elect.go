@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +43,7 @@ func cmdElect(a *app, args []string) int {
 	prefix := fs.String("prefix", "", "namespace prepended to the election name and the member id")
 	grace := fs.Duration("grace", 5*time.Second, "after leadership is lost, time between SIGTERM and SIGKILL to the command")
 	agentID := fs.String("agent-id", "", "agent id of this member (default elect-HOSTNAME-PID)")
+	skipMigrations := fs.Bool("skip-migrations", false, "do not apply the schema's migrations (for a role that may not change it: see docs/grants.sql)")
 	heartbeat := fs.Duration("heartbeat", pgcoord.DefaultHeartbeatInterval, "heartbeat interval: a lost leadership is noticed within about two intervals")
 	// NAME may come before the flags (elect NAME --value V -- CMD) or after
 	// them (elect --value V NAME -- CMD).
@@ -76,8 +76,7 @@ func cmdElect(a *app, args []string) int {
 		return a.usageError("--conflict-exit-code must be between 0 and 255, got %d", *conflictCode)
 	}
 	if *agentID == "" {
-		host, _ := os.Hostname()
-		*agentID = fmt.Sprintf("elect-%s-%d", dash(host), os.Getpid())
+		*agentID = cliAgentID("elect")
 	}
 	if !set["value"] {
 		*value = *agentID
@@ -92,6 +91,7 @@ func cmdElect(a *app, args []string) int {
 		AgentID:           *agentID,
 		Prefix:            *prefix,
 		HeartbeatInterval: *heartbeat,
+		SkipMigrations:    *skipMigrations,
 		Logger:            slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
@@ -100,13 +100,7 @@ func cmdElect(a *app, args []string) int {
 	if err := c.Start(a.ctx); err != nil {
 		return a.fail(err)
 	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := c.Stop(ctx); err != nil {
-			fmt.Fprintf(a.stderr, "pgcoord elect: stopping: %v\n", err)
-		}
-	}()
+	defer stopMember(a, c, url)
 
 	full := *prefix + name
 	e := c.Election(name)

@@ -297,7 +297,15 @@ func (a *app) fail(err error) int {
 		return exitSignalBase + int(sig)
 	}
 	// Library errors start with "pgcoord: ", which our prefix already says.
-	fmt.Fprintf(a.stderr, "pgcoord %s: %s\n", a.name, strings.TrimPrefix(err.Error(), "pgcoord: "))
+	msg := strings.TrimPrefix(err.Error(), "pgcoord: ")
+	fmt.Fprintf(a.stderr, "pgcoord %s: %s\n", a.name, msg)
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Code == "42501" && !strings.Contains(msg, "grants.sql") {
+		// The library says which grant a coordinator lacks; the commands
+		// that only read say where the grants are.
+		fmt.Fprintf(a.stderr, "pgcoord %s: the role lacks a grant: docs/grants.sql grants what pgcoord needs, "+
+			"run it as the schema's owner (docs/operations.md, \"Grants for a least-privilege role\")\n", a.name)
+	}
 	switch {
 	case errors.Is(err, errNoDatabase):
 		return exitNoDatabase

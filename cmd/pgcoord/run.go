@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +50,7 @@ func cmdRun(a *app, args []string) int {
 	prefix := fs.String("prefix", "", "namespace prepended to the lock name and the member id")
 	grace := fs.Duration("grace", 5*time.Second, "after the lock is lost, time between SIGTERM and SIGKILL to the command")
 	agentID := fs.String("agent-id", "", "agent id of this member (default run-HOSTNAME-PID)")
+	skipMigrations := fs.Bool("skip-migrations", false, "do not apply the schema's migrations (for a role that may not change it: see docs/grants.sql)")
 	heartbeat := fs.Duration("heartbeat", pgcoord.DefaultHeartbeatInterval, "heartbeat interval: a lost lock is noticed within about one interval")
 	if code, done := parseFlags(fs, args); done {
 		return code
@@ -80,8 +80,7 @@ func cmdRun(a *app, args []string) int {
 		blocking = pgcoord.Timeout(*timeout)
 	}
 	if *agentID == "" {
-		host, _ := os.Hostname()
-		*agentID = fmt.Sprintf("run-%s-%d", dash(host), os.Getpid())
+		*agentID = cliAgentID("run")
 	}
 
 	url, err := a.database(*dbURL)
@@ -93,6 +92,7 @@ func cmdRun(a *app, args []string) int {
 		AgentID:           *agentID,
 		Prefix:            *prefix,
 		HeartbeatInterval: *heartbeat,
+		SkipMigrations:    *skipMigrations,
 		// Warnings (heartbeat failures, reconnects, lost locks) matter to
 		// whoever watches a locked job; the info chatter does not.
 		Logger: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -103,15 +103,7 @@ func cmdRun(a *app, args []string) int {
 	if err := c.Start(a.ctx); err != nil {
 		return a.fail(err)
 	}
-	defer func() {
-		// Stop must run even after a signal cancelled a.ctx: it releases
-		// whatever is still held and marks the member stopped.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := c.Stop(ctx); err != nil {
-			fmt.Fprintf(a.stderr, "pgcoord run: stopping: %v\n", err)
-		}
-	}()
+	defer stopMember(a, c, url)
 
 	l := c.GetLock(*name)
 	ok, err := l.Acquire(a.ctx, blocking)
