@@ -46,14 +46,19 @@ type PruneResult struct {
 	// (pgcoord.semaphores): those not used for longer than the retention,
 	// with no slot held or waited for.
 	SemaphoreLimits int64
+	// Elections is the number of elections' recorded last terms deleted
+	// (pgcoord.elections): those begun before the retention whose leader
+	// has not been heard from for as long and whose lock nobody holds or
+	// waits for.
+	Elections int64
 }
 
 // Prune deletes, for every prefix, the rows of members stopped or silent
 // for longer than olderThan (and their group memberships), and the
 // registrations in pgcoord.locks of names nobody has used for that long and
 // nobody holds or waits for, and likewise the recorded fencing tokens
-// (pgcoord.fences) and semaphore limits (pgcoord.semaphores) of names
-// unused for that long. A running
+// (pgcoord.fences), semaphore limits (pgcoord.semaphores) and elections'
+// last terms (pgcoord.elections) of names unused for that long. A running
 // member's row and a name in use are never deleted, and a name pruned while
 // a coordinator registers it is registered again, so collision detection
 // holds for every name in use. olderThan must be at least MinRetention. The
@@ -94,14 +99,17 @@ func pruneOn(ctx context.Context, q *db.Queries, conn db.DBTX, olderThan time.Du
 	if res.GroupMembers, err = q.PruneGroupMembers(ctx, conn); err != nil && !insufficientPrivilege(err) {
 		return res, fmt.Errorf("pgcoord: pruning group memberships: %w", err)
 	}
-	// Roles granted no DELETE on fences or semaphores (grants of before
-	// v0.1.0, or no fencing or semaphores at all) have nothing to prune
-	// there; another role's `pgcoord prune` can.
+	// Roles granted no DELETE on fences, semaphores or elections (grants
+	// of before v0.1.0, or none of these primitives used) have nothing to
+	// prune there; another role's `pgcoord prune` can.
 	if res.Fences, err = q.PruneFences(ctx, conn, olderThan.Seconds()); err != nil && !insufficientPrivilege(err) {
 		return res, fmt.Errorf("pgcoord: pruning fences: %w", err)
 	}
 	if res.SemaphoreLimits, err = q.PruneSemaphoreLimits(ctx, conn, olderThan.Seconds()); err != nil && !insufficientPrivilege(err) {
 		return res, fmt.Errorf("pgcoord: pruning semaphore limits: %w", err)
+	}
+	if res.Elections, err = q.PruneElections(ctx, conn, olderThan.Seconds()); err != nil && !insufficientPrivilege(err) {
+		return res, fmt.Errorf("pgcoord: pruning elections: %w", err)
 	}
 	if _, err = q.PruneLockSince(ctx, conn); err != nil {
 		return res, fmt.Errorf("pgcoord: pruning lock_since: %w", err)
@@ -145,10 +153,11 @@ func (c *Coordinator) pruneLoop() {
 		switch {
 		case err != nil && c.runCtx.Err() == nil:
 			c.log.Warn("pgcoord: pruning failed", "err", err)
-		case res.Members > 0 || res.Names > 0 || res.GroupMembers > 0 || res.Fences > 0 || res.SemaphoreLimits > 0:
+		case res.Members > 0 || res.Names > 0 || res.GroupMembers > 0 || res.Fences > 0 || res.SemaphoreLimits > 0 || res.Elections > 0:
 			c.log.Info("pgcoord: pruned", slog.Int64("members", res.Members), slog.Int64("names", res.Names),
 				slog.Int64("group_members", res.GroupMembers), slog.Int64("fences", res.Fences),
-				slog.Int64("semaphore_limits", res.SemaphoreLimits), slog.Duration("retention", c.cfg.Retention))
+				slog.Int64("semaphore_limits", res.SemaphoreLimits), slog.Int64("elections", res.Elections),
+				slog.Duration("retention", c.cfg.Retention))
 		}
 		t.Reset(every)
 	}

@@ -317,3 +317,55 @@ func TestPruneSemaphoreLimits(t *testing.T) {
 	mustTake(t, other.Semaphore("old", 3), NoWait)
 	require.Equal(t, 1, limits("old"))
 }
+
+// Prune deletes the last term of an election begun before the retention
+// whose leader has not been heard from for as long and whose lock is free;
+// it keeps a held election's, a recent term's, and one whose leader still
+// runs. A pruned election is campaigned for again with a newer token.
+func TestPruneElections(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	conn := connect(t, dbURL)
+	prefix := testPrefix(t)
+	mk := func(agent string) *Coordinator {
+		return newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1 })
+	}
+	a, b, c := mk("a"), mk("b"), mk("c")
+	lead := func(co *Coordinator, name string, resign bool) *Election {
+		e := co.Election(name)
+		require.NoError(t, e.Campaign(ctx(t), co.MemberID()))
+		if resign {
+			require.NoError(t, e.Resign(ctx(t)))
+		}
+		return e
+	}
+	lead(a, "led", false)
+	lead(a, "quiet", true)
+	lead(b, "old", true)
+	lead(c, "recent", true)
+	require.NoError(t, b.Stop(ctx(t)))
+	require.NoError(t, c.Stop(ctx(t)))
+	backdate(t, conn, `UPDATE pgcoord.members SET stopped_at = now() - interval '2 hours' WHERE member_id IN ($1, $2)`, b.MemberID(), c.MemberID())
+	backdate(t, conn, `UPDATE pgcoord.elections SET since = now() - interval '2 hours' WHERE election <> $1`, prefix+"recent")
+	terms := func(name string) (n int) {
+		require.NoError(t, conn.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.elections WHERE election = $1`, prefix+name).Scan(&n))
+		return n
+	}
+	var oldToken int64
+	require.NoError(t, conn.QueryRow(ctx(t), `SELECT token FROM pgcoord.elections WHERE election = $1`, prefix+"old").Scan(&oldToken))
+
+	res, err := a.Prune(ctx(t), time.Hour)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), res.Elections, "only old's: led is held, quiet's leader runs, recent is recent")
+	require.Zero(t, terms("old"))
+	require.Equal(t, 1, terms("led"))
+	require.Equal(t, 1, terms("quiet"))
+	require.Equal(t, 1, terms("recent"))
+
+	e := lead(a, "old", false)
+	l, err := e.Leader(ctx(t))
+	require.NoError(t, err)
+	require.Equal(t, a.MemberID(), l.MemberID)
+	require.Greater(t, l.Token, oldToken)
+}

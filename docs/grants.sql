@@ -50,8 +50,9 @@ GRANT EXECUTE ON FUNCTION pgcoord.fence_ok(bigint, bigint) TO pgcoord_app;
 -- Shared locks.
 GRANT EXECUTE ON FUNCTION pgcoord.wait_lock_shared(bigint, integer) TO pgcoord_app;
 
--- Elections.
-GRANT SELECT, INSERT, UPDATE ON pgcoord.elections TO pgcoord_app;
+-- Elections (DELETE for pruning the last terms of elections unused past the
+-- retention).
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.elections TO pgcoord_app;
 GRANT SELECT ON pgcoord.leaders TO pgcoord_app;
 GRANT EXECUTE ON FUNCTION pgcoord.begin_term(text, bigint, text, text, bigint),
   pgcoord.proclaim(text, bigint, text), pgcoord.end_term(text, bigint) TO pgcoord_app;

@@ -75,3 +75,26 @@ WHERE s.last_used < now() - make_interval(secs => sqlc.arg(retention_seconds)::f
         AND ((l.classid::bigint << 32) | l.objid::bigint) IN (
             SELECT pgcoord.semaphore_slot_key(s.semaphore, s.slots, g)
             FROM generate_series(0, s.slots - 1) AS g));
+
+-- name: PruneElections :execrows
+-- Deletes the recorded last terms of elections whose term began before the
+-- retention, whose lock nobody holds or waits for, and whose leader has
+-- not been heard from within the retention (its member row stopped or
+-- silent that long, or gone). A new leader reads its predecessor's row
+-- to decide how long to give it (grace.go): a predecessor silent for an
+-- hour or more acts on nothing (its lease is seconds), and finding no row
+-- means no grace, as finding its member stopped does. Tokens come from one
+-- sequence, so the next term's token is newer whether or not the row is
+-- there.
+DELETE FROM pgcoord.elections e
+WHERE e.since < now() - make_interval(secs => sqlc.arg(retention_seconds)::float8)
+  AND NOT EXISTS (
+      SELECT 1 FROM pgcoord.members m
+      WHERE m.member_id = e.member_id
+        AND coalesce(m.stopped_at, m.last_heartbeat) >= now() - make_interval(secs => sqlc.arg(retention_seconds)::float8))
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_catalog.pg_locks l
+      WHERE l.locktype = 'advisory' AND l.objsubid = 1
+        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+        AND l.classid::bigint = ((e.key >> 32) & 4294967295)
+        AND l.objid::bigint = (e.key & 4294967295));

@@ -74,6 +74,9 @@ func TestPrune(t *testing.T) {
 	ok, err = s.Acquire(context.Background(), pgcoord.NoWait)
 	require.NoError(t, err)
 	require.True(t, ok)
+	e := c.Election("boss")
+	require.NoError(t, e.Campaign(context.Background(), "v"))
+	require.NoError(t, e.Resign(context.Background()))
 	require.NoError(t, c.Stop(context.Background()))
 	conn, err := pgx.Connect(context.Background(), url)
 	require.NoError(t, err)
@@ -84,6 +87,7 @@ func TestPrune(t *testing.T) {
 		`UPDATE pgcoord.locks SET last_used = now() - interval '3 hours'`,
 		`UPDATE pgcoord.fences SET updated_at = now() - interval '3 hours'`,
 		`UPDATE pgcoord.semaphores SET last_used = now() - interval '3 hours'`,
+		`UPDATE pgcoord.elections SET since = now() - interval '3 hours'`,
 	} {
 		_, err = conn.Exec(context.Background(), sql)
 		require.NoError(t, err)
@@ -95,12 +99,12 @@ func TestPrune(t *testing.T) {
 
 	r = runCLI(t, "prune", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, "pruned 0 member rows, 0 group memberships, 0 lock names, 0 fences and 0 semaphore limits unused for 24h\n", r.stdout, "3 hours is within 24h")
+	require.Equal(t, "pruned 0 member rows, 0 group memberships, 0 lock names, 0 fences, 0 semaphore limits and 0 elections unused for 24h\n", r.stdout, "3 hours is within 24h")
 	r = runCLI(t, "prune", "--older-than", "2h", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.Equal(t, "pruned 1 member rows, 0 group memberships, 2 lock names, 2 fences and 1 semaphore limits unused for 2h\n", r.stdout,
-		"the lock and the semaphore's slot are names, both fenced")
+	require.Equal(t, "pruned 1 member rows, 0 group memberships, 3 lock names, 3 fences, 1 semaphore limits and 1 elections unused for 2h\n", r.stdout,
+		"the lock, the semaphore's slot and the election are names, each fenced")
 	r = runCLI(t, "prune", "--older-than", "90m", "--json", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
-	require.JSONEq(t, `{"members": 0, "names": 0, "group_members": 0, "fences": 0, "semaphore_limits": 0, "older_than_seconds": 5400}`, r.stdout)
+	require.JSONEq(t, `{"members": 0, "names": 0, "group_members": 0, "fences": 0, "semaphore_limits": 0, "elections": 0, "older_than_seconds": 5400}`, r.stdout)
 }

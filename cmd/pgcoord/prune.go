@@ -14,8 +14,9 @@ func cmdPrune(a *app, args []string) int {
 	fs := newFlagSet(a, "pgcoord prune [--older-than 24h] [--json | -o json] [--database-url URL]",
 		"Deletes the rows of members stopped, or silent (crashed, cut off), for longer than\n"+
 			"--older-than, and their group memberships; and the registrations in pgcoord.locks,\n"+
-			"the fencing tokens in pgcoord.fences and the semaphore limits in pgcoord.semaphores\n"+
-			"of names nobody has used for that long and nobody holds or waits for now. Running\n"+
+			"the fencing tokens in pgcoord.fences, the semaphore limits in pgcoord.semaphores and\n"+
+			"the last terms in pgcoord.elections of names nobody has used for that long and nobody\n"+
+			"holds or waits for now. Running\n"+
 			"members and names in use are never deleted. Coordinators do the same by themselves\n"+
 			"(Config.Retention); this is for a cron job, or after changing the retention.")
 	dbURL := dbFlag(fs)
@@ -46,10 +47,10 @@ func cmdPrune(a *app, args []string) int {
 		return a.fail(err)
 	}
 	if asJSON {
-		err = writeJSON(a.stdout, pruneJSON{res.Members, res.Names, res.GroupMembers, res.Fences, res.SemaphoreLimits, olderThan.Seconds()})
+		err = writeJSON(a.stdout, pruneJSON{res.Members, res.Names, res.GroupMembers, res.Fences, res.SemaphoreLimits, res.Elections, olderThan.Seconds()})
 	} else {
-		_, err = fmt.Fprintf(a.stdout, "pruned %d member rows, %d group memberships, %d lock names, %d fences and %d semaphore limits unused for %v\n",
-			res.Members, res.GroupMembers, res.Names, res.Fences, res.SemaphoreLimits, fmtRetention(*olderThan))
+		_, err = fmt.Fprintf(a.stdout, "pruned %d member rows, %d group memberships, %d lock names, %d fences, %d semaphore limits and %d elections unused for %v\n",
+			res.Members, res.GroupMembers, res.Names, res.Fences, res.SemaphoreLimits, res.Elections, fmtRetention(*olderThan))
 	}
 	if err != nil {
 		return a.fail(err)
@@ -76,5 +77,6 @@ type pruneJSON struct {
 	GroupMembers     int64   `json:"group_members"`
 	Fences           int64   `json:"fences"`
 	SemaphoreLimits  int64   `json:"semaphore_limits"`
+	Elections        int64   `json:"elections"`
 	OlderThanSeconds float64 `json:"older_than_seconds"`
 }
