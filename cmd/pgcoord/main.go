@@ -4,7 +4,7 @@
 //	pgcoord migrate [--status]            apply the schema, or report its version
 //	pgcoord members [--all] [--json]      list the members
 //	pgcoord locks [--json]                list held and awaited locks
-//	pgcoord prune [--older-than 24h]      delete old member rows and unused names
+//	pgcoord prune [--older-than 24h]      delete old member rows and unused names' rows
 //	pgcoord run --lock NAME -- CMD ARGS   run CMD while holding NAME (like flock(1))
 //	pgcoord elect NAME -- CMD ARGS        run CMD while leader of election NAME
 //	pgcoord leader NAME [--watch]         print (or follow) the leader of NAME
@@ -74,7 +74,7 @@ Commands:
   migrate   apply pgcoord's schema migrations (--status: report, apply nothing)
   members   list live members (--all: also stopped and stale ones)
   locks     list the locks held and awaited, from pgcoord.held_locks
-  prune     delete old member rows and unused lock names (--older-than 24h)
+  prune     delete old member rows and unused names' rows (--older-than 24h)
   run       run a command while holding a lock, like flock(1):
               pgcoord run --lock NAME [--wait|--nowait|--timeout 10s] -- CMD ARGS...
   demo      three agents share volume locks; one crashes and another takes over
