@@ -172,14 +172,20 @@ func TestRunForwardsSignals(t *testing.T) {
 	requireGone(t, pid)
 	requireFree(t, prefix, "job")
 
-	// The member was stopped cleanly, not left stale. (requireFree's
-	// "checker" member shares the prefix and is still running.)
-	var stopped bool
-	var row string
-	require.NoError(t, testPool.QueryRow(context.Background(),
-		"SELECT stopped_at IS NOT NULL, m::text FROM pgcoord.members m WHERE prefix = $1 AND agent_id LIKE 'run-%'",
-		prefix).Scan(&stopped, &row))
-	require.True(t, stopped, "member row: %s", row)
+	// The member was stopped cleanly, not left stale: its row is deleted
+	// only once stopped. (requireFree's "checker" member shares the prefix
+	// and is still running.)
+	var rows []string
+	rs, err := testPool.Query(context.Background(),
+		"SELECT m::text FROM pgcoord.members m WHERE prefix = $1 AND agent_id LIKE 'run-%'", prefix)
+	require.NoError(t, err)
+	for rs.Next() {
+		var row string
+		require.NoError(t, rs.Scan(&row))
+		rows = append(rows, row)
+	}
+	require.NoError(t, rs.Err())
+	require.Empty(t, rows, "run's member row is deleted when it stops")
 }
 
 func TestRunWaitsForLock(t *testing.T) {
