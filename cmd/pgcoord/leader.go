@@ -81,6 +81,11 @@ func cmdLeader(a *app, args []string) int {
 		ctx, cancel := a.bounded(queryTimeout)
 		l, err := readLeader(ctx, conn, name)
 		cancel()
+		if err != nil && a.ctx.Err() != nil && !first {
+			// Interrupted during a read (one every --interval), not only
+			// during the wait: the normal end of a watch too.
+			return exitOK
+		}
 		if err != nil {
 			return a.fail(err)
 		}
