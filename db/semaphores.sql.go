@@ -51,7 +51,12 @@ func (q *Queries) OtherSemaphoreLimits(ctx context.Context, db DBTX, arg OtherSe
 }
 
 const RegisterSemaphoreLimit = `-- name: RegisterSemaphoreLimit :exec
-INSERT INTO pgcoord.semaphores AS s (semaphore, slots) VALUES ($1, $2)
+INSERT INTO pgcoord.semaphores AS s (semaphore, slots)
+SELECT $1::text, $2::integer
+WHERE NOT EXISTS (
+    SELECT 1 FROM pgcoord.semaphores c
+    WHERE c.semaphore = $1::text AND c.slots = $2::integer
+      AND c.last_used >= now() - interval '1 minute')
 ON CONFLICT (semaphore, slots) DO UPDATE SET last_used = now()
 WHERE s.last_used < now() - interval '1 minute'
 `
@@ -64,8 +69,9 @@ type RegisterSemaphoreLimitParams struct {
 // Records that semaphore is used with this many slots (see
 // pgcoord.semaphores), and that it is used now: last_used keeps the row
 // from being pruned (PruneSemaphoreLimits). A row refreshed within the
-// minute is left alone, so Semaphores made afresh for each Acquire cost no
-// write each.
+// minute is only read, not even tried (ON CONFLICT locks the conflicting
+// row whether or not it updates it, as RegisterLockName says), so
+// Semaphores made afresh for each Acquire cost no write and no row lock.
 func (q *Queries) RegisterSemaphoreLimit(ctx context.Context, db DBTX, arg RegisterSemaphoreLimitParams) error {
 	_, err := db.Exec(ctx, RegisterSemaphoreLimit, arg.Semaphore, arg.Slots)
 	return err

@@ -2,9 +2,15 @@
 -- Records that semaphore is used with this many slots (see
 -- pgcoord.semaphores), and that it is used now: last_used keeps the row
 -- from being pruned (PruneSemaphoreLimits). A row refreshed within the
--- minute is left alone, so Semaphores made afresh for each Acquire cost no
--- write each.
-INSERT INTO pgcoord.semaphores AS s (semaphore, slots) VALUES (sqlc.arg(semaphore), sqlc.arg(slots))
+-- minute is only read, not even tried (ON CONFLICT locks the conflicting
+-- row whether or not it updates it, as RegisterLockName says), so
+-- Semaphores made afresh for each Acquire cost no write and no row lock.
+INSERT INTO pgcoord.semaphores AS s (semaphore, slots)
+SELECT sqlc.arg(semaphore)::text, sqlc.arg(slots)::integer
+WHERE NOT EXISTS (
+    SELECT 1 FROM pgcoord.semaphores c
+    WHERE c.semaphore = sqlc.arg(semaphore)::text AND c.slots = sqlc.arg(slots)::integer
+      AND c.last_used >= now() - interval '1 minute')
 ON CONFLICT (semaphore, slots) DO UPDATE SET last_used = now()
 WHERE s.last_used < now() - interval '1 minute';
 
