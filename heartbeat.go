@@ -133,12 +133,13 @@ func (c *Coordinator) Heartbeat(ctx context.Context) error {
 // the beat return errBeatLate, which is no reason to reconnect. ctx must
 // be the coordinator's runCtx.
 //
-// Why the update is not cut at one interval: on the control session a
-// cancelled statement closes the connection (pgx), and with it the member
-// lock; on a loaded server (make fleet: 50 coordinators, 2 cores) an
-// update that took over a second did exactly that, and every statement
-// queued on the control session (names' registrations) failed while it
-// reconnected. A late update is harmless: IsActive goes false after three
+// Why the update is not cut at one interval: a beat that fails makes the
+// heartbeat reconnect the control session (a new connection, the member
+// lock freed and taken again), and a cancelled statement may close the
+// connection anyway (pgx, when the server does not answer the cancel in
+// time); on a loaded server (make fleet: 50 coordinators, 2 cores) updates
+// that took over a second did exactly that, and every statement queued on
+// the control session (names' registrations) failed while it reconnected. A late update is harmless: IsActive goes false after three
 // intervals without an answer, and holds are bounded by the lease of the
 // last beat heard (beatlease.go) whatever the control session does. Only
 // an update unanswered for SessionTimeout (the server ends a session idle
