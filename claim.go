@@ -134,6 +134,11 @@ func lockTableFull(err error) error {
 // isOutOfSharedMemory reports whether err is the server's "out of shared
 // memory" (SQLSTATE 53200).
 func isOutOfSharedMemory(err error) bool {
+	if err == nil {
+		// Every try asks (lockTableFull): errors.As's target would escape,
+		// an allocation per Acquire for nothing.
+		return false
+	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "53200"
 }
