@@ -38,13 +38,7 @@ func nameRow(t *testing.T, conn *pgx.Conn, key int64) string {
 // recent ones stay, however old their heartbeat looks.
 func TestPruneMembers(t *testing.T) {
 	t.Parallel()
-	dbURL := freshDatabase(t) // prunes every prefix: keep other tests' rows out of it
-	require.NoError(t, Migrate(ctx(t), dbURL))
-	conn := connect(t, dbURL)
-	prefix := testPrefix(t)
-	mk := func(agent string) *Coordinator {
-		return newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1 })
-	}
+	_, prefix, conn, mk := pruneDatabase(t)
 	pruner := mk("pruner")
 	running := mk("running")
 	oldStopped := mk("old-stopped")
@@ -191,13 +185,7 @@ func TestPruneRacesRegister(t *testing.T) {
 // that were gone already), and keeps those of members whose row stays.
 func TestPruneGroupMembers(t *testing.T) {
 	t.Parallel()
-	dbURL := freshDatabase(t)
-	require.NoError(t, Migrate(ctx(t), dbURL))
-	conn := connect(t, dbURL)
-	prefix := testPrefix(t)
-	mk := func(agent string) *Coordinator {
-		return newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1 })
-	}
+	_, _, conn, mk := pruneDatabase(t)
 	running, gone := mk("running"), mk("gone")
 	for _, c := range []*Coordinator{running, gone} {
 		require.NoError(t, c.JoinGroup(ctx(t), "workers", nil))
@@ -222,10 +210,8 @@ func TestPruneGroupMembers(t *testing.T) {
 // locked (fence_ok), which it skips rather than waits for.
 func TestPruneFences(t *testing.T) {
 	t.Parallel()
-	dbURL := freshDatabase(t)
-	require.NoError(t, Migrate(ctx(t), dbURL))
-	conn := connect(t, dbURL)
-	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString, cfg.Retention, cfg.Fencing = dbURL, -1, true })
+	dbURL, _, conn, mk := pruneDatabase(t)
+	c := mk("fencer", func(cfg *Config) { cfg.Fencing = true })
 	take := func(name string, keep bool) *Lock {
 		l := c.GetLock(name)
 		mustAcquire(t, l, NoWait)
@@ -283,13 +269,7 @@ func TestPruneFences(t *testing.T) {
 // and recent ones.
 func TestPruneSemaphoreLimits(t *testing.T) {
 	t.Parallel()
-	dbURL := freshDatabase(t)
-	require.NoError(t, Migrate(ctx(t), dbURL))
-	conn := connect(t, dbURL)
-	prefix := testPrefix(t)
-	mk := func(agent string) *Coordinator {
-		return newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1 })
-	}
+	_, prefix, conn, mk := pruneDatabase(t)
 	c, other := mk("holder"), mk("other")
 	held := c.Semaphore("held", 2)
 	mustTake(t, held, NoWait)
@@ -324,13 +304,7 @@ func TestPruneSemaphoreLimits(t *testing.T) {
 // runs. A pruned election is campaigned for again with a newer token.
 func TestPruneElections(t *testing.T) {
 	t.Parallel()
-	dbURL := freshDatabase(t)
-	require.NoError(t, Migrate(ctx(t), dbURL))
-	conn := connect(t, dbURL)
-	prefix := testPrefix(t)
-	mk := func(agent string) *Coordinator {
-		return newCoord(t, prefix, func(cfg *Config) { cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1 })
-	}
+	_, prefix, conn, mk := pruneDatabase(t)
 	a, b, c := mk("a"), mk("b"), mk("c")
 	lead := func(co *Coordinator, name string, resign bool) *Election {
 		e := co.Election(name)
@@ -368,4 +342,21 @@ func TestPruneElections(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, a.MemberID(), l.MemberID)
 	require.Greater(t, l.Token, oldToken)
+}
+
+// pruneDatabase is a fresh, migrated database for a prune test (a prune
+// deletes across every prefix: other tests' rows stay out of it), the
+// test's prefix, a connection to it, and mk, which starts a coordinator on it named agent,
+// with Retention -1 (no background prune) and mods.
+func pruneDatabase(t *testing.T) (dbURL, prefix string, conn *pgx.Conn, mk func(agent string, mods ...func(*Config)) *Coordinator) {
+	t.Helper()
+	dbURL = freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	prefix = testPrefix(t)
+	mk = func(agent string, mods ...func(*Config)) *Coordinator {
+		return newCoord(t, prefix, append([]func(*Config){func(cfg *Config) {
+			cfg.ConnString, cfg.AgentID, cfg.Retention = dbURL, agent, -1
+		}}, mods...)...)
+	}
+	return dbURL, prefix, connect(t, dbURL), mk
 }
