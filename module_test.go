@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -40,5 +41,30 @@ func TestModuleIsLean(t *testing.T) {
 	}
 	for _, heavy := range []string{"toxiproxy", "zerolog", "prometheus", "gorilla", "protobuf", "etcd", "redis"} {
 		require.NotContains(t, string(data), heavy, "go.mod's module graph carries %s", heavy)
+	}
+}
+
+// releaseTag is the library's first release, the version the nested modules
+// require (docs/releasing.md).
+const releaseTag = "v0.1.0"
+
+// The nested modules are published as users fetch them: each requires the
+// library's release, with no replace directive, so that `go get
+// github.com/pgcoord/pgcoord/metrics/prom@v0.1.0` resolves once the tags of
+// docs/releasing.md exist (a replace in a dependency's go.mod is ignored, and
+// a v0.0.0 requirement names a version that never exists). go.work points
+// them at this tree for development.
+func TestNestedModulesRequireTheRelease(t *testing.T) {
+	t.Parallel()
+	work, err := os.ReadFile("go.work")
+	require.NoError(t, err)
+	require.Regexp(t, `(?m)^replace github\.com/pgcoord/pgcoord `+regexp.QuoteMeta(releaseTag)+` => \./$`, string(work))
+	for _, m := range []string{"bench", "chaostest", "metrics/otel", "metrics/prom"} {
+		require.Regexp(t, `(?m)^\s+\./`+regexp.QuoteMeta(m)+`$`, string(work), "go.work does not use %s", m)
+		data, err := os.ReadFile(m + "/go.mod")
+		require.NoError(t, err)
+		require.NotRegexp(t, `(?m)^\s*replace\b`, string(data), "%s/go.mod has a replace directive", m)
+		require.Regexp(t, `(?m)^\s*(require\s+)?github\.com/pgcoord/pgcoord `+regexp.QuoteMeta(releaseTag)+`$`, string(data),
+			"%s/go.mod must require the library's release %s", m, releaseTag)
 	}
 }

@@ -250,6 +250,14 @@ func compileReadmeUnit(t *testing.T, dir, code string) {
 	require.NoError(t, os.WriteFile(filepath.Join(pkgDir, "blocks.go"), []byte(src), 0o644))
 	cmd := exec.Command("go", "vet", "./"+filepath.Base(pkgDir))
 	cmd.Dir = dir
+	if dir != "." {
+		// A nested module requires the library's release, which go.work
+		// points at this tree (make test runs the library's own tests with
+		// GOWORK=off: docs/releasing.md).
+		work, err := filepath.Abs("go.work")
+		require.NoError(t, err)
+		cmd.Env = append(os.Environ(), "GOWORK="+work)
+	}
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "Go blocks do not compile in %s (go vet):\n%s\ngenerated:\n%s", dir, out, src)
 }

@@ -2,12 +2,10 @@ module github.com/pgcoord/pgcoord/bench
 
 go 1.26.0
 
-replace github.com/pgcoord/pgcoord => ../
-
 require (
 	github.com/go-redsync/redsync/v4 v4.18.1
 	github.com/jackc/pgx/v5 v5.13.0
-	github.com/pgcoord/pgcoord v0.0.0-00010101000000-000000000000
+	github.com/pgcoord/pgcoord v0.1.0
 	github.com/redis/go-redis/v9 v9.23.0
 	go.etcd.io/etcd/api/v3 v3.7.3
 	go.etcd.io/etcd/client/v3 v3.7.3

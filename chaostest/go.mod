@@ -2,12 +2,10 @@ module github.com/pgcoord/pgcoord/chaostest
 
 go 1.25.11
 
-replace github.com/pgcoord/pgcoord => ../
-
 require (
 	github.com/Shopify/toxiproxy/v2 v2.5.0
 	github.com/jackc/pgx/v5 v5.13.0
-	github.com/pgcoord/pgcoord v0.0.0-00010101000000-000000000000
+	github.com/pgcoord/pgcoord v0.1.0
 	github.com/rs/zerolog v1.35.1
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0

@@ -9,6 +9,9 @@
 # against its own throwaway PostgreSQL. It prints ns/op per round and the
 # medians: on a shared, noisy machine, compare within a round.
 set -euo pipefail
+# The library alone, with the versions its go.mod gives users (see ROOT_GO in
+# the Makefile): not go.work's, which the nested modules raise.
+export GOWORK=off
 cd "$(dirname "$0")/.."
 before=${1:?usage: scripts/bench-ab.sh BEFORE [AFTER]}
 after=${2:-}

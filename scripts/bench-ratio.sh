@@ -13,6 +13,9 @@
 #   handoff  Contended (two coordinators, Wait)     vs RawHandoff           goal >= 0.85
 #   par64    AcquireReleaseParallel (64 goroutines) vs RawTryUnlockParallel goal >= 2.00
 set -euo pipefail
+# The library alone, with the versions its go.mod gives users (see ROOT_GO in
+# the Makefile): not go.work's, which the nested modules raise.
+export GOWORK=off
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
 benchtime=${BENCHTIME:-2s}

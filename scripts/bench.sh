@@ -5,6 +5,9 @@
 # each round, then their median is shown: on a shared, noisy machine load
 # drifts between rounds, and a ratio within a round cancels most of it.
 set -euo pipefail
+# The library alone, with the versions its go.mod gives users (see ROOT_GO in
+# the Makefile): not go.work's, which the nested modules raise.
+export GOWORK=off
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
 benchtime=${BENCHTIME:-1s}

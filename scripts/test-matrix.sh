@@ -40,7 +40,7 @@ for v in "${versions[@]}"; do
   began=$SECONDS
   {
     echo "== PGCOORD_PG_BINDIR=$bindir ($("$bindir/postgres" --version))"
-    PGCOORD_PG_BINDIR=$bindir $GO test -race -count=1 -timeout 30m ./... &&
+    GOWORK=off PGCOORD_PG_BINDIR=$bindir $GO test -race -count=1 -timeout 30m ./... &&
       (cd chaostest && PGCOORD_PG_BINDIR=$bindir $GO test -race -count=1 -timeout 20m ./...)
   } >"$log" 2>&1
   rc=$?

@@ -3,7 +3,7 @@ module github.com/pgcoord/pgcoord/metrics/otel
 go 1.26.0
 
 require (
-	github.com/pgcoord/pgcoord v0.0.0
+	github.com/pgcoord/pgcoord v0.1.0
 	github.com/stretchr/testify v1.12.1
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
@@ -33,7 +33,3 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
-
-// The library in this repository, so the instruments and the library change
-// together; the library's own go.mod stays free of OpenTelemetry.
-replace github.com/pgcoord/pgcoord => ../..

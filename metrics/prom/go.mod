@@ -3,7 +3,7 @@ module github.com/pgcoord/pgcoord/metrics/prom
 go 1.26.0
 
 require (
-	github.com/pgcoord/pgcoord v0.0.0
+	github.com/pgcoord/pgcoord v0.1.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
 )
@@ -35,7 +35,3 @@ require (
 	golang.org/x/text v0.42.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
-
-// The library in this repository, so the collector and the library change
-// together; the library's own go.mod stays free of Prometheus.
-replace github.com/pgcoord/pgcoord => ../..
