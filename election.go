@@ -75,8 +75,10 @@ type term struct {
 // start that failed).
 func (t *term) end(cause error) {
 	t.endOnce.Do(func() {
-		close(t.done)
+		// Counted first: whoever Done wakes reads Stats with the end in it
+		// (TestElectionStats once read a lost term as still leading).
 		t.count.markEnded(cause)
+		close(t.done)
 	})
 }
 
