@@ -79,6 +79,10 @@ bench-go: ## Run the root package's benchmarks (go test -bench) ROUNDS times (de
 bench-ratio: ## Print the four hot-path ratios to raw pgx (sync, AsyncRelease, handoff, 64 goroutines) as medians of ROUNDS (5) interleaved rounds of BENCHTIME (2s), with allocations per Acquire+Release.
 	scripts/bench-ratio.sh
 
+.PHONY: sql-floor
+sql-floor: ## What pgcoord's two hot-path statements cost the server alone (pgbench, raw vs pgcoord's SQL, ROUNDS interleaved rounds): the ceiling of bench-ratio's sync ratio on this machine.
+	scripts/sql-floor.sh
+
 .PHONY: bench-peers
 bench-peers: ## Compare pgcoord with raw pgx, etcd, Redis (redsync) and a tooz-style baseline (bench/, PEER_ROUNDS, default 3; installs redis-server if missing); print a markdown table of medians.
 	scripts/bench-peers.sh -rounds $${PEER_ROUNDS:-3}

@@ -78,6 +78,7 @@ func fleetMain(args []string) error {
 	maxConns := fs.Int("max-connections", 100, "the throwaway server's max_connections")
 	modes := fs.String("modes", "pgcoord,baseline", "modes to run, in order")
 	statements := fs.Int("statements", 0, "print each mode's top N statements by server time (pg_stat_statements; 0: none)")
+	notifications := fs.Bool("notifications", false, "count each mode's NOTIFYs by channel (a listener of its own) and print them per acquisition")
 	_ = fs.Parse(args)
 
 	ctx := context.Background()
@@ -105,13 +106,42 @@ func fleetMain(args []string) error {
 				return err
 			}
 		}
+		var counted func() (map[string]int64, error)
+		if *notifications {
+			nctx, stop := context.WithCancel(ctx)
+			ready := make(chan struct{})
+			var counts map[string]int64
+			var nerr error
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				counts, nerr = countNotifications(nctx, base, ready)
+			}()
+			<-ready
+			counted = func() (map[string]int64, error) {
+				stop()
+				<-done
+				return counts, nerr
+			}
+		}
 		r, acquired, err := runMode(ctx, base, appURL, childConf{
 			Mode: mode, Goroutines: *goroutines, Names: *names, Hold: *hold, Duration: *duration,
 		}, *procs, *coords)
+		var counts map[string]int64
+		var nerr error
+		if counted != nil {
+			counts, nerr = counted()
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", mode, err)
 		}
 		fmt.Println(r)
+		if nerr != nil {
+			return fmt.Errorf("%s: counting notifications: %w", mode, nerr)
+		}
+		if counted != nil {
+			printNotifications(mode, counts, acquired)
+		}
 		if *statements > 0 {
 			if err := printStatements(ctx, base, mode, *statements, acquired); err != nil {
 				return err

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,6 +24,13 @@ func childLogger(mode string, proc int) (*slog.Logger, func()) {
 		return slog.New(slog.DiscardHandler), func() {}
 	}
 	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.log", mode, proc)))
+	if errors.Is(err, fs.ErrNotExist) {
+		// A directory named but not made yet (a 30 s run lost its logs
+		// to that once): make it.
+		if err = os.MkdirAll(dir, 0o755); err == nil {
+			f, err = os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d.log", mode, proc)))
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "log:", err)
 		return slog.New(slog.DiscardHandler), func() {}
