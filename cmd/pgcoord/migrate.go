@@ -17,9 +17,12 @@ import (
 // deployments whose coordinators run with SkipMigrations under a role that
 // may not create schemas.
 func cmdMigrate(a *app, args []string) int {
+	vs := pgcoord.MigrationVersions()
+	first, last := vs[0], vs[len(vs)-1]
 	fs := newFlagSet(a, "pgcoord migrate [--status] [--json | -o json] [--database-url URL]",
 		"Applies pgcoord's schema migrations (schema pgcoord) to the database and says\n"+
-			"what it did: \"applied 100, now at version 100\" or \"already at version 100\".\n"+
+			fmt.Sprintf("what it did: \"applied %s, now at version %d\" or \"already at version %d\".\n",
+				versionRange([]int{first, last}), last, last)+
 			"Safe to run repeatedly and from several processes at once. With --status, changes\n"+
 			"nothing and prints the database's version, the embedded ones and those still\n"+
 			"to apply. A schema written by a pre-release pgcoord (version below 100) is\n"+

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -122,6 +123,12 @@ func TestMigrateSaysWhatItDid(t *testing.T) {
 	r = runCLI(t, "migrate", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
 	require.Equal(t, fmt.Sprintf("pgcoord schema: applied %s, now at version %d\n", all, latest), r.stdout)
+	// The docs quote these lines: with this release's versions.
+	doc, err := os.ReadFile("../../docs/cli.md")
+	require.NoError(t, err)
+	require.Contains(t, strings.Join(strings.Fields(string(doc)), " "),
+		fmt.Sprintf("pgcoord schema: applied %s, now at version %d` on an empty database, or `pgcoord schema already at version %d`", all, latest, latest),
+		"docs/cli.md quotes migrate's output with another schema version")
 
 	r = runCLI(t, "migrate", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
