@@ -2,12 +2,14 @@ package pgcoord
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgcoord/pgcoord/db"
 	"github.com/stretchr/testify/require"
 )
 
@@ -179,6 +181,85 @@ func TestPruneRacesRegister(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d rounds, %d names pruned and registered again", rounds, pruned.Load())
 	require.Positive(t, pruned.Load())
+}
+
+// A control batch of registrations (ctlbatch.go: one implicit transaction,
+// its statements in key order, each registration locking its name's row
+// until the batch ends) racing a prune of those names: the prune skips the
+// rows the batch locked instead of waiting for them. It used to wait, having
+// locked (deleted) other rows first in an order of its own (the heap's on
+// 14 and 15, a hash table's from 16 on: Hash Right Anti Join), and the
+// batch's next registration then waited for one of those: a deadlock, one
+// side failing with SQLSTATE 40P01.
+func TestPruneSkipsRowsARegistrationLocked(t *testing.T) {
+	t.Parallel()
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
+	prefix := testPrefix(t)
+	setup, batch, pruner := connect(t, dbURL), connect(t, dbURL), connect(t, dbURL)
+	// Names unused for two hours; the batch's first key is the smallest
+	// and its row the last in the heap, so a prune in heap order reaches
+	// it last.
+	const n = 16
+	keys, names := make([]int64, n), make([]string, n)
+	for i := range keys {
+		keys[i], names[i] = int64(i+1)<<40|12345, fmt.Sprintf("%sname-%02d", prefix, i)
+	}
+	for i := n - 1; i >= 0; i-- {
+		_, err := setup.Exec(ctx(t), `INSERT INTO pgcoord.locks (key, name, last_used) VALUES ($1, $2, now() - interval '2 hours')`, keys[i], names[i])
+		require.NoError(t, err)
+	}
+	q := db.New()
+	register := func(tx pgx.Tx, i int) {
+		got, err := q.RegisterLockName(ctx(t), tx, db.RegisterLockNameParams{Key: keys[i], Name: names[i]})
+		require.NoError(t, err, "registering %s in the batch", names[i])
+		require.Equal(t, names[i], got)
+	}
+	tx, err := batch.Begin(ctx(t))
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	register(tx, 0) // the batch's first statement: the row of keys[0] is locked
+
+	done := make(chan error, 1)
+	var res PruneResult
+	go func() {
+		var err error
+		res, err = PruneConn(context.Background(), pruner, time.Hour)
+		done <- err
+	}()
+	// Until the prune has finished, or waits for a lock.
+	var pruneErr error
+	finished := false
+	deadline := time.Now().Add(10 * time.Second)
+	for !finished {
+		select {
+		case pruneErr = <-done:
+			finished = true
+			continue
+		default:
+		}
+		var waiting bool
+		require.NoError(t, setup.QueryRow(ctx(t), `SELECT coalesce(bool_or(wait_event_type = 'Lock'), false)
+			FROM pg_catalog.pg_stat_activity WHERE pid = $1`, pruner.PgConn().PID()).Scan(&waiting))
+		if waiting {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the prune neither finished nor waited")
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The rest of the batch, in key order.
+	for i := 1; i < n; i++ {
+		register(tx, i)
+	}
+	require.NoError(t, tx.Commit(ctx(t)))
+	if !finished {
+		pruneErr = <-done
+	}
+	require.NoError(t, pruneErr, "the prune waited for a row the batch locked")
+	require.Equal(t, int64(n-1), res.Names, "every name but the batch's locked one pruned")
+	var registered int
+	require.NoError(t, setup.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.locks WHERE name LIKE $1 || '%'`, prefix).Scan(&registered))
+	require.Equal(t, n, registered, "the batch registered every name again")
 }
 
 // Prune deletes the group memberships of members whose row it deleted (or

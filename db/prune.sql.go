@@ -90,13 +90,16 @@ func (q *Queries) PruneGroupMembers(ctx context.Context, db DBTX) (int64, error)
 
 const PruneLockNames = `-- name: PruneLockNames :execrows
 DELETE FROM pgcoord.locks r
-WHERE r.last_used < now() - make_interval(secs => $1::float8)
-  AND NOT EXISTS (
-      SELECT 1 FROM pg_catalog.pg_locks l
-      WHERE l.locktype = 'advisory' AND l.objsubid = 1
-        AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
-        AND l.classid::bigint = ((r.key >> 32) & 4294967295)
-        AND l.objid::bigint = (r.key & 4294967295))
+WHERE r.key IN (
+    SELECT o.key FROM pgcoord.locks o
+    WHERE o.last_used < now() - make_interval(secs => $1::float8)
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_catalog.pg_locks l
+          WHERE l.locktype = 'advisory' AND l.objsubid = 1
+            AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+            AND l.classid::bigint = ((o.key >> 32) & 4294967295)
+            AND l.objid::bigint = (o.key & 4294967295))
+    FOR UPDATE SKIP LOCKED)
 `
 
 // Deletes the registrations of names not registered (see RegisterLockName)
@@ -106,6 +109,13 @@ WHERE r.last_used < now() - make_interval(secs => $1::float8)
 // use always has a recent last_used; a registration racing this delete
 // either refreshes last_used first (the row then no longer matches) or
 // inserts the row again after it.
+// Rows locked by a transaction are skipped, not waited for: a registration
+// locks its row (ON CONFLICT does, whether or not it updates it), so the
+// name is in use, and a control batch (ctlbatch.go) holds the rows of all
+// its registrations, taken in key order, until it ends. Waiting, the delete,
+// which locks rows in an order of its own (the heap's, or from PostgreSQL
+// 16 on a hash table's: Hash Right Anti Join), closed a cycle with such a
+// batch, and one of them failed with a deadlock (SQLSTATE 40P01).
 func (q *Queries) PruneLockNames(ctx context.Context, db DBTX, retentionSeconds float64) (int64, error) {
 	result, err := db.Exec(ctx, PruneLockNames, retentionSeconds)
 	if err != nil {
