@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -198,6 +199,9 @@ func (h *ha) check(t *testing.T, c *caseRun, r *route, newLeader *hastack.Node, 
 			require.ErrorIs(t, hl.l.Release(ctx(t)), pgcoord.ErrLockLost)
 		}
 	}
+	if want.follows && !writable.IsZero() && (r.first.IsZero() || r.first.Sub(writable) > time.Second) {
+		h.timeline(t, c, r)
+	}
 	if want.follows {
 		require.False(t, r.first.IsZero(), "%s: no acquire succeeded on the new leader (first refusal: %v, last: %v)", r.name, r.firstRefusal, r.lastRefusal)
 		require.Greater(t, r.firstToken, before, "%s: the first token after the fault exceeds every token before it", r.name)
@@ -210,11 +214,6 @@ func (h *ha) check(t *testing.T, c *caseRun, r *route, newLeader *hastack.Node, 
 		ready := writable
 		if r.name == "haproxy" {
 			ready = ready.Add(3 * h.st.Options().CheckInterval)
-		}
-		if r.first.Sub(ready) >= time.Second {
-			for _, l := range r.log.around(writable.Add(-time.Second), r.first, writable) {
-				report(t, "%s %s via %s: log (from the new leader taking writes): %s", h.ttl, c.name, r.name, l)
-			}
 		}
 		// Not fatal: the other route's figures are still worth printing.
 		assert.Less(t, r.first.Sub(ready), time.Second, "%s: the first acquire within 1s of the new leader taking writes (through HAProxy: 1s + 3 check intervals)", r.name)
@@ -236,6 +235,37 @@ func (h *ha) check(t *testing.T, c *caseRun, r *route, newLeader *hastack.Node, 
 		for _, v := range rep.Violations {
 			t.Errorf("%s: %s", r.name, v)
 		}
+	}
+}
+
+// timelineMax bounds the lines of a timeline: its first timelineHead and
+// its last ones.
+const timelineMax, timelineHead = 80, 20
+
+// timeline prints a route's case from a second before the fault to its
+// first acquire on the new leader (or now, when none came), times after the
+// fault: the nodes' states and HAProxy's view as the watcher saw them, and
+// the measuring coordinator's log with the test's own acquire notes. check
+// prints it when the first acquire came more than a second after the new
+// leader took writes, so that a slow case shows where the time went.
+func (h *ha) timeline(t *testing.T, c *caseRun, r *route) {
+	from, to := c.fault.Add(-time.Second), r.first
+	if to.IsZero() {
+		to = time.Now()
+	}
+	evs := append(h.w.events(from, to), r.log.events(from, to)...)
+	slices.SortStableFunc(evs, func(a, b event) int { return a.at.Compare(b.at) })
+	prefix := fmt.Sprintf("%s %s via %s: timeline:", h.ttl, c.name, r.name)
+	report(t, "%s %d lines, from 1s before the fault to the first acquire on the new leader (times after the fault; the watcher looks at each node every %v, at HAProxy every %v)",
+		prefix, len(evs), watchEvery, proxyEvery)
+	for i, e := range evs {
+		if len(evs) > timelineMax && i >= timelineHead && i < len(evs)-(timelineMax-timelineHead) {
+			if i == timelineHead {
+				report(t, "%s ... %d lines left out", prefix, len(evs)-timelineMax)
+			}
+			continue
+		}
+		report(t, "%s %s %s", prefix, ms(e.at.Sub(c.fault)), e.what)
 	}
 }
 

@@ -2,9 +2,7 @@ package hatest
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,15 +40,18 @@ func (r *logRecorder) note(at time.Time, msg string, attrs ...slog.Attr) {
 	r.mu.Unlock()
 }
 
-// around describes the records from from to to, times relative to zero.
-func (r *logRecorder) around(from, to, zero time.Time) []string {
+// event is a line of a case's timeline.
+type event struct {
+	at   time.Time
+	what string
+}
+
+// events are the records from from to to, as timeline lines.
+func (r *logRecorder) events(from, to time.Time) []event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	recs := slices.Clone(r.recs)
-	// The test's notes are stamped when their acquire began.
-	slices.SortStableFunc(recs, func(a, b slog.Record) int { return a.Time.Compare(b.Time) })
-	var out []string
-	for _, rec := range recs {
+	var out []event
+	for _, rec := range r.recs {
 		if rec.Time.Before(from) || rec.Time.After(to) {
 			continue
 		}
@@ -63,7 +64,7 @@ func (r *logRecorder) around(from, to, zero time.Time) []string {
 			attrs = append(attrs, a.Key+"="+v)
 			return true
 		})
-		out = append(out, fmt.Sprintf("%s %s %s", ms(rec.Time.Sub(zero)), rec.Message, strings.Join(attrs, " ")))
+		out = append(out, event{at: rec.Time, what: strings.TrimSpace("log: " + rec.Message + " " + strings.Join(attrs, " "))})
 	}
 	return out
 }

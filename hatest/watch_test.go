@@ -3,6 +3,8 @@ package hatest
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +32,19 @@ type watcher struct {
 	// onReplica describes every sighting of a pgcoord lock on a node in
 	// recovery.
 	onReplica []string
+	// proxy is HAProxy's view of the nodes (its stats socket's server
+	// status, sampled every proxyEvery) each time it changed.
+	proxy []proxyView
+}
+
+// proxyEvery is how often the watcher asks HAProxy for its view.
+const proxyEvery = 100 * time.Millisecond
+
+// proxyView is HAProxy's view at a sample: "node1 UP, node2 DOWN", or the
+// error of the stats socket.
+type proxyView struct {
+	at   time.Time
+	view string
 }
 
 // change is a node seen in a new state.
@@ -46,7 +61,79 @@ func watch(st *hastack.Stack) *watcher {
 		w.done.Add(1)
 		go w.loop(ctx, n)
 	}
+	w.done.Add(1)
+	go w.proxyLoop(ctx, st)
 	return w
+}
+
+// proxyLoop samples HAProxy's view every proxyEvery and keeps its changes.
+func (w *watcher) proxyLoop(ctx context.Context, st *hastack.Stack) {
+	defer w.done.Done()
+	tick := time.NewTicker(proxyEvery)
+	defer tick.Stop()
+	for {
+		at := time.Now()
+		qctx, cancel := context.WithTimeout(ctx, time.Second)
+		status, err := st.HAProxyStatus(qctx)
+		cancel()
+		view := ""
+		if err != nil {
+			view = err.Error()
+		} else {
+			var nodes []string
+			for name, state := range status {
+				nodes = append(nodes, name+" "+state)
+			}
+			slices.Sort(nodes)
+			view = strings.Join(nodes, ", ")
+		}
+		w.mu.Lock()
+		if ctx.Err() == nil && (len(w.proxy) == 0 || w.proxy[len(w.proxy)-1].view != view) {
+			w.proxy = append(w.proxy, proxyView{at: at, view: view})
+		}
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// events are the nodes' changes of state and HAProxy's changes of view
+// from from to to, each preceded by the one in force at from.
+func (w *watcher) events(from, to time.Time) []event {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []event
+	add := func(at time.Time, what string, inForce *event) {
+		switch {
+		case at.Before(from):
+			*inForce = event{at: at, what: what + " (in force at the start)"}
+		case !at.After(to):
+			out = append(out, event{at: at, what: what})
+		}
+	}
+	inForce := map[*hastack.Node]*event{}
+	for _, c := range w.changes {
+		if inForce[c.node] == nil {
+			inForce[c.node] = &event{}
+		}
+		add(c.at, fmt.Sprintf("watcher: %s %s", c.node.Name(), c.state), inForce[c.node])
+	}
+	var proxyInForce event
+	for _, p := range w.proxy {
+		add(p.at, "haproxy: "+p.view, &proxyInForce)
+	}
+	for _, e := range inForce {
+		if !e.at.IsZero() {
+			out = append(out, *e)
+		}
+	}
+	if !proxyInForce.at.IsZero() {
+		out = append(out, proxyInForce)
+	}
+	return out
 }
 
 func (w *watcher) stop() {

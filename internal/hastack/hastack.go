@@ -322,10 +322,12 @@ func (s *Stack) env(home string) []string {
 // Patroni's REST /primary, as Patroni's documentation sets HAProxy up, with
 // a check every CheckInterval (instead of the usual 3s), a node down after
 // two failed checks and up after one good one, and the sessions to a node
-// marked down shut down at once.
+// marked down shut down at once. Its stats socket (HAProxyStatus) is
+// haproxy.sock in the stack's directory.
 const haproxyConfig = `# Written by pgcoord's internal/hastack.
 global
     maxconn 2000
+    stats socket %s mode 600 level user
 
 defaults
     mode tcp

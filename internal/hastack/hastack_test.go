@@ -66,6 +66,9 @@ func TestStack(t *testing.T) {
 			replica = n
 		}
 	}
+	status, err := s.HAProxyStatus(ctx)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{leader.Name(): "UP", replica.Name(): "DOWN"}, status, "HAProxy's view")
 	began := time.Now()
 	require.NoError(t, s.Switchover(ctx, leader, replica))
 	newLeader, err := s.WaitLeader(ctx, leader)

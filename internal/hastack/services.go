@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -81,7 +82,7 @@ func (s *Stack) startHAProxy() error {
 		fmt.Fprintf(&servers, "    server %s %s:%d check port %d\n", n.name, host, n.pgPort, n.restPort)
 	}
 	path := filepath.Join(s.dir, "haproxy.cfg")
-	cfg := fmt.Sprintf(haproxyConfig, s.haPort, s.opts.CheckInterval.Milliseconds(), servers.String())
+	cfg := fmt.Sprintf(haproxyConfig, s.haproxySocket(), s.haPort, s.opts.CheckInterval.Milliseconds(), servers.String())
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return fmt.Errorf("hastack: %w", err)
 	}
@@ -121,4 +122,59 @@ func (s *Stack) waitHAProxy(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func (s *Stack) haproxySocket() string { return filepath.Join(s.dir, "haproxy.sock") }
+
+// HAProxyStatus is HAProxy's view of the nodes, as its stats socket's
+// "show stat" reports it: each node's server status in the listener
+// ("UP", "DOWN", "UP 1/2" while failing checks, "DOWN 1/1" while passing
+// them...), by node name. HAProxy routes new connections to the nodes UP.
+func (s *Stack) HAProxyStatus(ctx context.Context) (map[string]string, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", s.haproxySocket())
+	if err != nil {
+		return nil, fmt.Errorf("hastack: HAProxy stats socket: %w", err)
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	if _, err := conn.Write([]byte("show stat\n")); err != nil {
+		return nil, fmt.Errorf("hastack: HAProxy stats socket: %w", err)
+	}
+	// HAProxy answers and closes the connection (not interactive).
+	out, err := io.ReadAll(conn)
+	if err != nil {
+		return nil, fmt.Errorf("hastack: HAProxy stats socket: %w", err)
+	}
+	return parseStat(string(out), "primary")
+}
+
+// parseStat reads the status of proxy's servers from "show stat" CSV: a
+// header line "# pxname,svname,...", then a line per proxy and server
+// (FRONTEND and BACKEND are the proxy's own lines).
+func parseStat(csv, proxy string) (map[string]string, error) {
+	lines := strings.Split(strings.TrimSpace(csv), "\n")
+	header, ok := strings.CutPrefix(lines[0], "# ")
+	if !ok {
+		return nil, fmt.Errorf("hastack: HAProxy stats: no CSV header in %q", lines[0])
+	}
+	col := map[string]int{}
+	for i, name := range strings.Split(header, ",") {
+		col[name] = i
+	}
+	px, sv, st := col["pxname"], col["svname"], col["status"]
+	if st == 0 {
+		return nil, fmt.Errorf("hastack: HAProxy stats: no status column in %q", header)
+	}
+	servers := map[string]string{}
+	for _, line := range lines[1:] {
+		f := strings.Split(line, ",")
+		if len(f) <= st || f[px] != proxy || f[sv] == "FRONTEND" || f[sv] == "BACKEND" {
+			continue
+		}
+		servers[f[sv]] = f[st]
+	}
+	return servers, nil
 }
