@@ -199,7 +199,7 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 			return nil
 		}
 		var err error
-		op.released, err = s.c.unlockOn(ctx, conn, op.h)
+		op.released, err = s.unlockOn(ctx, conn, op.h)
 		if markerFailed(err) && !conn.IsClosed() {
 			op.released = true // the unlock ran (see markerFailed)
 			return nil
@@ -216,7 +216,7 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 		return err
 	}
 	op.token = 0 // a try run again (see doLocked) must not keep an earlier token
-	tok, err := s.c.tryOn(ctx, conn, op.h)
+	tok, err := s.tryOn(ctx, conn, op.h)
 	if err == nil {
 		tok, err = s.finishToken(ctx, conn, tok)
 	}

@@ -60,6 +60,9 @@ type backend struct {
 	// pinging is set while a heartbeat's ping of this connection is in
 	// flight, so a slow ping is never joined by another.
 	pinging atomic.Bool
+	// hot is the hot statements' state on conn (hot.go), cleared with it
+	// so that a dropped connection is not kept from the collector.
+	hot hotConn
 }
 
 // monoStart anchors monotonic timestamps that fit in an atomic int64.
@@ -162,6 +165,7 @@ func (b *backend) drop() bool {
 	b.c.trackCleanup(b.conn.PgConn().CleanupDone())
 	b.gonePID = b.backendPID
 	b.conn = nil
+	b.hot = hotConn{}
 	b.raw.Store(nil)
 	return true
 }

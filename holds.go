@@ -224,7 +224,7 @@ func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released
 			return nil
 		}
 		var err error
-		released, err = c.unlockOn(ctx, conn, h)
+		released, err = s.unlockOn(ctx, conn, h)
 		if err != nil && !conn.IsClosed() {
 			if s.retryUnlock(ctx, conn, h) {
 				released = true

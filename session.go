@@ -400,6 +400,7 @@ func (s *session) close(ctx context.Context, cause error) (exiting int32, err er
 	}
 	_ = s.conn.Close(ctx)
 	s.conn = nil
+	s.hot = hotConn{}
 	s.raw.Store(nil)
 	if err != nil {
 		return exiting, fmt.Errorf("pgcoord: releasing locks of %s session: %w", s.kind, err)

@@ -38,24 +38,37 @@ func (h *hold) unlockSQL() string {
 	return db.Unlock
 }
 
-// tryOn runs h's try on conn alone: the fencing token, 0 when busy.
-func (c *Coordinator) tryOn(ctx context.Context, conn *pgx.Conn, h *hold) (int64, error) {
+// tryOn runs h's try on conn, s's connection, alone: the fencing token, 0
+// when busy. An exclusive try takes the hot path (hot.go) where it can.
+func (s *session) tryOn(ctx context.Context, conn *pgx.Conn, h *hold) (int64, error) {
+	q := s.c.q
 	switch {
 	case !h.shared:
-		return c.q.TryLock(ctx, conn, h.key)
+		if s.hot.on(conn) {
+			if tok, ok, err := s.hot.tryLock(ctx, h.key); ok {
+				return tok, err
+			}
+		}
+		return q.TryLock(ctx, conn, h.key)
 	case h.entry.joined:
-		return c.q.TryJoinShared(ctx, conn, h.key)
+		return q.TryJoinShared(ctx, conn, h.key)
 	default:
-		return c.q.TryLockShared(ctx, conn, h.key)
+		return q.TryLockShared(ctx, conn, h.key)
 	}
 }
 
-// unlockOn runs h's unlock on conn alone.
-func (c *Coordinator) unlockOn(ctx context.Context, conn *pgx.Conn, h *hold) (bool, error) {
+// unlockOn runs h's unlock on conn, s's connection, alone. An exclusive
+// unlock takes the hot path (hot.go) where it can.
+func (s *session) unlockOn(ctx context.Context, conn *pgx.Conn, h *hold) (bool, error) {
 	if h.shared {
-		return c.q.UnlockShared(ctx, conn, h.key)
+		return s.c.q.UnlockShared(ctx, conn, h.key)
 	}
-	return c.q.Unlock(ctx, conn, h.key)
+	if s.hot.on(conn) {
+		if released, ok, err := s.hot.unlock(ctx, h.key); ok {
+			return released, err
+		}
+	}
+	return s.c.q.Unlock(ctx, conn, h.key)
 }
 
 // waitOnce waits on the server for h's key for at most timeoutMs: the

@@ -1,0 +1,178 @@
+package pgcoord
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/pgcoord/pgcoord/db"
+)
+
+// The uncontended path's two statements, an exclusive hold's TryLock and
+// Unlock, run through the connection's pgconn instead of sqlc's wrappers
+// over pgx's QueryRow and Scan: the same SQL (queries/locks.sql), prepared
+// once per connection, with the key sent and the one value read in binary
+// from a buffer the session keeps. pgx's path costs about six allocations a
+// statement (the variadic arguments and their boxing, the Rows, the scan
+// plan); this one costs pgconn's command tag alone (issue 18: 22 allocations
+// per Acquire+Release against raw pgx's 11). Everything else is as pgx's
+// default mode (QueryExecModeCacheStatement) does it: the statement is
+// prepared on first use, errors are pgconn's own (*pgconn.PgError for the
+// server's), pgconn closes the connection on a network error or a
+// cancellation exactly as under pgx, and a statement that failed on a
+// connection that stayed open is deallocated and prepared again before its
+// next use, as pgx's statement cache does. A connection whose config asks
+// for anything else (another QueryExecMode, a tracer, no statement cache,
+// from the connection string or the pool's BeforeConnect) keeps sqlc's path.
+
+// hotStmt names one of the two statements.
+type hotStmt uint8
+
+const (
+	hotTry hotStmt = iota
+	hotUnlock
+)
+
+// hotStmts are the statements' server-side names (their own, so that pgx's
+// statement cache, which serves the same SQL in batches, is not touched),
+// text and the type of their one result column.
+var hotStmts = [...]struct {
+	name, sql string
+	result    uint32
+}{
+	hotTry:    {"pgcoord_hot_try_lock", db.TryLock, pgtype.Int8OID},
+	hotUnlock: {"pgcoord_hot_unlock", db.Unlock, pgtype.BoolOID},
+}
+
+// binaryFormat asks for the parameter and the result in binary; pgconn
+// only reads it.
+var binaryFormat = []int16{pgtype.BinaryFormatCode}
+
+// hotConn is a session's state for the hot statements on one connection;
+// guarded by the session's sem.
+type hotConn struct {
+	// conn is the connection the fields below belong to: a new one starts
+	// afresh (see on).
+	conn *pgx.Conn
+	// off: conn's config asks for something pgconn's path would not do
+	// (see hotAllowed); sqlc's path serves it.
+	off bool
+	sd  [len(hotStmts)]*pgconn.StatementDescription
+	// stale marks a statement that failed on conn while it stayed open:
+	// deallocated and prepared again before its next use.
+	stale [len(hotStmts)]bool
+	// arg holds the key in binary, args the one parameter pointing at it:
+	// kept here so that no statement allocates them.
+	arg  [8]byte
+	args [1][]byte
+	// val is the result's value, copied out before pgconn's buffer is
+	// reused.
+	val [8]byte
+}
+
+// on readies h for conn and reports whether the hot path serves it.
+func (h *hotConn) on(conn *pgx.Conn) bool {
+	if h.conn != conn {
+		*h = hotConn{conn: conn, off: !hotAllowed(conn.Config())}
+		h.args[0] = h.arg[:]
+	}
+	return !h.off
+}
+
+// hotAllowed reports whether pgconn's path does what pgx would do with
+// cfg: pgx's default mode, with a statement cache and no tracer.
+func hotAllowed(cfg *pgx.ConnConfig) bool {
+	return cfg.Tracer == nil && cfg.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement &&
+		cfg.StatementCacheCapacity > 0
+}
+
+// prepared returns st's description on h.conn, preparing it first if
+// needed; nil (and no error) when the server's description is not the
+// one expected, which leaves st to sqlc's path on this connection.
+func (h *hotConn) prepared(ctx context.Context, st hotStmt) (*pgconn.StatementDescription, error) {
+	if sd := h.sd[st]; sd != nil && !h.stale[st] {
+		return sd, nil
+	}
+	conn, def := h.conn, hotStmts[st]
+	if h.stale[st] {
+		// As pgx's statement cache does with a statement that failed:
+		// the server's copy may be what failed (a DISCARD, a changed
+		// plan), so it is replaced.
+		if err := conn.Deallocate(ctx, def.name); err != nil {
+			return nil, err
+		}
+		h.sd[st], h.stale[st] = nil, false
+	}
+	sd, err := conn.Prepare(ctx, def.name, def.sql)
+	if err != nil {
+		return nil, err
+	}
+	if len(sd.ParamOIDs) != 1 || sd.ParamOIDs[0] != pgtype.Int8OID ||
+		len(sd.Fields) != 1 || sd.Fields[0].DataTypeOID != def.result {
+		h.off = true
+		return nil, nil
+	}
+	h.sd[st] = sd
+	return sd, nil
+}
+
+// query runs st with key on h.conn and returns the length of the one
+// value of its one row, copied to h.val (-1 for NULL). ok false (and no
+// error) means the hot path does not serve this connection after all (see
+// prepared).
+func (h *hotConn) query(ctx context.Context, st hotStmt, key int64) (n int, ok bool, err error) {
+	sd, err := h.prepared(ctx, st)
+	if err != nil {
+		return 0, true, err
+	}
+	if sd == nil {
+		return 0, false, nil
+	}
+	binary.BigEndian.PutUint64(h.arg[:], uint64(key))
+	rr := h.conn.PgConn().ExecStatement(ctx, sd, h.args[:], binaryFormat, binaryFormat)
+	row := rr.NextRow()
+	if row {
+		n = -1
+		if v := rr.Values(); len(v) == 1 && v[0] != nil {
+			n = copy(h.val[:], v[0])
+		}
+	}
+	_, err = rr.Close()
+	if err == nil && !row {
+		err = pgx.ErrNoRows // as QueryRow's Scan
+	}
+	if err != nil && !h.conn.IsClosed() {
+		h.stale[st] = true
+	}
+	return n, true, err
+}
+
+// tryLock runs TryLock for key: the token candidate, 0 when busy. ok false:
+// not served here, run sqlc's TryLock.
+func (h *hotConn) tryLock(ctx context.Context, key int64) (tok int64, ok bool, err error) {
+	n, ok, err := h.query(ctx, hotTry, key)
+	if !ok || err != nil {
+		return 0, ok, err
+	}
+	if n != 8 {
+		return 0, true, fmt.Errorf("pgcoord: TryLock returned %d bytes for a bigint", n)
+	}
+	return int64(binary.BigEndian.Uint64(h.val[:])), true, nil
+}
+
+// unlock runs Unlock for key: whether the session held it. ok false: not
+// served here, run sqlc's Unlock.
+func (h *hotConn) unlock(ctx context.Context, key int64) (released, ok bool, err error) {
+	n, ok, err := h.query(ctx, hotUnlock, key)
+	if !ok || err != nil {
+		return false, ok, err
+	}
+	if n != 1 {
+		return false, true, fmt.Errorf("pgcoord: Unlock returned %d bytes for a boolean", n)
+	}
+	return h.val[0] != 0, true, nil
+}
