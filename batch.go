@@ -52,10 +52,13 @@ type batchQueue struct {
 
 // enqueue resets op's results and queues it on s for the next batch. It
 // reports whether the caller must lead that batch (none is in progress).
+//
+// op's wake channel is made only when op joins a batch led by another
+// goroutine: an op that leads its own batch is never woken (lead skips
+// self, and passLead looks only at ops queued after the batch was taken),
+// and the uncontended path, where every op leads, then allocates none.
+// runTry, whose op waits for a goroutine it starts, makes its own.
 func (s *session) enqueue(op *lockOp) (lead bool) {
-	if op.wake == nil {
-		op.wake = make(chan struct{}, 1)
-	}
 	op.lead = false
 	op.token, op.released, op.skipped, op.ran, op.err = 0, false, false, false, nil
 	op.finished, op.abandoned = false, false
@@ -63,6 +66,9 @@ func (s *session) enqueue(op *lockOp) (lead bool) {
 	s.batch.queue = append(s.batch.queue, op)
 	lead = !s.batch.leading
 	s.batch.leading = true
+	if !lead && op.wake == nil {
+		op.wake = make(chan struct{}, 1)
+	}
 	s.bmu.Unlock()
 	return lead
 }

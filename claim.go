@@ -59,7 +59,9 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 			c.leaveQueue(q.tk)
 		}
 	}()
-	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline, w)
+	// The hold is made first: its claim in the local table lives in it.
+	h := &hold{lock: l, key: l.key, shared: shared, lost: lost, gid: gid}
+	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline, w, &h.entry)
 	if entry == nil {
 		return nil, c.stoppedOr(err)
 	}
@@ -71,7 +73,6 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		q = &queuePlace{arrived: arrived, off: l.unqueued, ww: w}
 		c.enqueue(ctx, q, l.key, shared)
 	}
-	h := &hold{lock: l, key: l.key, shared: shared, entry: entry, lost: lost, gid: gid}
 	done := false
 	defer func() {
 		if !done {

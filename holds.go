@@ -24,8 +24,10 @@ type hold struct {
 	// pg_advisory_unlock_shared.
 	shared bool
 	sess   *session
-	entry  *localEntry
-	token  int64
+	// entry is the hold's claim in the local table, kept here so that the
+	// claim allocates nothing of its own.
+	entry localEntry
+	token int64
 	// pid is the backend of the session's connection the hold lives on
 	// (for tests and diagnostics).
 	pid int32
@@ -123,7 +125,7 @@ func (c *Coordinator) endHoldsLocked(s *session, cause error) []*hold {
 func (c *Coordinator) signalHoldsLost(s *session, lost []*hold) {
 	for _, h := range lost {
 		h.signalLost(h.cause)
-		c.local.free(h.key, h.entry)
+		c.local.free(h.key, &h.entry)
 		if s.kind == sessionWait {
 			c.waits.put(s, false)
 		}
@@ -147,12 +149,7 @@ func (c *Coordinator) signalHoldsLost(s *session, lost []*hold) {
 // otherwise find its own name busy in that moment. The wait is short: only
 // the callbacks (which cancel contexts) run in between.
 func (h *hold) awaitFreed(ctx context.Context) error {
-	select {
-	case <-h.entry.freed:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return h.lock.c.local.awaitFreed(ctx, &h.entry)
 }
 
 // awaitFreed is h.awaitFreed for Release, which ignores ctx's cancellation
@@ -260,7 +257,7 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 		c.mu.Unlock()
 		h.op.h = h
 		s.runAsync(&h.op)
-		c.local.free(h.key, h.entry)
+		c.local.free(h.key, &h.entry)
 		return nil
 	}
 	c.mu.Unlock()
@@ -272,7 +269,7 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 		// The unlock failed, and closing the session released the lock
 		// instead: released all the same.
 		c.mu.Unlock()
-		c.local.free(h.key, h.entry)
+		c.local.free(h.key, &h.entry)
 		if s.kind == sessionWait {
 			c.waits.put(s, false)
 		}
@@ -305,7 +302,7 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 	if cause != nil {
 		h.signalLost(cause)
 	}
-	c.local.free(h.key, h.entry)
+	c.local.free(h.key, &h.entry)
 	if s.kind == sessionWait {
 		c.waits.put(s, err == nil)
 	}

@@ -22,7 +22,18 @@ import (
 type localTable struct {
 	mu      sync.Mutex
 	entries map[int64]*localSlot
+	// spare keeps slots whose key nobody held or wanted any more, for the
+	// next keys claimed: a slot is only ever used under mu, and one that
+	// left entries is referred to by nobody (claim looks its key up again
+	// after a wait), so it can be reused at once. Up to maxSpareSlots, so
+	// that a burst of claims does not stay allocated.
+	spare []*localSlot
 }
+
+// maxSpareSlots bounds localTable.spare: a coordinator's goroutines
+// claiming distinct keys at once (the 64 of BenchmarkAcquireReleaseParallel)
+// reuse their slots.
+const maxSpareSlots = 128
 
 // localSlot is a claimed key: its current claims and the claims queued for
 // it. claim is the exclusive claim, or nil while readers (shared claims)
@@ -33,20 +44,27 @@ type localSlot struct {
 	queue   []*localWaiter
 }
 
-// localWaiter is a claim queued for a key; grant receives its entry.
+// localWaiter is a claim queued for a key; grant receives its entry, e,
+// once granted.
 type localWaiter struct {
 	shared bool
+	e      *localEntry
 	grant  chan *localEntry
 }
 
-// localEntry is one claim of a key; freed is closed when the claim ends.
-// joined says a shared claim was granted while other shared claims held
-// the key: this process's session may hold the key shared already, and a
-// try there is granted whatever waits on the server (see TryJoinShared).
+// localEntry is one claim of a key, kept by its claimer (a hold embeds
+// it, so that a claim allocates nothing of its own). joined says a shared
+// claim was granted while other shared claims held the key: this
+// process's session may hold the key shared already, and a try there is
+// granted whatever waits on the server (see TryJoinShared).
 type localEntry struct {
-	freed  chan struct{}
 	shared bool
 	joined bool
+	// ended is set, and freed (made only for someone who waits for the
+	// end: see awaitFreed) closed, when the claim ends; both guarded by
+	// the table's mu.
+	ended bool
+	freed chan struct{}
 }
 
 func (t *localTable) init() { t.entries = map[int64]*localSlot{} }
@@ -60,9 +78,9 @@ func (slot *localSlot) admits(shared bool) bool {
 	return shared || slot.readers == 0
 }
 
-// grantLocked records a new claim on slot; called with t.mu held.
-func (slot *localSlot) grantLocked(shared bool) *localEntry {
-	e := &localEntry{freed: make(chan struct{}), shared: shared}
+// grantLocked records e as a new claim on slot; called with t.mu held.
+func (slot *localSlot) grantLocked(shared bool, e *localEntry) *localEntry {
+	*e = localEntry{shared: shared}
 	if shared {
 		e.joined = slot.readers > 0
 		slot.readers++
@@ -72,22 +90,29 @@ func (slot *localSlot) grantLocked(shared bool) *localEntry {
 	return e
 }
 
-// claim takes key for the caller, exclusively or shared. With noWait it
-// returns nil at once when the key is not free for it; otherwise it queues
+// claim takes key for the caller, exclusively or shared, recording the
+// claim in e, which it returns. With noWait it returns nil at once when the
+// key is not free for it; otherwise it queues
 // until the key is handed to it, ctx ends (returning ctx's error) or
 // deadline passes (nil, nil). A zero deadline means no deadline. waited
 // reports whether it had to wait. ww, the wait's deadlock watch (nil for
 // NoWait), learns its waiter's creator when the claim waits (see
 // noteParent).
-func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, deadline time.Time, ww *waitWatch) (_ *localEntry, waited bool, err error) {
+func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, deadline time.Time, ww *waitWatch, e *localEntry) (_ *localEntry, waited bool, err error) {
 	t.mu.Lock()
 	slot, busy := t.entries[key]
 	if !busy {
-		slot = &localSlot{}
+		if n := len(t.spare); n > 0 {
+			slot = t.spare[n-1]
+			t.spare[n-1] = nil
+			t.spare = t.spare[:n-1]
+		} else {
+			slot = &localSlot{}
+		}
 		t.entries[key] = slot
 	}
 	if slot.admits(shared) {
-		e := slot.grantLocked(shared)
+		slot.grantLocked(shared, e)
 		t.mu.Unlock()
 		return e, false, nil
 	}
@@ -95,7 +120,7 @@ func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, 
 		t.mu.Unlock()
 		return nil, false, nil
 	}
-	w := &localWaiter{shared: shared, grant: make(chan *localEntry, 1)}
+	w := &localWaiter{shared: shared, e: e, grant: make(chan *localEntry, 1)}
 	slot.queue = append(slot.queue, w)
 	t.mu.Unlock()
 
@@ -153,8 +178,32 @@ func (t *localTable) free(key int64, e *localEntry) {
 		}
 		t.handOnLocked(key, slot)
 	}
+	e.ended = true
+	freed := e.freed
 	t.mu.Unlock()
-	close(e.freed)
+	if freed != nil {
+		close(freed)
+	}
+}
+
+// awaitFreed waits until the claim e has ended (see free), or ctx ends.
+func (t *localTable) awaitFreed(ctx context.Context, e *localEntry) error {
+	t.mu.Lock()
+	if e.ended {
+		t.mu.Unlock()
+		return nil
+	}
+	if e.freed == nil {
+		e.freed = make(chan struct{})
+	}
+	freed := e.freed
+	t.mu.Unlock()
+	select {
+	case <-freed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // handOnLocked grants the key to the waiters at the head of the queue that
@@ -167,13 +216,16 @@ func (t *localTable) handOnLocked(key int64, slot *localSlot) {
 			break
 		}
 		slot.queue = slices.Delete(slot.queue, 0, 1)
-		w.grant <- slot.grantLocked(w.shared)
+		w.grant <- slot.grantLocked(w.shared, w.e)
 		if !w.shared {
 			break
 		}
 	}
 	if slot.claim == nil && slot.readers == 0 && len(slot.queue) == 0 {
 		delete(t.entries, key)
+		if len(t.spare) < maxSpareSlots {
+			t.spare = append(t.spare, slot)
+		}
 	}
 }
 

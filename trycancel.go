@@ -24,6 +24,10 @@ func (s *session) runTry(ctx context.Context, op *lockOp) error {
 		s.run(op)
 		return nil
 	}
+	if op.wake == nil {
+		// Woken even when it leads: the batch runs in another goroutine.
+		op.wake = make(chan struct{}, 1)
+	}
 	lead := s.enqueue(op)
 	for {
 		if lead {
