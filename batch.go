@@ -252,33 +252,16 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 // Unlocks of holds that ended meanwhile (lost with a broken connection,
 // say) are skipped: their locks went with that connection.
 func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) error {
-	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(ops))}
 	for _, op := range ops {
 		op.token, op.released, op.skipped, op.ran, op.err = 0, false, false, false, nil
 		if op.unlock {
-			if op.skipped = !op.async && s.c.holdEnded(op.h); op.skipped {
-				continue
-			}
-			b.Queue(op.h.unlockSQL(), op.h.key).QueryRow(func(row pgx.Row) error {
-				err := row.Scan(&op.released)
-				op.ran = err == nil
-				if markerFailed(err) {
-					// The unlock ran (see markerFailed): the op is done,
-					// and is not run again on its own (a second unlock
-					// would find the key free and report it lost).
-					op.ran, op.released = true, true
-				}
-				return err
-			})
-			continue
+			op.skipped = !op.async && s.c.holdEnded(op.h)
 		}
-		b.Queue(op.h.trySQL(), op.h.key).QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&op.token)
-			op.ran = err == nil
-			return err
-		})
 	}
-	err := conn.SendBatch(ctx, b).Close()
+	sent, err := s.sendHotBatch(ctx, conn, ops)
+	if !sent {
+		err = s.sendPgxBatch(ctx, conn, ops)
+	}
 	if err != nil && conn.IsClosed() {
 		// Every lock taken by this batch went with the connection.
 		return err
@@ -312,6 +295,39 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 		return &batchStmtError{err}
 	}
 	return nil
+}
+
+// sendPgxBatch sends ops, but for those skipped, as one pgx batch with
+// sqlc's statements, and records their results; it returns the batch's
+// first error. After an error, the later ops' results are not read (ran
+// stays false).
+func (s *session) sendPgxBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) error {
+	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(ops))}
+	for _, op := range ops {
+		if op.skipped {
+			continue
+		}
+		if op.unlock {
+			b.Queue(op.h.unlockSQL(), op.h.key).QueryRow(func(row pgx.Row) error {
+				err := row.Scan(&op.released)
+				op.ran = err == nil
+				if markerFailed(err) {
+					// The unlock ran (see markerFailed): the op is done,
+					// and is not run again on its own (a second unlock
+					// would find the key free and report it lost).
+					op.ran, op.released = true, true
+				}
+				return err
+			})
+			continue
+		}
+		b.Queue(op.h.trySQL(), op.h.key).QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&op.token)
+			op.ran = err == nil
+			return err
+		})
+	}
+	return conn.SendBatch(ctx, b).Close()
 }
 
 // finishToken turns a try's token candidate (a plain nextval, see the

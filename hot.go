@@ -158,10 +158,24 @@ func (h *hotConn) tryLock(ctx context.Context, key int64) (tok int64, ok bool, e
 	if !ok || err != nil {
 		return 0, ok, err
 	}
+	tok, err = h.decodeInt8(n)
+	return tok, true, err
+}
+
+// decodeInt8 reads a bigint of n bytes from h.val (n -1: NULL).
+func (h *hotConn) decodeInt8(n int) (int64, error) {
 	if n != 8 {
-		return 0, true, fmt.Errorf("pgcoord: TryLock returned %d bytes for a bigint", n)
+		return 0, fmt.Errorf("pgcoord: TryLock returned %d bytes for a bigint", n)
 	}
-	return int64(binary.BigEndian.Uint64(h.val[:])), true, nil
+	return int64(binary.BigEndian.Uint64(h.val[:])), nil
+}
+
+// decodeBool reads a boolean of n bytes from h.val (n -1: NULL).
+func (h *hotConn) decodeBool(n int) (bool, error) {
+	if n != 1 {
+		return false, fmt.Errorf("pgcoord: Unlock returned %d bytes for a boolean", n)
+	}
+	return h.val[0] != 0, nil
 }
 
 // unlock runs Unlock for key: whether the session held it. ok false: not
@@ -171,8 +185,6 @@ func (h *hotConn) unlock(ctx context.Context, key int64) (released, ok bool, err
 	if !ok || err != nil {
 		return false, ok, err
 	}
-	if n != 1 {
-		return false, true, fmt.Errorf("pgcoord: Unlock returned %d bytes for a boolean", n)
-	}
-	return h.val[0] != 0, true, nil
+	released, err = h.decodeBool(n)
+	return released, true, err
 }
