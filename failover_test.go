@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -197,13 +198,14 @@ func TestTokensIncreaseAcrossFailover(t *testing.T) {
 	caughtUp(t, p)
 	conn := strings.Replace(multiHost("&target_session_attrs=read-write", p.Primary(), p.Standby()),
 		"postgres://postgres@", "postgres://"+role+":app-pw@", 1)
-	c := haCoord(t, conn, func(cfg *Config) { cfg.Fencing = true })
+	c := haCoord(t, conn, func(cfg *Config) { cfg.Fencing = true; cfg.Logger = keptLogger(t) })
 	l := c.GetLock("tokens")
 
 	lctx := ctx(t)
 	var mu sync.Mutex
 	var tokens []int64
-	failedOver := -1 // len(tokens) when the failover was over
+	errs := map[string]int{} // Acquire's errors during the failover, by text
+	failedOver := -1         // len(tokens) when the failover was over
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -234,7 +236,16 @@ func TestTokensIncreaseAcrossFailover(t *testing.T) {
 			if lctx.Err() != nil {
 				return
 			}
-			_ = err // during the failover
+			if err != nil { // during the failover
+				what := err.Error()
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) && pgErr.Where != "" {
+					what += " (where: " + pgErr.Where + ")"
+				}
+				mu.Lock()
+				errs[what]++
+				mu.Unlock()
+			}
 			time.Sleep(time.Millisecond)
 		}
 	}()
@@ -253,7 +264,7 @@ func TestTokensIncreaseAcrossFailover(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	require.GreaterOrEqual(t, len(tokens), failedOver+100, "tokens after the failover")
+	require.GreaterOrEqual(t, len(tokens), failedOver+100, "tokens after the failover; Acquire's errors: %v", errs)
 	for i := 1; i < len(tokens); i++ {
 		require.Greater(t, tokens[i], tokens[i-1], "token %d of %d (the failover ended at %d)", i, len(tokens), failedOver)
 	}

@@ -148,14 +148,16 @@ func TestLockSessionsCheckedDuringReconnect(t *testing.T) {
 		cfg.SessionTimeout = 1250 * time.Millisecond
 		cfg.InitialReconnectBackoff = 10 * time.Second
 		cfg.MaxReconnectBackoff = 10 * time.Second
+		cfg.Logger = keptLogger(t)
 	})
 	c2 := newCoord(t, p)
 	l := c1.GetLock("x")
 	mustAcquire(t, l, NoWait)
 	var pid int32
 	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT backend_pid FROM pgcoord.members WHERE member_id = $1`, c1.MemberID()).Scan(&pid))
-	_, err := testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
-	require.NoError(t, err)
+	var ended bool
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, pid).Scan(&ended))
+	require.True(t, ended, "the control session's backend %d ended", pid)
 	require.Eventually(t, func() bool { return !c1.IsActive() }, 5*time.Second, 10*time.Millisecond)
 	// Three SessionTimeouts into the reconnect wait, the hold is intact.
 	time.Sleep(3750 * time.Millisecond)

@@ -27,12 +27,19 @@ func haPair(t testing.TB) *pgtemp.Pair {
 }
 
 // caughtUp waits until the standby has replayed everything the primary has
-// written so far.
+// committed so far. The position waited for is the WAL insert position, not
+// pg_current_wal_lsn (the write position): the test servers run with
+// synchronous_commit=off, so a commit's record may still sit in the WAL
+// buffers, past the write position, when COMMIT returns; waiting for the
+// write position let a failover lose the app role created just before it
+// (make test-matrix on 18.4: "password authentication failed" on the new
+// primary, or "permission denied for sequence fencing_token" when only its
+// grants were lost).
 func caughtUp(t testing.TB, p *pgtemp.Pair) {
 	t.Helper()
 	primary := connect(t, p.Primary().URL())
 	var lsn string
-	require.NoError(t, primary.QueryRow(ctx(t), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn))
+	require.NoError(t, primary.QueryRow(ctx(t), `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lsn))
 	standby := connect(t, p.Standby().URL())
 	require.Eventually(t, func() bool {
 		var done bool
