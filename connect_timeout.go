@@ -2,7 +2,6 @@ package pgcoord
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -61,57 +60,145 @@ func levelFor(d time.Duration) int32 {
 // Start with the dial's own error (TestStartBoundedAgainstSilentServer).
 //
 // A redial (a caller's Acquire or Campaign opening a session, the control
-// session's reconnect) gives each attempt a short bound instead, and on an
-// attempt that used it up tries again at once, the bound doubling as such
-// attempts go on (see raiseDialLevel), up to the connect timeout, for as
-// long as ctx allows; an attempt at the whole connect timeout is the last. Why: after a failover or a switchover, a
-// connection made through a proxy that still routes to the old node is
-// held there, unanswered, for as long as the proxy retries (HAProxy: its
-// `timeout connect` and retries, about 2 s in make ha's harness, 4 s in
-// Patroni's sample configuration) before the proxy closes it, while a new
-// connection made a moment later reaches the new leader in milliseconds.
-// Waiting the full timeout on the first one made the first Acquire after a
-// planned switchover come 2.2-2.3 s after the new leader took writes
-// (docs/ha.md). A slow but healthy server (a loaded one, a long TLS
-// handshake) still gets connected: the bound grows until it is enough,
-// costing that first redial the abandoned attempts.
+// session's reconnect) does not wait for one attempt alone: once the
+// newest attempt has taken a short bound without connecting, it starts
+// another beside it, the bound doubling as such attempts go on (see
+// raiseDialLevel), and takes whichever connects first, closing the others;
+// at most maxDialAttempts are in flight, the oldest given up for a new one.
+// Why: after a failover or a switchover, a connection made through a proxy
+// that still routes to the old node is held there, unanswered, for as long
+// as the proxy retries (HAProxy: its `timeout connect` and retries, about
+// 2 s in make ha's harness, 4 s in Patroni's sample configuration) before
+// the proxy closes it, while a new connection made a moment later reaches
+// the new leader in milliseconds. Waiting the full timeout on the first one
+// made the first Acquire after a planned switchover come 2.2-2.3 s after
+// the new leader took writes (docs/ha.md). And an attempt that is merely
+// slow (a just-promoted leader busy for a few hundred milliseconds, a
+// loaded server, a long TLS handshake) goes on and connects at its own
+// pace, where giving it up for a new attempt, as redials did before, paid
+// the bounds of the attempts given up (a server 400 ms away connected
+// after 1.15 s: three attempts of 250 ms given up, then one of 500 ms).
+// Every attempt has the whole connect timeout; the newest one decides
+// failure: its error (a refusal, a standby, the timeout) ends the redial,
+// and the older ones with it, as when it was the only attempt; an older
+// attempt's error only takes it out of the race. After an attempt with
+// the whole connect timeout as its bound, no other starts.
 //
 // The level (the doublings) is the coordinator's, shared by its sessions,
 // and a success sets it to the lowest level whose bound is twice what that
 // connection took, so the next redial starts from what this server needs,
 // not from a bound it already outgrew (nor from one an outage raised).
-// Abandoned attempts raise it slowly (see raiseDialLevel). Only dials
-// change: the statements of Acquire and Release are untouched.
+// Slow attempts raise it slowly (see raiseDialLevel). Only dials change:
+// the statements of Acquire and Release are untouched.
 func (c *Coordinator) dialSession(ctx context.Context, base *pgx.ConnConfig, kind sessionKind, redial bool) (*pgx.Conn, error) {
 	if !redial {
 		return c.hooks.dial(ctx, base, c.sessionTag)
 	}
 	full := base.ConnectTimeout
+	type result struct {
+		id    int
+		began time.Time
+		conn  *pgx.Conn
+		err   error
+	}
+	type attempt struct {
+		id     int
+		cancel context.CancelFunc
+	}
+	results := make(chan result)
+	var inFlight []attempt // oldest first, not given up
+	newest, started, pending := 0, 0, 0
+	var newestBegan time.Time
+	start := func() {
+		started++
+		pending++
+		id := started
+		actx, cancel := context.WithCancel(ctx)
+		inFlight = append(inFlight, attempt{id: id, cancel: cancel})
+		newest, newestBegan = id, time.Now()
+		began := newestBegan
+		go func() {
+			conn, _, err := c.hooks.dialWithin(actx, base, c.sessionTag, 0)
+			results <- result{id: id, began: began, conn: conn, err: err}
+		}()
+	}
+	defer func() {
+		// The attempts still in flight are given up; one that connects
+		// meanwhile is closed.
+		for _, a := range inFlight {
+			a.cancel()
+		}
+		if n := pending; n > 0 {
+			go func() {
+				for range n {
+					if r := <-results; r.conn != nil {
+						_ = r.conn.Close(context.Background())
+					}
+				}
+			}()
+		}
+	}()
+	drop := func(id int) {
+		for i, a := range inFlight {
+			if a.id == id {
+				a.cancel()
+				inFlight = append(inFlight[:i], inFlight[i+1:]...)
+				return
+			}
+		}
+	}
+	start()
+	last := false // the newest attempt's bound is the whole connect timeout
 	for {
 		level := c.dialLevel.Load()
 		bound := attemptBound(level, full)
-		began := time.Now()
-		conn, capped, err := c.hooks.dialWithin(ctx, base, c.sessionTag, bound)
-		if err == nil {
-			c.dialLevel.Store(levelFor(2 * time.Since(began)))
-			c.dialStall.Store(0)
-			return conn, nil
+		var slow <-chan time.Time
+		var timer *time.Timer
+		if !last {
+			if bound >= full {
+				last = true
+			} else {
+				timer = time.NewTimer(bound - time.Since(newestBegan))
+				slow = timer.C
+			}
 		}
-		// An attempt that ran out of its own bound (not ctx's, nor the
-		// connect timeout's) is tried again at once with a longer one.
-		if !capped || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
+		select {
+		case r := <-results:
+			pending--
+			drop(r.id)
+			if r.err == nil {
+				c.dialLevel.Store(levelFor(2 * time.Since(r.began)))
+				c.dialStall.Store(0)
+				return r.conn, nil
+			}
+			if r.id == newest {
+				return nil, r.err
+			}
+		case <-slow:
+			// The newest attempt took its bound: another starts beside
+			// it, the oldest given up if there are too many.
+			c.raiseDialLevel(level, bound)
+			if len(inFlight) >= maxDialAttempts {
+				drop(inFlight[0].id)
+			}
+			c.log.Info("pgcoord: connection attempt slow; another started beside it",
+				slog.String("session", kind.String()), slog.Duration("bound", bound))
+			start()
 		}
-		c.raiseDialLevel(level, bound)
-		c.log.Info("pgcoord: connection attempt abandoned; trying again at once, with longer",
-			slog.String("session", kind.String()), slog.Duration("bound", bound), slog.Any("err", err))
+		if timer != nil {
+			timer.Stop()
+		}
 	}
 }
 
-// raiseDialLevel raises the level after an attempt at level (given bound)
-// was abandoned, once the attempts have been abandoned for twice that
-// bound since the level was last raised (or since the first abandoned
-// attempt after a success): 250 ms attempts for 0.5 s, then 500 ms ones
+// maxDialAttempts bounds the attempts of one redial in flight at once (see
+// dialSession).
+const maxDialAttempts = 3
+
+// raiseDialLevel raises the level after an attempt at level took its
+// bound without connecting, once attempts have been slow so for twice that
+// bound since the level was last raised (or since the first slow attempt
+// after a success): 250 ms attempts for 0.5 s, then 500 ms ones
 // for 1 s, 1 s ones for 2 s, and so on, however many sessions abandon
 // attempts at once. Why not at each abandoned attempt: a proxy can hold
 // every connection made for as long as a switchover takes (make ha at
