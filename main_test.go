@@ -1,13 +1,11 @@
 package pgcoord
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -78,27 +76,13 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // test fails: a failure that needs the coordinator's side of the story
 // (a reconnect that never came) shows it, and a pass stays quiet.
 func keptLogger(t testing.TB) *slog.Logger {
-	var mu sync.Mutex
-	var buf bytes.Buffer
+	logs := new(lockedBuffer)
 	t.Cleanup(func() {
 		if t.Failed() {
-			mu.Lock()
-			defer mu.Unlock()
-			t.Logf("coordinator log:\n%s", buf.String())
+			t.Logf("coordinator log:\n%s", logs.String())
 		}
 	})
-	return slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // newCoord starts a coordinator on the test database with prefix and the
