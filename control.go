@@ -100,7 +100,9 @@ func (s *session) detachedLoop(ctx context.Context, fn func(ctx context.Context,
 		err := once(ctx, fn)
 		switch {
 		case errors.Is(err, errControlReconnecting):
-			c.reconnectSoon()
+			if !isOwnWork(ctx) {
+				c.reconnectSoon()
+			}
 			if bound == nil {
 				t := time.NewTimer(c.opTimeout())
 				defer t.Stop()
@@ -131,6 +133,26 @@ func (s *session) detachedLoop(ctx context.Context, fn func(ctx context.Context,
 			return err
 		}
 	}
+}
+
+// ownWorkKey marks a context as the coordinator's own work (see
+// ownWork).
+type ownWorkKey struct{}
+
+// ownWork marks ctx as the coordinator's own work, which no caller
+// waits for: a statement of it that finds the control session
+// reconnecting waits for the reconnect without asking it to try at once
+// (reconnectSoon). Only a caller who wants a lock now may cut the backoff
+// short; the coordinator's periodic writes, retried every beat, would
+// otherwise turn the backoff into a connection attempt every
+// reconnectKickEvery against a server that is down.
+func ownWork(ctx context.Context) context.Context {
+	return context.WithValue(ctx, ownWorkKey{}, true)
+}
+
+// isOwnWork says whether ctx is marked by ownWork.
+func isOwnWork(ctx context.Context) bool {
+	return ctx.Value(ownWorkKey{}) != nil
 }
 
 // detachedOnce runs fn once on the session, detached from ctx (see

@@ -135,6 +135,48 @@ func TestWaitGrantNotMistakenForSilence(t *testing.T) {
 // While the control session reconnects (slowly here), lock sessions are
 // still checked: the server's idle_session_timeout never frees a lock the
 // holder still believes it has.
+// TestBackgroundWritesLeaveReconnectBackoff: a statement the coordinator
+// runs for itself (here the delete of a released hold's lock_since row)
+// that finds the control session reconnecting waits for the reconnect, but
+// does not ask it to try at once as a caller's Acquire does: background
+// work retrying must not turn the backoff into a tight loop against a
+// server that is down. Before this rule such a write, queued as the
+// control backend ended, made the reconnect try 5 ms in instead of after
+// its backoff (TestLockSessionsCheckedDuringReconnect failed 1 run in 4).
+func TestBackgroundWritesLeaveReconnectBackoff(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c := newCoord(t, p, func(cfg *Config) {
+		cfg.HeartbeatInterval = 250 * time.Millisecond
+		cfg.SessionTimeout = 1250 * time.Millisecond
+		cfg.InitialReconnectBackoff = 10 * time.Second
+		cfg.MaxReconnectBackoff = 10 * time.Second
+		cfg.Logger = keptLogger(t)
+	})
+	l := c.GetLock("x")
+	mustAcquire(t, l, NoWait)
+	since := func() int {
+		var n int
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.lock_since WHERE key = $1`, l.key).Scan(&n))
+		return n
+	}
+	// The hold's start is written: nothing of the coordinator's own is
+	// queued on the control session when its backend ends.
+	require.Eventually(t, func() bool { return since() == 1 }, 5*time.Second, 10*time.Millisecond)
+	var pid int32
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT backend_pid FROM pgcoord.members WHERE member_id = $1`, c.MemberID()).Scan(&pid))
+	var ended bool
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, pid).Scan(&ended))
+	require.True(t, ended, "the control session's backend %d ended", pid)
+	require.Eventually(t, func() bool { return !c.IsActive() }, 5*time.Second, 10*time.Millisecond)
+	// The release queues the delete of the hold's lock_since row, which
+	// the control session, reconnecting, cannot run.
+	require.NoError(t, l.Release(ctx(t)))
+	require.Never(t, c.IsActive, time.Second, 10*time.Millisecond,
+		"a background write made the reconnect try before its 10 s backoff")
+	require.Equal(t, 1, since(), "the row's delete waits for the reconnect")
+}
+
 func TestLockSessionsCheckedDuringReconnect(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)

@@ -147,7 +147,7 @@ func (c *Coordinator) pruneLoop() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(c.runCtx, time.Minute)
+		ctx, cancel := context.WithTimeout(ownWork(c.runCtx), time.Minute)
 		res, err := c.Prune(ctx, c.cfg.Retention)
 		cancel()
 		switch {

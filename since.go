@@ -207,7 +207,7 @@ func (c *Coordinator) flushSince() {
 			p.GoneKeys, p.GonePids = append(p.GoneKeys, r.key), append(p.GonePids, r.pid)
 		}
 	}
-	ctx, cancel := context.WithTimeout(c.runCtx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ownWork(c.runCtx), 5*time.Second)
 	defer cancel()
 	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		if len(starts) > 0 {
