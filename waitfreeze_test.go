@@ -65,7 +65,14 @@ func TestFrozenGrantedWaiter(t *testing.T) {
 	require.Equal(t, "waiting", line)
 	require.Eventually(t, func() bool { return waiters(t, hl.Key()) == 1 }, 10*time.Second, 5*time.Millisecond)
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
+	// Stopped for sure before the release: kill(2) returns before every
+	// thread of the child has stopped, and a child still reading its
+	// socket then can read the grant, print "acquired", and only then
+	// stop: a line from before the freeze, which the check below took for
+	// one after it (`make test` on a clean clone failed so once, 5
+	// December: "acquired lost=false" with its token just below the other
+	// member's).
+	freeze(t, cmd.Process.Pid)
 	require.NoError(t, hl.Release(ctx(t)))
 	// The server grants the frozen child's wait, then ends its session
 	// once idle for its SessionTimeout: the other member gets the lock.
@@ -90,6 +97,32 @@ func TestFrozenGrantedWaiter(t *testing.T) {
 	require.NoError(t, err, "child said %q", line)
 	require.False(t, lost)
 	require.Greater(t, token, otherToken, "the waiter's hold comes after the other member's")
+}
+
+// freeze stops process pid (SIGSTOP) and returns once every one of its
+// threads is stopped, as /proc/PID/task/*/stat says (state T).
+func freeze(t testing.TB, pid int) {
+	t.Helper()
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	require.Eventually(t, func() bool {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil || len(tasks) == 0 {
+			return false
+		}
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				return false
+			}
+			// The state follows the command name, which is in parentheses
+			// and may hold spaces.
+			i := strings.LastIndexByte(string(b), ')')
+			if i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, time.Millisecond, "process %d never stopped", pid)
 }
 
 // runWaiterChild is the child of TestFrozenGrantedWaiter: it prints
