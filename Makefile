@@ -80,7 +80,7 @@ bench-ratio: ## Print the four hot-path ratios to raw pgx (sync, AsyncRelease, h
 	scripts/bench-ratio.sh
 
 .PHONY: sql-floor
-sql-floor: ## What pgcoord's two hot-path statements cost the server alone (pgbench, raw vs pgcoord's SQL, ROUNDS interleaved rounds): the ceiling of bench-ratio's sync ratio on this machine.
+sql-floor: ## What pgcoord's hot-path statements cost the server alone (pgbench, raw vs pgcoord's SQL, ROUNDS interleaved rounds): the ceilings of bench-ratio's sync, async and handoff ratios on this machine.
 	scripts/sql-floor.sh
 
 .PHONY: bench-peers

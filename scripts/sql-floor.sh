@@ -6,9 +6,17 @@
 #   raw    pg_try_advisory_lock, pg_advisory_unlock (raw pgx's statements)
 #   token  pgcoord's TryLock (the try and the fencing token's nextval), raw unlock
 #   ours   pgcoord's TryLock and Unlock (the unlock also tries the wait marker)
+#   piped  the same two in one pipeline (\startpipeline): one round trip, as
+#          AsyncRelease sends a release with the next try
 # and prints each round's transactions per second and the median of the
-# per-round ratios to raw: the ceiling of bench-ratio's sync ratio on this
-# machine, since pgcoord makes exactly these two round trips.
+# per-round ratios to raw: ours/raw is the ceiling of bench-ratio's sync
+# ratio on this machine, since pgcoord makes exactly these two round trips,
+# and piped/raw that of its async ratio. Then the same for a handoff, two
+# clients taking turns on the key:
+#   raw    pg_advisory_lock, pg_advisory_unlock (BenchmarkRawHandoff's)
+#   ours   pgcoord's WaitLock (a wait slice: lock_timeout, the lock, the
+#          token) and Unlock
+# whose ratio is the ceiling of bench-ratio's handoff ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-6}
@@ -34,14 +42,28 @@ unlock_ours="SELECT (CASE WHEN NOT pg_advisory_unlock($k::bigint) THEN false WHE
 printf '%s\n%s\n' "$try_raw" "$unlock_raw" >"$dir/raw.sql"
 printf '%s\n%s\n' "$try_ours" "$unlock_raw" >"$dir/token.sql"
 printf '%s\n%s\n' "$try_ours" "$unlock_ours" >"$dir/ours.sql"
+printf '\\startpipeline\n%s\n%s\n\\endpipeline\n' "$try_ours" "$unlock_ours" >"$dir/piped.sql"
+# As queries/locks.sql has it (WaitLock), with wait.go's longest slice.
+wait_ours="SELECT (CASE WHEN set_config('lock_timeout', 800::integer || 'ms', true) IS NULL THEN 0 WHEN pg_advisory_lock($k::bigint) IS NULL THEN 0 ELSE nextval('pgcoord.fencing_token') END)::bigint AS token;"
+printf '%s\n%s\n' "SELECT pg_advisory_lock($k::bigint);" "$unlock_raw" >"$dir/handoff_raw.sql"
+printf '%s\n%s\n' "$wait_ours" "$unlock_ours" >"$dir/handoff_ours.sql"
 echo "sql-floor: $rounds rounds of ${secs}s, $($bin/postgres --version), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %9s %9s %9s %9s %8s\n' round raw token ours token/raw ours/raw
+printf '%-6s %9s %9s %9s %9s %9s %8s %9s\n' round raw token ours piped token/raw ours/raw piped/raw
 for r in $(seq "$rounds"); do
   line=()
-  for s in raw token ours; do
+  for s in raw token ours piped; do
     line+=("$("$bin/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n -M prepared -T "$secs" -f "$dir/$s.sql" postgres 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')")
   done
-  echo "$r ${line[*]}" | awk '{printf "%-6s %9s %9s %9s %9.2f %8.2f\n", $1, $2, $3, $4, $3 / $2, $4 / $2}'
+  echo "$r ${line[*]}" | awk '{printf "%-6s %9s %9s %9s %9s %9.2f %8.2f %9.2f\n", $1, $2, $3, $4, $5, $3 / $2, $4 / $2, $5 / $2}'
 done | tee "$dir/rounds"
 median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-printf '%-36s %9.2f %8.2f\n' median "$(awk '{print $5}' "$dir/rounds" | median)" "$(awk '{print $6}' "$dir/rounds" | median)"
+printf '%-46s %9.2f %8.2f %9.2f\n' median "$(awk '{print $6}' "$dir/rounds" | median)" "$(awk '{print $7}' "$dir/rounds" | median)" "$(awk '{print $8}' "$dir/rounds" | median)"
+printf '\n%-6s %9s %9s %9s\n' handoff raw ours ours/raw
+for r in $(seq "$rounds"); do
+  line=()
+  for s in handoff_raw handoff_ours; do
+    line+=("$("$bin/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n -M prepared -c 2 -T "$secs" -f "$dir/$s.sql" postgres 2>/dev/null | awk '/^tps/ {printf "%.0f", $3}')")
+  done
+  echo "$r ${line[*]}" | awk '{printf "%-6s %9s %9s %9.2f\n", $1, $2, $3, $3 / $2}'
+done | tee "$dir/handoff"
+printf '%-26s %9.2f\n' median "$(awk '{print $4}' "$dir/handoff" | median)"
