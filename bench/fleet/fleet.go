@@ -65,6 +65,12 @@ type childResult struct {
 	// apart what failed, not only what failed first.
 	ErrKinds  map[string]int64 `json:"err_kinds,omitempty"`
 	StartErrs int              `json:"start_errs"`
+	// Long lists the waits of at least longWaitMin, with when they began,
+	// their name and coordinator (-tail), to see where the tail comes from.
+	Long []longWait `json:"long,omitempty"`
+	// Grants counts acquisitions by name and by the second of the run
+	// they were granted in (-tail), to see a name that stalls.
+	Grants map[int][]int `json:"grants,omitempty"`
 }
 
 func fleetMain(args []string) error {
@@ -79,6 +85,7 @@ func fleetMain(args []string) error {
 	modes := fs.String("modes", "pgcoord,baseline", "modes to run, in order")
 	statements := fs.Int("statements", 0, "print each mode's top N statements by server time (pg_stat_statements; 0: none)")
 	notifications := fs.Bool("notifications", false, "count each mode's NOTIFYs by channel (a listener of its own) and print them per acquisition")
+	tail := fs.Int("tail", 0, "print each mode's N longest waits with when they began, their name and coordinator (0: none)")
 	_ = fs.Parse(args)
 
 	ctx := context.Background()
@@ -126,7 +133,7 @@ func fleetMain(args []string) error {
 		}
 		r, acquired, err := runMode(ctx, base, appURL, childConf{
 			Mode: mode, Goroutines: *goroutines, Names: *names, Hold: *hold, Duration: *duration,
-		}, *procs, *coords)
+		}, *procs, *coords, *tail)
 		var counts map[string]int64
 		var nerr error
 		if counted != nil {
@@ -193,7 +200,7 @@ func setUpApp(ctx context.Context, base string) (string, error) {
 
 // runMode runs one mode's children with the probe and the monitor, and
 // returns its table row and how many acquisitions it made.
-func runMode(ctx context.Context, base, appURL string, conf childConf, procs, coords int) (string, int64, error) {
+func runMode(ctx context.Context, base, appURL string, conf childConf, procs, coords, tail int) (string, int64, error) {
 	conf.URL = appURL
 	conf.Start = time.Now().Add(3 * time.Second)
 	if conf.Mode == "pgcoord" {
@@ -266,6 +273,8 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 	}
 
 	var waits []time.Duration
+	var long []longWait
+	grants := map[int][]int{}
 	var acquired, acqErrs int64
 	starts := 0
 	first := ""
@@ -278,6 +287,8 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 		acqErrs += r.Errors
 		starts += r.StartErrs
 		waits = append(waits, r.Waits...)
+		long = append(long, r.Long...)
+		addGrants(grants, r.Grants)
 		if first == "" {
 			first = r.FirstErr
 		}
@@ -314,6 +325,9 @@ func runMode(ctx context.Context, base, appURL string, conf childConf, procs, co
 	if f, ok := probeFirst.Load().(string); ok {
 		fmt.Fprintf(os.Stderr, "%s: first probe error: %s (%d of the %d errors while the clients started)\n",
 			conf.Mode, f, probeErrsBefore.Load(), probeErrs.Load())
+	}
+	if tail > 0 {
+		printTail(conf.Mode, long, tail, grants, int(conf.Duration/time.Second))
 	}
 	return row, acquired, nil
 }
@@ -470,13 +484,15 @@ func runPgcoord(conf childConf) (childResult, error) {
 	runCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, c := range coords {
+	for ci, c := range coords {
+		coord := fmt.Sprintf("%d-%d", conf.Proc, ci)
 		for range conf.Goroutines {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for runCtx.Err() == nil {
-					l := c.GetLock(fmt.Sprintf("fleet-%d", rand.N(conf.Names)))
+					name := rand.N(conf.Names)
+					l := c.GetLock(fmt.Sprintf("fleet-%d", name))
 					t0 := time.Now()
 					ok, err := l.Acquire(runCtx, pgcoord.Wait)
 					if runCtx.Err() != nil {
@@ -493,6 +509,7 @@ func runPgcoord(conf childConf) (childResult, error) {
 						sleep(runCtx, 10*time.Millisecond)
 						continue
 					}
+					w.recordGrant(longWait{Wait: time.Since(t0), Began: t0.Sub(conf.Start), Name: name, Coord: coord})
 					time.Sleep(conf.Hold)
 					if err := l.Release(ctx); err != nil {
 						w.record(0, fmt.Errorf("release: %w", err))
@@ -551,6 +568,7 @@ func runBaseline(conf childConf) (childResult, error) {
 					sleep(runCtx, 10*time.Millisecond)
 					continue
 				}
+				w.recordGrant(longWait{Wait: time.Since(t0), Began: t0.Sub(conf.Start), Name: int(key - 1_000_000), Coord: strconv.Itoa(conf.Proc)})
 				time.Sleep(conf.Hold)
 				if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
 					w.record(0, fmt.Errorf("unlock: %w", err))
