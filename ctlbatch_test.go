@@ -124,3 +124,38 @@ func TestAbandonedTicketGivenBack(t *testing.T) {
 	require.Eventually(t, func() bool { return tickets() == 0 }, 10*time.Second, 5*time.Millisecond)
 	require.Zero(t, c.queue.n.Load())
 }
+
+// TestTicketStampedWithArrival: a ticket's since is when its wait began,
+// however long its statement waited for the control session. The age sent
+// with it is read when the statement goes out, not when it was queued: a
+// ticket queued behind a busy control session (make fleet: 50 to 130 ms a
+// statement under load, more at times) was stamped late by that much, and
+// then sorted behind waits of other members that began after it.
+func TestTicketStampedWithArrival(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t))
+	key := c.GetLock("stamped").Key()
+	release := holdControl(t, c)
+	q := &queuePlace{arrived: monoNow()}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.enqueue(ctx(t), q, key, false)
+	}()
+	require.Eventually(t, func() bool { return pendingCtl(c) == 1 }, 5*time.Second, time.Millisecond)
+	const held = 600 * time.Millisecond
+	time.Sleep(held)
+	release()
+	<-done
+	require.NotNil(t, q.tk)
+	defer c.leaveQueue(q.tk)
+	var serverAge float64
+	require.NoError(t, testPool.QueryRow(ctx(t),
+		`SELECT extract(epoch FROM clock_timestamp() - since) FROM pgcoord.wait_queue WHERE ticket = $1`, q.tk.id).Scan(&serverAge))
+	clientAge := time.Duration(monoNow() - q.arrived)
+	got := time.Duration(serverAge * float64(time.Second))
+	// Both clocks measure the same interval, less the round trips between
+	// the two readings; the late stamp was off by the whole hold.
+	require.InDelta(t, clientAge.Seconds(), got.Seconds(), (held / 2).Seconds(),
+		"ticket age on the server %v, wait's age %v", got, clientAge)
+}

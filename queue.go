@@ -95,12 +95,17 @@ func (c *Coordinator) enqueue(ctx context.Context, q *queuePlace, key int64, sha
 		return
 	}
 	var row db.QueueEnterRow
-	args := db.QueueEnterParams{
-		Key: key, Shared: shared, MemberID: c.memberID,
-		AgeUs: (monoNow() - q.arrived) / int64(time.Microsecond),
-	}
+	args := db.QueueEnterParams{Key: key, Shared: shared, MemberID: c.memberID}
+	// The ticket's since is the server's clock less the wait's age, so the
+	// age is read as the statement goes out, not now: a statement that
+	// waits for a busy control session (tens of ms a statement under
+	// make fleet's load) would otherwise stamp its wait late by that much,
+	// behind waits of other members that began after it
+	// (TestTicketStampedWithArrival).
+	age := func() int64 { return (monoNow() - q.arrived) / int64(time.Microsecond) }
 	op := &ctlOp{key: key, kind: ctlEnqueue}
 	op.queue = func(b *pgx.Batch) {
+		args.AgeUs = age()
 		b.Queue(db.QueueEnter, args.Key, args.Shared, args.MemberID, args.AgeUs).QueryRow(func(r pgx.Row) error {
 			op.again = r.Scan(&row.Ticket, &row.Head) != nil // cannot happen: one row
 			return nil
@@ -108,6 +113,7 @@ func (c *Coordinator) enqueue(ctx context.Context, q *queuePlace, key int64, sha
 	}
 	op.single = func(ctx context.Context, conn *pgx.Conn) error {
 		var err error
+		args.AgeUs = age()
 		row, err = c.q.QueueEnter(ctx, conn, args)
 		return err
 	}
