@@ -314,6 +314,7 @@ func (c *Coordinator) longWaitParams(waits []*waitWatch) db.CheckLongWaitsParams
 		key    int64
 		shared bool
 		pid    int32 // the backend that holds it (see CheckLongWaits)
+		at     int64 // grantedAt
 	}
 	byG := map[int64][]held{}
 	sessions := append(append([]*session(nil), c.lockSs...), c.waits.all()...)
@@ -321,7 +322,7 @@ func (c *Coordinator) longWaitParams(waits []*waitWatch) db.CheckLongWaitsParams
 	for _, s := range sessions {
 		for h := range s.holds {
 			if !h.ended {
-				byG[h.gid] = append(byG[h.gid], held{h.key, h.shared, h.pid})
+				byG[h.gid] = append(byG[h.gid], held{h.key, h.shared, h.pid, h.grantedAt})
 			}
 		}
 	}
@@ -343,6 +344,13 @@ func (c *Coordinator) longWaitParams(waits []*waitWatch) db.CheckLongWaitsParams
 		// One element per hold: the server keeps those it still has.
 		for _, g := range actors {
 			for _, h := range byG[g] {
+				if g == w.gid && h.at >= w.began {
+					// Taken by the wait's own goroutine since the wait
+					// began: the wait's own grant (its watch ends just
+					// after), not a hold it waits with; counted, it made
+					// a cycle of one (TestGrantedWaitAnswersNotForItsOwnGrant).
+					continue
+				}
 				p.HeldKeys = append(p.HeldKeys, h.key)
 				p.HeldShared = append(p.HeldShared, h.shared)
 				p.HeldPids = append(p.HeldPids, h.pid)

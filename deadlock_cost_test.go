@@ -67,3 +67,31 @@ func TestLongWaitsHoldingNothingCostNothing(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// TestGrantedWaitAnswersNotForItsOwnGrant: between a long wait's grant
+// and the end of its watch, its goroutine holds the very key it is
+// recorded as waiting for. Counted as a hold the wait answers for, that
+// made a cycle of one ("member m (goroutine g) waits for x held by member
+// m (goroutine g)"): make fleet logged four such "deadlocks" in a 10 s
+// run, their members' processes starved of CPU for longer than the
+// check's confirmation, and a victim cancelled in that window could lose
+// a grant the server had made. A hold its own goroutine took during the
+// wait is the wait's result, never something it holds while it waits;
+// holds taken before the wait began still count.
+func TestGrantedWaitAnswersNotForItsOwnGrant(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t))
+	before := c.GetLock("before")
+	mustAcquire(t, before, NoWait) // held before the wait began
+	_, w := c.watchWait(ctx(t), goid.Get(), c.GetLock("x"), nil, false)
+	defer w.end()
+	x := c.GetLock("x")
+	mustAcquire(t, x, NoWait) // the wait's grant, on the same goroutine
+	p := c.longWaitParams([]*waitWatch{w})
+	require.Len(t, p.WaitIds, 1)
+	require.Equal(t, []int64{before.Key()}, p.HeldKeys, "the hold taken before the wait counts; the wait's own grant does not")
+	require.NoError(t, before.Release(ctx(t)))
+	p = c.longWaitParams([]*waitWatch{w})
+	require.Empty(t, p.WaitIds, "answering for nothing but its own grant, the wait is in no cycle")
+	require.NoError(t, x.Release(ctx(t)))
+}
