@@ -90,9 +90,26 @@ func levelFor(d time.Duration) int32 {
 // not from a bound it already outgrew (nor from one an outage raised).
 // Slow attempts raise it slowly (see raiseDialLevel). Only dials change:
 // the statements of Acquire and Release are untouched.
+//
+// A wait session is dialled once, within the current attempt bound, and a
+// dial that takes longer fails (the wait counts it as a refusal and waits
+// beyond the budget for refusalPause, see wait): a wait session is
+// capacity a wait can do without, not a session the coordinator must have
+// back, and its dials come from many waits of many coordinators whenever
+// the server shows a free slot. Raced, such dials on a saturated server
+// became up to three connection attempts each, a backend forked for every
+// one (make fleet with 43 coordinators, room for a few wait sessions: 661
+// connections received and 158 authorized in 10 s, and a third of the
+// rate of 44 coordinators with no room); dialled once but with the whole
+// connect timeout, slow dials that landed late let more wait sessions in
+// at once than the headroom's second look closed before the application's
+// next connection (TestWaitSessionDialOnce).
 func (c *Coordinator) dialSession(ctx context.Context, base *pgx.ConnConfig, kind sessionKind, redial bool) (*pgx.Conn, error) {
 	if !redial {
 		return c.hooks.dial(ctx, base, c.sessionTag)
+	}
+	if kind == sessionWait {
+		return c.dialWaitSession(ctx, base)
 	}
 	full := base.ConnectTimeout
 	type result struct {
@@ -189,6 +206,27 @@ func (c *Coordinator) dialSession(ctx context.Context, base *pgx.ConnConfig, kin
 			timer.Stop()
 		}
 	}
+}
+
+// dialWaitSession dials a wait session once, within the attempt bound (see
+// dialSession). The bound follows the server as a redial's does: a dial
+// that took it without connecting raises the level (raiseDialLevel, so a
+// server that always takes longer than 250 ms gets its wait sessions after
+// a few refusalPauses), and one that connects sets it from what it took.
+func (c *Coordinator) dialWaitSession(ctx context.Context, base *pgx.ConnConfig) (*pgx.Conn, error) {
+	level := c.dialLevel.Load()
+	bound := attemptBound(level, base.ConnectTimeout)
+	began := time.Now()
+	conn, capped, err := c.hooks.dialWithin(ctx, base, c.sessionTag, bound)
+	if err == nil {
+		c.dialLevel.Store(levelFor(2 * time.Since(began)))
+		c.dialStall.Store(0)
+		return conn, nil
+	}
+	if capped && ctx.Err() == nil && time.Since(began) >= bound {
+		c.raiseDialLevel(level, bound)
+	}
+	return nil, err
 }
 
 // maxDialAttempts bounds the attempts of one redial in flight at once (see

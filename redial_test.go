@@ -1,6 +1,7 @@
 package pgcoord
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/url"
@@ -276,4 +277,82 @@ func TestRedialAcrossLongStall(t *testing.T) {
 	require.NoError(t, l.Release(ctx(t)))
 	t.Logf("acquired %v after the proxy began to forward; %d connections held", after.Round(time.Millisecond), len(p.heldConns()))
 	require.Less(t, after, time.Second)
+}
+
+// waitBehindProxy returns a proxy to the test server, a coordinator
+// connected through it, and a hold on "x" by another coordinator (direct),
+// for tests of how the first one's waits dial their sessions.
+func waitBehindProxy(t *testing.T) (*stuckProxy, *Coordinator, *Lock) {
+	t.Helper()
+	p := newStuckProxy(t)
+	prefix := testPrefix(t)
+	holder := newCoord(t, prefix)
+	c := newCoord(t, prefix, func(cfg *Config) { cfg.ConnString = p.url(t) })
+	h := holder.GetLock("x")
+	mustAcquire(t, h, NoWait)
+	return p, c, h
+}
+
+// acquireLater acquires l in a goroutine (Timeout 30 s) and sends its
+// error, or one for a timeout.
+func acquireLater(t *testing.T, l *Lock) <-chan error {
+	t.Helper()
+	got := make(chan error, 1)
+	go func() {
+		ok, err := l.Acquire(ctx(t), Timeout(30*time.Second))
+		if err == nil && !ok {
+			err = errors.New("timed out")
+		}
+		got <- err
+	}()
+	return got
+}
+
+// A wait session is dialled once, within the attempt bound (250 ms while
+// the server answers at once): against a server that now takes 800 ms to
+// connect, the wait makes one attempt, gives it up, and waits beyond the
+// budget (no second attempt within refusalPause), where a raced dial made
+// three attempts in 800 ms. The wait is still granted when the holder lets
+// go (see dialSession).
+func TestWaitSessionDialOnce(t *testing.T) {
+	t.Parallel()
+	p, c, h := waitBehindProxy(t)
+	require.Equal(t, int32(0), c.dialLevel.Load(), "a server answering at once keeps the first bound")
+	const slow = 800 * time.Millisecond
+	p.delay.Store(int64(slow))
+	before := p.accepted.Load()
+	l := c.GetLock("x")
+	got := acquireLater(t, l)
+	require.Eventually(t, func() bool { return p.accepted.Load() > before }, 10*time.Second, 5*time.Millisecond,
+		"the wait dialled a wait session")
+	time.Sleep(refusalPause - 100*time.Millisecond)
+	require.Equal(t, int32(1), p.accepted.Load()-before, "one attempt, given up, and none within refusalPause")
+	require.Eventually(t, func() bool { return c.waits.refused.recent() }, 5*time.Second, 5*time.Millisecond,
+		"the slow dial counted as a refusal")
+	require.NoError(t, h.Release(ctx(t)))
+	require.NoError(t, <-got, "granted beyond the budget")
+	require.NoError(t, l.Release(ctx(t)))
+}
+
+// A server that takes longer than the first bound to connect still gets
+// wait sessions: each slow dial raises the bound (as a redial's slow
+// attempts do), and after a few refusalPauses one connects.
+func TestWaitSessionDialBoundFollowsServer(t *testing.T) {
+	t.Parallel()
+	p, c, h := waitBehindProxy(t)
+	sessions := func() (n int) {
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, c.sessionTag).Scan(&n))
+		return n
+	}
+	open := sessions()                           // the control and lock sessions
+	p.delay.Store(int64(400 * time.Millisecond)) // over the first bound, within the second
+	l := c.GetLock("x")
+	got := acquireLater(t, l)
+	require.Eventually(t, func() bool { return sessions() == open+1 }, 15*time.Second, 10*time.Millisecond,
+		"a wait session connected once the bound had grown past the server's 400 ms")
+	require.GreaterOrEqual(t, attemptBound(c.dialLevel.Load(), DefaultConnectTimeout), 800*time.Millisecond,
+		"the bound is set from what the connection took")
+	require.NoError(t, h.Release(ctx(t)))
+	require.NoError(t, <-got)
+	require.NoError(t, l.Release(ctx(t)))
 }
