@@ -184,8 +184,7 @@ func (c *Coordinator) dialSession(ctx context.Context, base *pgx.ConnConfig, kin
 			pending--
 			drop(r.id)
 			if r.err == nil {
-				c.dialLevel.Store(levelFor(2 * time.Since(r.began)))
-				c.dialStall.Store(0)
+				c.dialConnected(r.began)
 				return r.conn, nil
 			}
 			if r.id == newest {
@@ -219,14 +218,21 @@ func (c *Coordinator) dialWaitSession(ctx context.Context, base *pgx.ConnConfig)
 	began := time.Now()
 	conn, capped, err := c.hooks.dialWithin(ctx, base, c.sessionTag, bound)
 	if err == nil {
-		c.dialLevel.Store(levelFor(2 * time.Since(began)))
-		c.dialStall.Store(0)
+		c.dialConnected(began)
 		return conn, nil
 	}
 	if capped && ctx.Err() == nil && time.Since(began) >= bound {
 		c.raiseDialLevel(level, bound)
 	}
 	return nil, err
+}
+
+// dialConnected sets the level after a dial that connected, begun at
+// began: the lowest whose bound is twice what it took, so the next dial
+// starts from what this server needs (see dialSession).
+func (c *Coordinator) dialConnected(began time.Time) {
+	c.dialLevel.Store(levelFor(2 * time.Since(began)))
+	c.dialStall.Store(0)
 }
 
 // maxDialAttempts bounds the attempts of one redial in flight at once (see

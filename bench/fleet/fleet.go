@@ -504,12 +504,13 @@ func runPgcoord(conf childConf) (childResult, error) {
 					if err == nil && !ok {
 						err = errors.New("acquire (Wait) returned false")
 					}
-					w.record(time.Since(t0), err)
+					wait := time.Since(t0)
+					w.record(wait, err)
 					if err != nil {
 						sleep(runCtx, 10*time.Millisecond)
 						continue
 					}
-					w.recordGrant(longWait{Wait: time.Since(t0), Began: t0.Sub(conf.Start), Name: name, Coord: coord})
+					w.recordGrant(longWait{Wait: wait, Began: t0.Sub(conf.Start), Name: name, Coord: coord})
 					time.Sleep(conf.Hold)
 					if err := l.Release(ctx); err != nil {
 						w.record(0, fmt.Errorf("release: %w", err))
@@ -563,12 +564,13 @@ func runBaseline(conf childConf) (childResult, error) {
 					}
 					return
 				}
-				w.record(time.Since(t0), err)
+				wait := time.Since(t0)
+				w.record(wait, err)
 				if err != nil {
 					sleep(runCtx, 10*time.Millisecond)
 					continue
 				}
-				w.recordGrant(longWait{Wait: time.Since(t0), Began: t0.Sub(conf.Start), Name: int(key - 1_000_000), Coord: strconv.Itoa(conf.Proc)})
+				w.recordGrant(longWait{Wait: wait, Began: t0.Sub(conf.Start), Name: int(key - 1_000_000), Coord: strconv.Itoa(conf.Proc)})
 				time.Sleep(conf.Hold)
 				if _, err := conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", key); err != nil {
 					w.record(0, fmt.Errorf("unlock: %w", err))
