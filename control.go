@@ -209,6 +209,9 @@ func (c *Coordinator) prepareControl(ctx context.Context, conn *pgx.Conn) error 
 // isLockTimeout reports a statement refused by lock_timeout (or NOWAIT):
 // SQLSTATE 55P03, lock_not_available. The statement did nothing.
 func isLockTimeout(err error) bool {
+	if err == nil {
+		return false // as isOutOfSharedMemory: the target would escape
+	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }

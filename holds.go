@@ -215,8 +215,12 @@ func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released
 		return op.released, op.err
 	}
 	// The caller's cancellation must not cut the unlock short (pgx would
-	// close the connection): it runs under the internal bound only.
-	err = s.do(context.WithoutCancel(ctx), func(ctx context.Context, conn *pgx.Conn) error {
+	// close the connection): it runs under the internal bound only. (A ctx
+	// that cannot be cancelled is used as it is: WithoutCancel allocates.)
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
+	err = s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		if c.holdEnded(h) {
 			return nil
 		}

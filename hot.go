@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -13,7 +14,7 @@ import (
 )
 
 // The uncontended path's two statements, an exclusive hold's TryLock and
-// Unlock, run through the connection's pgconn instead of sqlc's wrappers
+// Unlock, and the contended path's WaitLock, run through the connection's pgconn instead of sqlc's wrappers
 // over pgx's QueryRow and Scan: the same SQL (queries/locks.sql), prepared
 // once per connection, with the key sent and the one value read in binary
 // from a buffer the session keeps. pgx's path costs about six allocations a
@@ -29,23 +30,30 @@ import (
 // for anything else (another QueryExecMode, a tracer, no statement cache,
 // from the connection string or the pool's BeforeConnect) keeps sqlc's path.
 
-// hotStmt names one of the two statements.
+// hotStmt names one of the statements.
 type hotStmt uint8
 
 const (
 	hotTry hotStmt = iota
 	hotUnlock
+	hotWait
 )
+
+// keyParam is the parameters of a statement that takes the key alone.
+var keyParam = []uint32{pgtype.Int8OID}
 
 // hotStmts are the statements' server-side names (their own, so that pgx's
 // statement cache, which serves the same SQL in batches, is not touched),
-// text and the type of their one result column.
+// text, the types of their parameters and that of their one result column.
 var hotStmts = [...]struct {
 	name, sql string
+	params    []uint32
 	result    uint32
 }{
-	hotTry:    {"pgcoord_hot_try_lock", db.TryLock, pgtype.Int8OID},
-	hotUnlock: {"pgcoord_hot_unlock", db.Unlock, pgtype.BoolOID},
+	hotTry:    {"pgcoord_hot_try_lock", db.TryLock, keyParam, pgtype.Int8OID},
+	hotUnlock: {"pgcoord_hot_unlock", db.Unlock, keyParam, pgtype.BoolOID},
+	// WaitLock's parameters are the slice's timeout (ms), then the key.
+	hotWait: {"pgcoord_hot_wait_lock", db.WaitLock, []uint32{pgtype.Int4OID, pgtype.Int8OID}, pgtype.Int8OID},
 }
 
 // binaryFormat asks for the parameter and the result in binary; pgconn
@@ -65,10 +73,13 @@ type hotConn struct {
 	// stale marks a statement that failed on conn while it stayed open:
 	// deallocated and prepared again before its next use.
 	stale [len(hotStmts)]bool
-	// arg holds the key in binary, args the one parameter pointing at it:
-	// kept here so that no statement allocates them.
-	arg  [8]byte
-	args [1][]byte
+	// arg holds the key in binary (arg[:8]) and a wait's timeout
+	// (arg[8:]); args is the parameter of a statement that takes the key
+	// alone, wargs WaitLock's two: kept here so that no statement
+	// allocates them.
+	arg   [12]byte
+	args  [1][]byte
+	wargs [2][]byte
 	// val is the result's value, copied out before pgconn's buffer is
 	// reused.
 	val [8]byte
@@ -78,7 +89,8 @@ type hotConn struct {
 func (h *hotConn) on(conn *pgx.Conn) bool {
 	if h.conn != conn {
 		*h = hotConn{conn: conn, off: !hotAllowed(conn.Config())}
-		h.args[0] = h.arg[:]
+		h.args[0] = h.arg[:8]
+		h.wargs[0], h.wargs[1] = h.arg[8:], h.arg[:8]
 	}
 	return !h.off
 }
@@ -111,7 +123,7 @@ func (h *hotConn) prepared(ctx context.Context, st hotStmt) (*pgconn.StatementDe
 	if err != nil {
 		return nil, err
 	}
-	if len(sd.ParamOIDs) != 1 || sd.ParamOIDs[0] != pgtype.Int8OID ||
+	if !slices.Equal(sd.ParamOIDs, def.params) ||
 		len(sd.Fields) != 1 || sd.Fields[0].DataTypeOID != def.result {
 		h.off = true
 		return nil, nil
@@ -120,11 +132,11 @@ func (h *hotConn) prepared(ctx context.Context, st hotStmt) (*pgconn.StatementDe
 	return sd, nil
 }
 
-// query runs st with key on h.conn and returns the length of the one
-// value of its one row, copied to h.val (-1 for NULL). ok false (and no
-// error) means the hot path does not serve this connection after all (see
-// prepared).
-func (h *hotConn) query(ctx context.Context, st hotStmt, key int64) (n int, ok bool, err error) {
+// query runs st with key (and for hotWait timeoutMs) on h.conn and returns
+// the length of the one value of its one row, copied to h.val (-1 for
+// NULL). ok false (and no error) means the hot path does not serve this
+// connection after all (see prepared).
+func (h *hotConn) query(ctx context.Context, st hotStmt, key int64, timeoutMs int32) (n int, ok bool, err error) {
 	sd, err := h.prepared(ctx, st)
 	if err != nil {
 		return 0, true, err
@@ -132,8 +144,13 @@ func (h *hotConn) query(ctx context.Context, st hotStmt, key int64) (n int, ok b
 	if sd == nil {
 		return 0, false, nil
 	}
-	binary.BigEndian.PutUint64(h.arg[:], uint64(key))
-	rr := h.conn.PgConn().ExecStatement(ctx, sd, h.args[:], binaryFormat, binaryFormat)
+	binary.BigEndian.PutUint64(h.arg[:8], uint64(key))
+	args := h.args[:]
+	if st == hotWait {
+		binary.BigEndian.PutUint32(h.arg[8:], uint32(timeoutMs))
+		args = h.wargs[:]
+	}
+	rr := h.conn.PgConn().ExecStatement(ctx, sd, args, binaryFormat, binaryFormat)
 	row := rr.NextRow()
 	if row {
 		n = -1
@@ -145,7 +162,11 @@ func (h *hotConn) query(ctx context.Context, st hotStmt, key int64) (n int, ok b
 	if err == nil && !row {
 		err = pgx.ErrNoRows // as QueryRow's Scan
 	}
-	if err != nil && !h.conn.IsClosed() {
+	if err != nil && !h.conn.IsClosed() && !isLockTimeout(err) {
+		// A wait's slice that ended with the lock still busy is the
+		// statement doing its job: its server copy is fine, and pgx's
+		// invalidation of it after every slice (it drops the statement on
+		// any error) would cost each long wait a prepare per second.
 		h.stale[st] = true
 	}
 	return n, true, err
@@ -154,7 +175,20 @@ func (h *hotConn) query(ctx context.Context, st hotStmt, key int64) (n int, ok b
 // tryLock runs TryLock for key: the token candidate, 0 when busy. ok false:
 // not served here, run sqlc's TryLock.
 func (h *hotConn) tryLock(ctx context.Context, key int64) (tok int64, ok bool, err error) {
-	n, ok, err := h.query(ctx, hotTry, key)
+	n, ok, err := h.query(ctx, hotTry, key, 0)
+	if !ok || err != nil {
+		return 0, ok, err
+	}
+	tok, err = h.decodeInt8(n)
+	return tok, true, err
+}
+
+// waitLock runs WaitLock for key for at most timeoutMs: the token
+// candidate; a slice that ended with the key still busy fails with the
+// server's lock_timeout (55P03), as sqlc's WaitLock does. ok false: not
+// served here, run sqlc's WaitLock.
+func (h *hotConn) waitLock(ctx context.Context, key int64, timeoutMs int32) (tok int64, ok bool, err error) {
+	n, ok, err := h.query(ctx, hotWait, key, timeoutMs)
 	if !ok || err != nil {
 		return 0, ok, err
 	}
@@ -165,7 +199,7 @@ func (h *hotConn) tryLock(ctx context.Context, key int64) (tok int64, ok bool, e
 // decodeInt8 reads a bigint of n bytes from h.val (n -1: NULL).
 func (h *hotConn) decodeInt8(n int) (int64, error) {
 	if n != 8 {
-		return 0, fmt.Errorf("pgcoord: TryLock returned %d bytes for a bigint", n)
+		return 0, fmt.Errorf("pgcoord: a lock statement returned %d bytes for a bigint", n)
 	}
 	return int64(binary.BigEndian.Uint64(h.val[:])), nil
 }
@@ -181,7 +215,7 @@ func (h *hotConn) decodeBool(n int) (bool, error) {
 // unlock runs Unlock for key: whether the session held it. ok false: not
 // served here, run sqlc's Unlock.
 func (h *hotConn) unlock(ctx context.Context, key int64) (released, ok bool, err error) {
-	n, ok, err := h.query(ctx, hotUnlock, key)
+	n, ok, err := h.query(ctx, hotUnlock, key, 0)
 	if !ok || err != nil {
 		return false, ok, err
 	}

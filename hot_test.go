@@ -2,8 +2,10 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -136,4 +138,77 @@ func TestHotPathServesAcquire(t *testing.T) {
 		require.Equal(t, mode == "", hot, "mode %q", mode)
 		require.Equal(t, mode != "", off, "mode %q", mode)
 	}
+}
+
+// WaitLock on the hot path behaves as sqlc's: a slice that ends with the
+// key still busy fails with lock_timeout (55P03) and leaves the connection
+// open and the statement prepared (pgx would drop it; a long wait would
+// prepare it again every slice), and a wait granted returns a token.
+func TestHotWaitAsPgx(t *testing.T) {
+	ctx := ctx(t)
+	holder, err := pgx.Connect(ctx, testURL)
+	require.NoError(t, err)
+	defer holder.Close(context.Background())
+	conn, err := pgx.Connect(ctx, testURL)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	key := int64(0x407_3a17)
+	_, err = holder.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
+	require.NoError(t, err)
+
+	var h hotConn
+	require.True(t, h.on(conn))
+	_, ok, err := h.waitLock(ctx, key, 50)
+	require.True(t, ok)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "55P03", pgErr.Code, "lock_timeout")
+	require.True(t, isLockTimeout(err))
+	require.False(t, conn.IsClosed())
+	require.False(t, h.stale[hotWait], "a slice's timeout keeps the statement")
+	sd := h.sd[hotWait]
+	require.NotNil(t, sd)
+
+	_, err = holder.Exec(ctx, "SELECT pg_advisory_unlock($1)", key)
+	require.NoError(t, err)
+	tok, _, err := h.waitLock(ctx, key, 1000)
+	require.NoError(t, err)
+	require.Positive(t, tok)
+	require.Same(t, sd, h.sd[hotWait], "prepared once")
+	var held bool
+	require.NoError(t, holder.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&held))
+	require.False(t, held, "the wait holds the key")
+	released, _, err := h.unlock(ctx, key)
+	require.NoError(t, err)
+	require.True(t, released)
+}
+
+// A waiting Acquire's exclusive wait takes the hot path on its wait
+// session.
+func TestHotWaitServesAcquire(t *testing.T) {
+	p := testPrefix(t)
+	c, other := newCoord(t, p), newCoord(t, p)
+	l, ol := c.GetLock("hotwait"), other.GetLock("hotwait")
+	ok, err := ol.Acquire(ctx(t), NoWait)
+	require.NoError(t, err)
+	require.True(t, ok)
+	got := make(chan error, 1)
+	go func() {
+		ok, err := l.Acquire(ctx(t), Wait)
+		if err == nil && !ok {
+			err = errors.New("not acquired")
+		}
+		got <- err
+	}()
+	require.Eventually(t, func() bool { return len(c.waits.all()) > 0 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, ol.Release(ctx(t)))
+	require.NoError(t, <-got)
+	defer func() { require.NoError(t, l.Release(ctx(t))) }()
+	hot := false
+	for _, s := range c.waits.all() {
+		s.sem <- struct{}{}
+		hot = hot || s.hot.sd[hotWait] != nil
+		<-s.sem
+	}
+	require.True(t, hot, "the wait ran on the hot path")
 }

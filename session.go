@@ -133,13 +133,22 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 	// sessions, so they are bounded by a deadline on the socket instead of
 	// a context: pgx then has no context to watch, which keeps the hot path
 	// free of a context, a timer and a watcher per statement.
+	//
+	// A wait session's statements under a ctx without a deadline (an
+	// Acquire with Wait) are bounded by the socket too: the caller's ctx
+	// still ends the wait (pgx watches it and closes the connection, as a
+	// cancelled wait must), and each slice of the wait is spared a context
+	// and a timer of its own.
 	bySocket := s.kind == sessionLock
 	if bySocket {
 		ctx = context.Background()
 	} else if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
-		defer cancel()
+		bySocket = s.kind == sessionWait
+		if !bySocket {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
+			defer cancel()
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		if s.conn != nil && !s.onControlServer() {
@@ -167,11 +176,13 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 			}
 		}
 		var raw net.Conn
+		var bound time.Time
 		if bySocket {
 			// A timed-out read fails the statement and pgx closes the
 			// connection, as a cancelled context would.
 			raw = s.conn.PgConn().Conn()
-			_ = raw.SetDeadline(time.Now().Add(s.c.opTimeout()))
+			bound = time.Now().Add(s.c.opTimeout())
+			_ = raw.SetDeadline(bound)
 		}
 		conn := s.conn
 		sent := monoNow()
@@ -193,7 +204,9 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 		// timeout) fails the next statement before the server ran it: one
 		// retry on a new connection turns that into success. Every statement
 		// run here is safe to repeat: one that did run died with its session.
-		if attempt > 0 || ctx.Err() != nil {
+		if attempt > 0 || ctx.Err() != nil || s.kind == sessionWait && bySocket && !time.Now().Before(bound) {
+			// (A wait session's statement that ran out its bound is not
+			// repeated, as under a context's deadline.)
 			return err
 		}
 		if !s.mayRedial() {

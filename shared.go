@@ -73,14 +73,21 @@ func (s *session) unlockOn(ctx context.Context, conn *pgx.Conn, h *hold) (bool, 
 
 // waitOnce waits on the server for h's key for at most timeoutMs: the
 // fencing token, 0 when the wait timed out. floor is the session's token
-// floor (see session.finishToken).
+// floor (see session.finishToken). An exclusive wait takes the hot path
+// (hot.go) where it can.
 func (c *Coordinator) waitOnce(ctx context.Context, s *session, conn *pgx.Conn, h *hold, timeoutMs int32) (int64, error) {
 	var tok int64
 	var err error
 	if h.shared {
 		tok, err = c.q.WaitLockShared(ctx, conn, db.WaitLockSharedParams{Key: h.key, TimeoutMs: timeoutMs})
 	} else {
-		tok, err = c.q.WaitLock(ctx, conn, db.WaitLockParams{Key: h.key, TimeoutMs: timeoutMs})
+		hot := false
+		if s.hot.on(conn) {
+			tok, hot, err = s.hot.waitLock(ctx, h.key, timeoutMs)
+		}
+		if !hot {
+			tok, err = c.q.WaitLock(ctx, conn, db.WaitLockParams{Key: h.key, TimeoutMs: timeoutMs})
+		}
 	}
 	if isLockTimeout(err) {
 		// lock_timeout: the slice ended with the lock still busy; the
