@@ -37,6 +37,7 @@ const (
 	hotTry hotStmt = iota
 	hotUnlock
 	hotWait
+	hotUnlockTry
 )
 
 // keyParam is the parameters of a statement that takes the key alone.
@@ -44,16 +45,17 @@ var keyParam = []uint32{pgtype.Int8OID}
 
 // hotStmts are the statements' server-side names (their own, so that pgx's
 // statement cache, which serves the same SQL in batches, is not touched),
-// text, the types of their parameters and that of their one result column.
+// text, and the types of their parameters and of their result columns.
 var hotStmts = [...]struct {
-	name, sql string
-	params    []uint32
-	result    uint32
+	name, sql       string
+	params, results []uint32
 }{
-	hotTry:    {"pgcoord_hot_try_lock", db.TryLock, keyParam, pgtype.Int8OID},
-	hotUnlock: {"pgcoord_hot_unlock", db.Unlock, keyParam, pgtype.BoolOID},
+	hotTry:    {"pgcoord_hot_try_lock", db.TryLock, keyParam, []uint32{pgtype.Int8OID}},
+	hotUnlock: {"pgcoord_hot_unlock", db.Unlock, keyParam, []uint32{pgtype.BoolOID}},
 	// WaitLock's parameters are the slice's timeout (ms), then the key.
-	hotWait: {"pgcoord_hot_wait_lock", db.WaitLock, []uint32{pgtype.Int4OID, pgtype.Int8OID}, pgtype.Int8OID},
+	hotWait: {"pgcoord_hot_wait_lock", db.WaitLock, []uint32{pgtype.Int4OID, pgtype.Int8OID}, []uint32{pgtype.Int8OID}},
+	// UnlockTry's are the try's key, then the unlock's (see hotfused.go).
+	hotUnlockTry: {"pgcoord_hot_unlock_try", db.UnlockTry, []uint32{pgtype.Int8OID, pgtype.Int8OID}, []uint32{pgtype.BoolOID, pgtype.Int8OID}},
 }
 
 // binaryFormat asks for the parameter and the result in binary; pgconn
@@ -73,13 +75,15 @@ type hotConn struct {
 	// stale marks a statement that failed on conn while it stayed open:
 	// deallocated and prepared again before its next use.
 	stale [len(hotStmts)]bool
-	// arg holds the key in binary (arg[:8]) and a wait's timeout
-	// (arg[8:]); args is the parameter of a statement that takes the key
-	// alone, wargs WaitLock's two: kept here so that no statement
-	// allocates them.
-	arg   [12]byte
+	// arg holds the key in binary (arg[:8]), a wait's timeout
+	// (arg[8:12]) and UnlockTry's unlock key (arg[12:]); args is the
+	// parameter of a statement that takes the key alone, wargs WaitLock's
+	// two, uargs UnlockTry's: kept here so that no statement allocates
+	// them.
+	arg   [20]byte
 	args  [1][]byte
 	wargs [2][]byte
+	uargs [2][]byte
 	// val is the result's value, copied out before pgconn's buffer is
 	// reused.
 	val [8]byte
@@ -90,7 +94,8 @@ func (h *hotConn) on(conn *pgx.Conn) bool {
 	if h.conn != conn {
 		*h = hotConn{conn: conn, off: !hotAllowed(conn.Config())}
 		h.args[0] = h.arg[:8]
-		h.wargs[0], h.wargs[1] = h.arg[8:], h.arg[:8]
+		h.wargs[0], h.wargs[1] = h.arg[8:12], h.arg[:8]
+		h.uargs[0], h.uargs[1] = h.arg[:8], h.arg[12:]
 	}
 	return !h.off
 }
@@ -123,13 +128,25 @@ func (h *hotConn) prepared(ctx context.Context, st hotStmt) (*pgconn.StatementDe
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Equal(sd.ParamOIDs, def.params) ||
-		len(sd.Fields) != 1 || sd.Fields[0].DataTypeOID != def.result {
+	if !slices.Equal(sd.ParamOIDs, def.params) || !fieldTypes(sd.Fields, def.results) {
 		h.off = true
 		return nil, nil
 	}
 	h.sd[st] = sd
 	return sd, nil
+}
+
+// fieldTypes reports whether fields are of the types want, in order.
+func fieldTypes(fields []pgconn.FieldDescription, want []uint32) bool {
+	if len(fields) != len(want) {
+		return false
+	}
+	for i, f := range fields {
+		if f.DataTypeOID != want[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // query runs st with key (and for hotWait timeoutMs) on h.conn and returns
@@ -147,7 +164,7 @@ func (h *hotConn) query(ctx context.Context, st hotStmt, key int64, timeoutMs in
 	binary.BigEndian.PutUint64(h.arg[:8], uint64(key))
 	args := h.args[:]
 	if st == hotWait {
-		binary.BigEndian.PutUint32(h.arg[8:], uint32(timeoutMs))
+		binary.BigEndian.PutUint32(h.arg[8:12], uint32(timeoutMs))
 		args = h.wargs[:]
 	}
 	rr := h.conn.PgConn().ExecStatement(ctx, sd, args, binaryFormat, binaryFormat)

@@ -18,7 +18,8 @@ import (
 // callbacks do (markerFailed included). sent false: nothing was sent,
 // sendPgxBatch must serve ops (a shared op, a connection that keeps
 // sqlc's path, nothing to send: pgx's empty batch still makes the round
-// trip that doLocked counts as hearing from the server).
+// trip that doLocked counts as hearing from the server). One unlock and
+// then one try are sent as one statement instead (see hotfused.go).
 func (s *session) sendHotBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) (sent bool, err error) {
 	h := &s.hot
 	if !h.on(conn) {
@@ -37,6 +38,11 @@ func (s *session) sendHotBatch(ctx context.Context, conn *pgx.Conn, ops []*lockO
 	}
 	if n == 0 {
 		return false, nil
+	}
+	if u, t := fusable(ops); u != nil {
+		if sent, err := s.sendFused(ctx, conn, u, t); sent {
+			return true, err
+		}
 	}
 	for _, op := range ops {
 		st := hotStmtOf(op)
