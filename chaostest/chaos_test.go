@@ -260,6 +260,14 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	for _, v := range report.Violations {
 		t.Error(v)
 	}
+	if len(report.Violations) > 0 {
+		// The faults, for reading a violation's timeline: which fault
+		// came before the takeover, and whose session it hit.
+		for _, f := range journal.Faults() {
+			t.Logf("fault %s %s kills=%v victims=%v all=%v member=%s until=%s", f.At.Format("15:04:05.000000"), f.Kind,
+				f.Kills, f.Victims, f.All, f.Member, f.Until.Format("15:04:05.000000"))
+		}
+	}
 	// The workers never hold while they wait: a cycle of waits among them
 	// cannot exist, and ErrDeadlock would be a false one.
 	require.Zero(t, deadlocks.Load(), "ErrDeadlock in a mix whose goroutines never hold while they wait")
@@ -341,8 +349,15 @@ func chaosHoldMode(runCtx context.Context, c *pgcoord.Coordinator, name string, 
 	if !ok {
 		return holdBusy
 	}
-	pid := l.BackendPID()
-	s := chaos.Section{Lock: name, Token: l.Token(), Member: c.MemberID(), Session: sessionName(pid), Enter: time.Now(), Shared: shared}
+	token, pid := l.Token(), l.BackendPID()
+	if token == 0 {
+		// Lost already, between Acquire's return and this look (as in
+		// chaosLead and chaosSlot): journaled, its token 0 broke the
+		// checker's token order (a fault's victim, told at once).
+		_ = l.Release(context.Background())
+		return holdErr
+	}
+	s := chaos.Section{Lock: name, Token: token, Member: c.MemberID(), Session: sessionName(pid), Enter: time.Now(), Shared: shared}
 	lost := l.Lost()
 	sink.Enter(s)
 	d := time.Duration(rng.IntN(15)) * time.Millisecond
