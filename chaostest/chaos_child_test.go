@@ -87,12 +87,17 @@ func (p *pipeSink) Enter(s chaos.Section) {
 	p.line(fmt.Sprintf("chaos-enter %s %d %d %s", s.Lock, s.Token, s.Enter.UnixNano(), s.Session))
 }
 
-func (p *pipeSink) Exit(s chaos.Section) {
+func (p *pipeSink) Leaving(s chaos.Section) { p.finished("chaos-leaving", s) }
+
+func (p *pipeSink) Exit(s chaos.Section) { p.finished("chaos-exit", s) }
+
+// finished writes a section that has its Exit, under verb.
+func (p *pipeSink) finished(verb string, s chaos.Section) {
 	var told int64
 	if !s.Told.IsZero() {
 		told = s.Told.UnixNano()
 	}
-	p.line(fmt.Sprintf("chaos-exit %s %d %d %d %d %s", s.Lock, s.Token, s.Enter.UnixNano(), s.Exit.UnixNano(), told, s.Session))
+	p.line(fmt.Sprintf("%s %s %d %d %d %d %s", verb, s.Lock, s.Token, s.Enter.UnixNano(), s.Exit.UnixNano(), told, s.Session))
 }
 
 func (p *pipeSink) line(l string) {
@@ -154,13 +159,16 @@ func startChaosChild(t *testing.T, agent, url string, names int, j *chaos.Journa
 		ch.exitErr = err
 		// Sections still open died with the process: they end at the
 		// SIGKILL (a killed process does nothing after it), or, if the
-		// child died by itself, now.
+		// child died by itself, now; a section the child was leaving
+		// (its release under way) ends at its own Exit, if sooner.
 		end := ch.killedAt
 		if end.IsZero() {
 			end = time.Now()
 		}
 		for _, s := range ch.open {
-			s.Exit = end
+			if s.Exit.IsZero() || s.Exit.After(end) {
+				s.Exit = end
+			}
 			if s.Exit.Before(s.Enter) {
 				s.Exit = s.Enter
 			}
@@ -207,6 +215,15 @@ func (ch *chaosChild) parse(line string, j *chaos.Journal) {
 	case len(f) == 5 && f[0] == "chaos-enter":
 		if n := nums(2, 4); n != nil {
 			ch.open[f[1]+" "+f[2]] = chaos.Section{Lock: f[1], Token: n[0], Member: ch.member, Session: f[4], Enter: at(n[1])}
+		}
+	case len(f) == 7 && f[0] == "chaos-leaving":
+		// Still open (its Exit line may follow, with a late Told), but
+		// it ends here if the process dies first.
+		if n := nums(2, 6); n != nil {
+			if s, ok := ch.open[f[1]+" "+f[2]]; ok {
+				s.Exit, s.Told = at(n[2]), at(n[3])
+				ch.open[f[1]+" "+f[2]] = s
+			}
 		}
 	case len(f) == 7 && f[0] == "chaos-exit":
 		if n := nums(2, 6); n != nil {

@@ -75,9 +75,11 @@ func chaosSlot(runCtx context.Context, c *pgcoord.Coordinator, name string, rng 
 		s.Told = time.Now()
 		s.Exit = s.Told
 		timer.Stop()
+		sink.Leaving(s)
 		_ = sem.Release(context.Background())
 	case <-timer.C:
 		s.Exit = time.Now()
+		sink.Leaving(s)
 		err := sem.Release(context.Background())
 		if errors.Is(err, pgcoord.ErrLockLost) {
 			s.Told = time.Now()
@@ -135,6 +137,7 @@ func chaosLead(runCtx context.Context, c *pgcoord.Coordinator, name string, rng 
 	case <-lead.C:
 		s.Exit = time.Now()
 	}
+	sink.Leaving(s)
 	if err := e.Resign(context.Background()); errors.Is(err, pgcoord.ErrNotLeader) && s.Told.IsZero() {
 		// Lost before Resign could say so.
 		s.Told = time.Now()

@@ -291,6 +291,12 @@ type sectionSink interface {
 	// Enter is called when a section starts (a child reports it at once,
 	// so a SIGKILL cannot hide a section from the parent).
 	Enter(s chaos.Section)
+	// Leaving is called once the section has its Exit, before the
+	// release that ends the hold on the server (a child reports it at
+	// once: killed after that release but before its Exit reached the
+	// parent, the section would otherwise be taken to end at the kill,
+	// later than its release, and overlap whoever took the lock next).
+	Leaving(s chaos.Section)
 	// Exit is called with the finished section.
 	Exit(s chaos.Section)
 }
@@ -299,6 +305,7 @@ type sectionSink interface {
 type journalSink struct{ j *chaos.Journal }
 
 func (journalSink) Enter(chaos.Section)    {}
+func (journalSink) Leaving(chaos.Section)  {}
 func (k journalSink) Exit(s chaos.Section) { k.j.Record(s) }
 
 // deadlocks counts ErrDeadlock returned to this process's chaos workers:
@@ -370,9 +377,11 @@ func chaosHoldMode(runCtx context.Context, c *pgcoord.Coordinator, name string, 
 		s.Told = time.Now()
 		s.Exit = s.Told
 		hold.Stop()
+		sink.Leaving(s)
 		_ = l.Release(context.Background())
 	case <-hold.C:
 		s.Exit = time.Now()
+		sink.Leaving(s)
 		err := l.Release(context.Background())
 		if errors.Is(err, pgcoord.ErrLockLost) {
 			// Lost before Release could say so: the loss was not seen
