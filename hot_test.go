@@ -140,20 +140,23 @@ func TestHotPathServesAcquire(t *testing.T) {
 	}
 }
 
+// hotPrepared reports whether st is prepared on s's connection: the hot
+// path served it there.
+func hotPrepared(s *session, st hotStmt) bool {
+	s.sem <- struct{}{}
+	defer func() { <-s.sem }()
+	return s.hot.sd[st] != nil
+}
+
 // WaitLock on the hot path behaves as sqlc's: a slice that ends with the
 // key still busy fails with lock_timeout (55P03) and leaves the connection
 // open and the statement prepared (pgx would drop it; a long wait would
 // prepare it again every slice), and a wait granted returns a token.
 func TestHotWaitAsPgx(t *testing.T) {
 	ctx := ctx(t)
-	holder, err := pgx.Connect(ctx, testURL)
-	require.NoError(t, err)
-	defer holder.Close(context.Background())
-	conn, err := pgx.Connect(ctx, testURL)
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
+	holder, conn := connect(t, testURL), connect(t, testURL)
 	key := int64(0x407_3a17)
-	_, err = holder.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
+	_, err := holder.Exec(ctx, "SELECT pg_advisory_lock($1)", key)
 	require.NoError(t, err)
 
 	var h hotConn
@@ -206,9 +209,7 @@ func TestHotWaitServesAcquire(t *testing.T) {
 	defer func() { require.NoError(t, l.Release(ctx(t))) }()
 	hot := false
 	for _, s := range c.waits.all() {
-		s.sem <- struct{}{}
-		hot = hot || s.hot.sd[hotWait] != nil
-		<-s.sem
+		hot = hot || hotPrepared(s, hotWait)
 	}
 	require.True(t, hot, "the wait ran on the hot path")
 }

@@ -1,7 +1,6 @@
 package pgcoord
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -17,12 +16,7 @@ import (
 func TestUnlockTryStatement(t *testing.T) {
 	t.Parallel()
 	ctx := ctx(t)
-	conn, err := pgx.Connect(ctx, testURL)
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	other, err := pgx.Connect(ctx, testURL)
-	require.NoError(t, err)
-	defer other.Close(context.Background())
+	conn, other := connect(t, testURL), connect(t, testURL)
 	q := db.New()
 	k1, k2 := int64(0x407_f0_01), int64(0x407_f0_02)
 
@@ -80,11 +74,7 @@ func TestAsyncCycleFused(t *testing.T) {
 		}
 		require.NoError(t, l.Release(ctx(t)))
 	}
-	s := c.lockSession(l.key)
-	s.sem <- struct{}{}
-	fused := s.hot.sd[hotUnlockTry] != nil
-	<-s.sem
-	require.True(t, fused, "the cycles ran UnlockTry")
+	require.True(t, hotPrepared(c.lockSession(l.key), hotUnlockTry), "the cycles ran UnlockTry")
 	require.Zero(t, c.Stats().Lost)
 }
 
@@ -102,14 +92,12 @@ func TestFusedFailureLeavesNothingHeld(t *testing.T) {
 		cfg.ConnString = srv.URL()
 		cfg.AsyncRelease = true
 	})
-	admin, err := pgx.Connect(ctx(t), srv.URL())
-	require.NoError(t, err)
-	defer admin.Close(context.Background())
+	admin := connect(t, srv.URL())
 	a, b := c.GetLock("fused-a"), c.GetLock("fused-b")
 	s := c.lockSession(a.key)
 	require.Same(t, s, c.lockSession(b.key), "one lock session by default")
 	mustAcquire(t, a, NoWait)
-	_, err = admin.Exec(ctx(t), `DO $$ BEGIN
+	_, err := admin.Exec(ctx(t), `DO $$ BEGIN
 		EXECUTE format('ALTER SEQUENCE pgcoord.fencing_token MAXVALUE %s', (SELECT last_value FROM pgcoord.fencing_token));
 	END $$`)
 	require.NoError(t, err)

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -40,9 +39,7 @@ func TestWaitBoundedBySocket(t *testing.T) {
 		ok, err := c.GetLock("x").Acquire(context.Background(), Wait)
 		got <- result{ok, err, time.Since(began)}
 	}()
-	admin, err := pgx.Connect(ctx(t), srv.URL())
-	require.NoError(t, err)
-	defer admin.Close(context.Background())
+	admin := connect(t, srv.URL())
 	var pid int
 	require.Eventually(t, func() bool {
 		return admin.QueryRow(ctx(t), `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted LIMIT 1`).Scan(&pid) == nil
