@@ -39,7 +39,10 @@ type Coordinator struct {
 	cancelRun context.CancelFunc
 	hbDone    chan struct{}
 	// beatNow asks the heartbeat loop for a beat at once (see beatSoon).
-	beatNow   chan struct{}
+	beatNow chan struct{}
+	// checkNow asks for every session to be checked at once (see
+	// checkSoon).
+	checkNow  chan struct{}
 	pruneDone chan struct{}
 	// since lists holds and waits whose start held_locks.since shows;
 	// guarded by mu.
@@ -155,6 +158,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.reconnected = make(chan struct{})
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
 	c.beatNow = make(chan struct{}, 1)
+	c.checkNow = make(chan struct{}, 1)
 	c.beatReq = make(chan chan error)
 	return c, nil
 }

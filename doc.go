@@ -229,10 +229,13 @@
 // Each session records when a statement on it last succeeded (timed from
 // when it was sent; a server-side wait too, so a grant read after a pause
 // longer than the lease is given back and the wait goes on). The heartbeat pings every lock and wait session each
-// HeartbeatInterval unless it was heard from within half an interval, so a
-// healthy session is never idle for long; a busy session is not pinged at
-// all (its own statements prove it alive), and a ping never waits for its
-// turn or delays the next beat. The server ends a session that stays idle
+// HeartbeatInterval unless it was heard from within a quarter of an
+// interval, so a healthy session is never idle for long; a busy session is
+// not pinged at all (its own statements prove it alive), and a ping never
+// waits for its turn or delays the next beat. A session that finds its
+// connection broken has every other one pinged at once: breaks come
+// together (a restart), and a holder idle on its session learns within a
+// round trip. The server ends a session that stays idle
 // for Config.SessionTimeout (idle_session_timeout, PostgreSQL 14+), freeing
 // its locks. A session not heard from for SessionTimeout less two
 // heartbeats (the lease: at least two heartbeats and MinLease) has its

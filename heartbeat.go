@@ -29,6 +29,11 @@ func (c *Coordinator) heartbeatLoop() {
 	}()
 	ticker := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer ticker.Stop()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.checkLoop()
+	}()
 	for {
 		var reply chan error
 		select {
@@ -82,6 +87,37 @@ func (c *Coordinator) heartbeatLoop() {
 				c.reconnect()
 			}()
 		}
+	}
+}
+
+// checkLoop checks every lock and wait session, pinging even those heard
+// from lately, whenever checkSoon asks. It is a loop of its own, beside
+// the heartbeat's, because a beat may wait up to an interval for the
+// member row's update, and the point of checking now is not to wait.
+func (c *Coordinator) checkLoop() {
+	for {
+		select {
+		case <-c.runCtx.Done():
+			return
+		case <-c.checkNow:
+		}
+		for _, s := range c.checkedSessions() {
+			s.check(nil, true)
+		}
+	}
+}
+
+// checkSoon asks checkLoop to check every session now: one of them found
+// its connection broken, and a break seldom comes alone (a server restart,
+// a failover, a cut network end every session at once). The sessions that
+// find it themselves are those running statements; one that holds locks
+// and sits idle (a granted wait, a lock held for a while) would otherwise
+// learn at its next ping, up to an interval and a quarter later (see
+// pingSkip). Many asks before the check make one check.
+func (c *Coordinator) checkSoon() {
+	select {
+	case c.checkNow <- struct{}{}:
+	default:
 	}
 }
 
@@ -146,7 +182,7 @@ func (c *Coordinator) Heartbeat(ctx context.Context) error {
 // that long; a silent network looks the same) breaks the session.
 func (c *Coordinator) beat(ctx context.Context, control bool, asked, wg *sync.WaitGroup) error {
 	for _, s := range c.checkedSessions() {
-		s.check(asked)
+		s.check(asked, false)
 	}
 	c.waits.reap()
 	if !control {

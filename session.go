@@ -265,11 +265,15 @@ func (s *session) dial(ctx context.Context, redial bool) (err error) {
 // broken drops the connection and reports every hold on it lost; called with
 // sem held.
 func (s *session) broken(cause error) {
-	if s.drop() && s.kind == sessionControl {
-		// Reconnect now, not at the next beat: until the control session
-		// is back, no name can be registered (a failover's new primary
-		// waits for it).
-		s.c.beatSoon()
+	if s.drop() {
+		if s.kind == sessionControl {
+			// Reconnect now, not at the next beat: until the control
+			// session is back, no name can be registered (a failover's
+			// new primary waits for it).
+			s.c.beatSoon()
+		}
+		// The other sessions may have broken with it (see checkSoon).
+		s.c.checkSoon()
 	}
 	s.c.loseHolds(s, cause)
 	s.loseQueuedAsync(cause)
@@ -304,9 +308,16 @@ func (s *session) loseQueuedAsync(cause error) {
 
 // pingSkip is how recently a session must have been heard from for the
 // heartbeat to skip its ping: a session answering other statements is
-// alive, and far from the server's idle_session_timeout. Half an interval
-// keeps a death found within two intervals (the next beat pings it).
-func (c *Coordinator) pingSkip() time.Duration { return c.cfg.HeartbeatInterval / 2 }
+// alive, and far from the server's idle_session_timeout. The skip delays
+// finding a death: a session killed just after it was last heard, and
+// skipped by the beat that follows, is pinged by the next one, up to an
+// interval plus pingSkip after the kill. A quarter of an interval keeps
+// that well within the two intervals promised, with room for a loaded
+// machine to schedule the ping and read its answer (make chaos, under
+// -race on two cores, has goroutines wait over 200 ms for a CPU); a busy
+// lock session is heard far more often than that and is still not
+// pinged.
+func (c *Coordinator) pingSkip() time.Duration { return c.cfg.HeartbeatInterval / 4 }
 
 // check is the heartbeat's look at a lock or wait session: its lease first,
 // then a ping, which confirms that the session still has its locks (a
@@ -319,12 +330,13 @@ func (c *Coordinator) pingSkip() time.Duration { return c.cfg.HeartbeatInterval 
 // ping never delays the next beat's lease checks.
 //
 // A ping started is also counted in asked, when not nil: Heartbeat waits
-// for the pings of the beat it asked for.
-func (s *session) check(asked *sync.WaitGroup) {
+// for the pings of the beat it asked for. force pings a session however
+// recently it was heard (see checkSoon).
+func (s *session) check(asked *sync.WaitGroup, force bool) {
 	if s.kind != sessionControl {
 		s.checkLease()
 	}
-	if time.Duration(monoNow()-s.heard.Load()) < s.c.pingSkip() {
+	if !force && time.Duration(monoNow()-s.heard.Load()) < s.c.pingSkip() {
 		return
 	}
 	if !s.pinging.CompareAndSwap(false, true) {
