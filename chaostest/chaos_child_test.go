@@ -57,6 +57,9 @@ func TestChaosChild(t *testing.T) {
 	}()
 	sink := &pipeSink{w: bufio.NewWriter(os.Stdout)}
 	sink.line("chaos-started")
+	go watchStalls(runCtx, func(from, to time.Time) {
+		sink.line(fmt.Sprintf("chaos-stall %d %d", from.UnixNano(), to.UnixNano()))
+	})
 	var wg sync.WaitGroup
 	for w := range 2 {
 		wg.Add(1)
@@ -97,7 +100,9 @@ func (p *pipeSink) finished(verb string, s chaos.Section) {
 	if !s.Told.IsZero() {
 		told = s.Told.UnixNano()
 	}
-	p.line(fmt.Sprintf("%s %s %d %d %d %d %s", verb, s.Lock, s.Token, s.Enter.UnixNano(), s.Exit.UnixNano(), told, s.Session))
+	// The cause, last, is the rest of the line (it has spaces).
+	p.line(strings.TrimSpace(fmt.Sprintf("%s %s %d %d %d %d %s %s", verb, s.Lock, s.Token, s.Enter.UnixNano(), s.Exit.UnixNano(), told, s.Session,
+		strings.Join(strings.Fields(s.Cause), " "))))
 }
 
 func (p *pipeSink) line(l string) {
@@ -216,7 +221,11 @@ func (ch *chaosChild) parse(line string, j *chaos.Journal) {
 		if n := nums(2, 4); n != nil {
 			ch.open[f[1]+" "+f[2]] = chaos.Section{Lock: f[1], Token: n[0], Member: ch.member, Session: f[4], Enter: at(n[1])}
 		}
-	case len(f) == 7 && f[0] == "chaos-leaving":
+	case len(f) == 3 && f[0] == "chaos-stall":
+		if n := nums(1, 3); n != nil {
+			j.Stall(chaos.Stall{Proc: ch.member, Members: []string{ch.member}, From: at(n[0]), To: at(n[1])})
+		}
+	case len(f) >= 7 && f[0] == "chaos-leaving":
 		// Still open (its Exit line may follow, with a late Told), but
 		// it ends here if the process dies first.
 		if n := nums(2, 6); n != nil {
@@ -225,11 +234,11 @@ func (ch *chaosChild) parse(line string, j *chaos.Journal) {
 				ch.open[f[1]+" "+f[2]] = s
 			}
 		}
-	case len(f) == 7 && f[0] == "chaos-exit":
+	case len(f) >= 7 && f[0] == "chaos-exit":
 		if n := nums(2, 6); n != nil {
 			delete(ch.open, f[1]+" "+f[2])
 			j.Record(chaos.Section{Lock: f[1], Token: n[0], Member: ch.member, Session: f[6],
-				Enter: at(n[1]), Exit: at(n[2]), Told: at(n[3])})
+				Enter: at(n[1]), Exit: at(n[2]), Told: at(n[3]), Cause: strings.Join(f[7:], " ")})
 		}
 	}
 }

@@ -76,13 +76,16 @@ func chaosSlot(runCtx context.Context, c *pgcoord.Coordinator, name string, rng 
 		s.Exit = s.Told
 		timer.Stop()
 		sink.Leaving(s)
-		_ = sem.Release(context.Background())
+		if err := sem.Release(context.Background()); err != nil {
+			s.Cause = err.Error()
+		}
 	case <-timer.C:
 		s.Exit = time.Now()
 		sink.Leaving(s)
 		err := sem.Release(context.Background())
 		if errors.Is(err, pgcoord.ErrLockLost) {
 			s.Told = time.Now()
+			s.Cause = err.Error()
 		} else if err == nil && late != nil {
 			late.Go(func() {
 				wait := time.NewTimer(chaosSignalBound)
@@ -138,9 +141,13 @@ func chaosLead(runCtx context.Context, c *pgcoord.Coordinator, name string, rng 
 		s.Exit = time.Now()
 	}
 	sink.Leaving(s)
-	if err := e.Resign(context.Background()); errors.Is(err, pgcoord.ErrNotLeader) && s.Told.IsZero() {
+	err = e.Resign(context.Background())
+	if errors.Is(err, pgcoord.ErrNotLeader) && s.Told.IsZero() {
 		// Lost before Resign could say so.
 		s.Told = time.Now()
+	}
+	if err != nil && !s.Told.IsZero() {
+		s.Cause = err.Error()
 	}
 	sink.Exit(s)
 	return holdDone

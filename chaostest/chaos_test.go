@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -138,6 +140,13 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 	defer cancelRun()
 	var holds, acquireErrs, busy atomic.Int64
 	var late sync.WaitGroup // sections of async releases, see chaosHold
+	var members []string
+	for _, c := range coords {
+		members = append(members, c.MemberID())
+	}
+	go watchStalls(runCtx, func(from, to time.Time) {
+		journal.Stall(chaos.Stall{Proc: "parent", Members: members, From: from, To: to})
+	})
 
 	var wg sync.WaitGroup
 	for ci, c := range coords {
@@ -248,14 +257,30 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 			elapsed.Round(time.Millisecond), budget.coords, budget.workers, budget.names, budget.children, chaosHB, chaosSessionTimeout, chaosSignalBound),
 		fmt.Sprintf("busy=%d acquire-errors=%d lost(stats)=%d; after Stop: connections=%d advisory-locks=%d (goroutine leaks: TestMain goleak)",
 			busy.Load(), acquireErrs.Load(), lost, conns, locks))
+	lines = append(lines, stallSummary(journal.Stalls()))
 	for _, l := range lines {
 		t.Log("chaos: " + l)
 		if long {
 			fmt.Println("chaos: " + l)
 		}
 	}
+	for _, k := range slices.Sorted(maps.Keys(report.WorstSignalSection)) {
+		sec, at := report.WorstSignalSection[k], report.WorstSignalFault[k]
+		t.Logf("worst %s signal: fault %s, %v", k, at.Format("15:04:05.000000"), sec)
+		for _, st := range journal.Stalls() {
+			if slices.Contains(st.Members, sec.Member) && st.To.After(at) && st.From.Before(sec.Told) {
+				t.Logf("    stall of %s %s..%s (%v)", st.Proc, st.From.Format("15:04:05.000000"), st.To.Format("15:04:05.000000"), st.To.Sub(st.From).Round(time.Millisecond))
+			}
+		}
+	}
 	for _, v := range report.ExcusedSamples {
 		t.Log("excused overlap:", v)
+	}
+	for _, v := range report.StallSamples {
+		t.Log("excused only less stalls:", v)
+		if long {
+			fmt.Println("chaos: excused only less stalls: " + v)
+		}
 	}
 	for _, v := range report.Violations {
 		t.Error(v)
@@ -266,6 +291,9 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 		for _, f := range journal.Faults() {
 			t.Logf("fault %s %s kills=%v victims=%v all=%v member=%s until=%s", f.At.Format("15:04:05.000000"), f.Kind,
 				f.Kills, f.Victims, f.All, f.Member, f.Until.Format("15:04:05.000000"))
+		}
+		for _, s := range journal.Stalls() {
+			t.Logf("stall %s %s..%s (%v)", s.Proc, s.From.Format("15:04:05.000000"), s.To.Format("15:04:05.000000"), s.To.Sub(s.From).Round(time.Millisecond))
 		}
 	}
 	// The workers never hold while they wait: a cycle of waits among them
@@ -378,7 +406,9 @@ func chaosHoldMode(runCtx context.Context, c *pgcoord.Coordinator, name string, 
 		s.Exit = s.Told
 		hold.Stop()
 		sink.Leaving(s)
-		_ = l.Release(context.Background())
+		if err := l.Release(context.Background()); err != nil {
+			s.Cause = err.Error()
+		}
 	case <-hold.C:
 		s.Exit = time.Now()
 		sink.Leaving(s)
@@ -387,6 +417,7 @@ func chaosHoldMode(runCtx context.Context, c *pgcoord.Coordinator, name string, 
 			// Lost before Release could say so: the loss was not seen
 			// during the section, so Told is when Release reported it.
 			s.Told = time.Now()
+			s.Cause = err.Error()
 		} else if err == nil && late != nil {
 			late.Go(func() {
 				wait := time.NewTimer(chaosSignalBound)

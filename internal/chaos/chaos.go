@@ -29,6 +29,10 @@ type Section struct {
 	// Told is when the holder was told its hold was lost (Lost() closed, or
 	// Release returned ErrLockLost); zero when it never was.
 	Told time.Time
+	// Cause is what the holder was told (the loss's error), when it was;
+	// printed with a violation, so its timeline shows how the loss was
+	// found.
+	Cause string
 	// Shared marks a shared (read) hold: two shared sections of one lock
 	// may overlap, and their tokens may enter in any order; a shared and
 	// an exclusive one are held to the rules of two exclusive ones.
@@ -58,11 +62,36 @@ type Fault struct {
 	Until  time.Time
 }
 
-// Journal collects sections and faults from many goroutines.
+// Stall is a stretch when one process of the test could not run its
+// goroutines (found by a ticker that woke late): no library code there ran
+// either, so a loss signal due in it is late by as much. Check does not
+// count a stall of the holder's process against the signalling bound.
+type Stall struct {
+	Proc     string   // "parent", or a child's member
+	Members  []string // the members the process runs
+	From, To time.Time
+}
+
+// Journal collects sections, faults and stalls from many goroutines.
 type Journal struct {
 	mu       sync.Mutex
 	sections []Section
 	faults   []Fault
+	stalls   []Stall
+}
+
+// Stall records a stall.
+func (j *Journal) Stall(s Stall) {
+	j.mu.Lock()
+	j.stalls = append(j.stalls, s)
+	j.mu.Unlock()
+}
+
+// Stalls returns a copy of the stalls recorded so far.
+func (j *Journal) Stalls() []Stall {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.stalls)
 }
 
 // Record adds a finished section.
@@ -120,13 +149,23 @@ type Report struct {
 	ExcusedBy map[string]int
 	// ExcusedSamples describes the first few excused overlaps.
 	ExcusedSamples []string
+	// StallExcused counts the excused overlaps whose holder was told
+	// within the bound only once the stalls of its process between the
+	// fault and the signal are not counted (see Stall); StallSamples
+	// describes them, with the delay and the stall.
+	StallExcused int
+	StallSamples []string
 	// Losses counts sections whose holder was told of a loss.
 	Losses int
 	// WorstSignal is, per fault kind, the longest time from a fault to a
-	// loss signal that followed it within the same hold (best effort: the
-	// latest fault before the signal is taken as its cause; a freeze counts
-	// from the waking).
+	// loss signal that followed it within the same hold, while the holder
+	// still relied on it (best effort: the latest fault before the signal
+	// is taken as its cause; a freeze counts from the waking).
 	WorstSignal map[string]time.Duration
+	// WorstSignalSection is the section behind each WorstSignal, and
+	// WorstSignalFault its fault's time: for reading its timeline.
+	WorstSignalSection map[string]Section
+	WorstSignalFault   map[string]time.Time
 }
 
 // OK reports whether the run had no violations.
@@ -154,7 +193,8 @@ func (r Report) Lines() []string {
 	}
 	return []string{
 		fmt.Sprintf("holds=%d faults[%s]", r.Holds, strings.Join(fs, " ")),
-		fmt.Sprintf("violations=%d excused-overlaps=%d[%s] losses-signalled=%d", len(r.Violations), r.Excused, strings.Join(es, " "), r.Losses),
+		fmt.Sprintf("violations=%d excused-overlaps=%d[%s] (within the bound only less stalls: %d) losses-signalled=%d",
+			len(r.Violations), r.Excused, strings.Join(es, " "), r.StallExcused, r.Losses),
 		fmt.Sprintf("worst-fault-to-signal[%s]", strings.Join(ws, " ")),
 	}
 }
@@ -165,7 +205,8 @@ const maxViolations = 20
 // Check checks the journal. bound is how long after a session-killing fault
 // a holder may learn of its loss, and after waking from a freeze (the
 // library promises two heartbeat intervals, and the first look after a
-// pause).
+// pause), not counting the stalls of the holder's process in between: a
+// process that was not scheduled ran no code, the library's included.
 //
 // The rules, per lock:
 //   - (a) two sections overlap only if the one granted first (lower token)
@@ -176,7 +217,11 @@ const maxViolations = 20
 func (j *Journal) Check(bound time.Duration) Report {
 	sections, faults := j.Sections(), j.Faults()
 	slices.SortFunc(faults, func(a, b Fault) int { return a.At.Compare(b.At) })
-	r := Report{Holds: len(sections), Faults: map[string]int{}, ExcusedBy: map[string]int{}, WorstSignal: map[string]time.Duration{}}
+	stalls := j.Stalls()
+	slices.SortFunc(stalls, func(a, b Stall) int { return a.From.Compare(b.From) })
+	k := &checker{faults: faults, stalls: stalls, bound: bound}
+	r := Report{Holds: len(sections), Faults: map[string]int{}, ExcusedBy: map[string]int{}, WorstSignal: map[string]time.Duration{},
+		WorstSignalSection: map[string]Section{}, WorstSignalFault: map[string]time.Time{}}
 	for _, f := range faults {
 		r.Faults[f.Kind]++
 	}
@@ -193,8 +238,16 @@ func (j *Journal) Check(bound time.Duration) Report {
 		byLock[s.Lock] = append(byLock[s.Lock], s)
 		if !s.Told.IsZero() {
 			r.Losses++
-			if kind, d, ok := signalDelay(s, faults); ok {
-				r.WorstSignal[kind] = max(r.WorstSignal[kind], d)
+		}
+		// Only a signal that came while the holder relied on the hold
+		// (its section ended by it) measures the library's delay: one
+		// that Release reported after the holder stopped by itself was
+		// due to no one.
+		if !s.Told.IsZero() && !s.Told.After(s.Exit) {
+			if kind, d, at, ok := signalDelay(s, faults); ok && d >= r.WorstSignal[kind] {
+				r.WorstSignal[kind] = d
+				r.WorstSignalSection[kind] = s
+				r.WorstSignalFault[kind] = at
 			}
 		}
 	}
@@ -215,7 +268,7 @@ func (j *Journal) Check(bound time.Duration) Report {
 		// the point of tokens).
 		var top Section
 		for i, s := range ss {
-			if i > 0 && s.Token <= top.Token && !(s.Shared && top.Shared) && (s.Token == top.Token || !lateEntryExcused(s, faults, bound)) {
+			if i > 0 && s.Token <= top.Token && !(s.Shared && top.Shared) && (s.Token == top.Token || !k.lateEntryExcused(s)) {
 				violate("token order: %s", pair(top, s))
 			}
 			if i == 0 || s.Token > top.Token {
@@ -225,15 +278,15 @@ func (j *Journal) Check(bound time.Duration) Report {
 		// (a) overlaps. Sorted by enter, each section is compared with the
 		// later ones that enter before it exits.
 		for i := range ss {
-			for k := i + 1; k < len(ss) && ss[k].Enter.Before(ss[i].Exit); k++ {
-				first, second := ss[i], ss[k]
+			for n := i + 1; n < len(ss) && ss[n].Enter.Before(ss[i].Exit); n++ {
+				first, second := ss[i], ss[n]
 				if first.Shared && second.Shared {
 					continue // readers may overlap
 				}
 				if second.Token < first.Token {
 					first, second = second, first
 				}
-				kind := excusedBy(first, second, faults, bound)
+				kind, by := k.excusedBy(first, second)
 				switch {
 				case !first.Told.IsZero() && !first.Told.After(second.Enter):
 					// Told before the takeover: the contract.
@@ -242,6 +295,13 @@ func (j *Journal) Check(bound time.Duration) Report {
 					r.ExcusedBy[kind]++
 					if len(r.ExcusedSamples) < 3 {
 						r.ExcusedSamples = append(r.ExcusedSamples, pair(first, second))
+					}
+					if by.stalled > 0 {
+						r.StallExcused++
+						if len(r.StallSamples) < maxViolations {
+							r.StallSamples = append(r.StallSamples, fmt.Sprintf("%s: told %v after the %s, of which its process was stalled %v: %s",
+								kind, by.delay.Round(time.Millisecond), kind, by.stalled.Round(time.Millisecond), pair(first, second)))
+						}
 					}
 				default:
 					violate("overlap: %s", pair(first, second))
@@ -256,21 +316,22 @@ func (j *Journal) Check(bound time.Duration) Report {
 // token, was held up between its grant and its entry by a fault it was then
 // told of within bound: a freeze of its process (woken at most bound before
 // it entered) or a session-killing fault.
-func lateEntryExcused(s Section, faults []Fault, bound time.Duration) bool {
+func (k *checker) lateEntryExcused(s Section) bool {
+	bound := k.bound
 	if s.Told.IsZero() {
 		return false
 	}
-	for _, f := range faults {
+	for _, f := range k.faults {
 		if f.At.After(s.Enter) || f.At.Before(s.Enter.Add(-bound)) && (f.Until.IsZero() || f.Until.Before(s.Enter.Add(-bound))) {
 			continue
 		}
 		switch {
 		case f.Member != "" && f.Member == s.Member && !f.Until.IsZero():
-			if s.Told.Sub(f.Until) <= bound {
+			if _, ok := k.toldWithin(s, f.Until); ok {
 				return true
 			}
 		case f.Kills && f.hit(s):
-			if s.Told.Sub(f.At) <= bound {
+			if _, ok := k.toldWithin(s, f.At); ok {
 				return true
 			}
 		}
@@ -281,47 +342,101 @@ func lateEntryExcused(s Section, faults []Fault, bound time.Duration) bool {
 // signalDelay is how long after the fault that (most likely) cost s its
 // hold s was told: the latest fault during the hold that could reach it.
 // A freeze counts from the waking, and only for the frozen member.
-func signalDelay(s Section, faults []Fault) (string, time.Duration, bool) {
+func signalDelay(s Section, faults []Fault) (string, time.Duration, time.Time, bool) {
 	for i := len(faults) - 1; i >= 0; i-- {
 		f := faults[i]
 		if f.At.After(s.Told) {
 			continue
 		}
 		if f.At.Before(s.Enter) {
-			return "", 0, false
+			return "", 0, time.Time{}, false
 		}
 		switch {
 		case f.Member == "":
-			return f.Kind, s.Told.Sub(f.At), true
+			return f.Kind, s.Told.Sub(f.At), f.At, true
 		case f.Member == s.Member && !f.Until.IsZero():
-			return f.Kind, max(0, s.Told.Sub(f.Until)), true
+			return f.Kind, max(0, s.Told.Sub(f.Until)), f.Until, true
 		}
 	}
-	return "", 0, false
+	return "", 0, time.Time{}, false
 }
 
 // excusedBy returns the kind of the fault that explains the overlap, or ""
 // when none does: a session-killing fault that ended first's session (it
 // came before second entered, and first was told within bound of it), or a
 // freeze of first's process (first was told within bound of waking).
-func excusedBy(first, second Section, faults []Fault, bound time.Duration) string {
+func (k *checker) excusedBy(first, second Section) (string, lateness) {
+	bound := k.bound
 	if first.Told.IsZero() {
-		return ""
+		return "", lateness{}
 	}
-	for _, f := range faults {
+	for _, f := range k.faults {
 		if f.Member != "" && f.Member == first.Member && !f.Until.IsZero() &&
 			!f.At.After(second.Enter) && !f.At.After(first.Exit) && !f.Until.Before(first.Enter.Add(-bound)) &&
-			!first.Told.Before(f.At) && first.Told.Sub(f.Until) <= bound {
+			!first.Told.Before(f.At) {
 			// Frozen while holding (or between the grant and recording
 			// its entry), told soon after waking.
-			return f.Kind
+			if l, ok := k.toldWithin(first, f.Until); ok {
+				return f.Kind, l
+			}
 		}
 		if f.Kills && f.hit(first) && !f.At.After(second.Enter) && !f.At.Before(first.Enter.Add(-bound)) &&
-			!f.At.After(first.Told) && first.Told.Sub(f.At) <= bound {
-			return f.Kind
+			!f.At.After(first.Told) {
+			if l, ok := k.toldWithin(first, f.At); ok {
+				return f.Kind, l
+			}
 		}
 	}
-	return ""
+	return "", lateness{}
+}
+
+// checker is Check's view of the faults and stalls.
+type checker struct {
+	faults []Fault
+	stalls []Stall
+	bound  time.Duration
+}
+
+// lateness is how long after its cause a section was told, and how much of
+// that its process was stalled (counted only when the delay is over the
+// bound).
+type lateness struct {
+	delay, stalled time.Duration
+}
+
+// toldWithin reports whether s was told within the bound of from (a fault,
+// or a waking), not counting the stalls of its process in between.
+func (k *checker) toldWithin(s Section, from time.Time) (lateness, bool) {
+	l := lateness{delay: max(0, s.Told.Sub(from))}
+	if l.delay <= k.bound {
+		return l, true
+	}
+	l.stalled = k.stalledFor(s.Member, from, s.Told)
+	return l, l.delay-l.stalled <= k.bound
+}
+
+// stalledFor is how long member's process was stalled between from and to
+// (overlapping stalls counted once).
+func (k *checker) stalledFor(member string, from, to time.Time) time.Duration {
+	var total time.Duration
+	covered := from
+	for _, st := range k.stalls {
+		if !slices.Contains(st.Members, member) {
+			continue
+		}
+		a, b := st.From, st.To
+		if a.Before(covered) {
+			a = covered
+		}
+		if b.After(to) {
+			b = to
+		}
+		if b.After(a) {
+			total += b.Sub(a)
+			covered = b
+		}
+	}
+	return total
 }
 
 func pair(a, b Section) string {
@@ -334,6 +449,9 @@ func (s Section) String() string {
 	told := "never told"
 	if !s.Told.IsZero() {
 		told = "told " + s.Told.Format("15:04:05.000000")
+	}
+	if s.Cause != "" {
+		told += " (" + s.Cause + ")"
 	}
 	return fmt.Sprintf("[%s token %d by %s (%s): %s..%s, %s]", s.Lock, s.Token, s.Member, cmp.Or(s.Session, "session ?"),
 		s.Enter.Format("15:04:05.000000"), s.Exit.Format("15:04:05.000000"), told)

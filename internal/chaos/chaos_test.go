@@ -174,3 +174,53 @@ func TestSharedOverlappingExclusiveFails(t *testing.T) {
 		t.Fatalf("want an overlap of a writer with a reader: %v", r.Violations)
 	}
 }
+
+func TestWorstSignalCountsOnlyTellsWhileHeld(t *testing.T) {
+	var j Journal
+	j.AddFault(Fault{Kind: "restart", At: at(5), Kills: true, All: true})
+	// Released by choice at 20; Release reported the loss at 900: no one
+	// relied on the hold by then.
+	j.Record(Section{Lock: "a", Token: 1, Enter: at(0), Exit: at(20), Told: at(900)})
+	j.Record(Section{Lock: "b", Token: 2, Enter: at(0), Exit: at(105), Told: at(105)})
+	r := j.Check(time.Second)
+	if r.WorstSignal["restart"] != 100*time.Millisecond || r.Losses != 2 {
+		t.Fatalf("want the held section's 100ms, and 2 losses: %v", r)
+	}
+	if s := r.WorstSignalSection["restart"]; s.Lock != "b" || !r.WorstSignalFault["restart"].Equal(at(5)) {
+		t.Fatalf("worst section %v at %v", s, r.WorstSignalFault["restart"])
+	}
+}
+
+func TestStallOfHoldersProcessNotCounted(t *testing.T) {
+	journal := func(stalls ...Stall) *Journal {
+		var j Journal
+		j.AddFault(Fault{Kind: "restart", At: at(100), Kills: true, All: true})
+		j.Record(Section{Lock: "a", Token: 1, Member: "m1", Enter: at(0), Exit: at(600), Told: at(600)})
+		j.Record(Section{Lock: "a", Token: 2, Member: "m2", Enter: at(120), Exit: at(130)})
+		for _, s := range stalls {
+			j.Stall(s)
+		}
+		return &j
+	}
+	// Told 500 ms after the restart, against 400: a violation...
+	if r := journal().Check(400 * time.Millisecond); r.OK() {
+		t.Fatal("want a violation past the bound")
+	}
+	// ... unless m1's process was stalled for over 100 ms of it (two
+	// overlapping stalls count once).
+	r := journal(Stall{Members: []string{"m0", "m1"}, From: at(200), To: at(280)},
+		Stall{Members: []string{"m0", "m1"}, From: at(250), To: at(330)}).Check(400 * time.Millisecond)
+	if !r.OK() || r.Excused != 1 || r.StallExcused != 1 || !strings.Contains(r.StallSamples[0], "stalled 130ms") {
+		t.Fatalf("want excused by the stall: %v %v %v", r, r.Violations, r.StallSamples)
+	}
+	// Another process's stall, or one outside the window, does not count.
+	for _, st := range []Stall{
+		{Members: []string{"m2"}, From: at(200), To: at(400)},
+		{Members: []string{"m1"}, From: at(610), To: at(900)},
+		{Members: []string{"m1"}, From: at(0), To: at(90)},
+	} {
+		if r := journal(st).Check(400 * time.Millisecond); r.OK() {
+			t.Fatalf("stall %v excused it", st)
+		}
+	}
+}
