@@ -211,8 +211,9 @@ const maxViolations = 20
 // The rules, per lock:
 //   - (a) two sections overlap only if the one granted first (lower token)
 //     was told of its loss before the other entered, or a session-killing
-//     fault ended its very session (or froze its process) and it was told
-//     within bound of that fault (or of waking);
+//     fault ended its very session (or froze its process), it was told of
+//     the loss, and it stopped relying on the hold (was told, or ended its
+//     section by choice) within bound of that fault (or of waking);
 //   - (b) in enter order, tokens strictly increase.
 func (j *Journal) Check(bound time.Duration) Report {
 	sections, faults := j.Sections(), j.Faults()
@@ -404,14 +405,22 @@ type lateness struct {
 	delay, stalled time.Duration
 }
 
-// toldWithin reports whether s was told within the bound of from (a fault,
-// or a waking), not counting the stalls of its process in between.
+// toldWithin reports whether s, told of its loss, stopped relying on its
+// hold within the bound of from (a fault, or a waking), not counting the
+// stalls of its process in between. It stopped when it was told, or when
+// its section ended, if sooner: a holder that left by choice before the
+// bound ran out was owed no signal yet, and Release's later report of the
+// loss (ErrLockLost, which sets Told) only says when Release ran.
 func (k *checker) toldWithin(s Section, from time.Time) (lateness, bool) {
-	l := lateness{delay: max(0, s.Told.Sub(from))}
+	end := s.Told
+	if s.Exit.Before(end) {
+		end = s.Exit
+	}
+	l := lateness{delay: max(0, end.Sub(from))}
 	if l.delay <= k.bound {
 		return l, true
 	}
-	l.stalled = k.stalledFor(s.Member, from, s.Told)
+	l.stalled = k.stalledFor(s.Member, from, end)
 	return l, l.delay-l.stalled <= k.bound
 }
 

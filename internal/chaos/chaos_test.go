@@ -224,3 +224,21 @@ func TestStallOfHoldersProcessNotCounted(t *testing.T) {
 		}
 	}
 }
+
+func TestHolderLeftWithinBoundOwedNoSignalYet(t *testing.T) {
+	journal := func(exit int) *Journal {
+		var j Journal
+		j.AddFault(Fault{Kind: "reset", At: at(0), Kills: true, Victims: []string{"pid:7"}})
+		// Its session was reset at 0; it left by choice at exit, and its
+		// Release reported the loss at 700.
+		j.Record(Section{Lock: "a", Token: 1, Session: "pid:7", Enter: at(-50), Exit: at(exit), Told: at(700)})
+		j.Record(Section{Lock: "a", Token: 2, Session: "pid:8", Enter: at(96), Exit: at(100)})
+		return &j
+	}
+	if r := journal(141).Check(400 * time.Millisecond); !r.OK() || r.ExcusedBy["reset"] != 1 {
+		t.Fatalf("left 141 ms after the reset, within the bound: want excused: %v %v", r, r.Violations)
+	}
+	if r := journal(450).Check(400 * time.Millisecond); r.OK() {
+		t.Fatal("relied on it 450 ms after the reset, untold: want a violation")
+	}
+}
