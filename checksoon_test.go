@@ -31,3 +31,27 @@ func TestBreakChecksOtherSessions(t *testing.T) {
 	requireClosedWithin(t, waited.Lost(), time.Second, "the hold idle on its wait session")
 	require.ErrorIs(t, waited.Release(ctx(t)), ErrLockLost)
 }
+
+// Release of a hold whose wait session broke under it returns the loss
+// without dialling that session again: the hold went with the connection,
+// and a new one would have nothing to unlock (before, Release redialled,
+// waiting for the old backend to exit and for the connect, only to find
+// the hold ended).
+func TestReleaseAfterBreakDialsNothing(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c := newCoord(t, p)
+	holder := newCoord(t, p).GetLock("a")
+	mustAcquire(t, holder, NoWait)
+	w := c.GetLock("a")
+	acquireAfterWait(t, w, holder)
+	w.mu.Lock()
+	s := w.hold.sess
+	w.mu.Unlock()
+	require.Equal(t, sessionWait, s.kind)
+	gen := s.gen.Load()
+
+	terminateSessions(t, w.BackendPID())
+	require.ErrorIs(t, w.Release(ctx(t)), ErrLockLost)
+	require.Equal(t, gen, s.gen.Load(), "Release dialled the broken wait session again")
+}

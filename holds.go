@@ -220,7 +220,16 @@ func (c *Coordinator) unlock(ctx context.Context, s *session, h *hold) (released
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
-	err = s.do(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	if err := s.lock(ctx); err != nil {
+		return false, err
+	}
+	defer s.unlock()
+	// One try, on the hold's own connection: if it broke, the hold went
+	// with it (the break reports it lost), and a new connection would
+	// have nothing to unlock. doLocked would dial one to run the unlock
+	// again, and Release would wait for that dial (up to awaitGoneMax for
+	// the old backend to exit, then the connect) for nothing.
+	err = s.doLockedTries(ctx, 1, func(ctx context.Context, conn *pgx.Conn) error {
 		if c.holdEnded(h) {
 			return nil
 		}

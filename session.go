@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -123,7 +124,20 @@ func (s *session) do(ctx context.Context, fn func(ctx context.Context, conn *pgx
 	return s.doLocked(ctx, fn)
 }
 
+// errSessionGone is doLockedTries's error when the session has no live
+// connection and may not dial one.
+var errSessionGone = errors.New("pgcoord: the session's connection is gone")
+
+// doLocked is do with sem already held: fn runs at most twice, the second
+// time on a new connection when the first died under it.
 func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn) error) error {
+	return s.doLockedTries(ctx, 2, fn)
+}
+
+// doLockedTries is doLocked with at most tries runs of fn: 1 runs it on the
+// current connection only, with no dial before or after (see
+// Coordinator.unlock), and returns errSessionGone if there is none.
+func (s *session) doLockedTries(ctx context.Context, tries int, fn func(ctx context.Context, conn *pgx.Conn) error) error {
 	if s.closed {
 		return ErrNotStarted
 	}
@@ -161,6 +175,9 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 		if s.conn == nil || s.conn.IsClosed() {
 			if s.conn != nil {
 				s.broken(fmt.Errorf("%w: %s session closed", ErrLockLost, s.kind))
+			}
+			if tries == 1 {
+				return errSessionGone
 			}
 			if !s.mayRedial() {
 				return errControlReconnecting
@@ -204,7 +221,7 @@ func (s *session) doLocked(ctx context.Context, fn func(ctx context.Context, con
 		// timeout) fails the next statement before the server ran it: one
 		// retry on a new connection turns that into success. Every statement
 		// run here is safe to repeat: one that did run died with its session.
-		if attempt > 0 || ctx.Err() != nil || s.kind == sessionWait && bySocket && !time.Now().Before(bound) {
+		if attempt+1 >= tries || ctx.Err() != nil || s.kind == sessionWait && bySocket && !time.Now().Before(bound) {
 			// (A wait session's statement that ran out its bound is not
 			// repeated, as under a context's deadline.)
 			return err
