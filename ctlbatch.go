@@ -64,6 +64,9 @@ type ctlOp struct {
 	// abandoned, if set, runs when the statement succeeded after its
 	// caller stopped waiting (an enqueue gives its ticket back).
 	abandoned func()
+	// failed, if set, runs when the statement failed (a ticket's return
+	// tries again later).
+	failed func()
 
 	err error
 	// state: opPending, opDone (the result is the caller's), opGone (the
@@ -223,6 +226,9 @@ func (c *Coordinator) ctlFlush() {
 		}
 		if !op.state.CompareAndSwap(opPending, opDone) && op.err == nil && op.abandoned != nil {
 			op.abandoned()
+		}
+		if op.err != nil && op.failed != nil {
+			op.failed()
 		}
 		close(op.done)
 	}

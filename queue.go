@@ -190,6 +190,22 @@ func (c *Coordinator) leaveQueue(t *ticket) {
 	if t == nil {
 		return
 	}
+	c.queue.n.Add(-1)
+	c.submitLeave(t)
+}
+
+// leaveRetry is how long a ticket's failed return waits before it is tried
+// again.
+const leaveRetry = time.Second
+
+// submitLeave queues t's return on the control session. A return that
+// fails (the control session was down, or the key's queue lock busy, for
+// longer than opTimeout) is tried again leaveRetry later, until it runs or
+// the coordinator stops: a ticket left behind stands before every later
+// wait of another member for the key (they wait for their turn until their
+// deadline, with the lock free), for as long as this member lives, since a
+// reconnect stamps the member's tickets as its new backend's.
+func (c *Coordinator) submitLeave(t *ticket) {
 	op := &ctlOp{key: t.key, kind: ctlLeave}
 	op.queue = func(b *pgx.Batch) {
 		b.Queue(db.QueueLeave, t.key, t.id)
@@ -197,9 +213,14 @@ func (c *Coordinator) leaveQueue(t *ticket) {
 	op.single = func(ctx context.Context, conn *pgx.Conn) error {
 		return c.q.QueueLeave(ctx, conn, db.QueueLeaveParams{Key: t.key, Ticket: t.id})
 	}
+	op.failed = func() {
+		if c.runCtx.Err() != nil {
+			return // stopping: the control session's end makes the ticket dead
+		}
+		time.AfterFunc(leaveRetry, func() { c.submitLeave(t) })
+	}
 	op.done = make(chan struct{})
 	op.state.Store(opGone) // nobody waits for it
-	c.queue.n.Add(-1)
 	// Refused only while stopping: the control session's end makes the
 	// ticket dead.
 	_ = c.ctlSubmit(op)
