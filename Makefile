@@ -76,7 +76,7 @@ bench-go: ## Run the root package's benchmarks (go test -bench) ROUNDS times (de
 	ROUNDS=$${ROUNDS:-5} scripts/bench.sh
 
 .PHONY: bench-ratio
-bench-ratio: ## Print the four hot-path ratios to raw pgx (sync, AsyncRelease, handoff, 64 goroutines) as medians of ROUNDS (5) interleaved rounds of BENCHTIME (2s), with allocations per Acquire+Release.
+bench-ratio: ## Print the four hot-path ratios to raw pgx (sync, AsyncRelease, handoff, 64 goroutines) as medians of ROUNDS (5) interleaved rounds of BENCHTIME (2s), each ratio's two benchmarks back to back, with allocations per Acquire+Release.
 	scripts/bench-ratio.sh
 
 .PHONY: sql-floor

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Prints the four hot-path ratios of issue 18 as medians of ROUNDS rounds
-# (default 5) of BENCHTIME each (default 2s), every round running the seven
-# benchmarks below once, one after another, against one throwaway
-# PostgreSQL per round. A ratio is raw pgx's ns/op over pgcoord's in the
-# same round (higher is faster; 1.00 is raw speed): on a shared, noisy
-# machine load drifts between rounds and a ratio within a round cancels most
-# of it. Every coordinator in these benchmarks uses the default Config
-# except the one AsyncRelease row.
+# (default 5) of BENCHTIME each (default 2s). A ratio is raw pgx's ns/op over
+# pgcoord's (higher is faster; 1.00 is raw speed). Each ratio's two
+# benchmarks run back to back in a process of their own, against its own
+# throwaway PostgreSQL, and the four pairs take turns within every round. On
+# this shared, noisy machine load drifts within minutes (raw ns/op has moved
+# by a third between two runs); with all seven benchmarks in one process, a
+# pair's two halves ran up to a minute apart, and its ratio carried that
+# drift. Back to back, the two halves of a ratio see the same load. Every
+# coordinator in these benchmarks uses the default Config except the one
+# AsyncRelease row.
 #
 #   sync     AcquireRelease (NoWait + Release)     vs RawTryUnlock         goal >= 0.97
 #   async    AcquireReleaseAsync (AsyncRelease)     vs RawTryUnlock         goal >= 1.75
@@ -22,31 +25,42 @@ benchtime=${BENCHTIME:-2s}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 go test -c -o "$dir/pgcoord.test" .
-benches='^Benchmark(RawTryUnlock|AcquireRelease|AcquireReleaseAsync|Contended|RawHandoff|AcquireReleaseParallel|RawTryUnlockParallel)$'
+# Each pair: pgcoord's benchmark and its raw floor, in one process.
+pairs=(
+  'RawTryUnlock|AcquireRelease'
+  'RawTryUnlock|AcquireReleaseAsync'
+  'Contended|RawHandoff'
+  'AcquireReleaseParallel|RawTryUnlockParallel'
+)
 for r in $(seq "$rounds"); do
-  "$dir/pgcoord.test" -test.run='^$' -test.bench="$benches" -test.benchmem -test.benchtime="$benchtime" |
-    awk -v r="$r" '/^Benchmark/ {
-      sub(/-[0-9]+$/, "", $1); ns = allocs = ""
-      for (i = 3; i < NF; i += 2) {
-        if ($(i + 1) == "ns/op") ns = $i
-        else if ($(i + 1) == "allocs/op") allocs = $i
-      }
-      print r, substr($1, 10), ns, allocs
-    }' >>"$dir/raw"
+  for p in "${!pairs[@]}"; do
+    "$dir/pgcoord.test" -test.run='^$' -test.bench="^Benchmark(${pairs[$p]})\$" -test.benchmem -test.benchtime="$benchtime" |
+      awk -v r="$r" -v p="$p" '/^Benchmark/ {
+        sub(/-[0-9]+$/, "", $1); ns = allocs = ""
+        for (i = 3; i < NF; i += 2) {
+          if ($(i + 1) == "ns/op") ns = $i
+          else if ($(i + 1) == "allocs/op") allocs = $i
+        }
+        print r, p, substr($1, 10), ns, allocs
+      }' >>"$dir/raw"
+  done
 done
 echo "bench-ratio: $rounds rounds of $benchtime, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 awk '
-  { ns[$1, $2] = $3; allocs[$2] = $4; rounds[$1] = 1 }
+  # ns is keyed by round, pair and benchmark: RawTryUnlock runs in two pairs,
+  # and each ratio divides the figures of its own pair.
+  { ns[$1, $2, $3] = $4; allocs[$3] = $5; rounds[$1] = 1 }
   function median(a, n,   i, j, t) {
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
   BEGIN {
     split("sync async handoff par64", kind, " ")
-    ours["sync"] = "AcquireRelease"; floor["sync"] = "RawTryUnlock"; goal["sync"] = 0.97
-    ours["async"] = "AcquireReleaseAsync"; floor["async"] = "RawTryUnlock"; goal["async"] = 1.75
-    ours["handoff"] = "Contended"; floor["handoff"] = "RawHandoff"; goal["handoff"] = 0.85
-    ours["par64"] = "AcquireReleaseParallel"; floor["par64"] = "RawTryUnlockParallel"; goal["par64"] = 2.00
+    # pair[x] is the index of the pair of x in the shell array pairs above.
+    ours["sync"] = "AcquireRelease"; floor["sync"] = "RawTryUnlock"; goal["sync"] = 0.97; pair["sync"] = 0
+    ours["async"] = "AcquireReleaseAsync"; floor["async"] = "RawTryUnlock"; goal["async"] = 1.75; pair["async"] = 1
+    ours["handoff"] = "Contended"; floor["handoff"] = "RawHandoff"; goal["handoff"] = 0.85; pair["handoff"] = 2
+    ours["par64"] = "AcquireReleaseParallel"; floor["par64"] = "RawTryUnlockParallel"; goal["par64"] = 2.00; pair["par64"] = 3
   }
   END {
     printf "%-7s", "round"; for (k = 1; k <= 4; k++) printf " %8s", kind[k]; print ""
@@ -55,8 +69,9 @@ awk '
       printf "%-7s", r
       for (k = 1; k <= 4; k++) {
         x = kind[k]
-        if (((r, ours[x]) in ns) && ((r, floor[x]) in ns) && ns[r, ours[x]] > 0) {
-          v = ns[r, floor[x]] / ns[r, ours[x]]; all[x, ++cnt[x]] = v; printf " %8.2f", v
+        p = pair[x]
+        if (((r, p, ours[x]) in ns) && ((r, p, floor[x]) in ns) && ns[r, p, ours[x]] > 0) {
+          v = ns[r, p, floor[x]] / ns[r, p, ours[x]]; all[x, ++cnt[x]] = v; printf " %8.2f", v
         } else printf " %8s", "-"
       }
       print ""
