@@ -51,8 +51,9 @@ test-matrix: $(MIGRATE) pg13 ## Run the root module's tests and the short chaos 
 	scripts/test-matrix.sh
 
 .PHONY: chaos
-chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected while coordinators contend; prints the figures.
-	set -o pipefail; cd chaostest && PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
+chaos: ## Run the long chaos suite (CHAOS_DURATION, default 3m): faults injected while coordinators contend; prints the figures, the worst signals' timelines and any signal past the bound (CHAOS_LOG, an absolute path, keeps the full output).
+	@log=$${CHAOS_LOG:-/tmp/pgcoord-chaos.log}; echo "full output: $$log"; \
+	set -o pipefail; cd chaostest && PGCOORD_CHAOS_LONG=1 PGCOORD_CHAOS_DURATION=$${CHAOS_DURATION:-3m} $(GO) test -race -count=1 -timeout 30m -run '^TestChaos' -v . | tee "$$log" | grep -E '^(chaos:|--- |ok|FAIL|PASS)'
 
 .PHONY: ha
 ha: ## Run pgcoord against real HA stacks (etcd, PostgreSQL 15 under Patroni, HAProxy; scripts/install-ha.sh installs them): per case, fault-to-first-acquire times and overlaps found (HA_LOG keeps the full output).

@@ -264,14 +264,26 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 			fmt.Println("chaos: " + l)
 		}
 	}
+	// say logs a line, and in a long run prints it too: make chaos shows
+	// the worst signals' timelines and the late signals, not only counts.
+	say := func(format string, args ...any) {
+		line := fmt.Sprintf(format, args...)
+		t.Log(line)
+		if long {
+			fmt.Println("chaos: " + line)
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(report.WorstSignalSection)) {
 		sec, at := report.WorstSignalSection[k], report.WorstSignalFault[k]
-		t.Logf("worst %s signal: fault %s, %v", k, at.Format("15:04:05.000000"), sec)
+		say("worst %s signal: fault %s, %v", k, at.Format("15:04:05.000000"), sec)
 		for _, st := range journal.Stalls() {
 			if slices.Contains(st.Members, sec.Member) && st.To.After(at) && st.From.Before(sec.Told) {
-				t.Logf("    stall of %s %s..%s (%v)", st.Proc, st.From.Format("15:04:05.000000"), st.To.Format("15:04:05.000000"), st.To.Sub(st.From).Round(time.Millisecond))
+				say("    stall of %s %s..%s (%v)", st.Proc, st.From.Format("15:04:05.000000"), st.To.Format("15:04:05.000000"), st.To.Sub(st.From).Round(time.Millisecond))
 			}
 		}
+	}
+	for _, v := range report.LateSamples {
+		say("past the bound: %s", v)
 	}
 	for _, v := range report.ExcusedSamples {
 		t.Log("excused overlap:", v)

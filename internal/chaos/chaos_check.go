@@ -53,10 +53,27 @@ func (j *Journal) Check(bound time.Duration) Report {
 		// that Release reported after the holder stopped by itself was
 		// due to no one.
 		if !s.Told.IsZero() && !s.Told.After(s.Exit) {
-			if kind, d, at, ok := signalDelay(s, faults); ok && d >= r.WorstSignal[kind] {
+			kind, d, at, own, ok := signalDelay(s, faults)
+			if ok && d >= r.WorstSignal[kind] {
 				r.WorstSignal[kind] = d
 				r.WorstSignalSection[kind] = s
 				r.WorstSignalFault[kind] = at
+			}
+			if ok && own && d > bound {
+				// Past the bound, told after a fault that hit this very
+				// hold: the signal bound missed, whether or not anyone
+				// took the lock meanwhile (an overlap is rule (a)'s).
+				l := lateness{delay: d, stalled: k.stalledFor(s.Member, at, s.Told)}
+				sample := fmt.Sprintf("told %v after the %s, of which its process was stalled %v: %s",
+					d.Round(time.Millisecond), kind, l.stalled.Round(time.Millisecond), s)
+				if l.delay-l.stalled > bound {
+					r.LateSignals++
+				} else {
+					r.LateSignalsStalled++
+				}
+				if len(r.LateSamples) < maxViolations {
+					r.LateSamples = append(r.LateSamples, sample)
+				}
 			}
 		}
 	}
@@ -122,25 +139,34 @@ func (j *Journal) Check(bound time.Duration) Report {
 }
 
 // signalDelay is how long after the fault that (most likely) cost s its
-// hold s was told: the latest fault during the hold that could reach it.
-// A freeze counts from the waking, and only for the frozen member.
-func signalDelay(s Section, faults []Fault) (string, time.Duration, time.Time, bool) {
+// hold s was told. own says that fault hit s itself: the latest fault
+// during the hold that ended s's session or froze its process (a freeze
+// counts from the waking). Failing that, the latest fault during the hold
+// that could reach it, as a best effort (own false): a silencing fault, or
+// a kill whose victims the journal does not tie to s.
+func signalDelay(s Section, faults []Fault) (kind string, d time.Duration, at time.Time, own, ok bool) {
+	var guess *Fault // the latest fault during the hold that could reach it
 	for i := len(faults) - 1; i >= 0; i-- {
-		f := faults[i]
+		f := &faults[i]
 		if f.At.After(s.Told) {
 			continue
 		}
 		if f.At.Before(s.Enter) {
-			return "", 0, time.Time{}, false
+			break
 		}
 		switch {
-		case f.Member == "":
-			return f.Kind, s.Told.Sub(f.At), f.At, true
-		case f.Member == s.Member && !f.Until.IsZero():
-			return f.Kind, max(0, s.Told.Sub(f.Until)), f.Until, true
+		case f.Member != "" && f.Member == s.Member && !f.Until.IsZero():
+			return f.Kind, max(0, s.Told.Sub(f.Until)), f.Until, true, true
+		case f.Kills && f.hit(s):
+			return f.Kind, s.Told.Sub(f.At), f.At, true, true
+		case f.Member == "" && guess == nil:
+			guess = f
 		}
 	}
-	return "", 0, time.Time{}, false
+	if guess != nil {
+		return guess.Kind, s.Told.Sub(guess.At), guess.At, false, true
+	}
+	return "", 0, time.Time{}, false, false
 }
 
 func pair(a, b Section) string {

@@ -39,6 +39,16 @@ type Report struct {
 	// WorstSignalFault its fault's time: for reading its timeline.
 	WorstSignalSection map[string]Section
 	WorstSignalFault   map[string]time.Time
+	// LateSignals counts holders told past the bound of a fault that hit
+	// their own hold (its session killed, its process frozen), while they
+	// still relied on it, even with their process's stalls in between not
+	// counted; LateSignalsStalled those within the bound only once the
+	// stalls are not counted. Neither fails the run by itself (an overlap
+	// does, rule (a)); they say whether the signalling bound held.
+	// LateSamples describes the first few of both.
+	LateSignals        int
+	LateSignalsStalled int
+	LateSamples        []string
 }
 
 // OK reports whether the run had no violations.
@@ -47,7 +57,8 @@ func (r Report) OK() bool { return len(r.Violations) == 0 }
 // String is the summary on one line.
 func (r Report) String() string { return strings.Join(r.Lines(), " ") }
 
-// Lines is the summary: counts, then the verdict, then signal delays.
+// Lines is the summary: counts, then the verdict, then signal delays
+// (the worst per fault kind, and how many were past the bound).
 func (r Report) Lines() []string {
 	kinds := make([]string, 0, len(r.Faults))
 	for k := range r.Faults {
@@ -68,6 +79,7 @@ func (r Report) Lines() []string {
 		fmt.Sprintf("holds=%d faults[%s]", r.Holds, strings.Join(fs, " ")),
 		fmt.Sprintf("violations=%d excused-overlaps=%d[%s] (within the bound only less stalls: %d) losses-signalled=%d",
 			len(r.Violations), r.Excused, strings.Join(es, " "), r.StallExcused, r.Losses),
-		fmt.Sprintf("worst-fault-to-signal[%s]", strings.Join(ws, " ")),
+		fmt.Sprintf("worst-fault-to-signal[%s] past-the-bound-after-own-fault=%d (within it only less stalls: %d)",
+			strings.Join(ws, " "), r.LateSignals, r.LateSignalsStalled),
 	}
 }

@@ -242,3 +242,45 @@ func TestHolderLeftWithinBoundOwedNoSignalYet(t *testing.T) {
 		t.Fatal("relied on it 450 ms after the reset, untold: want a violation")
 	}
 }
+
+func TestLateSignalAfterOwnFaultCounted(t *testing.T) {
+	journal := func(stalls ...Stall) *Journal {
+		var j Journal
+		// The kill of m1's session at 100; at 450 another session's kill,
+		// which must not be taken as the cause of m1's signal.
+		j.AddFault(Fault{Kind: "terminate", At: at(100), Kills: true, Victims: []string{"pid:7"}})
+		j.AddFault(Fault{Kind: "terminate", At: at(450), Kills: true, Victims: []string{"pid:9"}})
+		j.Record(Section{Lock: "a", Token: 1, Member: "m1", Session: "pid:7", Enter: at(0), Exit: at(600), Told: at(600)})
+		for _, s := range stalls {
+			j.Stall(s)
+		}
+		return &j
+	}
+	// Told 500 ms after its own session's kill, against 400: late, though
+	// nobody took the lock (no overlap, so the run passes).
+	r := journal().Check(400 * time.Millisecond)
+	if !r.OK() || r.LateSignals != 1 || r.LateSignalsStalled != 0 || r.WorstSignal["terminate"] != 500*time.Millisecond {
+		t.Fatalf("want one late signal of 500ms: %v %v", r, r.LateSamples)
+	}
+	if !strings.Contains(r.String(), "past-the-bound-after-own-fault=1 (within it only less stalls: 0)") ||
+		!strings.Contains(r.LateSamples[0], "told 500ms after the terminate") {
+		t.Fatalf("summary %q, samples %v", r, r.LateSamples)
+	}
+	// Within the bound once 150 ms of its process's stall is not counted.
+	r = journal(Stall{Members: []string{"m1"}, From: at(200), To: at(350)}).Check(400 * time.Millisecond)
+	if r.LateSignals != 0 || r.LateSignalsStalled != 1 || !strings.Contains(r.LateSamples[0], "stalled 150ms") {
+		t.Fatalf("want it within the bound less the stall: %v %v", r, r.LateSamples)
+	}
+	// Within the bound: nothing counted.
+	if r := journal().Check(time.Second); r.LateSignals+r.LateSignalsStalled != 0 {
+		t.Fatalf("counted within the bound: %v", r)
+	}
+	// A signal whose cause the journal cannot tie to the hold (another
+	// session's kill) is a best-effort worst figure, never a late signal.
+	var j Journal
+	j.AddFault(Fault{Kind: "terminate", At: at(100), Kills: true, Victims: []string{"pid:9"}})
+	j.Record(Section{Lock: "a", Token: 1, Member: "m1", Session: "pid:7", Enter: at(0), Exit: at(900), Told: at(900)})
+	if r := j.Check(400 * time.Millisecond); r.LateSignals+r.LateSignalsStalled != 0 || r.WorstSignal["terminate"] != 800*time.Millisecond {
+		t.Fatalf("want a best-effort worst of 800ms and no late signal: %v", r)
+	}
+}
