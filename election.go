@@ -208,6 +208,18 @@ func (e *Election) Token() int64 {
 	return 0
 }
 
+// BackendPID returns the server process id of the session on which this
+// leadership is held (0 when not leader), to find the term's hold in
+// pg_locks, pg_stat_activity or pgcoord.held_locks.
+func (e *Election) BackendPID() int32 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.term == nil {
+		return 0
+	}
+	return e.term.h.pid
+}
+
 // Done returns a channel closed when the current leadership ends: by Resign,
 // or lost (its session died or was cut off, its lease ran out, or the
 // coordinator stopped). When not leader it returns a closed channel. It

@@ -9,11 +9,15 @@ import (
 	"io/fs"
 	"log/slog"
 	"regexp"
+	"slices"
+	"strconv"
 
 	"github.com/golang-migrate/migrate/v4"
 	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/pgcoord/pgcoord/db"
 	"github.com/pgcoord/pgcoord/internal/hash"
@@ -212,4 +216,51 @@ func checkMigrationNames(fsys fs.FS) error {
 		}
 	}
 	return nil
+}
+
+// MigratePool is Migrate through an app's pool: it borrows one of pool's
+// connections to create the schema and one for golang-migrate (which holds
+// a session advisory lock while it works and releases it before giving the
+// connection back), so the pool's settings and hooks apply. The pool stays
+// open.
+func MigratePool(ctx context.Context, pool *pgxpool.Pool) error {
+	if pool == nil {
+		return fmt.Errorf("%w: MigratePool: nil pool", ErrInvalidConfig)
+	}
+	return migrateTo(ctx, poolTarget(pool), slog.Default())
+}
+
+// poolTarget migrates over pool's connections.
+func poolTarget(pool *pgxpool.Pool) migrationTarget {
+	return migrationTarget{
+		conn: func(ctx context.Context) (*pgx.Conn, func(), error) {
+			pc, err := pool.Acquire(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			return pc.Conn(), pc.Release, nil
+		},
+		openDB: func() *sql.DB { return stdlib.OpenDBFromPool(pool) },
+		user:   pool.Config().ConnConfig.User,
+	}
+}
+
+// MigrationVersions returns the versions of the embedded migrations in
+// ascending order: what Migrate applies, the last one being the version
+// this package needs. `pgcoord migrate --status` compares it with the
+// database's version.
+func MigrationVersions() []int {
+	entries, _ := fs.ReadDir(migrationFiles, "migrations")
+	var vs []int
+	for _, e := range entries {
+		if !migrationName.MatchString(e.Name()) {
+			continue // checkMigrationNames reports these on Migrate
+		}
+		v, _ := strconv.Atoi(e.Name()[:4])
+		if len(vs) == 0 || vs[len(vs)-1] != v {
+			vs = append(vs, v)
+		}
+	}
+	slices.Sort(vs)
+	return slices.Compact(vs)
 }
