@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -498,14 +497,10 @@ func injectFault(t *testing.T, kind string, rng *rand.Rand, srv *pgtemp.Server, 
 			j.AddFault(chaos.Fault{Kind: kind, At: at, Kills: true, Victims: []string{sessionName(pid)}})
 		}
 	case "reset":
-		// The proxy cannot tell which backend serves a connection, so the
-		// victims are the pgcoord backends that were there before the
-		// reset and are gone right after it (waiting until as many as
-		// were severed are gone, or a second).
-		before := pgcoordBackends(qctx, admin)
+		// The victims are the severed connections' backends, as their
+		// BackendKeyData named them (see keySniffer).
 		at := time.Now()
-		if n := proxy.reset(rng); n > 0 {
-			victims := goneBackends(qctx, admin, before, n)
+		if n, victims := proxy.reset(rng); n > 0 {
 			j.AddFault(chaos.Fault{Kind: kind, At: at, Kills: true, Victims: victims})
 		}
 	case "latency":
@@ -544,42 +539,6 @@ func injectFault(t *testing.T, kind string, rng *rand.Rand, srv *pgtemp.Server, 
 			return
 		}
 		j.AddFault(chaos.Fault{Kind: kind, At: at, Kills: true, All: true})
-	}
-}
-
-// pgcoordBackends returns the pids of every pgcoord session on the server.
-func pgcoordBackends(ctx context.Context, admin *pgxpool.Pool) map[int32]bool {
-	rows, err := admin.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'pgcoord:%'`)
-	if err != nil {
-		return nil
-	}
-	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-	if err != nil {
-		return nil
-	}
-	out := map[int32]bool{}
-	for _, p := range pids {
-		out[p] = true
-	}
-	return out
-}
-
-// goneBackends names the pids of before that are gone, once at least want
-// of them are, or after a second.
-func goneBackends(ctx context.Context, admin *pgxpool.Pool, before map[int32]bool, want int) []string {
-	var gone []string
-	for deadline := time.Now().Add(time.Second); ; {
-		now := pgcoordBackends(ctx, admin)
-		gone = gone[:0]
-		for p := range before {
-			if now != nil && !now[p] {
-				gone = append(gone, sessionName(p))
-			}
-		}
-		if len(gone) >= want || time.Now().After(deadline) {
-			return gone
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

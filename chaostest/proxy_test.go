@@ -3,6 +3,7 @@ package chaostest
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
@@ -88,6 +89,10 @@ type proxyConn struct {
 	serverGone     chan struct{}
 	serverGoneOnce sync.Once
 	ended          atomic.Int32 // directions whose stream is over
+	// pid is the connection's backend, read from the server's
+	// BackendKeyData message as it passes (see keySniffer); 0 until then,
+	// or if the connection never got that far.
+	pid atomic.Int32
 }
 
 func (c *proxyConn) sever()          { c.cutOnce.Do(func() { close(c.cut) }) }
@@ -204,13 +209,19 @@ func (p *chaosProxy) some(rng *rand.Rand) []*proxyConn {
 }
 
 // reset closes both ends of a few connections at once; it returns how
-// many. (A FIN, not an RST: see chaosProxy.)
-func (p *chaosProxy) reset(rng *rand.Rand) int {
+// many, and the sessions (sessionName) of those whose backend is known:
+// exactly the sessions the fault ended. (A FIN, not an RST: see
+// chaosProxy.)
+func (p *chaosProxy) reset(rng *rand.Rand) (int, []string) {
 	cs := p.some(rng)
+	var victims []string
 	for _, c := range cs {
 		c.sever()
+		if pid := c.pid.Load(); pid != 0 {
+			victims = append(victims, sessionName(pid))
+		}
 	}
-	return len(cs)
+	return len(cs), victims
 }
 
 // blackhole silences a few connections for good; it returns how many.
@@ -363,6 +374,7 @@ type connEnd struct {
 	c        *proxyConn
 	upstream bool
 	once     sync.Once
+	key      keySniffer // downstream only
 }
 
 func (t *connToxic) NewState() any { return t.p.newEnd(t.Upstream) }
@@ -384,6 +396,11 @@ func (t *connToxic) Pipe(stub *toxics.ToxicStub) {
 			}
 			if c.black.Load() || c.severed() {
 				continue // swallowed (or the cut case is next)
+			}
+			if !e.upstream && !e.key.done {
+				if pid := e.key.read(chunk.Data); pid != 0 {
+					c.pid.Store(pid)
+				}
 			}
 			select {
 			case stub.Output <- chunk:
@@ -437,4 +454,62 @@ func (e *connEnd) finish() {
 		}
 		e.p.open.Add(-1)
 	})
+}
+
+// keySniffer reads the first messages of a connection's server stream for
+// its BackendKeyData ('K', which carries the backend's pid): a severed
+// connection then names the session it ended, where the server alone
+// could only say which backends went away at about that time. Only the
+// start of a connection is read; done is set once the key has passed, or
+// cannot come (the stream went encrypted, or the server gave up).
+type keySniffer struct {
+	buf     []byte
+	started bool // past the one-byte answers to SSL and GSS requests
+	done    bool
+}
+
+// read takes the next chunk of the server stream and returns the backend's
+// pid once its BackendKeyData has passed, 0 otherwise.
+func (k *keySniffer) read(data []byte) int32 {
+	k.buf = append(k.buf, data...)
+	for !k.done {
+		if !k.started {
+			if len(k.buf) == 0 {
+				return 0
+			}
+			switch k.buf[0] {
+			case 'N': // no SSL (or GSS): the client goes on in the clear
+				k.buf = k.buf[1:]
+				continue
+			case 'S', 'G': // encrypted from here on
+				k.done = true
+				return 0
+			}
+			k.started = true
+		}
+		// A message: its type, then its length (which counts itself).
+		if len(k.buf) < 5 {
+			return 0
+		}
+		n := int(binary.BigEndian.Uint32(k.buf[1:5]))
+		if n < 4 || n > 1<<16 {
+			k.done = true // not a startup exchange this reads
+			return 0
+		}
+		if len(k.buf) < 1+n {
+			return 0
+		}
+		typ, body := k.buf[0], k.buf[5:1+n]
+		k.buf = k.buf[1+n:]
+		switch {
+		case typ == 'K' && len(body) >= 4:
+			k.done = true
+			k.buf = nil
+			return int32(binary.BigEndian.Uint32(body[:4]))
+		case typ == 'Z' || typ == 'E':
+			k.done = true // ready, or refused, without a key
+		}
+	}
+	k.buf = nil
+	return 0
 }
