@@ -1,7 +1,6 @@
 package chaostest
 
 import (
-	"net/url"
 	"testing"
 	"time"
 
@@ -15,11 +14,7 @@ import (
 // lock.
 func TestCutOffHolderToldBeforeTakeover(t *testing.T) {
 	t.Parallel()
-	u, err := url.Parse(testURL)
-	require.NoError(t, err)
-	proxy := startChaosProxy(t, u.Host)
-	t.Cleanup(proxy.close)
-	u.Host = proxy.addr()
+	proxy, u := proxiedTestURL(t)
 	proxied := u.String()
 	p := testPrefix(t)
 	const hb = 200 * time.Millisecond

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -130,6 +131,17 @@ func startChaosProxy(t *testing.T, target string) *chaosProxy {
 	}
 	require.NoError(t, p.proxy.Start())
 	return p
+}
+
+// proxiedTestURL starts a chaos proxy in front of the test server and
+// returns it, with the test server's URL pointed at it.
+func proxiedTestURL(t *testing.T) (*chaosProxy, *url.URL) {
+	u, err := url.Parse(testURL)
+	require.NoError(t, err)
+	proxy := startChaosProxy(t, u.Host)
+	t.Cleanup(proxy.close)
+	u.Host = proxy.addr()
+	return proxy, u
 }
 
 // addr is where clients connect (toxiproxy sets Listen to the bound

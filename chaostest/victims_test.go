@@ -3,7 +3,6 @@ package chaostest
 import (
 	"encoding/binary"
 	"math/rand/v2"
-	"net/url"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -15,11 +14,7 @@ import (
 // proxy, whatever else the server's sessions do meanwhile.
 func TestProxyResetNamesItsVictims(t *testing.T) {
 	t.Parallel()
-	u, err := url.Parse(testURL)
-	require.NoError(t, err)
-	proxy := startChaosProxy(t, u.Host)
-	t.Cleanup(proxy.close)
-	u.Host = proxy.addr()
+	proxy, u := proxiedTestURL(t)
 	for _, mode := range []string{"disable", "prefer"} { // prefer asks for SSL first: 'N'
 		q := u.Query()
 		q.Set("sslmode", mode)
