@@ -90,8 +90,19 @@ func (c *Coordinator) waitOnce(ctx context.Context, s *session, conn *pgx.Conn, 
 		}
 	}
 	if isLockTimeout(err) {
-		// lock_timeout: the slice ended with the lock still busy; the
-		// failed statement took nothing and left the session usable.
+		// lock_timeout: the slice ended with the lock still busy, and the
+		// failed statement left the session usable. It took nothing but
+		// in one race: a grant that came as the timeout fired is kept
+		// (PostgreSQL's LockErrorCleanup records a lock granted while the
+		// error was being raised, and a session lock outlives the failed
+		// statement), for nobody, and the next slice would stack on it.
+		// A wait session holds nothing else while it waits (see
+		// waitPool), so all its advisory locks go: one round trip per
+		// slice that ends unserved, never on a granted wait's path.
+		// (TestTimedOutSliceKeepsNoGrant.)
+		if err := c.q.UnlockAll(ctx, conn); err != nil {
+			return 0, err
+		}
 		return 0, nil
 	}
 	if err != nil {

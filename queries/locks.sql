@@ -24,7 +24,9 @@ SELECT pgcoord.raise_token_floor()::bigint AS token;
 -- candidate (see TryLock). A wait that times out fails with SQLSTATE 55P03
 -- (lock_not_available), which the client reads as "not yet": the statement
 -- is its own transaction, so the error leaves the session as it was, and
--- lock_timeout, set for this transaction only, is gone with it. Each WHEN
+-- lock_timeout, set for this transaction only, is gone with it; all but a
+-- grant that raced the timeout, which the server keeps and the client
+-- releases (UnlockAll: a wait session holds nothing else). Each WHEN
 -- runs in order and is false (a void result is not null), so the ELSE's
 -- nextval runs once the lock is held. This is pgcoord.wait_lock (migration
 -- 1) without its PL/pgSQL exception block (a subtransaction per wait) and
