@@ -257,20 +257,18 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 		fmt.Sprintf("busy=%d acquire-errors=%d lost(stats)=%d; after Stop: connections=%d advisory-locks=%d (goroutine leaks: TestMain goleak)",
 			busy.Load(), acquireErrs.Load(), lost, conns, locks))
 	lines = append(lines, stallSummary(journal.Stalls()))
-	for _, l := range lines {
-		t.Log("chaos: " + l)
-		if long {
-			fmt.Println("chaos: " + l)
-		}
-	}
 	// say logs a line, and in a long run prints it too: make chaos shows
-	// the worst signals' timelines and the late signals, not only counts.
+	// the summary, the worst signals' timelines, the late signals and the
+	// overlaps excused only less stalls.
 	say := func(format string, args ...any) {
-		line := fmt.Sprintf(format, args...)
+		line := "chaos: " + fmt.Sprintf(format, args...)
 		t.Log(line)
 		if long {
-			fmt.Println("chaos: " + line)
+			fmt.Println(line)
 		}
+	}
+	for _, l := range lines {
+		say("%s", l)
 	}
 	for _, k := range slices.Sorted(maps.Keys(report.WorstSignalSection)) {
 		sec, at := report.WorstSignalSection[k], report.WorstSignalFault[k]
@@ -288,10 +286,7 @@ func runChaos(t *testing.T, budget chaosBudget, long bool) {
 		t.Log("excused overlap:", v)
 	}
 	for _, v := range report.StallSamples {
-		t.Log("excused only less stalls:", v)
-		if long {
-			fmt.Println("chaos: excused only less stalls: " + v)
-		}
+		say("excused only less stalls: %s", v)
 	}
 	for _, v := range report.Violations {
 		t.Error(v)
