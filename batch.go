@@ -104,16 +104,19 @@ func (s *session) lead(self *lockOp) {
 	<-s.sem
 
 	s.bmu.Lock()
-	s.passLead()
 	var undo []*hold // (nil, no allocation, unless a try was abandoned)
 	for _, op := range ops {
+		if op.abandoned && !op.unlock && op.err == nil && op.token != 0 {
+			undo = append(undo, op.h)
+		}
+	}
+	if undo == nil {
+		// (Before the wakes: the next batch's leader runs first.)
+		s.passLead()
+	}
+	for _, op := range ops {
 		op.finished = true
-		switch {
-		case op.abandoned:
-			if !op.unlock && op.err == nil && op.token != 0 {
-				undo = append(undo, op.h)
-			}
-		case op != self && !op.async:
+		if !op.abandoned && op != self && !op.async {
 			op.wake <- struct{}{}
 		}
 	}
@@ -121,8 +124,8 @@ func (s *session) lead(self *lockOp) {
 	clear(ops)
 	s.batch.spare = ops[:0]
 	s.bmu.Unlock()
-	for _, h := range undo {
-		s.undoGrant(h)
+	if undo != nil {
+		s.undoGrants(undo)
 	}
 }
 

@@ -87,22 +87,38 @@ func (s *session) abandon(op *lockOp) bool {
 	return true
 }
 
-// undoGrant gives back the lock that an abandoned try took (see runTry):
-// its hold ends, unseen by anyone, and its unlock is queued as an
-// asynchronous one, on a hold of its own (the abandoned hold's Lost
-// channel belongs to its Lock's next hold).
-func (s *session) undoGrant(h *hold) {
+// undoGrants gives back the locks that abandoned tries took (see runTry),
+// before the lead passes on; called by the leader of the batch that took
+// them, which has not passed the lead yet. Their holds end, unseen by
+// anyone, and their unlocks go first in the queue, on holds of their own
+// (an abandoned hold's Lost channel belongs to its Lock's next hold), so
+// they run before any statement queued meanwhile.
+//
+// First, not after: the abandoned caller's claim was freed when it gave
+// up, so the name's next try in this process may be queued already. Were
+// it sent before the undo, and its batch failed on another statement, its
+// rerun's undoTry would unlock the key until the server reports it free,
+// freeing the abandoned grant's level too, take the key again, and the undo
+// would then free the new hold's level: Acquire true, the server holding
+// nothing (TestAbandonedGrantUndoneFirst).
+func (s *session) undoGrants(undo []*hold) {
 	c := s.c
+	us := make([]*lockOp, 0, len(undo))
 	c.mu.Lock()
-	if h.ended {
-		c.mu.Unlock()
-		return // lost with its session, which freed the lock
+	for _, h := range undo {
+		if h.ended {
+			continue // lost with its session, which freed the lock
+		}
+		h.ended = true
+		delete(s.holds, h)
+		c.stats.held.Add(-1)
+		u := &hold{lock: h.lock, key: h.key, shared: h.shared, lost: make(chan struct{})}
+		u.op.h, u.op.unlock, u.op.async = u, true, true
+		us = append(us, &u.op)
 	}
-	h.ended = true
-	delete(s.holds, h)
-	c.stats.held.Add(-1)
 	c.mu.Unlock()
-	u := &hold{lock: h.lock, key: h.key, shared: h.shared, lost: make(chan struct{})}
-	u.op.h = u
-	s.runAsync(&u.op)
+	s.bmu.Lock()
+	s.batch.queue = append(us, s.batch.queue...)
+	s.passLead()
+	s.bmu.Unlock()
 }
