@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -33,6 +32,15 @@ func graceMargin(lease time.Duration) time.Duration { return lease/100 + 20*time
 // begin makes t, whose lock is held, the election's recorded term: after
 // the grace its predecessor may need to be told (see above), it writes the
 // term, fenced by its token, and notifies observers.
+//
+// The predecessor is the term read before the write, unless the write
+// replaced another: a predecessor that won the lock, whose session died
+// before its term committed, records its term after this member, granted
+// the lock then, read the one before (TestGraceForTermRecordedAfterRead).
+// That predecessor may lead unaware: this member's term is recorded, but
+// begin returns only after the grace that predecessor is owed. (Its term
+// cannot be recorded after this one: a newer token is, and its write
+// fails, as must its Campaign.)
 func (e *Election) begin(ctx context.Context, t *term) error {
 	c := e.c
 	var prev db.PreviousTermRow
@@ -48,19 +56,17 @@ func (e *Election) begin(ctx context.Context, t *term) error {
 	if err != nil {
 		return fmt.Errorf("pgcoord: election %q: reading the previous term: %w", e.full, err)
 	}
-	if found && !prev.Resigned && !prev.Stopped && !c.lastTerms.ours(e.full, prev.Token) {
-		hb := time.Duration(prev.HeartbeatSeconds * float64(time.Second))
-		if hb <= 0 {
-			hb = c.cfg.HeartbeatInterval
-		}
-		if err := e.grace(ctx, t, prev.MemberID, 2*hb+hb/2); err != nil {
+	var read int64 // the token of the term read, 0 when none
+	if found {
+		read = prev.Token
+		if err := e.graceOwed(ctx, t, prev.MemberID, prev.Token, prev.Resigned, prev.Stopped, prev.HeartbeatSeconds); err != nil {
 			return err
 		}
 	}
-	var since pgtype.Timestamptz
+	var row db.BeginTermRow
 	err = c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		var err error
-		since, err = c.q.BeginTerm(ctx, conn, db.BeginTermParams{
+		row, err = c.q.BeginTerm(ctx, conn, db.BeginTermParams{
 			Election: e.full, Key: e.lock.key, MemberID: c.memberID, Value: t.value, Token: t.token,
 			LeaseSeconds: c.lease().Seconds(),
 		})
@@ -69,15 +75,37 @@ func (e *Election) begin(ctx context.Context, t *term) error {
 	if err != nil {
 		return fmt.Errorf("pgcoord: election %q: recording the term: %w", e.full, c.stoppedOr(err))
 	}
-	if !since.Valid {
+	if !row.Since.Valid {
 		return fmt.Errorf("%w: election %q: a newer term is recorded", ErrLockLost, e.full)
 	}
-	t.since = since.Time
+	t.since = row.Since.Time
+	if row.ReplacedToken != read {
+		c.log.Info("pgcoord: a term was recorded after this member read the previous one", "lock", e.lock.full,
+			"term", fmt.Sprintf("member %s, token %d (the term read: token %d)", row.ReplacedMember, row.ReplacedToken, read))
+		if err := e.graceOwed(ctx, t, row.ReplacedMember, row.ReplacedToken, row.ReplacedResigned, row.ReplacedStopped, row.ReplacedHeartbeatSeconds); err != nil {
+			return err
+		}
+	}
 	c.lookLease(t.h)
 	if c.holdLost(t.h) {
 		return fmt.Errorf("%w: election %q: leadership lost as it began", ErrLockLost, e.full)
 	}
 	return nil
+}
+
+// graceOwed waits out the grace owed to the predecessor term (member,
+// token), if any: none when it resigned, its member stopped, or it was this
+// coordinator's own. hbSeconds is its member's HeartbeatInterval (0 when
+// unknown: this member's own is used).
+func (e *Election) graceOwed(ctx context.Context, t *term, member string, token int64, resigned, stopped bool, hbSeconds float64) error {
+	if resigned || stopped || e.c.lastTerms.ours(e.full, token) {
+		return nil
+	}
+	hb := time.Duration(hbSeconds * float64(time.Second))
+	if hb <= 0 {
+		hb = e.c.cfg.HeartbeatInterval
+	}
+	return e.grace(ctx, t, member, 2*hb+hb/2)
 }
 
 // grace waits until member, the predecessor, holds nothing for sure: full

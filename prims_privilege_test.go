@@ -18,7 +18,7 @@ func TestLeastPrivilegePrimitives(t *testing.T) {
 		`GRANT SELECT ON pgcoord.leaders, pgcoord.semaphore_holders, pgcoord.live_group_members TO ` + role,
 		`GRANT EXECUTE ON FUNCTION pgcoord.wait_lock_shared(bigint, integer) TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.elections TO ` + role,
-		`GRANT EXECUTE ON FUNCTION pgcoord.begin_term(text, bigint, text, text, bigint), pgcoord.proclaim(text, bigint, text), pgcoord.end_term(text, bigint) TO ` + role,
+		`GRANT EXECUTE ON FUNCTION pgcoord.take_term(text, bigint, text, text, bigint), pgcoord.proclaim(text, bigint, text), pgcoord.end_term(text, bigint) TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE (last_used), DELETE ON pgcoord.semaphores TO ` + role,
 		`GRANT EXECUTE ON FUNCTION pgcoord.semaphore_slot_key(text, integer, integer) TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.group_members TO ` + role,

@@ -17,8 +17,15 @@ WITH lease AS (
     WHERE member_id = $3
       AND lease IS DISTINCT FROM make_interval(secs => $6::float8)
 )
-SELECT pgcoord.begin_term($1::text, $2::bigint, $3::text,
-                          $4::text, $5::bigint)::timestamptz AS since
+SELECT t.since::timestamptz AS since,
+       coalesce(t.replaced_member, '')::text AS replaced_member,
+       coalesce(t.replaced_token, 0)::bigint AS replaced_token,
+       coalesce(t.replaced_resigned, false)::boolean AS replaced_resigned,
+       coalesce(extract(epoch FROM m.heartbeat_interval), 0)::float8 AS replaced_heartbeat_seconds,
+       coalesce(m.stopped_at IS NOT NULL, true)::boolean AS replaced_stopped
+FROM pgcoord.take_term($1::text, $2::bigint, $3::text,
+                       $4::text, $5::bigint) t
+LEFT JOIN pgcoord.members m ON m.member_id = t.replaced_member
 `
 
 type BeginTermParams struct {
@@ -30,10 +37,22 @@ type BeginTermParams struct {
 	LeaseSeconds float64
 }
 
+type BeginTermRow struct {
+	Since                    pgtype.Timestamptz
+	ReplacedMember           string
+	ReplacedToken            int64
+	ReplacedResigned         bool
+	ReplacedHeartbeatSeconds float64
+	ReplacedStopped          bool
+}
+
 // Records a new term (fenced by its token) and notifies observers; null
 // since when a newer term is recorded. The leader's lease is recorded in
-// its member row with it, for its successor (see PredecessorSilence).
-func (q *Queries) BeginTerm(ctx context.Context, db DBTX, arg BeginTermParams) (pgtype.Timestamptz, error) {
+// its member row with it, for its successor (see PredecessorSilence). The
+// term it replaced comes back as PreviousTerm reads one (replaced_token 0
+// when there was none), for a successor that must check it was the term it
+// read (see pgcoord.take_term).
+func (q *Queries) BeginTerm(ctx context.Context, db DBTX, arg BeginTermParams) (BeginTermRow, error) {
 	row := db.QueryRow(ctx, BeginTerm,
 		arg.Election,
 		arg.Key,
@@ -42,9 +61,16 @@ func (q *Queries) BeginTerm(ctx context.Context, db DBTX, arg BeginTermParams) (
 		arg.Token,
 		arg.LeaseSeconds,
 	)
-	var since pgtype.Timestamptz
-	err := row.Scan(&since)
-	return since, err
+	var i BeginTermRow
+	err := row.Scan(
+		&i.Since,
+		&i.ReplacedMember,
+		&i.ReplacedToken,
+		&i.ReplacedResigned,
+		&i.ReplacedHeartbeatSeconds,
+		&i.ReplacedStopped,
+	)
+	return i, err
 }
 
 const CurrentLeader = `-- name: CurrentLeader :one

@@ -54,7 +54,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.wait_lock_shared(bigint, integer) TO pgcoord_a
 -- retention).
 GRANT SELECT, INSERT, UPDATE, DELETE ON pgcoord.elections TO pgcoord_app;
 GRANT SELECT ON pgcoord.leaders TO pgcoord_app;
-GRANT EXECUTE ON FUNCTION pgcoord.begin_term(text, bigint, text, text, bigint),
+GRANT EXECUTE ON FUNCTION pgcoord.take_term(text, bigint, text, text, bigint),
   pgcoord.proclaim(text, bigint, text), pgcoord.end_term(text, bigint) TO pgcoord_app;
 
 -- Semaphores (UPDATE of last_used when a limit is recorded again, DELETE

@@ -30,14 +30,24 @@ WHERE m.member_id = sqlc.arg(member_id);
 -- name: BeginTerm :one
 -- Records a new term (fenced by its token) and notifies observers; null
 -- since when a newer term is recorded. The leader's lease is recorded in
--- its member row with it, for its successor (see PredecessorSilence).
+-- its member row with it, for its successor (see PredecessorSilence). The
+-- term it replaced comes back as PreviousTerm reads one (replaced_token 0
+-- when there was none), for a successor that must check it was the term it
+-- read (see pgcoord.take_term).
 WITH lease AS (
     UPDATE pgcoord.members SET lease = make_interval(secs => sqlc.arg(lease_seconds)::float8)
     WHERE member_id = sqlc.arg(member_id)
       AND lease IS DISTINCT FROM make_interval(secs => sqlc.arg(lease_seconds)::float8)
 )
-SELECT pgcoord.begin_term(sqlc.arg(election)::text, sqlc.arg(key)::bigint, sqlc.arg(member_id)::text,
-                          sqlc.arg(value)::text, sqlc.arg(token)::bigint)::timestamptz AS since;
+SELECT t.since::timestamptz AS since,
+       coalesce(t.replaced_member, '')::text AS replaced_member,
+       coalesce(t.replaced_token, 0)::bigint AS replaced_token,
+       coalesce(t.replaced_resigned, false)::boolean AS replaced_resigned,
+       coalesce(extract(epoch FROM m.heartbeat_interval), 0)::float8 AS replaced_heartbeat_seconds,
+       coalesce(m.stopped_at IS NOT NULL, true)::boolean AS replaced_stopped
+FROM pgcoord.take_term(sqlc.arg(election)::text, sqlc.arg(key)::bigint, sqlc.arg(member_id)::text,
+                       sqlc.arg(value)::text, sqlc.arg(token)::bigint) t
+LEFT JOIN pgcoord.members m ON m.member_id = t.replaced_member;
 
 -- name: Proclaim :one
 SELECT pgcoord.proclaim(sqlc.arg(election)::text, sqlc.arg(token)::bigint, sqlc.arg(value)::text)::boolean AS ok;

@@ -34,11 +34,13 @@ var Views = []View{
 var Tables = []string{"members", "locks", "fences", "lock_since", "elections", "semaphores",
 	"group_members", "long_waits", "wait_queue", "wait_queue_ticket_seq", "fencing_token"}
 
-// Functions the library calls, with their argument types.
+// Functions of the schema, with their argument types: those the library
+// calls, and begin_term, which coordinators of older versions call.
 var Functions = []string{
 	"lock_key(text)", "timeline_floor()", "raise_token_floor()", "next_token()",
 	"wait_lock(bigint,integer)", "wait_lock_shared(bigint,integer)", "fence_ok(bigint,bigint)",
-	"begin_term(text,bigint,text,text,bigint)", "proclaim(text,bigint,text)", "end_term(text,bigint)",
+	"begin_term(text,bigint,text,text,bigint)", "take_term(text,bigint,text,text,bigint)",
+	"proclaim(text,bigint,text)", "end_term(text,bigint)",
 	"semaphore_slot_key(text,integer,integer)", "xact_lock(bigint,boolean,integer)", "xact_fence(bigint)",
 	"queue_enter(bigint,boolean,text,bigint)", "queue_head(bigint,bigint,boolean)", "queue_leave(bigint,bigint)",
 	"queue_lock(bigint)",

@@ -1,0 +1,127 @@
+package pgcoord
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestGraceForTermRecordedAfterRead: a successor decides on the grace
+// from the previous term it reads, and its predecessor's term may be
+// recorded after that read: the predecessor won the lock, its session died
+// before its term committed, and the successor, granted the lock then, read
+// the term before it (resigned: no grace). Before the fix the successor led
+// at once, beside a predecessor that had recorded its term and led unaware.
+// Now the successor's term records which term it replaced, and one it did
+// not read is waited for as any unresigned predecessor is.
+//
+// The test makes the order certain: a row lock held by the test stops both
+// terms' writes, the predecessor's first, until the predecessor's session
+// has been killed and the successor has read the old term.
+func TestGraceForTermRecordedAfterRead(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	a, b := newCoord(t, p), newCoord(t, p)
+	hb := b.cfg.HeartbeatInterval
+	const name = "late-term"
+	ea, eb := a.Election(name), b.Election(name)
+
+	// A resigned term: a successor reading it owes nobody a grace.
+	require.NoError(t, ea.Campaign(ctx(t), "first"))
+	require.NoError(t, ea.Resign(ctx(t)))
+
+	admin := connect(t, testURL)
+	_, err := admin.Exec(ctx(t), `BEGIN`)
+	require.NoError(t, err)
+	_, err = admin.Exec(ctx(t), `SELECT FROM pgcoord.elections WHERE election = $1 FOR UPDATE`, ea.full)
+	require.NoError(t, err)
+	termWrites := func() int {
+		var n int
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%\_term(%' AND query NOT LIKE '%pg_stat_activity%'`).Scan(&n))
+		return n
+	}
+
+	// a wins the lock; its term's write waits for the row.
+	resA := campaign(t, ea, "a")
+	require.Eventually(t, func() bool { return termWrites() == 1 }, 10*time.Second, time.Millisecond)
+	// b waits for the lock; a's session dies; b is granted the lock, reads
+	// the resigned term, and its write waits behind a's.
+	resB := campaign(t, eb, "b")
+	requireCampaignWaiting(t, eb, b)
+	pid := ea.lock.BackendPID()
+	require.NotZero(t, pid)
+	_, err = testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
+	require.NoError(t, err)
+	killed := time.Now()
+	require.Eventually(t, func() bool { return termWrites() == 2 }, 10*time.Second, time.Millisecond)
+
+	// a's term commits, then b's.
+	_, err = admin.Exec(ctx(t), `ROLLBACK`)
+	require.NoError(t, err)
+	errA := <-resA
+	errB := <-resB
+	bLed := time.Now()
+	require.NoError(t, errB)
+	t.Logf("a's Campaign: %v; b led; a told by then: %v", errA, errA != nil || isClosed(ea.Done()))
+	if errA == nil {
+		require.True(t, isClosed(ea.Done()), "b leads while a, whose term was recorded after b read the old one, was never told")
+	}
+	t.Logf("b led %v after a's session was killed (grace %v)", bLed.Sub(killed).Round(time.Millisecond), 2*hb+hb/2)
+	require.NoError(t, eb.Resign(context.Background()))
+}
+
+// pgcoord.take_term reports the term it replaced even when that term was
+// the election's first, inserted while take_term ran: its insert fails on
+// the key, and it reads the row then.
+func TestTakeTermReportsFirstTermInsertedMeanwhile(t *testing.T) {
+	t.Parallel()
+	election := testPrefix(t) + "first"
+	first := connect(t, testURL)
+	_, err := first.Exec(ctx(t), `BEGIN`)
+	require.NoError(t, err)
+	var since time.Time
+	require.NoError(t, first.QueryRow(ctx(t), `SELECT since FROM pgcoord.take_term($1, 7, 'm-first', 'v', 10)`, election).Scan(&since))
+
+	type row struct {
+		since    *time.Time
+		member   *string
+		token    *int64
+		resigned *bool
+	}
+	got := make(chan row, 1)
+	go func() {
+		var r row
+		err := testPool.QueryRow(ctx(t), `SELECT since, replaced_member, replaced_token, replaced_resigned
+			FROM pgcoord.take_term($1, 7, 'm-second', 'v', 11)`, election).Scan(&r.since, &r.member, &r.token, &r.resigned)
+		assert.NoError(t, err)
+		got <- r
+	}()
+	// The second insert waits on the key for the first's transaction.
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%m-second%' AND query NOT LIKE '%pg_stat_activity%'`).Scan(&n))
+		return n == 1
+	}, 10*time.Second, time.Millisecond)
+	_, err = first.Exec(ctx(t), `COMMIT`)
+	require.NoError(t, err)
+	r := <-got
+	require.NotNil(t, r.since, "the newer term is recorded")
+	require.NotNil(t, r.member)
+	require.Equal(t, "m-first", *r.member)
+	require.EqualValues(t, 10, *r.token)
+	require.False(t, *r.resigned)
+
+	// An older token is refused, and still told what is recorded.
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT since, replaced_member, replaced_token, replaced_resigned
+		FROM pgcoord.take_term($1, 7, 'm-old', 'v', 9)`, election).Scan(&r.since, &r.member, &r.token, &r.resigned))
+	require.Nil(t, r.since)
+	require.Equal(t, "m-second", *r.member)
+	require.EqualValues(t, 11, *r.token)
+	_, err = testPool.Exec(ctx(t), `DELETE FROM pgcoord.elections WHERE election = $1`, election)
+	require.NoError(t, err)
+}
