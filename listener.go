@@ -34,9 +34,6 @@ func (n *notifier) loop() {
 		if err != nil {
 			// The control session is down (reconnecting): subscribers look
 			// for themselves every farCheck until it is back.
-			if n.conn != nil && n.conn.IsClosed() {
-				n.forget()
-			}
 			n.missed()
 			select {
 			case <-ctx.Done():
@@ -68,6 +65,18 @@ func (n *notifier) idle() bool {
 // notification until the next check, a change in the subscriptions, or
 // someone else wanting the session.
 func (n *notifier) serve(ctx context.Context, conn *pgx.Conn) error {
+	err := n.round(ctx, conn)
+	if err != nil && conn.IsClosed() {
+		// Its LISTEN and markers went with it. (Looked at here, with the
+		// session's sem held: the heartbeat and others use the connection
+		// too, and pgx's IsClosed is not safe beside them.)
+		n.forget()
+	}
+	return err
+}
+
+// round is serve's body.
+func (n *notifier) round(ctx context.Context, conn *pgx.Conn) error {
 	if conn != n.conn {
 		// A new connection: its LISTEN and markers are gone, and anything
 		// may have happened meanwhile.
@@ -165,6 +174,20 @@ func (n *notifier) arm(ctx context.Context, conn *pgx.Conn, want map[int64]bool)
 	}
 	if len(arm) > 0 {
 		if err := n.c.q.LockWaitMarkers(ctx, conn, arm); err != nil {
+			if !conn.IsClosed() {
+				// The statement takes the markers one by one, and levels it
+				// took before failing (the control session's lock_timeout,
+				// a full lock table) outlive it, as does one granted as the
+				// timeout fired; none was recorded as armed, so the next
+				// round would take them again on top, and one level would
+				// stay for nobody after the last waiter left (every release
+				// of the key then notifying the fleet). No key of arm had a
+				// level before: giving them all back frees exactly those
+				// (TestFailedArmLeavesNoMarker).
+				if uerr := n.c.q.UnlockWaitMarkers(ctx, conn, arm); uerr != nil {
+					return errors.Join(err, uerr)
+				}
+			}
 			return err
 		}
 		for _, k := range arm {
