@@ -272,7 +272,10 @@ func (l *Lock) acquireMode(ctx context.Context, b Blocking, shared bool) (bool, 
 	// in-process claim is gone (see awaitFreed).
 	prev := l.hold
 	l.hold = nil
-	if l.lostUsed {
+	if l.lostUsed || isClosed(l.lost) {
+		// (Closed though unused: a try of an Acquire that gave up took
+		// the lock, and the hold it made with this channel was lost before
+		// its grant was given back (see session.undoGrants).)
 		l.lost = make(chan struct{})
 		l.lostUsed = false
 	}
@@ -335,4 +338,14 @@ func (l *Lock) Release(ctx context.Context) error {
 		return ErrNotHeld
 	}
 	return l.c.release(ctx, h)
+}
+
+// isClosed reports whether ch is closed, without blocking.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

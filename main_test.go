@@ -214,13 +214,3 @@ func ownServer(t testing.TB, settings map[string]string) *pgtemp.Server {
 	require.NoError(t, Migrate(ctx(t), srv.URL()))
 	return srv
 }
-
-// isClosed reports whether ch is closed, without blocking.
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}

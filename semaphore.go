@@ -134,7 +134,8 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 	prev, uncount := s.held, s.uncount
 	s.held, s.uncount = nil, nil
 	s.acquiring = true
-	if prev != nil {
+	if prev != nil || isClosed(s.lost) {
+		// (Closed with no slot held: see Lock.acquireMode.)
 		s.lost = make(chan struct{})
 	}
 	lost := s.lost
