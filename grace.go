@@ -79,7 +79,31 @@ func (e *Election) begin(ctx context.Context, t *term) error {
 		return fmt.Errorf("%w: election %q: a newer term is recorded", ErrLockLost, e.full)
 	}
 	t.since = row.Since.Time
-	if row.ReplacedToken != read {
+	err = e.afterRecord(ctx, t, row, read)
+	if err != nil {
+		// This member never acted as leader: its recorded term is marked
+		// resigned, so that observers do not show it and no successor
+		// waits for it to be told (best effort: left unresigned, it costs
+		// a successor a grace). Before Campaign releases the lock.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opTimeout())
+		defer cancel()
+		if eerr := c.control.detached(bctx, func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := c.q.EndTerm(ctx, conn, db.EndTermParams{Election: e.full, Token: t.token})
+			return err
+		}); eerr != nil {
+			err = errors.Join(err, fmt.Errorf("pgcoord: election %q: ending the term that never led: %w", e.full, eerr))
+		}
+	}
+	return err
+}
+
+// afterRecord finishes begin once t's term is recorded: the grace owed to
+// a term recorded between begin's read and its write (the replaced one,
+// when it is not the term read; none when the row was gone, pruned), and a
+// look at t's lease.
+func (e *Election) afterRecord(ctx context.Context, t *term, row db.BeginTermRow, read int64) error {
+	c := e.c
+	if row.ReplacedToken != read && row.ReplacedToken != 0 {
 		c.log.Info("pgcoord: a term was recorded after this member read the previous one", "lock", e.lock.full,
 			"term", fmt.Sprintf("member %s, token %d (the term read: token %d)", row.ReplacedMember, row.ReplacedToken, read))
 		if err := e.graceOwed(ctx, t, row.ReplacedMember, row.ReplacedToken, row.ReplacedResigned, row.ReplacedStopped, row.ReplacedHeartbeatSeconds); err != nil {

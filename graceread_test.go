@@ -2,9 +2,11 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -23,55 +25,89 @@ import (
 // has been killed and the successor has read the old term.
 func TestGraceForTermRecordedAfterRead(t *testing.T) {
 	t.Parallel()
+	a, b, resA, resB, killed := lateTermRace(t, ctx(t))
+	hb := b.c.cfg.HeartbeatInterval
+	errA := <-resA
+	errB := <-resB
+	bLed := time.Now()
+	require.NoError(t, errB)
+	t.Logf("a's Campaign: %v; b led; a told by then: %v", errA, errA != nil || isClosed(a.Done()))
+	if errA == nil {
+		require.True(t, isClosed(a.Done()), "b leads while a, whose term was recorded after b read the old one, was never told")
+	}
+	t.Logf("b led %v after a's session was killed (grace %v)", bLed.Sub(killed).Round(time.Millisecond), 2*hb+hb/2)
+	require.NoError(t, b.Resign(context.Background()))
+}
+
+// A Campaign that fails after its term was recorded (here its ctx ends
+// during the grace owed to a term recorded late) marks that term resigned
+// before it lets the lock go: it never led, so observers must not show it
+// and no successor owes it a grace.
+func TestFailedCampaignLeavesNoTerm(t *testing.T) {
+	t.Parallel()
+	short, cancel := context.WithTimeout(ctx(t), 1500*time.Millisecond)
+	defer cancel()
+	a, b, resA, resB, _ := lateTermRace(t, short)
+	<-resA
+	require.ErrorIs(t, <-resB, context.DeadlineExceeded, "b's ctx ends during the grace")
+	var member string
+	var resigned bool
+	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT member_id, resigned_at IS NOT NULL FROM pgcoord.elections WHERE election = $1`,
+		b.full).Scan(&member, &resigned))
+	require.Equal(t, b.c.MemberID(), member, "b's term is the recorded one")
+	require.True(t, resigned, "b's term, which never led, is left unresigned")
+	_ = a.Resign(context.Background())
+}
+
+// lateTermRace sets up a term recorded after its successor read the one
+// before, and returns the predecessor a's and the successor b's Elections,
+// their Campaigns' results (b's under bctx) and when a's session was
+// killed. A row lock held by the test stops both terms' writes, a's first,
+// until a's session has been killed and b has read the old term.
+func lateTermRace(t *testing.T, bctx context.Context) (a, b *Election, resA, resB <-chan error, killed time.Time) {
+	t.Helper()
 	p := testPrefix(t)
-	a, b := newCoord(t, p), newCoord(t, p)
-	hb := b.cfg.HeartbeatInterval
+	ca, cb := newCoord(t, p), newCoord(t, p)
 	const name = "late-term"
-	ea, eb := a.Election(name), b.Election(name)
+	a, b = ca.Election(name), cb.Election(name)
 
 	// A resigned term: a successor reading it owes nobody a grace.
-	require.NoError(t, ea.Campaign(ctx(t), "first"))
-	require.NoError(t, ea.Resign(ctx(t)))
+	require.NoError(t, a.Campaign(ctx(t), "first"))
+	require.NoError(t, a.Resign(ctx(t)))
 
 	admin := connect(t, testURL)
 	_, err := admin.Exec(ctx(t), `BEGIN`)
 	require.NoError(t, err)
-	_, err = admin.Exec(ctx(t), `SELECT FROM pgcoord.elections WHERE election = $1 FOR UPDATE`, ea.full)
+	_, err = admin.Exec(ctx(t), `SELECT FROM pgcoord.elections WHERE election = $1 FOR UPDATE`, a.full)
 	require.NoError(t, err)
-	termWrites := func() int {
+	termWrites := func() int { // a's and b's, waiting for the row
 		var n int
 		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%\_term(%' AND query NOT LIKE '%pg_stat_activity%'`).Scan(&n))
+			WHERE wait_event_type = 'Lock' AND query LIKE '%take\_term(%' AND application_name IN ($1, $2)`,
+			ca.sessionTag, cb.sessionTag).Scan(&n))
 		return n
 	}
 
 	// a wins the lock; its term's write waits for the row.
-	resA := campaign(t, ea, "a")
+	resA = campaign(t, a, "a")
 	require.Eventually(t, func() bool { return termWrites() == 1 }, 10*time.Second, time.Millisecond)
 	// b waits for the lock; a's session dies; b is granted the lock, reads
 	// the resigned term, and its write waits behind a's.
-	resB := campaign(t, eb, "b")
-	requireCampaignWaiting(t, eb, b)
-	pid := ea.lock.BackendPID()
+	rb := make(chan error, 1)
+	go func() { rb <- b.Campaign(bctx, "b") }()
+	resB = rb
+	requireCampaignWaiting(t, b, cb)
+	pid := a.lock.BackendPID()
 	require.NotZero(t, pid)
 	_, err = testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
 	require.NoError(t, err)
-	killed := time.Now()
+	killed = time.Now()
 	require.Eventually(t, func() bool { return termWrites() == 2 }, 10*time.Second, time.Millisecond)
 
 	// a's term commits, then b's.
 	_, err = admin.Exec(ctx(t), `ROLLBACK`)
 	require.NoError(t, err)
-	errA := <-resA
-	errB := <-resB
-	bLed := time.Now()
-	require.NoError(t, errB)
-	t.Logf("a's Campaign: %v; b led; a told by then: %v", errA, errA != nil || isClosed(ea.Done()))
-	if errA == nil {
-		require.True(t, isClosed(ea.Done()), "b leads while a, whose term was recorded after b read the old one, was never told")
-	}
-	t.Logf("b led %v after a's session was killed (grace %v)", bLed.Sub(killed).Round(time.Millisecond), 2*hb+hb/2)
-	require.NoError(t, eb.Resign(context.Background()))
+	return a, b, resA, resB, killed
 }
 
 // pgcoord.take_term reports the term it replaced even when that term was
@@ -122,6 +158,48 @@ func TestTakeTermReportsFirstTermInsertedMeanwhile(t *testing.T) {
 	require.Nil(t, r.since)
 	require.Equal(t, "m-second", *r.member)
 	require.EqualValues(t, 11, *r.token)
+	_, err = testPool.Exec(ctx(t), `DELETE FROM pgcoord.elections WHERE election = $1`, election)
+	require.NoError(t, err)
+}
+
+// Under REPEATABLE READ a first term committed while take_term waited is
+// not visible to its reads: it fails with a serialization failure (40001),
+// as INSERT ... ON CONFLICT does there, instead of looping for ever.
+func TestTakeTermSerializationFailure(t *testing.T) {
+	t.Parallel()
+	election := testPrefix(t) + "rr"
+	first := connect(t, testURL)
+	_, err := first.Exec(ctx(t), `BEGIN`)
+	require.NoError(t, err)
+	_, err = first.Exec(ctx(t), `SELECT pgcoord.take_term($1, 7, 'm-first', 'v', 10)`, election)
+	require.NoError(t, err)
+
+	second := connect(t, testURL)
+	_, err = second.Exec(ctx(t), `BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1`)
+	require.NoError(t, err)
+	got := make(chan error, 1)
+	go func() {
+		_, err := second.Exec(ctx(t), `SELECT pgcoord.take_term($1, 7, 'm-second', 'v', 11)`, election)
+		got <- err
+	}()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND pid = $1`, second.PgConn().PID()).Scan(&n))
+		return n == 1
+	}, 10*time.Second, time.Millisecond)
+	_, err = first.Exec(ctx(t), `COMMIT`)
+	require.NoError(t, err)
+	select {
+	case err := <-got:
+		var pgErr *pgconn.PgError
+		require.True(t, errors.As(err, &pgErr), "%v", err)
+		require.Equal(t, "40001", pgErr.Code, "%v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("take_term never returned under REPEATABLE READ")
+	}
+	_, err = second.Exec(ctx(t), `ROLLBACK`)
+	require.NoError(t, err)
 	_, err = testPool.Exec(ctx(t), `DELETE FROM pgcoord.elections WHERE election = $1`, election)
 	require.NoError(t, err)
 }

@@ -272,10 +272,7 @@ func (l *Lock) acquireMode(ctx context.Context, b Blocking, shared bool) (bool, 
 	// in-process claim is gone (see awaitFreed).
 	prev := l.hold
 	l.hold = nil
-	if l.lostUsed || isClosed(l.lost) {
-		// (Closed though unused: a try of an Acquire that gave up took
-		// the lock, and the hold it made with this channel was lost before
-		// its grant was given back (see session.undoGrants).)
+	if l.lostUsed {
 		l.lost = make(chan struct{})
 		l.lostUsed = false
 	}
@@ -292,7 +289,14 @@ func (l *Lock) acquireMode(ctx context.Context, b Blocking, shared bool) (bool, 
 	}
 
 	h, err := l.c.acquire(ctx, l, b, shared, lost)
-	used := h != nil // even if fencing fails below: the hold may be lost meanwhile
+	// Used even if fencing fails below: the hold may be lost meanwhile.
+	// And used by an Acquire whose ctx ended: a try it gave up on while
+	// its batch ran may have taken the lock, with a hold made on this
+	// channel that lives until the batch's leader gives the grant back
+	// (session.undoGrants) and is lost if the session breaks first. Shared
+	// with the next hold, the channel would close under it, and close
+	// again when that hold is lost (TestAbandonedTryKeepsItsLostChannel).
+	used := h != nil || (err != nil && ctx.Err() != nil)
 	err = lockTableFull(err)
 	if h != nil && l.c.cfg.Fencing {
 		if ferr := l.c.advanceFence(ctx, h); ferr != nil {

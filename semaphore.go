@@ -54,6 +54,10 @@ type Semaphore struct {
 	acquiring bool
 	held      *Lock
 	lost      chan struct{}
+	// lostUsed: an Acquire whose ctx ended may have left a slot's hold
+	// made on lost, alive for a moment (see Lock.acquireMode): the next
+	// Acquire makes a fresh one.
+	lostUsed bool
 	// registered is when (monoNow) the limit was last recorded; 0: never.
 	registered int64
 	// st counts the slots of the name held (Stats.Semaphores); uncount
@@ -134,18 +138,20 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 	prev, uncount := s.held, s.uncount
 	s.held, s.uncount = nil, nil
 	s.acquiring = true
-	if prev != nil || isClosed(s.lost) {
-		// (Closed with no slot held: see Lock.acquireMode.)
+	if prev != nil || s.lostUsed {
 		s.lost = make(chan struct{})
+		s.lostUsed = false
 	}
 	lost := s.lost
 	if s.st == nil {
 		s.st = s.c.prims.semaphore(s.name)
 	}
 	s.mu.Unlock()
+	callerCtx := ctx // (ctx becomes the wait's below, ended when Acquire returns)
 	defer func() {
 		s.mu.Lock()
 		s.acquiring = false
+		s.lostUsed = s.lostUsed || (err != nil && callerCtx.Err() != nil)
 		s.mu.Unlock()
 	}()
 	if prev != nil {

@@ -11,6 +11,9 @@
 -- The row is read FOR UPDATE, which waits for a predecessor's write under
 -- way and reads what it committed; a first term inserted meanwhile makes
 -- the insert fail on the key, and the loop then reads it the same way.
+-- Under READ COMMITTED (the library's) that read sees it; under a snapshot
+-- older than it (REPEATABLE READ) no read would, so a second conflict
+-- fails with a serialization failure, as INSERT ... ON CONFLICT does there.
 -- begin_term stays, for coordinators of older versions.
 CREATE FUNCTION pgcoord.take_term(p_election text, p_key bigint, p_member_id text, p_value text, p_token bigint,
                                   OUT since timestamptz, OUT replaced_member text,
@@ -18,6 +21,7 @@ CREATE FUNCTION pgcoord.take_term(p_election text, p_key bigint, p_member_id tex
 LANGUAGE plpgsql VOLATILE STRICT AS $$
 DECLARE
     old pgcoord.elections;
+    conflicts integer := 0;
 BEGIN
     LOOP
         SELECT * INTO old FROM pgcoord.elections e WHERE e.election = p_election FOR UPDATE;
@@ -42,6 +46,11 @@ BEGIN
             EXIT;
         EXCEPTION WHEN unique_violation THEN
             -- A first term committed meanwhile: read it as above.
+            conflicts := conflicts + 1;
+            IF conflicts > 1 THEN
+                RAISE EXCEPTION 'pgcoord.take_term: election %: a term recorded meanwhile is not visible to this transaction', p_election
+                    USING ERRCODE = 'serialization_failure';
+            END IF;
         END;
     END LOOP;
     PERFORM pg_notify('pgcoord_leader', p_key::text);

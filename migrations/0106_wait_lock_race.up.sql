@@ -24,7 +24,10 @@ EXCEPTION WHEN lock_not_available THEN
                  AND l.mode = 'ExclusiveLock' AND l.objsubid = 1
                  AND l.classid::bigint = ((key >> 32) & 4294967295)
                  AND l.objid::bigint = (key & 4294967295)) THEN
-        RETURN pgcoord.next_token(); -- granted as the timeout fired
+        -- Granted as the timeout fired. (The block's lock_timeout went
+        -- with it; next_token can wait on the fencing sequence.)
+        PERFORM set_config('lock_timeout', greatest(timeout_ms, 1)::text || 'ms', true);
+        RETURN pgcoord.next_token();
     END IF;
     RETURN 0;
 END
@@ -49,7 +52,10 @@ EXCEPTION WHEN lock_not_available THEN
                             AND l.mode = 'ShareLock' AND l.objsubid = 1
                             AND l.classid::bigint = ((key >> 32) & 4294967295)
                             AND l.objid::bigint = (key & 4294967295)) THEN
-        RETURN pgcoord.next_token(); -- granted as the timeout fired
+        -- Granted as the timeout fired. (The block's lock_timeout went
+        -- with it; next_token can wait on the fencing sequence.)
+        PERFORM set_config('lock_timeout', greatest(timeout_ms, 1)::text || 'ms', true);
+        RETURN pgcoord.next_token();
     END IF;
     RETURN 0;
 END
