@@ -33,7 +33,9 @@ func TestWaitLockFunctionsKeepRacedGrant(t *testing.T) {
 			got := make(chan int64, 1)
 			go func() {
 				var tok int64
-				err := waiter.QueryRow(ctx(t), `SELECT pgcoord.`+fn+`($1, 1000)`, key).Scan(&tok)
+				// A timeout of 3 s: the freeze below must come before it,
+				// on a machine loaded by the suite under -race.
+				err := waiter.QueryRow(ctx(t), `SELECT pgcoord.`+fn+`($1, 3000)`, key).Scan(&tok)
 				require.NoError(t, err)
 				got <- tok
 			}()
@@ -53,7 +55,7 @@ func TestWaitLockFunctionsKeepRacedGrant(t *testing.T) {
 			require.True(t, ok)
 			in, g := granted()
 			require.True(t, in && g, "granted to the frozen waiter")
-			time.Sleep(1300 * time.Millisecond) // its lock_timeout fires meanwhile
+			time.Sleep(3300 * time.Millisecond) // its lock_timeout fires meanwhile
 			require.NoError(t, syscall.Kill(int(pid), syscall.SIGCONT))
 
 			tok := <-got
