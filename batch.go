@@ -48,6 +48,9 @@ type batchQueue struct {
 	// flush sends async unlocks that found no statement to join within
 	// asyncReleaseDelay; nil until the first one.
 	flush *time.Timer
+	// abandoned says an op of the batch being run was abandoned (see
+	// abandon): its leader looks for grants to give back only then.
+	abandoned bool
 }
 
 // enqueue resets op's results and queues it on s for the next batch. It
@@ -105,9 +108,12 @@ func (s *session) lead(self *lockOp) {
 
 	s.bmu.Lock()
 	var undo []*hold // (nil, no allocation, unless a try was abandoned)
-	for _, op := range ops {
-		if op.abandoned && !op.unlock && op.err == nil && op.token != 0 {
-			undo = append(undo, op.h)
+	if s.batch.abandoned {
+		s.batch.abandoned = false
+		for _, op := range ops {
+			if op.abandoned && !op.unlock && op.err == nil && op.token != 0 {
+				undo = append(undo, op.h)
+			}
 		}
 	}
 	if undo == nil {

@@ -84,6 +84,7 @@ func (s *session) abandon(op *lockOp) bool {
 	}
 	// In the batch being run: the leader gives back what it takes.
 	op.abandoned = true
+	s.batch.abandoned = true
 	return true
 }
 
