@@ -5,7 +5,6 @@ package pgcoord
 // outcome dealt with after Release returned.
 
 import (
-	"context"
 	"fmt"
 	"time"
 )
@@ -61,8 +60,6 @@ func (s *session) checkAsync(ops []*lockOp) {
 			s.c.lostLate(op.h, fmt.Errorf("%w: the server no longer held %q when its asynchronous unlock ran", ErrLockLost, op.h.lock.full))
 		case op.err != nil && (s.conn == nil || s.conn.IsClosed()):
 			s.c.lostLate(op.h, fmt.Errorf("%w: the session of %q broke before its asynchronous unlock ran: %w", ErrLockLost, op.h.lock.full, op.err))
-		case op.err != nil && s.retryUnlock(context.Background(), s.conn, op.h):
-			// Released after all (see retryUnlock).
 		case op.err != nil:
 			s.c.log.Warn("pgcoord: asynchronous unlock failed; dropping its session", "lock", op.h.lock.full, "err", op.err)
 			s.c.lostLate(op.h, fmt.Errorf("%w: the asynchronous unlock of %q failed: %w", ErrLockLost, op.h.lock.full, op.err))

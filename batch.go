@@ -219,9 +219,11 @@ func (s *session) runOne(ctx context.Context, conn *pgx.Conn, op *lockOp) error 
 			op.released = true // the unlock ran (see markerFailed)
 			return nil
 		}
-		if err != nil && !conn.IsClosed() && !op.async {
-			// (An async unlock's hold has ended already: checkAsync
-			// deals with it.)
+		if err != nil && !conn.IsClosed() {
+			// Retried now, an async unlock too, before the batch's later
+			// ops run: one of them may be this process's next try of the
+			// key, which takes it afresh, and a retry after that would
+			// free the new hold's lock.
 			if s.retryUnlock(ctx, conn, op.h) {
 				op.released = true
 				return nil
