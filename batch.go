@@ -185,6 +185,11 @@ func (s *session) runBatch(ops []*lockOp) {
 		}
 		return
 	}
+	if stmtErr.drop != nil {
+		// A hold of the batch was refused (see sendBatch): the connection
+		// goes now, before the reruns below, which then run on a new one.
+		s.dropConn(stmtErr.drop)
+	}
 	// One statement failed (the server's lock table full, say), and a
 	// batch's later statements are skipped after an error. The ops that ran
 	// stand (a try that succeeded holds its lock: repeating it would take
@@ -297,13 +302,22 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 			refused = refused || errors.Is(op.err, errLeaseExpired)
 		}
 	}
+	if err != nil {
+		if refused {
+			// The connection is dropped by runBatch, once this returns.
+			// Dropped here, it would make doLocked send the whole batch
+			// again on a new one, and the tries recorded above, whose
+			// holds the lease's expiry then ended, would take their locks
+			// again for holds already reported lost, which Release never
+			// unlocks (TestRefusedHoldInFailedBatch).
+			return &batchStmtError{err: err, drop: conn}
+		}
+		return &batchStmtError{err: err}
+	}
 	if refused {
 		// As in runOne; the batch is not run again (its unlocks ran), the
 		// refused tries are (see Coordinator.try).
 		s.dropConn(conn)
-	}
-	if err != nil {
-		return &batchStmtError{err}
 	}
 	return nil
 }

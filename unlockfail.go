@@ -127,8 +127,13 @@ func (s *session) dropConn(conn *pgx.Conn) {
 }
 
 // batchStmtError marks a batch that failed on a statement while its
-// connection stayed usable.
-type batchStmtError struct{ err error }
+// connection stayed usable. drop, when set, is that connection, which must
+// be dropped all the same (a hold of the batch was refused: see sendBatch)
+// before the batch's unrun ops run again.
+type batchStmtError struct {
+	err  error
+	drop *pgx.Conn
+}
 
 func (e *batchStmtError) Error() string { return e.err.Error() }
 
