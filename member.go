@@ -91,6 +91,9 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 	if err != nil {
 		return fmt.Errorf("pgcoord: registering member: %w", err)
 	}
+	if restart {
+		c.forgetQueue(ctx, conn)
+	}
 	c.registered.Store(true)
 	c.beatHeard(sent) // the row's last_heartbeat is now()
 	return nil

@@ -3,7 +3,7 @@ package pgcoord
 import (
 	"context"
 	"errors"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -75,10 +75,40 @@ type queuePlace struct {
 // server.
 var errNotMyTurn = errors.New("pgcoord: not this wait's turn")
 
-// queueState counts a coordinator's tickets, so that a reconnect of the
-// control session stamps them anew only when there are some.
+// queueState is the tickets of a coordinator's waits under way, so that a
+// reconnect of the control session stamps those, and only those, anew (see
+// restampQueue).
 type queueState struct {
-	n atomic.Int64
+	mu   sync.Mutex
+	live map[int64]struct{}
+}
+
+// add records ticket id as a wait's under way.
+func (q *queueState) add(id int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.live == nil {
+		q.live = map[int64]struct{}{}
+	}
+	q.live[id] = struct{}{}
+}
+
+// drop forgets ticket id: its wait is over.
+func (q *queueState) drop(id int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.live, id)
+}
+
+// ids returns the tickets of the waits under way.
+func (q *queueState) ids() []int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]int64, 0, len(q.live))
+	for id := range q.live {
+		out = append(out, id)
+	}
+	return out
 }
 
 // enqueue takes a ticket for key into q, and records whether nothing
@@ -121,8 +151,7 @@ func (c *Coordinator) enqueue(ctx context.Context, q *queuePlace, key int64, sha
 	// would stand in everyone's way until this member's control session
 	// ends: it is given back.
 	op.abandoned = func() {
-		c.queue.n.Add(1)
-		c.leaveQueue(&ticket{key: key, id: row.Ticket, shared: shared})
+		c.submitLeave(&ticket{key: key, id: row.Ticket, shared: shared})
 	}
 	err := c.ctlDo(ctx, op)
 	if err != nil {
@@ -132,7 +161,7 @@ func (c *Coordinator) enqueue(ctx context.Context, q *queuePlace, key int64, sha
 		q.head = true
 		return
 	}
-	c.queue.n.Add(1)
+	c.queue.add(row.Ticket)
 	q.tk, q.head = &ticket{key: key, id: row.Ticket, shared: shared}, row.Head
 }
 
@@ -190,7 +219,7 @@ func (c *Coordinator) leaveQueue(t *ticket) {
 	if t == nil {
 		return
 	}
-	c.queue.n.Add(-1)
+	c.queue.drop(t.id)
 	c.submitLeave(t)
 }
 
@@ -251,14 +280,32 @@ func (c *Coordinator) queueHead(ctx context.Context, t *ticket) (bool, error) {
 	return head, nil
 }
 
-// restampQueue makes the tickets of this member its new control backend's
-// after a reconnect (see wait_queue.backend_pid). conn is the new control
-// connection.
+// restampQueue makes the tickets of this member's waits under way its new
+// control backend's after a reconnect (see wait_queue.backend_pid). conn is
+// the new control connection. Only those: stamping every row of the member,
+// as it once did, brought back tickets no wait would ever give back (left
+// by a previous life with the same member id, or by a given-up wait whose
+// return was pending), and each stood before every later wait of other
+// members for its key, until this member stopped
+// (TestRestampLeavesOthersDead).
 func (c *Coordinator) restampQueue(ctx context.Context, conn *pgx.Conn) {
-	if c.queue.n.Load() == 0 {
+	ids := c.queue.ids()
+	if len(ids) == 0 {
 		return
 	}
-	if err := c.q.QueueRestamp(ctx, conn, c.memberID); err != nil {
+	if err := c.q.QueueRestamp(ctx, conn, db.QueueRestampParams{MemberID: c.memberID, Tickets: ids}); err != nil {
 		c.log.Debug("pgcoord: stamping wait tickets", "err", err)
+	}
+}
+
+// forgetQueue deletes every ticket with this member's id (Start, Stop: no
+// wait of this coordinator is under way). At Start they are a previous
+// life's, dead unless their backend's pid has been reused since, which
+// would make them stand in others' way until pruned; at Stop, this life's
+// left by waits that Stop ended (their returns need the control session
+// Stop is closing). Failing costs only that, so it is logged, not returned.
+func (c *Coordinator) forgetQueue(ctx context.Context, conn *pgx.Conn) {
+	if err := c.q.QueueForget(ctx, conn, c.memberID); err != nil {
+		c.log.Warn("pgcoord: deleting the member's wait tickets", "err", err)
 	}
 }

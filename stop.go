@@ -106,6 +106,7 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 			if err := c.q.MarkStopped(ctx, conn, c.memberID); err != nil {
 				return err
 			}
+			c.forgetQueue(ctx, conn)
 			// The control session holds only the member lock, perhaps
 			// more than once (it is reentrant): release every level.
 			return c.q.UnlockAll(ctx, conn)

@@ -68,6 +68,17 @@ func (q *Queries) QueueEnter(ctx context.Context, db DBTX, arg QueueEnterParams)
 	return i, err
 }
 
+const QueueForget = `-- name: QueueForget :exec
+DELETE FROM pgcoord.wait_queue WHERE member_id = $1
+`
+
+// Start and Stop: no wait of the member is under way, so every ticket with
+// its id is a previous life's (or this one's, at Stop), given back now.
+func (q *Queries) QueueForget(ctx context.Context, db DBTX, memberID string) error {
+	_, err := db.Exec(ctx, QueueForget, memberID)
+	return err
+}
+
 const QueueHead = `-- name: QueueHead :one
 SELECT pgcoord.queue_head($1::bigint, $2::bigint, $3::boolean)::boolean AS head
 `
@@ -101,12 +112,21 @@ func (q *Queries) QueueLeave(ctx context.Context, db DBTX, arg QueueLeaveParams)
 
 const QueueRestamp = `-- name: QueueRestamp :exec
 UPDATE pgcoord.wait_queue SET backend_pid = pg_backend_pid()
-WHERE member_id = $1
+WHERE member_id = $1 AND ticket = ANY($2::bigint[])
 `
 
-// A member's control session reconnected: its tickets are its again.
-func (q *Queries) QueueRestamp(ctx context.Context, db DBTX, memberID string) error {
-	_, err := db.Exec(ctx, QueueRestamp, memberID)
+type QueueRestampParams struct {
+	MemberID string
+	Tickets  []int64
+}
+
+// A member's control session reconnected: the tickets of its waits under
+// way are its again. Only those: any other row of the member (a wait given
+// up whose return is pending, a ticket whose reply the old connection
+// lost, a previous life's) stays stamped with the old backend, dead, and
+// stands in nobody's way.
+func (q *Queries) QueueRestamp(ctx context.Context, db DBTX, arg QueueRestampParams) error {
+	_, err := db.Exec(ctx, QueueRestamp, arg.MemberID, arg.Tickets)
 	return err
 }
 

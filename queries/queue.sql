@@ -12,9 +12,18 @@ SELECT pgcoord.queue_head(sqlc.arg(key)::bigint, sqlc.arg(ticket)::bigint, sqlc.
 SELECT pgcoord.queue_leave(sqlc.arg(key)::bigint, sqlc.arg(ticket)::bigint);
 
 -- name: QueueRestamp :exec
--- A member's control session reconnected: its tickets are its again.
+-- A member's control session reconnected: the tickets of its waits under
+-- way are its again. Only those: any other row of the member (a wait given
+-- up whose return is pending, a ticket whose reply the old connection
+-- lost, a previous life's) stays stamped with the old backend, dead, and
+-- stands in nobody's way.
 UPDATE pgcoord.wait_queue SET backend_pid = pg_backend_pid()
-WHERE member_id = sqlc.arg(member_id);
+WHERE member_id = sqlc.arg(member_id) AND ticket = ANY(sqlc.arg(tickets)::bigint[]);
+
+-- name: QueueForget :exec
+-- Start and Stop: no wait of the member is under way, so every ticket with
+-- its id is a previous life's (or this one's, at Stop), given back now.
+DELETE FROM pgcoord.wait_queue WHERE member_id = sqlc.arg(member_id);
 
 -- name: ListenQueue :exec
 -- A ticket given back while others wait for its key notifies this channel

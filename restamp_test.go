@@ -1,0 +1,125 @@
+package pgcoord
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// deadPID is a backend pid no server process has (above pid_max).
+const deadPID = 2147483647
+
+// staleTicket inserts a ticket for key under member's id whose backend is
+// gone, as a wait of a previous life of the member (or one given up whose
+// return was pending) leaves behind, and returns its id.
+func staleTicket(t *testing.T, member string, key int64) int64 {
+	t.Helper()
+	var id int64
+	require.NoError(t, testPool.QueryRow(ctx(t),
+		`INSERT INTO pgcoord.wait_queue (key, shared, member_id, since, backend_pid)
+		 VALUES ($1, false, $2, now() - interval '1 minute', $3) RETURNING ticket`,
+		key, member, deadPID).Scan(&id))
+	return id
+}
+
+// ticketPID returns the backend stamped on ticket id, 0 if it is gone.
+func ticketPID(t *testing.T, id int64) int32 {
+	t.Helper()
+	var pid int32
+	_ = testPool.QueryRow(ctx(t), `SELECT backend_pid FROM pgcoord.wait_queue WHERE ticket = $1`, id).Scan(&pid)
+	return pid
+}
+
+// controlPID returns c's control backend now.
+func controlPID(t *testing.T, c *Coordinator) int32 {
+	t.Helper()
+	require.NoError(t, c.control.lock(ctx(t)))
+	defer c.control.unlock()
+	return c.control.backendPID
+}
+
+// TestRestampLeavesOthersDead: a control reconnect stamps anew the tickets
+// of the member's waits under way, and no other row with its id. Before,
+// it stamped them all: a dead ticket of the member's (here inserted by
+// hand, as a previous life's) came back to life, and another member's wait
+// for its key, queued behind it, never had its turn while the key was
+// free.
+func TestRestampLeavesOthersDead(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	c, holder, b := newCoord(t, p), newCoord(t, p), newCoord(t, p)
+
+	// c waits for x long enough to take a ticket: its wait is under way.
+	x := holder.GetLock("x")
+	mustAcquire(t, x, NoWait)
+	cx := c.GetLock("x")
+	got := make(chan error, 1)
+	go func() {
+		ok, err := cx.Acquire(ctx(t), Timeout(20*time.Second))
+		if err == nil && !ok {
+			err = errNotMyTurn // (any error: the wait timed out)
+		}
+		got <- err
+	}()
+	var live int64
+	require.Eventually(t, func() bool {
+		var id int64
+		_ = testPool.QueryRow(ctx(t), `SELECT ticket FROM pgcoord.wait_queue WHERE member_id = $1`, c.MemberID()).Scan(&id)
+		live = id
+		return live != 0
+	}, 10*time.Second, 5*time.Millisecond, "c's wait never took a ticket")
+
+	k := holder.GetLock("k")
+	mustAcquire(t, k, NoWait)
+	stale := staleTicket(t, c.MemberID(), k.Key())
+
+	oldPID := controlPID(t, c)
+	require.Equal(t, oldPID, ticketPID(t, live))
+	cutControl(t, c)
+	// The reconnect's restamp has run once c's live ticket is its new
+	// control backend's.
+	require.Eventually(t, func() bool {
+		pid := ticketPID(t, live)
+		return pid != 0 && pid != oldPID && pid == controlPID(t, c)
+	}, 15*time.Second, 10*time.Millisecond, "c's live ticket was never stamped anew")
+	require.Equal(t, int32(deadPID), ticketPID(t, stale), "a ticket of no wait under way was stamped anew")
+
+	// Another member's wait for k, queued (it lasts longer than
+	// queueAfter), is granted once k is free.
+	bk := b.GetLock("k")
+	done := make(chan bool, 1)
+	began := time.Now()
+	go func() {
+		ok, err := bk.Acquire(ctx(t), Timeout(5*time.Second))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- ok
+	}()
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, k.Release(ctx(t)))
+	require.True(t, <-done, "b's wait for k, free after 300 ms, timed out after %v", time.Since(began))
+	require.NoError(t, bk.Release(ctx(t)))
+
+	require.NoError(t, x.Release(ctx(t)))
+	require.NoError(t, <-got)
+	require.NoError(t, cx.Release(ctx(t)))
+}
+
+// TestStartAndStopForgetTickets: Start deletes the tickets a previous life
+// of the member left (with a fixed AgentID, the member id is the same),
+// and Stop those of its own waits that Stop ended.
+func TestStartAndStopForgetTickets(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	member := p + "fixed-agent"
+	old := staleTicket(t, member, 42)
+	c := newCoord(t, p, func(cfg *Config) { cfg.AgentID = "fixed-agent" })
+	require.Equal(t, member, c.MemberID())
+	require.Zero(t, ticketPID(t, old), "Start left the previous life's ticket")
+
+	mine := staleTicket(t, member, 43)
+	require.NoError(t, c.Stop(ctx(t)))
+	require.Zero(t, ticketPID(t, mine), "Stop left a ticket of the member's")
+}
