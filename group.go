@@ -338,3 +338,21 @@ func groupDiff(group string, before, after []Member) []GroupEvent {
 	}
 	return evs
 }
+
+// forgetGroups deletes the group memberships a previous life of this
+// member left (Start, under the member lock, before the member row is live
+// again, so that no reader sees them come back). Without it, a member
+// restarted with the same id (a fixed AgentID) was back in its old groups,
+// with their old capabilities, without joining
+// (TestRestartedMemberNotInOldGroups). A role not granted the groups' table
+// has no memberships to forget, and is not asked to. Failing costs only
+// what it prevents, so it is logged, not returned.
+func (c *Coordinator) forgetGroups(ctx context.Context, conn *pgx.Conn) {
+	may, err := c.q.MayForgetGroups(ctx, conn)
+	if err == nil && may {
+		err = c.q.ForgetGroups(ctx, conn, c.memberID)
+	}
+	if err != nil {
+		c.log.Warn("pgcoord: deleting the member's group memberships of a previous life", "err", err)
+	}
+}

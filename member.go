@@ -76,6 +76,9 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 	if !ok {
 		return fmt.Errorf("%w: %q is running elsewhere (see pgcoord.live_members)", ErrMemberExists, c.memberID)
 	}
+	if restart {
+		c.forgetGroups(ctx, conn)
+	}
 	host, _ := os.Hostname()
 	err = c.q.RegisterMember(ctx, conn, db.RegisterMemberParams{
 		MemberID:         c.memberID,

@@ -11,6 +11,19 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const ForgetGroups = `-- name: ForgetGroups :exec
+DELETE FROM pgcoord.group_members WHERE member_id = $1
+`
+
+// Start, under the member lock and before the member row is live again:
+// the memberships a previous life of the member (same member id, a fixed
+// AgentID) left are not this life's (tooz's memberships do not outlive
+// their member either).
+func (q *Queries) ForgetGroups(ctx context.Context, db DBTX, memberID string) error {
+	_, err := db.Exec(ctx, ForgetGroups, memberID)
+	return err
+}
+
 const GroupMembers = `-- name: GroupMembers :many
 SELECT member_id, agent_id, hostname, pid, started_at, last_heartbeat, capabilities::text AS capabilities
 FROM pgcoord.live_group_members
@@ -146,6 +159,20 @@ LISTEN pgcoord_group
 func (q *Queries) ListenGroup(ctx context.Context, db DBTX) error {
 	_, err := db.Exec(ctx, ListenGroup)
 	return err
+}
+
+const MayForgetGroups = `-- name: MayForgetGroups :one
+SELECT has_table_privilege('pgcoord.group_members', 'DELETE')::boolean AS may
+`
+
+// Whether the role may delete memberships: one granted only a coordinator's
+// grants (no groups) is not asked to, so that its Start leaves no
+// "permission denied" in the server's log.
+func (q *Queries) MayForgetGroups(ctx context.Context, db DBTX) (bool, error) {
+	row := db.QueryRow(ctx, MayForgetGroups)
+	var may bool
+	err := row.Scan(&may)
+	return may, err
 }
 
 const PrefixMembers = `-- name: PrefixMembers :many

@@ -56,3 +56,16 @@ LISTEN pgcoord_group;
 
 -- name: UnlistenGroup :exec
 UNLISTEN pgcoord_group;
+
+-- name: MayForgetGroups :one
+-- Whether the role may delete memberships: one granted only a coordinator's
+-- grants (no groups) is not asked to, so that its Start leaves no
+-- "permission denied" in the server's log.
+SELECT has_table_privilege('pgcoord.group_members', 'DELETE')::boolean AS may;
+
+-- name: ForgetGroups :exec
+-- Start, under the member lock and before the member row is live again:
+-- the memberships a previous life of the member (same member id, a fixed
+-- AgentID) left are not this life's (tooz's memberships do not outlive
+-- their member either).
+DELETE FROM pgcoord.group_members WHERE member_id = sqlc.arg(member_id);
