@@ -290,7 +290,14 @@ func (c *Coordinator) WatchGroup(ctx context.Context, group string) (<-chan Grou
 	}
 	c.prims.groupRead(group, len(last))
 	out := make(chan GroupEvent)
+	// Counted, so that Stop returns only once it has ended.
+	if !c.bg.start() {
+		c.notifier.unsubscribe(sub)
+		unwatch()
+		return nil, ErrNotStarted
+	}
 	go func() {
+		defer c.bg.done()
 		defer close(out)
 		defer unwatch()
 		defer c.notifier.unsubscribe(sub)

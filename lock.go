@@ -168,6 +168,9 @@ func (l *Lock) Key() int64 { return l.key }
 // Acquire; after a loss it stays closed until the next Acquire succeeds.
 // Under Config.AsyncRelease, after Release it is the released hold's channel
 // until the next Acquire: a loss only the queued unlock finds closes it late.
+// After an Acquire that returned an error, the next Acquire makes a fresh
+// channel (a try given up on may have held the lock for a moment, on the
+// old one): take Lost again then.
 //
 // Every call looks at the hold's lease first: once the lease has run out (a
 // pause longer than it, SIGSTOP, a stalled VM), the channel returned is
@@ -290,13 +293,16 @@ func (l *Lock) acquireMode(ctx context.Context, b Blocking, shared bool) (bool, 
 
 	h, err := l.c.acquire(ctx, l, b, shared, lost)
 	// Used even if fencing fails below: the hold may be lost meanwhile.
-	// And used by an Acquire whose ctx ended: a try it gave up on while
-	// its batch ran may have taken the lock, with a hold made on this
-	// channel that lives until the batch's leader gives the grant back
-	// (session.undoGrants) and is lost if the session breaks first. Shared
-	// with the next hold, the channel would close under it, and close
-	// again when that hold is lost (TestAbandonedTryKeepsItsLostChannel).
-	used := h != nil || (err != nil && ctx.Err() != nil)
+	// And used by an Acquire that failed: a try given up on while its
+	// batch ran (the caller's ctx ended, or the wait's: Stop, or the
+	// deadlock detector's abort) may have taken the lock, with a hold made
+	// on this channel that lives until the batch's leader gives the grant
+	// back (session.undoGrants) and is lost if the session breaks first.
+	// Shared with the next hold, the channel would close under it, and
+	// close again when that hold is lost
+	// (TestAbandonedTryKeepsItsLostChannel). Any error counts, not only
+	// the caller's ctx's: the wait's ctx ends without it.
+	used := h != nil || err != nil
 	err = lockTableFull(err)
 	if h != nil && l.c.cfg.Fencing {
 		if ferr := l.c.advanceFence(ctx, h); ferr != nil {

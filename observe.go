@@ -54,9 +54,15 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 		return out
 	}
 	c := e.c
+	// Counted, so that Stop returns only once it has ended.
+	if !c.bg.start() {
+		close(out)
+		return out
+	}
 	// Subscribed before the first read, so no change falls in between.
 	sub := c.notifier.subscribe(topicLeader, e.lock.key)
 	go func() {
+		defer c.bg.done()
 		defer close(out)
 		defer c.notifier.unsubscribe(sub)
 		var last Leader

@@ -54,7 +54,7 @@ type Semaphore struct {
 	acquiring bool
 	held      *Lock
 	lost      chan struct{}
-	// lostUsed: an Acquire whose ctx ended may have left a slot's hold
+	// lostUsed: an Acquire that failed may have left a slot's hold
 	// made on lost, alive for a moment (see Lock.acquireMode): the next
 	// Acquire makes a fresh one.
 	lostUsed bool
@@ -147,11 +147,13 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 		s.st = s.c.prims.semaphore(s.name)
 	}
 	s.mu.Unlock()
-	callerCtx := ctx // (ctx becomes the wait's below, ended when Acquire returns)
 	defer func() {
 		s.mu.Lock()
 		s.acquiring = false
-		s.lostUsed = s.lostUsed || (err != nil && callerCtx.Err() != nil)
+		// Any failure: a slot's try given up on may hold a hold made on
+		// lost until given back (see Lock.acquireMode), whether the
+		// caller's ctx ended or the wait's (Stop, a deadlock's abort).
+		s.lostUsed = s.lostUsed || err != nil
 		s.mu.Unlock()
 	}()
 	if prev != nil {
