@@ -85,26 +85,32 @@ func TestRestampLeavesOthersDead(t *testing.T) {
 	}, 15*time.Second, 10*time.Millisecond, "c's live ticket was never stamped anew")
 	require.Equal(t, int32(deadPID), ticketPID(t, stale), "a ticket of no wait under way was stamped anew")
 
-	// Another member's wait for k, queued (it lasts longer than
-	// queueAfter), is granted once k is free.
-	bk := b.GetLock("k")
+	requireQueuedWaitGranted(t, k, b.GetLock("k"))
+
+	require.NoError(t, x.Release(ctx(t)))
+	require.NoError(t, <-got)
+	require.NoError(t, cx.Release(ctx(t)))
+}
+
+// requireQueuedWaitGranted has waiter wait for the name held, queued (its
+// wait lasts longer than queueAfter), and held released after 300 ms: the
+// wait must be granted then, not time out 5 s later behind a ticket that
+// stands in its way.
+func requireQueuedWaitGranted(t *testing.T, held, waiter *Lock) {
+	t.Helper()
 	done := make(chan bool, 1)
 	began := time.Now()
 	go func() {
-		ok, err := bk.Acquire(ctx(t), Timeout(5*time.Second))
+		ok, err := waiter.Acquire(ctx(t), Timeout(5*time.Second))
 		if err != nil {
 			t.Error(err)
 		}
 		done <- ok
 	}()
 	time.Sleep(300 * time.Millisecond)
-	require.NoError(t, k.Release(ctx(t)))
-	require.True(t, <-done, "b's wait for k, free after 300 ms, timed out after %v", time.Since(began))
-	require.NoError(t, bk.Release(ctx(t)))
-
-	require.NoError(t, x.Release(ctx(t)))
-	require.NoError(t, <-got)
-	require.NoError(t, cx.Release(ctx(t)))
+	require.NoError(t, held.Release(ctx(t)))
+	require.True(t, <-done, "the wait for %q, free after 300 ms, timed out after %v", waiter.Name(), time.Since(began))
+	require.NoError(t, waiter.Release(ctx(t)))
 }
 
 // TestStartAndStopForgetTickets: Start deletes the tickets a previous life

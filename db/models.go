@@ -153,4 +153,5 @@ type PgcoordWaitQueue struct {
 	MemberID   string
 	BackendPid int32
 	Since      pgtype.Timestamptz
+	AppName    pgtype.Text
 }

@@ -34,8 +34,10 @@ LISTEN pgcoord_queue;
 UNLISTEN pgcoord_queue;
 
 -- name: PruneDeadTickets :execrows
--- Deletes the tickets whose backend is gone (their member died): they
+-- Deletes the tickets whose backend is gone (their member died; a backend
+-- of the same pid with another application_name is another's): they
 -- stand in nobody's way, and queue_enter deletes those of a key it queues
 -- for, but a key nobody waits for again would keep them.
-DELETE FROM pgcoord.wait_queue
-WHERE backend_pid NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity);
+DELETE FROM pgcoord.wait_queue q
+WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(q.backend_pid) a
+                  WHERE q.app_name IS NULL OR a.application_name = q.app_name);
