@@ -182,7 +182,8 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 	var err error
 	// far is the subscription to the key's releases of the waits beyond
 	// the budget, kept from the first 100 ms to the wait at the head of
-	// the queue that follows (see waitFar).
+	// the queue that follows (see waitFar), and ended when the wait moves
+	// to a wait session or waits for its turn.
 	var far *subscription
 	farSub := func() *subscription {
 		if far == nil {
@@ -190,11 +191,17 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 		}
 		return far
 	}
-	defer func() {
+	// dropFar ends the subscription, and with it (the last on the key)
+	// the wait marker that makes every release of the key anywhere send
+	// NOTIFY: a wait that moved to a wait session, or that waits for its
+	// turn in the queue, is not woken by releases.
+	dropFar := func() {
 		if far != nil {
 			c.notifier.unsubscribe(far)
+			far = nil
 		}
-	}()
+	}
+	defer dropFar()
 	for {
 		if q.tk != nil && !q.head {
 			if ok, err := c.awaitTurn(ctx, q, deadline); !ok {
@@ -218,6 +225,7 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 						return ok, ferr
 					}
 					if moved {
+						dropFar()
 						s, err = c.waits.take()
 						continue
 					}
@@ -225,12 +233,8 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 				c.enqueue(ctx, q, h.key, h.shared)
 				if !q.head {
 					// Not its turn: it waits for the queue, not for
-					// releases, and its marker would only make every
-					// release of the key notify.
-					if far != nil {
-						c.notifier.unsubscribe(far)
-						far = nil
-					}
+					// releases.
+					dropFar()
 					continue
 				}
 			}
@@ -238,6 +242,7 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 			if !moved {
 				return ok, ferr
 			}
+			dropFar()
 			s, err = c.waits.take()
 			continue
 		}
