@@ -74,6 +74,25 @@ func (s *session) detached(ctx context.Context, fn func(ctx context.Context, con
 	return s.detachedLoop(ctx, fn, s.detachedOnce)
 }
 
+// rerun tells a write run by detached whether it runs again after a run on
+// a connection that broke: that run may have committed, its reply lost with
+// the connection, so a write that is not safe to repeat must take "already
+// done" for done (LeaveGroup's missing row, BeginTerm's own term). A run
+// again on the same connection (after a lock_timeout) follows one that
+// failed, and does not count.
+type rerun struct {
+	last  *pgx.Conn
+	after bool
+}
+
+// on notes a run on conn.
+func (r *rerun) on(conn *pgx.Conn) {
+	if r.last != nil && r.last != conn {
+		r.after = true
+	}
+	r.last = conn
+}
+
 // detachedSync is detached for a caller that runs in the background
 // itself (see ctlFlush): it returns only once fn has, so that fn's results
 // are the caller's to read. ctx still never cancels the statement.

@@ -164,7 +164,7 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	if err := e.begin(ctx, t); err != nil {
 		t.end(nil)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.c.opTimeout())
-		if rerr := e.lock.Release(rctx); rerr != nil && !errors.Is(rerr, ErrLockLost) {
+		if rerr := e.lock.releaseHold(rctx, h); rerr != nil && !errors.Is(rerr, ErrLockLost) {
 			err = errors.Join(err, fmt.Errorf("pgcoord: election %q: releasing after a failed start: %w", e.full, rerr))
 		}
 		cancel()
@@ -188,7 +188,9 @@ func (e *Election) current() *term {
 		return nil
 	}
 	e.c.lookLease(t.h)
-	if e.c.holdLost(t.h) {
+	if e.c.holdEnded(t.h) {
+		// Lost, or released: a term whose hold ended leads no more,
+		// whether or not a loss was the cause.
 		return nil
 	}
 	return t
@@ -276,8 +278,9 @@ func (e *Election) Resign(ctx context.Context) error {
 	e.mu.Unlock()
 	if e.current() == nil {
 		if t != nil {
-			// Lost: let the lost hold go, so the Lock is ready again.
-			_ = e.lock.Release(ctx)
+			// Lost: let the lost hold go, so the Lock is ready again;
+			// only that one (a Campaign may have won a new one since).
+			_ = e.lock.releaseHold(ctx, t.h)
 			e.mu.Lock()
 			if e.term == t {
 				e.term = nil
@@ -304,7 +307,9 @@ func (e *Election) Resign(ctx context.Context) error {
 		// a successor then waits out the grace.
 		errs = append(errs, fmt.Errorf("pgcoord: election %q: recording the resignation: %w", e.full, err))
 	}
-	if err := e.lock.Release(bctx); err != nil {
+	// The term's own hold only: a Campaign that ran meanwhile (after
+	// term was cleared above) may hold a new one, which is its to keep.
+	if err := e.lock.releaseHold(bctx, t.h); err != nil {
 		errs = append(errs, fmt.Errorf("pgcoord: election %q: resigning: %w", e.full, err))
 	}
 	return errors.Join(errs...)

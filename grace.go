@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgcoord/pgcoord/db"
 )
@@ -64,7 +65,9 @@ func (e *Election) begin(ctx context.Context, t *term) error {
 		}
 	}
 	var row db.BeginTermRow
+	var again rerun
 	err = c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		again.on(conn)
 		var err error
 		row, err = c.q.BeginTerm(ctx, conn, db.BeginTermParams{
 			Election: e.full, Key: e.lock.key, MemberID: c.memberID, Value: t.value, Token: t.token,
@@ -75,11 +78,39 @@ func (e *Election) begin(ctx context.Context, t *term) error {
 	if err != nil {
 		return fmt.Errorf("pgcoord: election %q: recording the term: %w", e.full, c.stoppedOr(err))
 	}
+	// lostReply is the heartbeat (s) by which a grace is owed when the
+	// write's first run committed and its reply was lost: 0 otherwise.
+	var lostReply float64
 	if !row.Since.Valid {
-		return fmt.Errorf("%w: election %q: a newer term is recorded", ErrLockLost, e.full)
+		own := false
+		if again.after {
+			// Run again after its connection broke: the term recorded may
+			// be this one, written by the first run.
+			own, err = e.recordedIsOwn(ctx, t)
+			if err != nil {
+				return fmt.Errorf("pgcoord: election %q: reading the term recorded: %w", e.full, c.stoppedOr(err))
+			}
+		}
+		if !own {
+			return fmt.Errorf("%w: election %q: a newer term is recorded", ErrLockLost, e.full)
+		}
+		// The first run's answer, the term it replaced, was lost with the
+		// reply: if that was a term recorded after begin's read (see
+		// afterRecord), it is owed a grace, by a member unknown now. So
+		// the full one, by the longer of the heartbeats known.
+		lostReply = c.cfg.HeartbeatInterval.Seconds()
+		if found {
+			lostReply = max(lostReply, prev.HeartbeatSeconds)
+		}
+		row = db.BeginTermRow{Since: pgtype.Timestamptz{Time: time.Now(), Valid: true}}
 	}
 	t.since = row.Since.Time
-	err = e.afterRecord(ctx, t, row, read)
+	if lostReply > 0 {
+		err = e.graceOwed(ctx, t, "", 0, false, false, lostReply)
+	}
+	if err == nil {
+		err = e.afterRecord(ctx, t, row, read)
+	}
 	if err != nil {
 		// This member never acted as leader: its recorded term is marked
 		// resigned, so that observers do not show it and no successor
@@ -111,7 +142,7 @@ func (e *Election) afterRecord(ctx context.Context, t *term, row db.BeginTermRow
 		}
 	}
 	c.lookLease(t.h)
-	if c.holdLost(t.h) {
+	if c.holdEnded(t.h) {
 		return fmt.Errorf("%w: election %q: leadership lost as it began", ErrLockLost, e.full)
 	}
 	return nil
@@ -207,4 +238,20 @@ func (l *lastTerms) ours(election string, token int64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return token != 0 && l.tokens[election] == token
+}
+
+// recordedIsOwn reports whether the term recorded for the election is t,
+// written by this member (a BeginTerm whose reply was lost: see begin).
+func (e *Election) recordedIsOwn(ctx context.Context, t *term) (bool, error) {
+	c := e.c
+	var cur db.PreviousTermRow
+	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		cur, err = c.q.PreviousTerm(ctx, conn, e.full)
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil && cur.MemberID == c.memberID && cur.Token == t.token, err
 }

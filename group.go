@@ -147,7 +147,9 @@ func (c *Coordinator) LeaveGroup(ctx context.Context, group string) error {
 		return err
 	}
 	var n int32
+	var again rerun
 	err = c.groupStmt(ctx, fmt.Sprintf("leaving group %q", full), func(ctx context.Context, conn *pgx.Conn) error {
+		again.on(conn)
 		var err error
 		n, err = c.q.LeaveGroup(ctx, conn, db.LeaveGroupParams{GroupName: full, MemberID: c.memberID, Key: key})
 		return err
@@ -155,7 +157,9 @@ func (c *Coordinator) LeaveGroup(ctx context.Context, group string) error {
 	if err == nil {
 		// Out of the group, also when it was not in it (ErrNotJoined).
 		c.prims.group(group, false, func(st *groupStat) { st.joined = false })
-		if n == 0 {
+		// No row, when the statement ran again after its connection
+		// broke: the first run's delete may have committed.
+		if n == 0 && !again.after {
 			err = fmt.Errorf("%w: group %q", ErrNotJoined, full)
 		}
 	}

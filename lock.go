@@ -334,6 +334,31 @@ func (l *Lock) acquireMode(ctx context.Context, b Blocking, shared bool) (bool, 
 // ignored: a lock is always released, bounded by an internal timeout.
 func (l *Lock) Release(ctx context.Context) error {
 	l.mu.Lock()
+	h := l.takeHoldLocked()
+	l.mu.Unlock()
+	if h == nil {
+		return ErrNotHeld
+	}
+	return l.c.release(ctx, h)
+}
+
+// releaseHold is Release of want only: when want is not l's current hold,
+// it does nothing (nil). A caller that looked at one hold (Election.Resign,
+// its term's) must not release another that an Acquire made meanwhile.
+func (l *Lock) releaseHold(ctx context.Context, want *hold) error {
+	l.mu.Lock()
+	if want == nil || l.hold != want {
+		l.mu.Unlock()
+		return nil
+	}
+	h := l.takeHoldLocked()
+	l.mu.Unlock()
+	return l.c.release(ctx, h)
+}
+
+// takeHoldLocked takes l's current hold off l, for a release; called with
+// l.mu held.
+func (l *Lock) takeHoldLocked() *hold {
 	h := l.hold
 	l.hold = nil
 	if h != nil && !l.c.cfg.AsyncRelease {
@@ -343,11 +368,7 @@ func (l *Lock) Release(ctx context.Context) error {
 		l.lost = make(chan struct{})
 		l.lostUsed = false
 	}
-	l.mu.Unlock()
-	if h == nil {
-		return ErrNotHeld
-	}
-	return l.c.release(ctx, h)
+	return h
 }
 
 // isClosed reports whether ch is closed, without blocking.

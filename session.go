@@ -219,8 +219,12 @@ func (s *session) doLockedTries(ctx context.Context, tries int, fn func(ctx cont
 		s.broken(fmt.Errorf("%w: %s session broke: %w", ErrLockLost, s.kind, err))
 		// A connection that died while idle (a server restart, an idle
 		// timeout) fails the next statement before the server ran it: one
-		// retry on a new connection turns that into success. Every statement
-		// run here is safe to repeat: one that did run died with its session.
+		// retry on a new connection turns that into success. A lock
+		// statement is safe to repeat: one that did run died with its
+		// session. A control session's write to a table is not (it may have
+		// committed, its reply lost): it is repeated by detached, after the
+		// reconnect, and each such write reads "already done" as done (see
+		// rerun).
 		if attempt+1 >= tries || ctx.Err() != nil || s.kind == sessionWait && bySocket && !time.Now().Before(bound) {
 			// (A wait session's statement that ran out its bound is not
 			// repeated, as under a context's deadline.)
