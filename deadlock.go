@@ -186,7 +186,7 @@ func (c *Coordinator) stopDeadlocks() {
 // deadlockLoop checks while this coordinator has long waits: at once when
 // one becomes long or ends, then every deadlockCheckEvery (deadlockConfirm
 // after a first sighting). It ends after a check that published no wait
-// (which deleted this member's rows).
+// and succeeded (which deleted this member's rows).
 func (c *Coordinator) deadlockLoop() {
 	d := &c.deadlocks
 	defer d.loop.Done()
@@ -211,7 +211,10 @@ func (c *Coordinator) deadlockLoop() {
 		d.mu.Unlock()
 		after := c.checkDeadlocks(waits, seen)
 		d.mu.Lock()
-		if len(waits) == 0 && len(d.long) == 0 {
+		// Not while this member's rows are published: a last check that
+		// failed (the control session reconnecting) left them, and other
+		// members would read them as live waits (TestDeadlockRowsGoAfterFailedCheck).
+		if len(waits) == 0 && len(d.long) == 0 && !d.published {
 			d.looping = false
 			d.mu.Unlock()
 			return

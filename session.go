@@ -184,7 +184,16 @@ func (s *session) doLockedTries(ctx context.Context, tries int, fn func(ctx cont
 			}
 			dctx, cancel := ctx, context.CancelFunc(func() {})
 			if bySocket {
-				dctx, cancel = context.WithTimeout(ctx, s.c.opTimeout())
+				base := ctx
+				if s.kind == sessionLock {
+					// Its ctx is Background (see above): Stop, which
+					// cancels runCtx before it closes the sessions (and
+					// close waits for the sem this dial holds), ends the
+					// dial at once, not after opTimeout
+					// (TestStopEndsLockSessionDial).
+					base = s.c.runCtx
+				}
+				dctx, cancel = context.WithTimeout(base, s.c.opTimeout())
 			}
 			err := s.dial(dctx, true)
 			cancel()
