@@ -165,9 +165,19 @@ func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, 
 	return nil, true, err
 }
 
-// free ends the claim e on key and hands the key on in FIFO order.
+// free ends the claim e on key and hands the key on in FIFO order. A
+// claim already ended is left alone: two paths may free one claim (an
+// acquire given up frees its own, and a loss of the session frees the
+// claims of every hold on it, a given-up try's not yet undone among them),
+// and a shared claim freed twice took a reader off the count twice, which
+// let a writer of this process in beside a reader still holding the key
+// (TestSharedClaimFreedOnce).
 func (t *localTable) free(key int64, e *localEntry) {
 	t.mu.Lock()
+	if e.ended {
+		t.mu.Unlock()
+		return
+	}
 	slot := t.entries[key]
 	if slot != nil {
 		switch {
