@@ -21,7 +21,8 @@ when the command exits, and exits with the command's exit status.
 
 If leadership is lost while the command runs (its database session died or was
 terminated, noticed within about two --heartbeat), the command's process group
-gets SIGTERM, then SIGKILL after --grace, and pgcoord exits 75, as run does
+gets SIGTERM, then SIGKILL after --grace (or sooner, by the deadline of the
+last good look at the leadership), and pgcoord exits 75, as run does
 when its lock is lost. With --timeout, pgcoord exits 3 (or
 --conflict-exit-code) without running the command if it is not leader by then.
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -77,9 +78,15 @@ func groupPids(pgid int) []int {
 // is killed at the end of the test whatever happens.
 func startGuardedGroup(t *testing.T, args ...string) (*cliProc, int) {
 	t.Helper()
+	return startGuardedGroupWith(t, nil, args...)
+}
+
+// startGuardedGroupWith is startGuardedGroup with pgcoord readied by prep.
+func startGuardedGroupWith(t *testing.T, prep func(*exec.Cmd), args ...string) (*cliProc, int) {
+	t.Helper()
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	args = append(args, "--", "sh", "-c", `echo $$ > "$0"; sleep 100 & sleep 100`, pidFile)
-	p := startCLI(t, false, args...)
+	p := startCLIWith(t, false, nil, prep, args...)
 	pgid, err := strconv.Atoi(waitForFile(t, p, pidFile))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = syscall.Kill(-pgid, syscall.SIGKILL) })
@@ -161,15 +168,33 @@ func TestElectDiesWithPgcoord(t *testing.T) {
 // within pgcoord's lease (3s with the default 1s heartbeat). Resumed,
 // pgcoord exits 75.
 func frozenCase(t *testing.T, tool string, take func(ctx context.Context) error, args ...string) {
-	p, pgid := startGuardedGroup(t, args...)
+	frozenCaseBy(t, syscall.SIGSTOP, tool, take, args...)
+}
+
+// frozenCaseBy is frozenCase with pgcoord frozen by sig. SIGTSTP goes to
+// pgcoord's whole process group, as a terminal's ^Z goes to its foreground
+// group, which pgcoord and its watchdog share (the command has a group of
+// its own): pgcoord runs in a group of its own here, whose parent (the
+// test) is in another group of the session, so the kernel does not discard
+// a stop signal as it does for an orphaned group.
+func frozenCaseBy(t *testing.T, sig syscall.Signal, tool string, take func(ctx context.Context) error, args ...string) {
+	var prep func(*exec.Cmd)
+	if sig == syscall.SIGTSTP {
+		prep = func(c *exec.Cmd) { c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} }
+	}
+	p, pgid := startGuardedGroupWith(t, prep, args...)
 	pid := p.cmd.Process.Pid
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	target := pid
+	if sig == syscall.SIGTSTP {
+		target = -pid // pgcoord's group: pgcoord and its watchdog
+	}
+	t.Cleanup(func() { _ = syscall.Kill(target, syscall.SIGCONT) })
 	const lease = 3 * time.Second // SessionTimeout 5s less two 1s heartbeats
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	frozen := time.Now()
-	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	require.NoError(t, syscall.Kill(target, sig))
 	took := make(chan time.Time, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -191,7 +216,7 @@ func frozenCase(t *testing.T, tool string, take func(ctx context.Context) error,
 		gone.Sub(frozen), takenAt.Sub(frozen))
 	require.Less(t, gone.Sub(frozen), lease, "the command must be stopped within pgcoord's lease")
 
-	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+	require.NoError(t, syscall.Kill(target, syscall.SIGCONT))
 	r := p.wait(t, 30*time.Second)
 	require.Equal(t, exitLockLost, r.code, r.stderr)
 	require.Contains(t, r.stderr, "pgcoord "+tool+": pgcoord (pid "+strconv.Itoa(pid)+") sent its watchdog no heartbeat in time")
@@ -202,6 +227,20 @@ func TestRunStoppedWhenPgcoordFrozen(t *testing.T) {
 	prefix := testPrefix(t)
 	c := newCoord(t, prefix, "taker")
 	frozenCase(t, "run", func(ctx context.Context) error {
+		l := c.GetLock("job")
+		_, err := l.Acquire(ctx, pgcoord.Wait)
+		return err
+	}, "run", "--prefix", prefix, "--lock", "job")
+}
+
+// ^Z: SIGTSTP to pgcoord's process group, pgcoord and its watchdog. Before,
+// it stopped both, and the command, in a group of its own, ran on after
+// another member took the lock.
+func TestRunStoppedWhenPgcoordSuspended(t *testing.T) {
+	t.Parallel()
+	prefix := testPrefix(t)
+	c := newCoord(t, prefix, "taker")
+	frozenCaseBy(t, syscall.SIGTSTP, "run", func(ctx context.Context) error {
 		l := c.GetLock("job")
 		_, err := l.Acquire(ctx, pgcoord.Wait)
 		return err

@@ -35,6 +35,14 @@ func cmdGuard(a *app, args []string) int {
 	// reaches pgcoord and the watchdog alike); the watchdog must outlive
 	// the command, whatever signal the group it shares with pgcoord gets.
 	a.setForward(func(os.Signal) {})
+	// Job control must not stop the watchdog: ^Z (SIGTSTP to the
+	// terminal's foreground group, pgcoord's and the watchdog's) stopped
+	// both, while the command, in a group of its own, ran on with nobody
+	// left to stop it when the lease ran out. Caught, not ignored: the
+	// command, started after, gets the default actions back at exec.
+	// (TestRunStoppedWhenPgcoordSuspended.)
+	stopSigs := make(chan os.Signal, 1)
+	signal.Notify(stopSigs, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
 	fs := flag.NewFlagSet("__guard", flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	tool := fs.String("tool", "run", "")
@@ -73,7 +81,6 @@ type watchdog struct {
 
 	termAt, killAt int64 // from the last beat (monoNow nanoseconds)
 	graceEnd       int64 // SIGKILL time of a stop begun by a loss, an exit or silence
-	lostStop       bool  // pgcoord reported the guard lost: only graceEnd counts
 	termSent       bool
 	killSent       bool
 	orphaned       bool // pgcoord died
@@ -212,7 +219,6 @@ func (w *watchdog) handle(r guardRecord) {
 	case opSignal:
 		_ = syscall.Kill(-w.pgid, syscall.Signal(r.a))
 	case opStop:
-		w.lostStop = true
 		w.stop(time.Duration(r.a))
 	}
 }
@@ -247,13 +253,15 @@ func (w *watchdog) start(argv []string) int {
 	return exitCannotExec
 }
 
-// killTime is when SIGKILL is due.
+// killTime is when SIGKILL is due: the grace's end, and never after the
+// last beat's deadline. That holds after pgcoord reported a loss too: a
+// loss found by pgcoord's lease (the server silent, a partition) comes
+// before the server can hand the lock on, and the last beat's deadline is
+// when it may; a grace past it let the command run beside the next holder
+// (TestRunKilledByDeadlineAfterLoss).
 func (w *watchdog) killTime() int64 {
 	if w.orphaned {
 		return 0
-	}
-	if w.lostStop {
-		return w.graceEnd
 	}
 	return min(w.killAt, w.graceEnd)
 }

@@ -91,9 +91,19 @@ func startCLI(t *testing.T, noDB bool, args ...string) *cliProc {
 // startCLIEnv is startCLI with extra environment variables (KEY=VALUE).
 func startCLIEnv(t *testing.T, noDB bool, extraEnv []string, args ...string) *cliProc {
 	t.Helper()
+	return startCLIWith(t, noDB, extraEnv, nil, args...)
+}
+
+// startCLIWith is startCLIEnv with the command readied by prep before it
+// starts (nil: as it is).
+func startCLIWith(t *testing.T, noDB bool, extraEnv []string, prep func(*exec.Cmd), args ...string) *cliProc {
+	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	cmd := exec.Command(exe, args...)
+	if prep != nil {
+		prep(cmd)
+	}
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "DATABASE_URL=") {

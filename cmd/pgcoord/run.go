@@ -26,7 +26,9 @@ are told apart from contention the same way.
 
 If the lock is lost while the command runs (its database session died or was
 terminated, noticed within about one --heartbeat), the command's process group
-gets SIGTERM, then SIGKILL after --grace, and pgcoord exits 75.
+gets SIGTERM, then SIGKILL after --grace, or sooner, by the deadline of the
+last good look at the lock (1.75 --heartbeat after it), when that comes first:
+the server may hand the lock on from then. pgcoord exits 75.
 
 The command runs in its own process group, so that a stop reaches every process
 it started; SIGINT, SIGTERM and SIGHUP sent to pgcoord are forwarded to that

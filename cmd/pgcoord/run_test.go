@@ -141,8 +141,10 @@ func TestRunLostLockKillsAfterGrace(t *testing.T) {
 	prefix := testPrefix(t)
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	// The shell and its sleep ignore SIGTERM (an ignored signal stays
-	// ignored across exec), so only SIGKILL ends them.
-	p := startCLI(t, false, "run", "--prefix", prefix, "--lock", "job", "--heartbeat", "200ms", "--grace", "500ms",
+	// ignored across exec), so only SIGKILL ends them. The grace ends
+	// before the last good look's deadline (1.75 heartbeats after it),
+	// which bounds it (TestRunKilledByDeadlineAfterLoss).
+	p := startCLI(t, false, "run", "--prefix", prefix, "--lock", "job", "--heartbeat", "1s", "--grace", "500ms",
 		"--", "sh", "-c", `trap "" TERM; echo $$ > "$0"; exec sleep 30`, pidFile)
 	pid, err := strconv.Atoi(waitForFile(t, p, pidFile))
 	require.NoError(t, err)
