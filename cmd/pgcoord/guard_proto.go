@@ -29,7 +29,7 @@ const (
 // Records from the watchdog to pgcoord.
 const (
 	evStarted    = 1 // a: the command's pid (and process group)
-	evNotStarted = 2 // a: pgcoord's exit code (126, 127); the watchdog said why
+	evNotStarted = 2 // a: pgcoord's exit code (126, 127; 75: a stop came first); the watchdog said why
 	evDone       = 3 // a: the command's wait status; b: guardFlags; every process is gone
 )
 

@@ -103,10 +103,19 @@ func (w *watchdog) run(argv []string) int {
 	// A beat before anything runs, one still fresh: this process may have
 	// taken a while to start on a loaded machine, and pgcoord may have
 	// been frozen meanwhile.
+	// A loss reported meanwhile (pgcoord stops beating then) means the
+	// command is never started: pgcoord is told so, and exits 75. Before,
+	// the stop was passed over like a stale beat, and both waited for ever
+	// (TestWatchdogStopBeforeStart).
 	for {
 		r, ok := <-msgs
 		if !ok {
 			return exitOK // pgcoord died before the start
+		}
+		if r.op == opStop {
+			fmt.Fprintf(w.out, "pgcoord %s: the guard was lost before the command started; not running it\n", w.tool)
+			_ = writeRecord(w.ev, guardRecord{op: evNotStarted, a: exitLockLost})
+			return exitOK
 		}
 		if r.op == opBeat && r.a > monoNow() {
 			w.termAt, w.killAt, w.graceEnd = r.a, r.b, never

@@ -172,7 +172,7 @@ func runGuarded(a *app, tool string, argv, env []string, g guard, grace time.Dur
 				}
 				pending = nil
 			case evNotStarted:
-				return nil, false, int(e.a)
+				return nil, lostDuring, int(e.a)
 			case evDone:
 				res := &guardedExit{status: syscall.WaitStatus(e.a), silent: e.b&flagSilent != 0}
 				return res, lostDuring || res.silent, 0
