@@ -44,16 +44,7 @@ func graceMargin(lease time.Duration) time.Duration { return lease/100 + 20*time
 // fails, as must its Campaign.)
 func (e *Election) begin(ctx context.Context, t *term) error {
 	c := e.c
-	var prev db.PreviousTermRow
-	found := true
-	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		var err error
-		prev, err = c.q.PreviousTerm(ctx, conn, e.full)
-		if errors.Is(err, pgx.ErrNoRows) {
-			found, err = false, nil
-		}
-		return err
-	})
+	prev, found, err := e.recordedTerm(ctx)
 	if err != nil {
 		return fmt.Errorf("pgcoord: election %q: reading the previous term: %w", e.full, err)
 	}
@@ -240,18 +231,25 @@ func (l *lastTerms) ours(election string, token int64) bool {
 	return token != 0 && l.tokens[election] == token
 }
 
+// recordedTerm reads the term recorded for the election; found is false
+// when there is none.
+func (e *Election) recordedTerm(ctx context.Context) (row db.PreviousTermRow, found bool, err error) {
+	c := e.c
+	found = true
+	err = c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		var err error
+		row, err = c.q.PreviousTerm(ctx, conn, e.full)
+		if errors.Is(err, pgx.ErrNoRows) {
+			found, err = false, nil
+		}
+		return err
+	})
+	return row, found, err
+}
+
 // recordedIsOwn reports whether the term recorded for the election is t,
 // written by this member (a BeginTerm whose reply was lost: see begin).
 func (e *Election) recordedIsOwn(ctx context.Context, t *term) (bool, error) {
-	c := e.c
-	var cur db.PreviousTermRow
-	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
-		var err error
-		cur, err = c.q.PreviousTerm(ctx, conn, e.full)
-		return err
-	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	return err == nil && cur.MemberID == c.memberID && cur.Token == t.token, err
+	cur, found, err := e.recordedTerm(ctx)
+	return err == nil && found && cur.MemberID == e.c.memberID && cur.Token == t.token, err
 }

@@ -61,11 +61,7 @@ func stallingPool(t *testing.T, url string) *pgxpool.Pool {
 // and is closed once committed shows the write done.
 func loseReply(t *testing.T, admin *pgx.Conn, c *Coordinator, committed func() bool) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		var sleeping bool
-		require.NoError(t, admin.QueryRow(ctx(t), `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event = 'PgSleep')`).Scan(&sleeping))
-		return sleeping
-	}, 10*time.Second, time.Millisecond, "the write never started")
+	awaitSleep(t, admin, "the write never started")
 	c.control.raw.Load().Conn.(*stallConn).stalled.Store(true)
 	require.Eventually(t, committed, 10*time.Second, time.Millisecond, "the write never committed")
 	c.control.forceClose(0)
@@ -128,4 +124,15 @@ func TestWriteRepeatedAfterLostReply(t *testing.T) {
 		})
 		require.NoError(t, <-done, "a LeaveGroup that left reported ErrNotJoined for the lost reply")
 	})
+}
+
+// awaitSleep waits until a backend of admin's server sleeps in pg_sleep
+// (a trigger of the test's holding a write up).
+func awaitSleep(t *testing.T, admin *pgx.Conn, what string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var sleeping bool
+		require.NoError(t, admin.QueryRow(ctx(t), `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event = 'PgSleep')`).Scan(&sleeping))
+		return sleeping
+	}, 10*time.Second, time.Millisecond, what)
 }

@@ -77,7 +77,11 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 		return fmt.Errorf("%w: %q is running elsewhere (see pgcoord.live_members)", ErrMemberExists, c.memberID)
 	}
 	if restart {
+		// A new life: what a previous one under this member id left (group
+		// memberships, wait tickets) goes, before the member row is live
+		// again and readers would count it.
 		c.forgetGroups(ctx, conn)
+		c.forgetQueue(ctx, conn)
 	}
 	host, _ := os.Hostname()
 	err = c.q.RegisterMember(ctx, conn, db.RegisterMemberParams{
@@ -93,9 +97,6 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 	})
 	if err != nil {
 		return fmt.Errorf("pgcoord: registering member: %w", err)
-	}
-	if restart {
-		c.forgetQueue(ctx, conn)
 	}
 	c.registered.Store(true)
 	c.beatHeard(sent) // the row's last_heartbeat is now()

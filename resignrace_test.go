@@ -49,11 +49,7 @@ func TestResignSparesConcurrentCampaign(t *testing.T) {
 
 	resigned := make(chan error, 1)
 	go func() { resigned <- e1.Resign(ctx(t)) }()
-	require.Eventually(t, func() bool {
-		var sleeping bool
-		require.NoError(t, admin.QueryRow(ctx(t), `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event = 'PgSleep')`).Scan(&sleeping))
-		return sleeping
-	}, 10*time.Second, 5*time.Millisecond, "the resignation's write never started")
+	awaitSleep(t, admin, "the resignation's write never started")
 	// The old term's session dies while the resignation is written.
 	_, err = admin.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
 	require.NoError(t, err)
