@@ -233,10 +233,11 @@ func (l *lastTerms) ours(election string, token int64) bool {
 
 // recordedTerm reads the term recorded for the election; found is false
 // when there is none.
-func (e *Election) recordedTerm(ctx context.Context) (row db.PreviousTermRow, found bool, err error) {
+func (e *Election) recordedTerm(ctx context.Context) (db.PreviousTermRow, bool, error) {
 	c := e.c
-	found = true
-	err = c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	var row db.PreviousTermRow
+	found := true
+	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		var err error
 		row, err = c.q.PreviousTerm(ctx, conn, e.full)
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -244,7 +245,12 @@ func (e *Election) recordedTerm(ctx context.Context) (row db.PreviousTermRow, fo
 		}
 		return err
 	})
-	return row, found, err
+	if err != nil {
+		// ctx ended first, perhaps: the statement runs on (detached) and
+		// may yet write row and found, which are not read then.
+		return db.PreviousTermRow{}, false, err
+	}
+	return row, found, nil
 }
 
 // recordedIsOwn reports whether the term recorded for the election is t,
