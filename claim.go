@@ -37,9 +37,10 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 	if b.mode != blockNoWait {
 		// Stop ends waits, and so does the deadlock detector (see
 		// watchWait). NoWait never waits, and spares the hot path both.
-		ctx, w = c.watchWait(ctx, gid, l, nil, shared)
+		w = c.watchWait(ctx, gid, l, nil, shared)
+		ctx = w
 		defer w.end()
-		defer func() { err = w.result(ctx, err) }()
+		defer func() { err = w.result(err) }()
 	}
 
 	waitStart := time.Now()

@@ -2,7 +2,6 @@ package pgcoord
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -69,77 +68,8 @@ type deadlockBook struct {
 	published bool
 	// checks counts the checks that asked the server (for the tests).
 	checks atomic.Int64
-}
-
-// waitWatch is one waiting Acquire (or Campaign, or Semaphore.Acquire)
-// as the deadlock detector sees it.
-type waitWatch struct {
-	c      *Coordinator
-	gid    int64
-	lock   *Lock      // the lock waited for, or
-	sem    *Semaphore // the semaphore
-	shared bool
-	began  int64 // monoNow
-	cancel context.CancelCauseFunc
-	stop   func() bool // ends the watch of runCtx
-	timer  *time.Timer
-	// parent is the goroutine that created the waiting one, once the
-	// waiter has noted it (see noteParent); parentKnown tells 0 (none)
-	// from not noted.
-	parent      atomic.Int64
-	parentKnown atomic.Bool
-	// The fields below are guarded by deadlockBook.mu.
-	id    int64
-	long  bool
-	ended bool
-}
-
-// watchWait wraps ctx for a wait by goroutine gid for lock or sem: the
-// returned ctx ends with Stop, or with cause ErrDeadlock when this wait is
-// a deadlock's victim. After deadlockTimeout the wait is published and
-// checked. The caller ends the watch with end, and passes its error
-// through result.
-func (c *Coordinator) watchWait(ctx context.Context, gid int64, lock *Lock, sem *Semaphore, shared bool) (context.Context, *waitWatch) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	w := &waitWatch{c: c, gid: gid, lock: lock, sem: sem, shared: shared, began: monoNow(), cancel: cancel}
-	// Stop must end waits promptly; waits watch runCtx through ctx.
-	stop := context.AfterFunc(c.runCtx, func() { cancel(nil) })
-	w.timer = time.AfterFunc(deadlockTimeout, w.becameLong)
-	w.stop = stop
-	return ctx, w
-}
-
-// end ends the watch: the wait is over. Its row goes at the member's next
-// check, which this asks for at once.
-func (w *waitWatch) end() {
-	w.stop()
-	w.cancel(nil)
-	if w.timer.Stop() {
-		return // never long: the book never saw it (no lock taken)
-	}
-	d := &w.c.deadlocks
-	d.mu.Lock()
-	w.ended = true
-	long := w.long
-	if long {
-		delete(d.long, w)
-	}
-	d.mu.Unlock()
-	if long {
-		signal(d.kick)
-	}
-}
-
-// result is the wait's error: the deadlock, when the wait was aborted as
-// its victim, instead of the cancellation it caused.
-func (w *waitWatch) result(ctx context.Context, err error) error {
-	if err == nil || ctx.Err() == nil {
-		return err
-	}
-	if cause := context.Cause(ctx); errors.Is(cause, ErrDeadlock) {
-		return cause
-	}
-	return err
+	// made counts the waits' contexts made (see waitWatch; for the tests).
+	made atomic.Int64
 }
 
 // becameLong runs when the wait has lasted deadlockTimeout: it joins the
@@ -289,7 +219,7 @@ func (c *Coordinator) checkDeadlocks(waits []*waitWatch, seen map[string]int64) 
 		}
 		err := fmt.Errorf("%w: %s", ErrDeadlock, dl.describe())
 		c.log.Info("pgcoord: deadlock: aborting the youngest wait of the cycle", "wait", dl.victim.name, "cycle", dl.describe())
-		w.cancel(err)
+		w.abort(err)
 	}
 	for sig := range seen {
 		if !found[sig] {
@@ -332,7 +262,7 @@ func (c *Coordinator) longWaitParams(waits []*waitWatch) db.CheckLongWaitsParams
 	c.mu.Unlock()
 	var all map[int64]goroutineInfo
 	for _, w := range waits {
-		if !w.parentKnown.Load() || len(byG[w.parent.Load()]) > 0 {
+		if !w.parentKnown.Load() || len(byG[w.parentGID.Load()]) > 0 {
 			all = goroutines()
 			break
 		}

@@ -23,7 +23,7 @@ func TestNoteParent(t *testing.T) {
 	}()
 	w := <-got
 	require.True(t, w.parentKnown.Load())
-	require.Equal(t, test, w.parent.Load())
+	require.Equal(t, test, w.parentGID.Load())
 }
 
 // TestLongWaitsHoldingNothingCostNothing: waits that answer for no hold
@@ -83,7 +83,7 @@ func TestGrantedWaitAnswersNotForItsOwnGrant(t *testing.T) {
 	c := newCoord(t, testPrefix(t))
 	before := c.GetLock("before")
 	mustAcquire(t, before, NoWait) // held before the wait began
-	_, w := c.watchWait(ctx(t), goid.Get(), c.GetLock("x"), nil, false)
+	w := c.watchWait(ctx(t), goid.Get(), c.GetLock("x"), nil, false)
 	defer w.end()
 	x := c.GetLock("x")
 	mustAcquire(t, x, NoWait) // the wait's grant, on the same goroutine

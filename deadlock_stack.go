@@ -51,7 +51,7 @@ func (w *waitWatch) noteParent() {
 	}
 	for id, info := range parseGoroutines(buf[:n]) {
 		if id == w.gid {
-			w.parent.Store(info.parent)
+			w.parentGID.Store(info.parent)
 			w.parentKnown.Store(true)
 		}
 	}

@@ -459,15 +459,29 @@ func TestFindDeadlocksSemaphore(t *testing.T) {
 }
 
 // BenchmarkWaitWatch is what a waiting Acquire pays for deadlock detection
-// when its wait is short: the context, the timer, the watch (compare
-// BenchmarkWaitWatchBefore, the context the wait had before).
+// and its context when its wait is short, granted in its first slice: the
+// watch alone, its context never made (compare BenchmarkWaitWatchMade, a
+// wait that needs its context and timer, and BenchmarkWaitWatchBefore, the
+// context waits had before deadlock detection).
 func BenchmarkWaitWatch(b *testing.B) {
 	c := &Coordinator{runCtx: context.Background()}
 	l := &Lock{c: c, full: "x"}
 	b.ReportAllocs()
 	for b.Loop() {
-		ctx, w := c.watchWait(context.Background(), 1, l, nil, false)
-		_ = w.result(ctx, nil)
+		w := c.watchWait(context.Background(), 1, l, nil, false)
+		_ = w.result(nil)
+		w.end()
+	}
+}
+
+func BenchmarkWaitWatchMade(b *testing.B) {
+	c := &Coordinator{runCtx: context.Background()}
+	l := &Lock{c: c, full: "x"}
+	b.ReportAllocs()
+	for b.Loop() {
+		w := c.watchWait(context.Background(), 1, l, nil, false)
+		_ = w.Done()
+		_ = w.result(nil)
 		w.end()
 	}
 }

@@ -170,10 +170,10 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 	}
 	if b.mode != blockNoWait {
 		// A wait for any of the slots, as the deadlock detector sees it.
-		var w *waitWatch
-		ctx, w = s.c.watchWait(ctx, goid.Get(), nil, s, false)
+		w := s.c.watchWait(ctx, goid.Get(), nil, s, false)
+		ctx = w
 		defer w.end()
-		defer func() { err = w.result(ctx, err) }()
+		defer func() { err = w.result(err) }()
 	}
 	// The semaphore's waits queue across members as a lock's do
 	// (queue.go), on a key of the semaphore's own: a wait that has lasted

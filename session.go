@@ -81,6 +81,11 @@ type waitRole struct {
 	// idleSince is when the wait pool last put this session aside unused
 	// (monoNow); guarded by the pool's mu.
 	idleSince int64
+	// lightMu guards inLight, set while a wait's statement runs under no
+	// context (see waitWatch), and the socket's deadline meanwhile: Stop
+	// moves it to now, which ends the statement (see interruptLight).
+	lightMu sync.Mutex
+	inLight bool
 }
 
 func newSession(c *Coordinator, kind sessionKind) *session {

@@ -37,6 +37,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	c.active.Store(false)
 	c.cancelRun()
 	c.control.interrupt()
+	c.waits.interruptLight()
 	<-c.hbDone
 	<-c.pruneDone
 	<-c.since.done

@@ -150,6 +150,14 @@ func (p *waitPool) reap() {
 	}
 }
 
+// interruptLight ends the statements that run under no context on the
+// pool's sessions (see waitWatch), for Stop.
+func (p *waitPool) interruptLight() {
+	for _, s := range p.all() {
+		s.interruptLight()
+	}
+}
+
 // stop ends the pool's life and returns every wait session, for Stop.
 func (p *waitPool) stop() []*session {
 	p.mu.Lock()
@@ -300,8 +308,18 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 				waitPID = s.backendPID
 				endWait = c.waitBegan(h.key, waitPID, began)
 			}
+			sctx := ctx
+			if q.ww.light(slice) {
+				// The first slice of most waits: no context to make and
+				// watch (see waitWatch).
+				if !s.beginLight() {
+					return ErrNotStarted
+				}
+				defer s.endLight()
+				sctx = context.Background()
+			}
 			sent := monoNow()
-			tok, err := c.waitOnce(ctx, s, conn, h, int32(max(slice.Milliseconds(), 1)))
+			tok, err := c.waitOnce(sctx, s, conn, h, int32(max(slice.Milliseconds(), 1)))
 			if err != nil || tok == 0 {
 				return err
 			}
