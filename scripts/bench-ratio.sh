@@ -82,6 +82,7 @@ awk '
     print ""
     printf "%-7s", "goal"; for (k = 1; k <= 4; k++) printf " %8s", ">=" sprintf("%.2f", goal[kind[k]]); print ""
     printf "%-7s", "met"; for (k = 1; k <= 4; k++) printf " %8s", (med[kind[k]] >= goal[kind[k]] ? "yes" : "NO"); print ""
-    printf "allocs per Acquire+Release: sync %s, async %s, 64 goroutines %s (raw pgx try+unlock: %s)\n",
-      allocs["AcquireRelease"], allocs["AcquireReleaseAsync"], allocs["AcquireReleaseParallel"], allocs["RawTryUnlock"]
+    printf "allocs per Acquire+Release: sync %s, async %s, 64 goroutines %s (raw pgx try+unlock: %s), handoff %s (raw pgx lock+unlock: %s)\n",
+      allocs["AcquireRelease"], allocs["AcquireReleaseAsync"], allocs["AcquireReleaseParallel"], allocs["RawTryUnlock"],
+      allocs["Contended"], allocs["RawHandoff"]
   }' "$dir/raw"
