@@ -20,6 +20,14 @@ func (s *session) runAsync(op *lockOp) {
 	if s.batch.leading {
 		return // the current leader hands it on (see passLead)
 	}
+	if len(s.batch.queue) > 1 {
+		// The first unlock queued started the timer, which sends this
+		// one too. Reset here, a steady stream of releases would put off
+		// the send for as long as it lasts, every name held for nobody
+		// meanwhile (TestAsyncReleaseStreamFlushes).
+		return
+	}
+	s.batch.flushArmed = monoNow()
 	if s.batch.flush == nil {
 		s.batch.flush = time.AfterFunc(asyncReleaseDelay, s.flushAsync)
 	} else {

@@ -48,6 +48,9 @@ type batchQueue struct {
 	// flush sends async unlocks that found no statement to join within
 	// asyncReleaseDelay; nil until the first one.
 	flush *time.Timer
+	// flushArmed is when flush was last armed (monoNow): the queued
+	// unlocks go by then plus asyncReleaseDelay at the latest.
+	flushArmed int64
 	// abandoned says an op of the batch being run was abandoned (see
 	// abandon): its leader looks for grants to give back only then.
 	abandoned bool
@@ -195,14 +198,22 @@ func (s *session) runBatch(ops []*lockOp) {
 	// stand (a try that succeeded holds its lock: repeating it would take
 	// the lock twice); each of the others runs on its own, so each gets its
 	// own outcome and no unlock is left undone.
+	failed := true
 	for _, op := range ops {
 		if op.ran || op.skipped {
 			continue
 		}
+		// Only the first op that did not run is the failed statement:
+		// the server skipped the later ones, which took nothing. A shared
+		// try's undo closes the session (see undoTry), so undoing a try
+		// that never ran lost every hold on it (TestSkippedSharedTryKeepsSession).
+		undo := failed && !op.unlock
+		failed = false
 		op.err = s.doLocked(context.Background(), func(ctx context.Context, conn *pgx.Conn) error {
-			if !op.unlock {
+			if undo && conn == stmtErr.conn {
 				// The failed statement may have been this try, and may
-				// have taken its lock before failing.
+				// have taken its lock before failing. (On a new
+				// connection it holds nothing.)
 				if err := s.undoTry(ctx, conn, op.h); err != nil {
 					return err
 				}
@@ -310,9 +321,9 @@ func (s *session) sendBatch(ctx context.Context, conn *pgx.Conn, ops []*lockOp) 
 			// holds the lease's expiry then ended, would take their locks
 			// again for holds already reported lost, which Release never
 			// unlocks (TestRefusedHoldInFailedBatch).
-			return &batchStmtError{err: err, drop: conn}
+			return &batchStmtError{err: err, conn: conn, drop: conn}
 		}
-		return &batchStmtError{err: err}
+		return &batchStmtError{err: err, conn: conn}
 	}
 	if refused {
 		// As in runOne; the batch is not run again (its unlocks ran), the

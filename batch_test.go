@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -158,4 +159,75 @@ func serverLocksOf(t testing.TB, url, member string) int {
 	require.NoError(t, conn.QueryRow(ctx(t), `
 		SELECT count(*) FROM pgcoord.held_locks WHERE member_id = $1 AND granted`, member).Scan(&n))
 	return n
+}
+
+// TestSkippedSharedTryKeepsSession: a batch whose first statement fails
+// (a try whose nextval finds the fencing sequence at its maximum) skips
+// its later ones on the server. A shared try among them never ran and
+// took nothing: it runs again on its own, and the session, with every
+// hold on it, stays. Before, every try that did not run was undone as if
+// it had failed, and a shared try's undo closes its session: the
+// session's holds were lost, and the shared try failed although its name
+// was merely busy. (Found by a review helper.)
+func TestSkippedSharedTryKeepsSession(t *testing.T) {
+	t.Parallel()
+	srv := ownServer(t, nil)
+	p := testPrefix(t)
+	useSrv := func(cfg *Config) { cfg.ConnString = srv.URL() }
+	c := newCoord(t, p, useSrv)
+	other := newCoord(t, p, useSrv)
+	admin := connect(t, srv.URL())
+	a, b, held := c.GetLock("skip-a"), c.GetLock("skip-b"), c.GetLock("skip-held")
+	s := c.lockSession(a.key)
+	require.Same(t, s, c.lockSession(b.key), "one lock session by default")
+	require.Same(t, s, c.lockSession(held.key))
+	// Both names registered first, so the batch below is all tries.
+	mustAcquire(t, a, NoWait)
+	require.NoError(t, a.Release(ctx(t)))
+	mustAcquire(t, other.GetLock("skip-b"), NoWait) // b busy elsewhere: its shared try takes no token
+	ok, err := b.AcquireShared(ctx(t), NoWait)
+	require.NoError(t, err)
+	require.False(t, ok)
+	mustAcquire(t, held, NoWait)
+	_, err = admin.Exec(ctx(t), `DO $$ BEGIN
+		EXECUTE format('ALTER SEQUENCE pgcoord.fencing_token MAXVALUE %s', (SELECT last_value FROM pgcoord.fencing_token));
+	END $$`)
+	require.NoError(t, err)
+
+	queued := func(n int) func() bool {
+		return func() bool {
+			s.bmu.Lock()
+			defer s.bmu.Unlock()
+			return len(s.batch.queue) == n
+		}
+	}
+	s.sem <- struct{}{} // a's try and b's go in one batch, a's first
+	aErr := make(chan error, 1)
+	go func() {
+		ok, err := a.Acquire(ctx(t), NoWait)
+		if ok {
+			err = errors.New("acquired with the sequence at its maximum")
+		}
+		aErr <- err
+	}()
+	require.Eventually(t, queued(1), 5*time.Second, time.Millisecond)
+	type result struct {
+		ok  bool
+		err error
+	}
+	bGot := make(chan result, 1)
+	go func() {
+		ok, err := b.AcquireShared(ctx(t), NoWait)
+		bGot <- result{ok, err}
+	}()
+	require.Eventually(t, queued(2), 5*time.Second, time.Millisecond)
+	<-s.sem
+
+	require.Error(t, <-aErr, "a's try failed (nextval)")
+	r := <-bGot
+	require.NoError(t, r.err, "b's shared try never ran in the batch: run alone, it finds b busy")
+	require.False(t, r.ok)
+	require.False(t, isClosed(held.Lost()), "the session and its holds stay")
+	require.Zero(t, c.Stats().Lost)
+	require.NoError(t, held.Release(ctx(t)))
 }

@@ -166,3 +166,55 @@ func TestBusySessionKeepsLeases(t *testing.T) {
 	require.Zero(t, lost.Load())
 	require.Zero(t, c.Stats().Lost)
 }
+
+// TestRefusedStatementsKeepLease: a lock session kept busy by statements
+// the server refuses (here every try fails: the fencing sequence is at its
+// maximum; a full lock table does the same) is heard from by each refusal,
+// which proves it alive after its send. Before, only statements that
+// succeeded counted, and the check leaves a busy session alone: the lease
+// ran out with the server answering, and the session's holds were reported
+// lost. (Found by a review helper.)
+func TestRefusedStatementsKeepLease(t *testing.T) {
+	t.Parallel()
+	srv := ownServer(t, nil) // the sequence at its maximum is this server's only
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.ConnString = srv.URL()
+		cfg.HeartbeatInterval = 50 * time.Millisecond
+		cfg.SessionTimeout = 0 // the default for that heartbeat: a lease of 1 s
+	})
+	held := c.GetLock("refused-held")
+	tries := make([]*Lock, 8)
+	for i := range tries {
+		tries[i] = c.GetLock(fmt.Sprintf("refused-%d", i))
+		mustAcquire(t, tries[i], NoWait) // registered before the sequence stops
+		require.NoError(t, tries[i].Release(ctx(t)))
+	}
+	mustAcquire(t, held, NoWait)
+	_, err := connect(t, srv.URL()).Exec(ctx(t), `DO $$ BEGIN
+		EXECUTE format('ALTER SEQUENCE pgcoord.fencing_token MAXVALUE %s', (SELECT last_value FROM pgcoord.fencing_token));
+	END $$`)
+	require.NoError(t, err)
+	end := time.Now().Add(3 * c.lease())
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for _, l := range tries {
+		wg.Go(func() {
+			for time.Now().Before(end) && !isClosed(held.Lost()) {
+				ok, err := l.Acquire(context.Background(), NoWait)
+				if ok {
+					t.Errorf("acquired %q with the sequence at its maximum", l.Name())
+					return
+				}
+				if err != nil {
+					refused.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Logf("%d tries refused in %v", refused.Load(), 3*c.lease())
+	require.Positive(t, refused.Load())
+	require.False(t, isClosed(held.Lost()), "the session's hold was reported lost while the server answered")
+	require.Zero(t, c.Stats().Lost)
+	require.NoError(t, held.Release(ctx(t)))
+}

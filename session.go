@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // sessionKind says what a session is for.
@@ -226,6 +227,16 @@ func (s *session) doLockedTries(ctx context.Context, tries int, fn func(ctx cont
 			return nil
 		}
 		if !conn.IsClosed() {
+			if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) {
+				// The server answered: the session was alive after the
+				// send, as for a statement that succeeded. Not counted, a
+				// session kept busy by statements the server refuses
+				// (a full lock table, the fencing sequence at its
+				// maximum) was neither heard from nor pinged (the check
+				// leaves a busy session alone), and its lease ran out
+				// with the server answering (TestRefusedStatementsKeepLease).
+				s.heardAt(sent)
+			}
 			return err
 		}
 		// pgx closes the connection on network errors and on cancellation;

@@ -131,8 +131,10 @@ func (s *session) dropConn(conn *pgx.Conn) {
 // be dropped all the same (a hold of the batch was refused: see sendBatch)
 // before the batch's unrun ops run again.
 type batchStmtError struct {
-	err  error
-	drop *pgx.Conn
+	err error
+	// conn is the connection the statement failed on; drop is conn too
+	// when it must be dropped before the ops that did not run run again.
+	conn, drop *pgx.Conn
 }
 
 func (e *batchStmtError) Error() string { return e.err.Error() }
