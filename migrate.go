@@ -121,6 +121,18 @@ func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) (e
 	if v, _, err := m.Version(); err == nil && isPreRelease(int64(v)) {
 		return preReleaseError(int64(v))
 	}
+	// A schema a newer pgcoord migrated (a rolling upgrade: this process
+	// is of the older release) has nothing this binary can apply, and
+	// golang-migrate would fail on it with "no migration found"; the
+	// schema check that follows (Start's, the CLI's) decides whether this
+	// binary can use it.
+	if v, dirty, err := m.Version(); err == nil && int64(v) > schemaVersion {
+		if dirty {
+			return fmt.Errorf("pgcoord: migrate: schema pgcoord is at version %d, marked dirty by a newer pgcoord (this one has migrations up to %d): run that pgcoord's migrate", v, schemaVersion)
+		}
+		log.Info("pgcoord: schema is newer than this pgcoord's migrations: nothing to migrate", slog.Uint64("version", uint64(v)))
+		return nil
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- m.Up() }()

@@ -150,6 +150,10 @@ func (s schemaState) String() string {
 	case len(s.Missing) > 0:
 		fmt.Fprintf(&b, "; incomplete: lacks %s (changed after migrating: restore them, or drop schema pgcoord and run 'pgcoord migrate')",
 			strings.Join(s.Missing, ", "))
+	case len(s.Available) > 0 && s.Version > s.Available[len(s.Available)-1]:
+		// A newer pgcoord migrated it (a rolling upgrade): this one has
+		// nothing to apply, and uses it if its objects are there.
+		b.WriteString("; newer than this pgcoord (nothing to apply; run the newer pgcoord's 'migrate --status')")
 	case len(s.Pending) == 0:
 		b.WriteString("; up to date")
 	default:

@@ -180,20 +180,85 @@ func TestMigratePreReleaseSchema(t *testing.T) {
 	require.NotContains(t, r.stderr, "no migration found")
 }
 
-// A schema changed by hand after migrating (a view dropped): the commands
-// name what is missing instead of failing on it later, and migrate says
-// that migrating cannot bring it back.
-func TestCommandsNameMissingObjects(t *testing.T) {
+// A schema a newer pgcoord migrated (a rolling upgrade, this binary the
+// older release): --status says so instead of "up to date", and migrate,
+// with nothing to apply, succeeds instead of failing with golang-migrate's
+// "no migration found for version N" (found by a review helper); the
+// commands use the schema.
+func TestMigrateNewerSchema(t *testing.T) {
 	t.Parallel()
+	newer := newestMigration() + 1
+	url := migratedAt(t, newer)
+
+	r := runCLI(t, "migrate", "--status", "--database-url", url)
+	require.Equal(t, exitOK, r.code)
+	require.Contains(t, r.stdout, fmt.Sprintf("pgcoord schema: version %d;", newer))
+	require.Contains(t, r.stdout, "; newer than this pgcoord (nothing to apply")
+	require.NotContains(t, r.stdout, "up to date")
+
+	r = runCLI(t, "migrate", "--database-url", url)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.NotContains(t, r.stderr, "no migration found")
+
+	r = runCLI(t, "members", "--database-url", url)
+	require.Equal(t, exitOK, r.code, r.stderr)
+}
+
+// newestMigration is this pgcoord's newest migration.
+func newestMigration() int {
+	vs := pgcoord.MigrationVersions()
+	return vs[len(vs)-1]
+}
+
+// migratedAt returns a fresh database migrated by this pgcoord, its
+// recorded version then set to version: as an older or newer pgcoord
+// would have left it (its objects are this release's).
+func migratedAt(t *testing.T, version int) string {
+	t.Helper()
+	return migratedThen(t, `UPDATE pgcoord.schema_migrations SET version = $1`, version)
+}
+
+// migratedThen returns a fresh database migrated by this pgcoord, then
+// changed by sql.
+func migratedThen(t *testing.T, sql string, args ...any) string {
+	t.Helper()
 	url := freshDatabase(t)
 	r := runCLI(t, "migrate", "--database-url", url)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	conn, err := pgx.Connect(context.Background(), url)
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
-	_, err = conn.Exec(context.Background(), `DROP VIEW pgcoord.leaders`)
+	_, err = conn.Exec(context.Background(), sql, args...)
 	require.NoError(t, err)
+	return url
+}
 
+// prune against a schema older than this pgcoord's migrations deletes
+// nothing and says to migrate: its deletes are this version's, run one by
+// one, and one of them failing on the older schema came after the others
+// had deleted (found by a review helper).
+func TestPruneRefusesOlderSchema(t *testing.T) {
+	t.Parallel()
+	older := newestMigration() - 1
+	url := migratedAt(t, older)
+
+	r := runCLI(t, "prune", "--database-url", url)
+	require.Equal(t, exitError, r.code)
+	require.Empty(t, r.stdout)
+	require.Contains(t, r.stderr, fmt.Sprintf("schema pgcoord is at version %d, older than this pgcoord's %d; run 'pgcoord migrate' first", older, older+1))
+
+	r = runCLI(t, "members", "--database-url", url)
+	require.Equal(t, exitOK, r.code, "the read commands take it as it is: %s", r.stderr)
+}
+
+// A schema changed by hand after migrating (a view dropped): the commands
+// name what is missing instead of failing on it later, and migrate says
+// that migrating cannot bring it back.
+func TestCommandsNameMissingObjects(t *testing.T) {
+	t.Parallel()
+	url := migratedThen(t, `DROP VIEW pgcoord.leaders`)
+
+	var r cliResult
 	for _, args := range [][]string{{"locks"}, {"members"}, {"leader", "x"}, {"migrate"}} {
 		r = runCLI(t, append(args, "--database-url", url)...)
 		require.Equal(t, exitError, r.code, "%v: %s", args, r.stderr)

@@ -42,6 +42,9 @@ func cmdPrune(a *app, args []string) int {
 		return a.fail(err)
 	}
 	defer closeConn(conn)
+	if err := requireCurrentSchema(ctx, conn); err != nil {
+		return a.fail(err)
+	}
 	res, err := pgcoord.PruneConn(ctx, conn, *olderThan)
 	if err != nil {
 		return a.fail(err)

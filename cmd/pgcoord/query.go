@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/pgcoord/pgcoord"
@@ -50,11 +51,33 @@ func connect(ctx context.Context, url, appName string) (*pgx.Conn, error) {
 	if cc.ConnectTimeout == 0 {
 		cc.ConnectTimeout = pgcoord.DefaultConnectTimeout
 	}
+	skipStandbys(cc)
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("connecting: %w", err)
 	}
 	return conn, nil
+}
+
+// skipStandbys moves a connection attempt on from a hot standby to the
+// next host, as the library's sessions do (docs/ha.md: pgcoord skips a
+// hot standby even without target_session_attrs), so that the commands
+// read and write the primary's tables. Before, a standby listed first
+// answered: members showed no live member, run's member row was left
+// (found by a review helper). With one host, it fails. A hot standby says
+// so in the in_hot_standby parameter as the session starts (PostgreSQL
+// 14+, the oldest pgcoord supports).
+func skipStandbys(cc *pgx.ConnConfig) {
+	prev := cc.ValidateConnect
+	cc.ValidateConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+		if pc.ParameterStatus("in_hot_standby") == "on" {
+			return fmt.Errorf("%s is a hot standby, not the primary", pc.Conn().RemoteAddr())
+		}
+		if prev != nil {
+			return prev(ctx, pc)
+		}
+		return nil
+	}
 }
 
 // closeConn closes conn even when the command's ctx was cancelled.
@@ -91,6 +114,22 @@ func requireSchema(ctx context.Context, conn *pgx.Conn) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("schema pgcoord lacks %s (changed after migrating: restore them, or drop schema pgcoord and run 'pgcoord migrate')",
 			strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// requireCurrentSchema refuses a schema older than this pgcoord's
+// migrations, for commands that write: the read commands take an older
+// schema as it is, but prune's deletes are this version's statements, run
+// one by one, and an older schema failed one of them part-way, after the
+// others had deleted (found by a review helper).
+func requireCurrentSchema(ctx context.Context, conn *pgx.Conn) error {
+	st := schemaState{Available: pgcoord.MigrationVersions()}
+	if err := readVersion(ctx, conn, &st); err != nil {
+		return err
+	}
+	if newest := st.Available[len(st.Available)-1]; st.Version < newest {
+		return fmt.Errorf("schema pgcoord is at version %d, older than this pgcoord's %d; run 'pgcoord migrate' first", st.Version, newest)
 	}
 	return nil
 }
