@@ -134,6 +134,7 @@ func (b *backend) open(ctx context.Context, redial bool) error {
 		if old := c.identity.Load(); old != nil && *old != id {
 			c.log.Warn("pgcoord: the control session is on another server now (a failover?); every other session follows it, and their holds are lost",
 				"was", old.String(), "now", id.String())
+			c.names.forget()
 		}
 		c.identity.Store(&id)
 	}

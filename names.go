@@ -37,6 +37,16 @@ func (n *nameCache) known(key int64, name string) bool {
 	return ok && got.name == name && time.Duration(monoNow()-got.at) < nameCacheTTL
 }
 
+// forget drops every name: the control session reached another server
+// (a failover), whose registry may lack rows the old one had (an
+// asynchronous standby's replay), so each name registers again on its
+// next use (docs/ha.md). Found by a review helper.
+func (n *nameCache) forget() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	clear(n.names)
+}
+
 func (n *nameCache) add(key int64, name string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

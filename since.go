@@ -178,21 +178,27 @@ func (c *Coordinator) flushSince() {
 			live[row{e.key, e.pid}] = true
 		}
 	}
+	// One row per key and backend: the earliest start of its live
+	// entries, those recorded before included (two shared holds on one
+	// session, the second recorded a flush after the first: the row keeps
+	// the first's start; TestSinceKeepsEarliestSharedStart), and a row both
+	// added and gone is only added. (c.since.recorded holds the live
+	// entries recorded so far and those added now.)
+	newest := map[row]int64{}
+	for _, e := range add {
+		newest[row{e.key, e.pid}] = e.at
+	}
+	for _, e := range c.since.recorded {
+		r := row{e.key, e.pid}
+		if at, ok := newest[r]; ok && e.at < at {
+			newest[r] = e.at
+		}
+	}
 	c.mu.Unlock()
 	if len(add) == 0 && len(gone) == 0 {
 		return
 	}
 
-	// One row per key and backend: the earliest start of its live
-	// entries (two shared holds on one session), and a row both added and
-	// gone is only added.
-	newest := map[row]int64{}
-	for _, e := range add {
-		r := row{e.key, e.pid}
-		if at, ok := newest[r]; !ok || e.at < at {
-			newest[r] = e.at
-		}
-	}
 	var p db.RecordSinceParams
 	var starts []int64
 	for r, at := range newest {

@@ -94,3 +94,23 @@ func TestShortHoldsWriteNothing(t *testing.T) {
 	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.lock_since WHERE key = $1`, l.Key()).Scan(&n))
 	require.Zero(t, n)
 }
+
+// Two shared holds of one key on one session share a held_locks row: its
+// since stays the first's while the first lives, though the second was
+// recorded a flush later. Before, the second's record overwrote it (found
+// by a review helper).
+func TestSinceKeepsEarliestSharedStart(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t))
+	first, second := c.GetLock("shared-since"), c.GetLock("shared-since")
+	before := time.Now()
+	mustAcquireShared(t, first, NoWait)
+	after := time.Now()
+	time.Sleep(4 * sinceRecordAfter) // the first's start recorded
+	mustAcquireShared(t, second, NoWait)
+	require.Equal(t, c.lockSession(first.Key()), c.lockSession(second.Key()))
+	time.Sleep(4 * sinceRecordAfter) // the second's too, a flush later
+	requireWithin(t, sinceOf(t, first.Key(), true), before, after, "the row's since, with both holds")
+	require.NoError(t, first.Release(ctx(t)))
+	require.NoError(t, second.Release(ctx(t)))
+}
