@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
 	pgxmigrate "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"github.com/jackc/pgx/v5"
@@ -109,6 +110,9 @@ func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) (e
 	if err := ensureSchema(ctx, target); err != nil {
 		return err
 	}
+	if err := awaitMigrateLock(ctx, target); err != nil {
+		return err
+	}
 
 	m, closeM, err := newMigratorDB(target.openDB())
 	if err != nil {
@@ -182,6 +186,51 @@ func newMigratorDB(sqlDB *sql.DB) (*migrate.Migrate, func(), error) {
 		return fail(err)
 	}
 	return m, func() { m.Close(); sqlDB.Close() }, nil
+}
+
+// awaitMigrateLock waits under ctx until golang-migrate's migration lock
+// is free, so that migrating waits for another process's migration only as
+// long as ctx allows. golang-migrate waits for that lock in its
+// constructor (pg_advisory_lock under context.Background), with no bound:
+// Start and `pgcoord migrate` behind a migration that did not end (one
+// whose DDL waits for an application's transaction, say) hung past their
+// ctx and ignored SIGTERM (found by a review helper;
+// TestMigrateHonoursCtxBehindAnotherMigration). The lock is released at
+// once and golang-migrate takes it: a process that takes it in between is
+// waited for unbounded again, a narrow window.
+func awaitMigrateLock(ctx context.Context, target migrationTarget) error {
+	conn, release, err := target.conn(ctx)
+	if err != nil {
+		return fmt.Errorf("pgcoord: migrate: connecting: %w", err)
+	}
+	defer release()
+	q := db.New()
+	dbName, err := q.CurrentDatabase(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("pgcoord: migrate: %w", err)
+	}
+	key, err := migrateLockKey(dbName)
+	if err != nil {
+		return err
+	}
+	if err := q.AwaitMigrateLock(ctx, conn, key); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = ctxErr
+		}
+		return fmt.Errorf("pgcoord: migrate: waiting for another process's migration of this database: %w", err)
+	}
+	return q.ReleaseMigrateLock(ctx, conn, key)
+}
+
+// migrateLockKey is the key of golang-migrate's migration lock for
+// database dbName: its pgx driver's, for schema pgcoord and table
+// schema_migrations (see newMigratorDB).
+func migrateLockKey(dbName string) (int64, error) {
+	id, err := database.GenerateAdvisoryLockId(dbName, "pgcoord", "schema_migrations")
+	if err != nil {
+		return 0, fmt.Errorf("pgcoord: migrate: %w", err)
+	}
+	return strconv.ParseInt(id, 10, 64)
 }
 
 // ensureSchema creates schema pgcoord, which must exist before

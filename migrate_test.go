@@ -151,3 +151,40 @@ func viewColumns(t testing.TB, conn *pgx.Conn, rel string) []string {
 	require.NoError(t, err)
 	return cols
 }
+
+// Migrate waits for another process's migration only as long as its ctx
+// allows: golang-migrate waits for its migration lock with no bound, and a
+// migration that did not end (its DDL waiting for an application's
+// transaction) held Migrate, Start and `pgcoord migrate` past their ctx
+// (found by a review helper). The lock is held here from another session,
+// as a migrating process holds it.
+func TestMigrateHonoursCtxBehindAnotherMigration(t *testing.T) {
+	t.Parallel()
+	srv := ownServer(t, nil)
+	holder := connect(t, srv.URL())
+	var dbName string
+	require.NoError(t, holder.QueryRow(ctx(t), `SELECT current_database()`).Scan(&dbName))
+	key, err := migrateLockKey(dbName)
+	require.NoError(t, err)
+	_, err = holder.Exec(ctx(t), `SELECT pg_advisory_lock($1)`, key)
+	require.NoError(t, err)
+	// However the code under test behaves, the lock goes after 10 s.
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		time.Sleep(10 * time.Second)
+		_, _ = holder.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, key)
+	}()
+
+	short, cancel := context.WithTimeout(ctx(t), time.Second)
+	defer cancel()
+	start := time.Now()
+	err = Migrate(short, srv.URL())
+	took := time.Since(start)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "waiting for another process's migration")
+	require.Less(t, took, 5*time.Second, "Migrate waited past its ctx")
+
+	<-released
+	require.NoError(t, Migrate(ctx(t), srv.URL()), "once the other migration is over")
+}

@@ -11,6 +11,19 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+const AwaitMigrateLock = `-- name: AwaitMigrateLock :exec
+SELECT pg_advisory_lock($1::bigint)
+`
+
+// Waits for golang-migrate's migration lock (a session advisory lock on
+// the key it derives from the database, schema and table names), under
+// the caller's ctx, which cancels the wait: golang-migrate's own wait for
+// it has no bound.
+func (q *Queries) AwaitMigrateLock(ctx context.Context, db DBTX, key int64) error {
+	_, err := db.Exec(ctx, AwaitMigrateLock, key)
+	return err
+}
+
 const CreateSchema = `-- name: CreateSchema :exec
 CREATE SCHEMA IF NOT EXISTS pgcoord
 `
@@ -20,6 +33,17 @@ CREATE SCHEMA IF NOT EXISTS pgcoord
 func (q *Queries) CreateSchema(ctx context.Context, db DBTX) error {
 	_, err := db.Exec(ctx, CreateSchema)
 	return err
+}
+
+const CurrentDatabase = `-- name: CurrentDatabase :one
+SELECT current_database()::text AS database
+`
+
+func (q *Queries) CurrentDatabase(ctx context.Context, db DBTX) (string, error) {
+	row := db.QueryRow(ctx, CurrentDatabase)
+	var database string
+	err := row.Scan(&database)
+	return database, err
 }
 
 const MigrationLock = `-- name: MigrationLock :exec
@@ -84,6 +108,15 @@ func (q *Queries) MissingSchemaObjects(ctx context.Context, db DBTX, arg Missing
 		return nil, err
 	}
 	return items, nil
+}
+
+const ReleaseMigrateLock = `-- name: ReleaseMigrateLock :exec
+SELECT pg_advisory_unlock($1::bigint)
+`
+
+func (q *Queries) ReleaseMigrateLock(ctx context.Context, db DBTX, key int64) error {
+	_, err := db.Exec(ctx, ReleaseMigrateLock, key)
+	return err
 }
 
 const SchemaExists = `-- name: SchemaExists :one

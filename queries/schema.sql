@@ -50,3 +50,16 @@ SELECT m.missing::text AS missing FROM (
             AND a.attnum > 0 AND NOT a.attisdropped)
 ) m
 ORDER BY m.kind, m.i;
+
+-- name: CurrentDatabase :one
+SELECT current_database()::text AS database;
+
+-- name: AwaitMigrateLock :exec
+-- Waits for golang-migrate's migration lock (a session advisory lock on
+-- the key it derives from the database, schema and table names), under
+-- the caller's ctx, which cancels the wait: golang-migrate's own wait for
+-- it has no bound.
+SELECT pg_advisory_lock(sqlc.arg(key)::bigint);
+
+-- name: ReleaseMigrateLock :exec
+SELECT pg_advisory_unlock(sqlc.arg(key)::bigint);
