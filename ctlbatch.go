@@ -34,7 +34,10 @@ import (
 // batches never wait for each other in a cycle. A statement error aborts
 // the whole transaction, so then every statement of the batch runs again
 // on its own, as it did before batching (errors are rare: a concurrent
-// first registration of a name, a lock timeout).
+// first registration of a name, a lock timeout). One refused for a lock
+// (an application's transaction holds a row it writes) is retried only
+// while its own caller waits, so it holds up the statements behind it no
+// longer than that.
 
 // errBatchFailed tells ctlFlush that a statement of the batch failed.
 var errBatchFailed = errors.New("pgcoord: a batched control statement failed")
@@ -68,6 +71,12 @@ type ctlOp struct {
 	// tries again later).
 	failed func()
 
+	// ctx is the caller's: a statement run on its own stops being retried
+	// (after a lock timeout) when it ends, so one statement that waits on
+	// an application's lock holds up the others no longer than its
+	// caller waits (see ctlFlush).
+	ctx context.Context
+
 	err error
 	// state: opPending, opDone (the result is the caller's), opGone (the
 	// caller stopped waiting: the result is nobody's).
@@ -100,6 +109,7 @@ func (c *Coordinator) ctlDo(ctx context.Context, op *ctlOp) error {
 		return err
 	}
 	op.done = make(chan struct{})
+	op.ctx = ctx
 	if !c.ctlSubmit(op) {
 		return ErrNotStarted
 	}
@@ -184,8 +194,13 @@ func (c *Coordinator) ctlFlush() {
 			op.err, op.again = nil, false
 		}
 		if len(ops) == 1 {
-			// On its own, with detached's retries, as before batching.
-			return ops[0].single(ctx, conn)
+			// On its own; a lock timeout is retried below, under its
+			// caller's ctx.
+			err := ops[0].single(ctx, conn)
+			if isLockTimeout(err) && !conn.IsClosed() {
+				return errBatchFailed
+			}
+			return err
 		}
 		b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(ops))}
 		for _, op := range ops {
@@ -193,12 +208,18 @@ func (c *Coordinator) ctlFlush() {
 		}
 		err := conn.SendBatch(ctx, b).Close()
 		var pgErr *pgconn.PgError
-		if err == nil || conn.IsClosed() || isLockTimeout(err) || !errors.As(err, &pgErr) {
-			// A broken connection (detached waits for the reconnect) or a
-			// lock timeout (detached pauses): the batch, whose
-			// transaction did not commit, runs again.
+		if err == nil || conn.IsClosed() || !errors.As(err, &pgErr) {
+			// A broken connection (detached waits for the reconnect):
+			// the batch, whose transaction did not commit, runs again.
 			return err
 		}
+		// A statement failed: a lock timeout too runs each statement on
+		// its own, each retried for as long as its own caller waits. Run
+		// again whole, the batch held every statement in it, and every
+		// statement submitted meanwhile, for the flush's whole bound
+		// behind one that waited for an application's lock (a helper
+		// saw a fresh name's registration fail after 3 s behind another
+		// name's; TestStuckControlStatementHoldsUpNoOther).
 		return errBatchFailed
 	})
 	if ops == nil {
@@ -211,12 +232,12 @@ func (c *Coordinator) ctlFlush() {
 		// its own, as each ran before batching.
 		err = nil
 		for _, op := range ops {
-			op.err = c.control.detachedSync(ctx, op.single)
+			op.err = c.runSingle(ctx, op)
 		}
 	} else if err == nil {
 		for _, op := range ops {
 			if op.again {
-				op.err = c.control.detachedSync(ctx, op.single)
+				op.err = c.runSingle(ctx, op)
 			}
 		}
 	}
@@ -232,4 +253,21 @@ func (c *Coordinator) ctlFlush() {
 		}
 		close(op.done)
 	}
+}
+
+// runSingle runs op on its own, within ctx (the flush's bound) and for no
+// longer than its caller waits: a statement whose caller has gone runs
+// not at all (nothing of it ran: the batch it was in did not commit), and
+// one refused for a lock is retried only while its caller waits.
+func (c *Coordinator) runSingle(ctx context.Context, op *ctlOp) error {
+	if op.state.Load() == opGone {
+		return context.Canceled
+	}
+	if op.ctx != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(op.ctx, cancel)()
+	}
+	return c.control.detachedSync(ctx, op.single)
 }

@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -158,4 +159,51 @@ func TestTicketStampedWithArrival(t *testing.T) {
 	// the two readings; the late stamp was off by the whole hold.
 	require.InDelta(t, clientAge.Seconds(), got.Seconds(), (held / 2).Seconds(),
 		"ticket age on the server %v, wait's age %v", got, clientAge)
+}
+
+// One control statement that waits for an application's lock holds up
+// the others no longer than its own caller waits. Here a name's
+// registration must rewrite its row (last_used is old) while an outside
+// transaction holds the row; its Acquire gives up after 300 ms, and a
+// fresh name's Acquire, submitted meanwhile, registers and succeeds.
+// Before, the flush ran the stuck statement again for its whole bound
+// (opTimeout, 7 s), with every statement submitted meanwhile waiting
+// behind it: the fresh name's Acquire failed after 3 s (found by a review
+// helper).
+func TestStuckControlStatementHoldsUpNoOther(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	first := newCoord(t, p)
+	stuck := first.GetLock("stuck")
+	mustAcquire(t, stuck, NoWait) // registered
+	require.NoError(t, stuck.Release(ctx(t)))
+	_, err := testPool.Exec(ctx(t), `UPDATE pgcoord.locks SET last_used = now() - interval '5 minutes' WHERE key = $1`, stuck.Key())
+	require.NoError(t, err)
+	tx, err := testPool.Begin(ctx(t))
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	_, err = tx.Exec(ctx(t), `SELECT 1 FROM pgcoord.locks WHERE key = $1 FOR UPDATE`, stuck.Key())
+	require.NoError(t, err)
+
+	c := newCoord(t, p)
+	gaveUp := make(chan error, 1)
+	go func() {
+		short, cancel := context.WithTimeout(ctx(t), 300*time.Millisecond)
+		defer cancel()
+		ok, err := c.GetLock("stuck").Acquire(short, NoWait)
+		if ok {
+			err = errors.New("registered through the outside transaction's row lock")
+		}
+		gaveUp <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	fresh, cancel := context.WithTimeout(ctx(t), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	ok, err := c.GetLock("fresh").Acquire(fresh, NoWait)
+	took := time.Since(start)
+	require.NoError(t, err, "the fresh name's registration waited behind the stuck one (%v)", took)
+	require.True(t, ok)
+	require.ErrorIs(t, <-gaveUp, context.DeadlineExceeded)
+	t.Logf("the fresh name's Acquire took %v", took)
 }
