@@ -215,7 +215,13 @@ func (c *Coordinator) flushSince() {
 	}
 	ctx, cancel := context.WithTimeout(ownWork(c.runCtx), 5*time.Second)
 	defer cancel()
-	err := c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+	// detachedSync, not detached: it returns once the statement has run
+	// or will not, so an error below means it did not insert. Under
+	// detached, a control session busy past ctx returned the timeout with
+	// the statement still queued, which later inserted rows for holds
+	// that had ended meanwhile, and nothing deleted them
+	// (TestSinceRowOfEndedHoldGoes).
+	err := c.control.detachedSync(ctx, func(ctx context.Context, conn *pgx.Conn) error {
 		if len(starts) > 0 {
 			offset, err := c.since.clock.sample(ctx, c.q, conn)
 			if err != nil {
@@ -242,6 +248,10 @@ func (c *Coordinator) flushSince() {
 		}
 		c.since.recorded = slicesWithout(c.since.recorded, len(add))
 		c.since.gone = append(c.since.gone, gone...)
+		// A statement whose connection broke may have committed with its
+		// reply lost: its added rows are deleted next time, unless their
+		// entries are added again (a row both added and gone is added).
+		c.since.gone = append(c.since.gone, add...)
 		c.mu.Unlock()
 		if c.runCtx.Err() == nil {
 			c.log.Debug("pgcoord: recording held_locks.since failed; retrying", "err", err)

@@ -1,6 +1,7 @@
 package pgcoord
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -113,4 +114,51 @@ func TestSinceKeepsEarliestSharedStart(t *testing.T) {
 	requireWithin(t, sinceOf(t, first.Key(), true), before, after, "the row's since, with both holds")
 	require.NoError(t, first.Release(ctx(t)))
 	require.NoError(t, second.Release(ctx(t)))
+}
+
+// A hold's lock_since row goes once the hold has ended, even when the
+// control session was busy for longer than the flush's 5 s bound while
+// the row was being recorded. Before, the flush gave up with its
+// statement still queued for the session; the statement inserted the row
+// later, after the hold had ended, and nothing deleted it: later short
+// holds of the key on that session showed its stale since (found by a
+// review helper).
+func TestSinceRowOfEndedHoldGoes(t *testing.T) {
+	t.Parallel()
+	srv := ownServer(t, nil) // awaitSleep looks at the whole server
+	c := newCoord(t, testPrefix(t), func(cfg *Config) {
+		cfg.ConnString = srv.URL()
+		// A lease far longer than the control session's busy spell.
+		cfg.HeartbeatInterval = 2 * time.Second
+		cfg.SessionTimeout = 20 * time.Second
+	})
+	admin := connect(t, srv.URL())
+	l := c.GetLock("late-since")
+	mustAcquire(t, l, NoWait) // registered: the acquire below needs no control statement
+	require.NoError(t, l.Release(ctx(t)))
+
+	busy := make(chan error, 1)
+	go func() {
+		busy <- c.control.do(context.Background(), func(ctx context.Context, conn *pgx.Conn) error {
+			_, err := conn.Exec(ctx, `SELECT pg_sleep(6.5)`)
+			return err
+		})
+	}()
+	awaitSleep(t, admin, "the control session is busy")
+	mustAcquire(t, l, NoWait)
+	// The hold ends while the flush that found it still waits for the
+	// session, which stays busy past that flush's 5 s.
+	time.Sleep(2 * time.Second)
+	require.NoError(t, l.Release(ctx(t)))
+	require.NoError(t, <-busy)
+
+	rows := func() int {
+		var n int
+		require.NoError(t, admin.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.lock_since WHERE key = $1`, l.Key()).Scan(&n))
+		return n
+	}
+	require.Eventually(t, func() bool { return rows() == 0 }, 3*time.Second, 10*time.Millisecond,
+		"the ended hold's row stays")
+	time.Sleep(500 * time.Millisecond) // and no late statement writes it again
+	require.Zero(t, rows())
 }
