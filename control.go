@@ -42,9 +42,17 @@ func (s *session) interrupt() {
 	s.listenMu.Lock()
 	defer s.listenMu.Unlock()
 	if s.listening {
-		if r := s.raw.Load(); r != nil {
-			_ = r.SetReadDeadline(time.Now())
-		}
+		s.readDeadlineNow()
+	}
+}
+
+// readDeadlineNow ends the read s's connection is blocked in (the
+// listener's wait for a notification, a statement's reply), if it has a
+// connection; the caller makes sure a read is under way that may be ended
+// (see listenMu, lightMu).
+func (s *session) readDeadlineNow() {
+	if r := s.raw.Load(); r != nil {
+		_ = r.SetReadDeadline(time.Now())
 	}
 }
 

@@ -251,8 +251,6 @@ func (s *session) interruptLight() {
 	s.lightMu.Lock()
 	defer s.lightMu.Unlock()
 	if s.inLight {
-		if r := s.raw.Load(); r != nil {
-			_ = r.SetDeadline(time.Now())
-		}
+		s.readDeadlineNow()
 	}
 }

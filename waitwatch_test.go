@@ -84,10 +84,7 @@ func TestWaitWatchContextIsLazy(t *testing.T) {
 // machine, so the test asks for one such grant in five tries.
 func TestFirstSliceGrantMakesNoContext(t *testing.T) {
 	t.Parallel()
-	p := testPrefix(t)
-	holder := newCoord(t, p).GetLock("handoff")
-	wc := newCoord(t, p)
-	waiter := wc.GetLock("handoff")
+	holder, wc, waiter := contenders(t, "handoff")
 	handoff := func() int64 {
 		mustAcquire(t, holder, NoWait)
 		before := wc.deadlocks.made.Load()
@@ -119,15 +116,22 @@ func TestFirstSliceGrantMakesNoContext(t *testing.T) {
 	t.Fatalf("every handoff made a context: %v", made)
 }
 
+// contenders returns a Lock of a coordinator of its own on name, and the
+// waiting coordinator and its Lock on the same name.
+func contenders(t *testing.T, name string) (holder *Lock, wc *Coordinator, waiter *Lock) {
+	t.Helper()
+	p := testPrefix(t)
+	holder = newCoord(t, p).GetLock(name)
+	wc = newCoord(t, p)
+	return holder, wc, wc.GetLock(name)
+}
+
 // TestStopEndsFirstSliceWait: Stop ends a wait whose first slice runs
-// under no context (see waitWatch) when the slice ends, within
-// queueAfter, and the wait fails.
+// under no context (see waitWatch) by moving its socket's deadline to now
+// (interruptLight), and the wait fails.
 func TestStopEndsFirstSliceWait(t *testing.T) {
 	t.Parallel()
-	p := testPrefix(t)
-	holder := newCoord(t, p).GetLock("stopped")
-	wc := newCoord(t, p)
-	waiter := wc.GetLock("stopped")
+	holder, wc, waiter := contenders(t, "stopped")
 	mustAcquire(t, holder, NoWait)
 	// Warm: the wait session is open, so the next wait's first slice is
 	// light.
