@@ -53,6 +53,12 @@ type Election struct {
 	mu          sync.Mutex
 	campaigning bool
 	term        *term
+
+	// testHook, set by a test before Campaign, runs in begin after the
+	// previous term is read ("read") and after this term is recorded
+	// ("recorded"), so that a test can order two members' steps where the
+	// server alone cannot (graceread_test.go). nil otherwise.
+	testHook func(stage string)
 }
 
 // term is one leadership of an Election: from Campaign's success to Resign

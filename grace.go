@@ -48,6 +48,9 @@ func (e *Election) begin(ctx context.Context, t *term) error {
 	if err != nil {
 		return fmt.Errorf("pgcoord: election %q: reading the previous term: %w", e.full, err)
 	}
+	if e.testHook != nil {
+		e.testHook("read")
+	}
 	var read int64 // the token of the term read, 0 when none
 	if found {
 		read = prev.Token
@@ -68,6 +71,9 @@ func (e *Election) begin(ctx context.Context, t *term) error {
 	})
 	if err != nil {
 		return fmt.Errorf("pgcoord: election %q: recording the term: %w", e.full, c.stoppedOr(err))
+	}
+	if e.testHook != nil {
+		e.testHook("recorded")
 	}
 	// lostReply is the heartbeat (s) by which a grace is owed when the
 	// write's first run committed and its reply was lost: 0 otherwise.

@@ -19,10 +19,6 @@ import (
 // at once, beside a predecessor that had recorded its term and led unaware.
 // Now the successor's term records which term it replaced, and one it did
 // not read is waited for as any unresigned predecessor is.
-//
-// The test makes the order certain: a row lock held by the test stops both
-// terms' writes, the predecessor's first, until the predecessor's session
-// has been killed and the successor has read the old term.
 func TestGraceForTermRecordedAfterRead(t *testing.T) {
 	t.Parallel()
 	a, b, resA, resB, killed := lateTermRace(t, ctx(t))
@@ -45,11 +41,14 @@ func TestGraceForTermRecordedAfterRead(t *testing.T) {
 // and no successor owes it a grace.
 func TestFailedCampaignLeavesNoTerm(t *testing.T) {
 	t.Parallel()
-	short, cancel := context.WithTimeout(ctx(t), 1500*time.Millisecond)
+	bctx, cancel := context.WithCancel(ctx(t))
 	defer cancel()
-	a, b, resA, resB, _ := lateTermRace(t, short)
+	a, b, resA, resB, _ := lateTermRace(t, bctx)
+	// b's term is recorded and b waits out the grace (2.5 heartbeats)
+	// owed to a's: its ctx ends now.
+	cancel()
 	<-resA
-	require.ErrorIs(t, <-resB, context.DeadlineExceeded, "b's ctx ends during the grace")
+	require.ErrorIs(t, <-resB, context.Canceled, "b's ctx ends during the grace")
 	var member string
 	var resigned bool
 	require.NoError(t, testPool.QueryRow(ctx(t), `SELECT member_id, resigned_at IS NOT NULL FROM pgcoord.elections WHERE election = $1`,
@@ -62,8 +61,16 @@ func TestFailedCampaignLeavesNoTerm(t *testing.T) {
 // lateTermRace sets up a term recorded after its successor read the one
 // before, and returns the predecessor a's and the successor b's Elections,
 // their Campaigns' results (b's under bctx) and when a's session was
-// killed. A row lock held by the test stops both terms' writes, a's first,
-// until a's session has been killed and b has read the old term.
+// killed. It returns once b's term is recorded, replacing a's, and b waits
+// out the grace owed to a.
+//
+// The order is made certain, not left to the server: a row lock held by
+// the test stops a's term's write; b, granted the lock once a's session is
+// killed, reads the old term and is held there (Election.testHook) while
+// the row lock goes and a's term commits; a is held after its write until
+// b's has replaced it. (Left to the row lock alone, the two writes'
+// order was not certain: each control statement gives up a lock wait after
+// controlLockTimeout and tries again, so b's could go first; CI saw it.)
 func lateTermRace(t *testing.T, bctx context.Context) (a, b *Election, resA, resB <-chan error, killed time.Time) {
 	t.Helper()
 	p := testPrefix(t)
@@ -80,19 +87,51 @@ func lateTermRace(t *testing.T, bctx context.Context) (a, b *Election, resA, res
 	require.NoError(t, err)
 	_, err = admin.Exec(ctx(t), `SELECT FROM pgcoord.elections WHERE election = $1 FOR UPDATE`, a.full)
 	require.NoError(t, err)
-	termWrites := func() int { // a's and b's, waiting for the row
-		var n int
-		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%take\_term(%' AND application_name IN ($1, $2)`,
-			ca.sessionTag, cb.sessionTag).Scan(&n))
-		return n
+
+	aRecorded, aGo := make(chan struct{}), make(chan struct{})
+	bRead, bGo, bRecorded := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	park := func(signal, gate chan struct{}) {
+		close(signal)
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-ctx(t).Done():
+			}
+		}
+	}
+	a.testHook = func(stage string) {
+		if stage == "recorded" {
+			park(aRecorded, aGo)
+		}
+	}
+	b.testHook = func(stage string) {
+		switch stage {
+		case "read":
+			park(bRead, bGo)
+		case "recorded":
+			park(bRecorded, nil)
+		}
+	}
+	within := func(ch chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal(what)
+		}
 	}
 
 	// a wins the lock; its term's write waits for the row.
 	resA = campaign(t, a, "a")
-	require.Eventually(t, func() bool { return termWrites() == 1 }, 10*time.Second, time.Millisecond)
-	// b waits for the lock; a's session dies; b is granted the lock, reads
-	// the resigned term, and its write waits behind a's.
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%take\_term(%' AND application_name = $1`,
+			ca.sessionTag).Scan(&n))
+		return n == 1
+	}, 10*time.Second, time.Millisecond)
+	// b waits for the lock; a's session dies; b is granted the lock and
+	// reads the resigned term.
 	rb := make(chan error, 1)
 	go func() { rb <- b.Campaign(bctx, "b") }()
 	resB = rb
@@ -102,11 +141,15 @@ func lateTermRace(t *testing.T, bctx context.Context) (a, b *Election, resA, res
 	_, err = testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
 	require.NoError(t, err)
 	killed = time.Now()
-	require.Eventually(t, func() bool { return termWrites() == 2 }, 10*time.Second, time.Millisecond)
+	within(bRead, "b did not read the previous term")
 
-	// a's term commits, then b's.
+	// a's term commits, then b's replaces it.
 	_, err = admin.Exec(ctx(t), `ROLLBACK`)
 	require.NoError(t, err)
+	within(aRecorded, "a's term was not recorded")
+	close(bGo)
+	within(bRecorded, "b's term was not recorded")
+	close(aGo)
 	return a, b, resA, resB, killed
 }
 
