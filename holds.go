@@ -280,8 +280,9 @@ func (c *Coordinator) release(ctx context.Context, h *hold) error {
 	c.mu.Lock()
 	if h.ended && h.dropped {
 		// The unlock failed, and closing the session released the lock
-		// instead: released all the same.
+		// instead: released all the same, once its backend has exited.
 		c.mu.Unlock()
+		c.awaitDropped(ctx, h.pid)
 		c.local.free(h.key, &h.entry)
 		if s.kind == sessionWait {
 			c.waits.put(s, false)

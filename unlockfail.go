@@ -117,6 +117,25 @@ func (s *session) dropForUnlock(conn *pgx.Conn, h *hold, err error) {
 	s.dropConn(conn)
 }
 
+// awaitDropped waits until pid, the backend of a session closed because an
+// unlock failed on it (see dropForUnlock), holds no lock, for at most
+// awaitGoneMax, on the control session. Release reports such a lock
+// released, so it must be free for others when Release returns; but the
+// server frees a closed session's locks only once its backend has exited,
+// a moment after the client closed the socket (TestFailedUnlockFreesLock
+// found the lock still held after Release in 1 of a few CI runs).
+func (c *Coordinator) awaitDropped(ctx context.Context, pid int32) {
+	if pid == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), awaitGoneMax)
+	defer cancel()
+	_ = c.control.detached(ctx, func(ctx context.Context, conn *pgx.Conn) error {
+		c.control.awaitGone(ctx, conn, pid)
+		return nil
+	})
+}
+
 // dropConn closes conn, on which a statement just failed or must not be
 // trusted; called with sem held, inside doLocked, which then sees the
 // connection closed and treats the session as broken.
