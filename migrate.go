@@ -148,6 +148,9 @@ func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) (e
 		<-done
 		return ctx.Err()
 	}
+	if d := (migrate.ErrDirty{}); errors.As(err, &d) {
+		return dirtyError(d)
+	}
 	if err != nil && !errors.Is(err, migrate.ErrNoChange) {
 		return fmt.Errorf("pgcoord: migrate: %w", err)
 	}
@@ -304,6 +307,29 @@ func poolTarget(pool *pgxpool.Pool) migrationTarget {
 		openDB: func() *sql.DB { return stdlib.OpenDBFromPool(pool) },
 		user:   pool.Config().ConnConfig.User,
 	}
+}
+
+// dirtyError says what to do with a schema golang-migrate marked dirty at
+// version d.Version: that migration began and did not finish, and
+// golang-migrate's own "Fix and force version" names a command pgcoord has
+// not. Each migration file runs as one statement string, one transaction:
+// a file that failed left nothing of itself, and the schema is as the
+// version before it left it; only a process stopped between the file's
+// commit and the clearing of the mark leaves the file applied. (Not
+// wrapped: golang-migrate's types are not part of pgcoord's API.)
+func dirtyError(d migrate.ErrDirty) error {
+	mark := "DELETE FROM pgcoord.schema_migrations" // the first one: no version before it
+	for _, v := range MigrationVersions() {
+		if v < d.Version {
+			mark = fmt.Sprintf("UPDATE pgcoord.schema_migrations SET version = %d, dirty = false", v)
+		}
+	}
+	return fmt.Errorf("pgcoord: migrate: schema pgcoord is marked dirty at version %d: that migration began and did not finish. "+
+		"A migration runs as one transaction, so if it failed nothing of it stayed: fix what made it fail "+
+		"(the error of the run that failed), then run `%s;` and migrate again. "+
+		"If instead its process was stopped after the migration committed, run "+
+		"`UPDATE pgcoord.schema_migrations SET dirty = false;` (docs/cli.md, \"A dirty schema\")",
+		d.Version, mark)
 }
 
 // MigrationVersions returns the versions of the embedded migrations in

@@ -142,11 +142,12 @@ func (s schemaState) String() string {
 	default:
 		fmt.Fprintf(&b, "pgcoord schema: version %d", s.Version)
 	}
-	if s.Dirty {
-		b.WriteString(" (dirty: a migration failed part-way; see pgcoord.schema_migrations)")
-	}
 	fmt.Fprintf(&b, "; this pgcoord has %s", versionRange(s.Available))
 	switch {
+	case s.Dirty:
+		// Not "up to date" nor "pending" from the version: that version's
+		// migration did not finish, and migrate refuses to go on.
+		fmt.Fprintf(&b, "; dirty: migration %d began and did not finish (run 'pgcoord migrate' to see what to do)", s.Version)
 	case len(s.Missing) > 0:
 		fmt.Fprintf(&b, "; incomplete: lacks %s (changed after migrating: restore them, or drop schema pgcoord and run 'pgcoord migrate')",
 			strings.Join(s.Missing, ", "))

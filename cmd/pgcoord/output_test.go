@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -267,4 +269,44 @@ func TestCommandsNameMissingObjects(t *testing.T) {
 	r = runCLI(t, "migrate", "--status", "--database-url", url)
 	require.Equal(t, exitOK, r.code)
 	require.Contains(t, r.stdout, "; incomplete: lacks relation pgcoord.leaders (changed after migrating")
+}
+
+// A migration that failed leaves the schema marked dirty at its version,
+// with nothing of it applied (one transaction). --status says so (not "up
+// to date"), migrate says what to do (golang-migrate's "Fix and force
+// version" names a command pgcoord has not), and doing it works.
+func TestMigrateDirtySchema(t *testing.T) {
+	t.Parallel()
+	newest := newestMigration()
+	downs, err := filepath.Glob(fmt.Sprintf("../../migrations/%04d_*.down.sql", newest))
+	require.NoError(t, err)
+	require.Len(t, downs, 1)
+	down, err := os.ReadFile(downs[0])
+	require.NoError(t, err)
+	// The state the newest migration leaves when it fails: undone, and
+	// its version marked dirty.
+	url := migratedThen(t, string(down)+`; UPDATE pgcoord.schema_migrations SET version = `+strconv.Itoa(newest)+`, dirty = true`)
+
+	r := runCLI(t, "migrate", "--status", "--database-url", url)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, fmt.Sprintf("dirty: migration %d began and did not finish", newest))
+	require.NotContains(t, r.stdout, "up to date")
+
+	r = runCLI(t, "migrate", "--database-url", url)
+	require.Equal(t, exitError, r.code, r.stderr)
+	require.NotContains(t, r.stderr, "force version")
+	vs := pgcoord.MigrationVersions()
+	fix := fmt.Sprintf("UPDATE pgcoord.schema_migrations SET version = %d, dirty = false;", vs[len(vs)-2])
+	require.Contains(t, r.stderr, "`"+fix+"`")
+
+	conn, err := pgx.Connect(context.Background(), url)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(context.Background(), fix)
+	require.NoError(t, err)
+	r = runCLI(t, "migrate", "--database-url", url)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	require.Contains(t, r.stdout, fmt.Sprintf("applied %d, now at version %d", newest, newest))
+	r = runCLI(t, "migrate", "--status", "--database-url", url)
+	require.Contains(t, r.stdout, "up to date")
 }
