@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
@@ -80,6 +82,8 @@ type migrationTarget struct {
 	// user is the role migrations log in as, for advice when it lacks a
 	// right ("" when unknown).
 	user string
+	// beforeUp, set by a test, runs just before golang-migrate's Up.
+	beforeUp func()
 }
 
 // connTarget migrates over new connections from cc (with Config.Pool's
@@ -138,6 +142,9 @@ func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) (e
 		return nil
 	}
 
+	if target.beforeUp != nil {
+		target.beforeUp()
+	}
 	done := make(chan error, 1)
 	go func() { done <- m.Up() }()
 	select {
@@ -188,6 +195,14 @@ func newMigratorDB(sqlDB *sql.DB) (*migrate.Migrate, func(), error) {
 	if err != nil {
 		return fail(err)
 	}
+	// Up waits for the migration lock with no timeout of its own, as the
+	// constructor above did (awaitMigrateLock bounds the wait by ctx
+	// before both). golang-migrate's 15 s default gives up on the wait but
+	// leaves the lock statement running: it takes the lock later, on a
+	// connection that then goes back to MigratePool's pool holding it, and
+	// every later migration of the database waits for it for as long as
+	// that connection lives (TestMigrateLockWaitLeavesNoLock).
+	m.LockTimeout = migrateLockWaitForever
 	return m, func() { m.Close(); sqlDB.Close() }, nil
 }
 
@@ -200,7 +215,8 @@ func newMigratorDB(sqlDB *sql.DB) (*migrate.Migrate, func(), error) {
 // ctx and ignored SIGTERM (found by a review helper;
 // TestMigrateHonoursCtxBehindAnotherMigration). The lock is released at
 // once and golang-migrate takes it: a process that takes it in between is
-// waited for unbounded again, a narrow window.
+// waited for unbounded again, a narrow window (unbounded, rather than given
+// up on and leaked: see newMigratorDB).
 func awaitMigrateLock(ctx context.Context, target migrationTarget) error {
 	conn, release, err := target.conn(ctx)
 	if err != nil {
@@ -224,6 +240,10 @@ func awaitMigrateLock(ctx context.Context, target migrationTarget) error {
 	}
 	return q.ReleaseMigrateLock(ctx, conn, key)
 }
+
+// migrateLockWaitForever is golang-migrate's LockTimeout: about 146
+// years (see newMigratorDB).
+const migrateLockWaitForever = time.Duration(math.MaxInt64)
 
 // migrateLockKey is the key of golang-migrate's migration lock for
 // database dbName: its pgx driver's, for schema pgcoord and table

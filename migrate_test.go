@@ -3,6 +3,7 @@ package pgcoord
 import (
 	"context"
 	"io/fs"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 )
 
@@ -187,4 +189,53 @@ func TestMigrateHonoursCtxBehindAnotherMigration(t *testing.T) {
 
 	<-released
 	require.NoError(t, Migrate(ctx(t), srv.URL()), "once the other migration is over")
+}
+
+// MigratePool whose golang-migrate Up finds the migration lock taken (by a
+// process that took it after awaitMigrateLock looked) waits for it, and
+// leaves no lock behind. With golang-migrate's default LockTimeout (15 s)
+// Up failed after 15 s while its lock statement ran on, took the lock once
+// the other process let it go, and the pool got that connection back
+// holding it: every later migration of the database then waited for it.
+func TestMigrateLockWaitLeavesNoLock(t *testing.T) {
+	t.Parallel()
+	srv := ownServer(t, nil)
+	require.NoError(t, Migrate(ctx(t), srv.URL()))
+	pool, err := pgxpool.New(ctx(t), srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	holder := connect(t, srv.URL())
+	var dbName string
+	require.NoError(t, holder.QueryRow(ctx(t), `SELECT current_database()`).Scan(&dbName))
+	key, err := migrateLockKey(dbName)
+	require.NoError(t, err)
+
+	// The other process takes the lock just before Up, and holds it past
+	// golang-migrate's default LockTimeout.
+	const held = 15*time.Second + 500*time.Millisecond
+	target := poolTarget(pool)
+	released := make(chan struct{})
+	target.beforeUp = func() {
+		_, err := holder.Exec(ctx(t), `SELECT pg_advisory_lock($1)`, key)
+		require.NoError(t, err)
+		go func() {
+			defer close(released)
+			time.Sleep(held)
+			_, _ = holder.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, key)
+		}()
+	}
+	start := time.Now()
+	err = migrateTo(ctx(t), target, slog.Default())
+	t.Logf("migrateTo returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+	<-released
+	require.NoError(t, err, "Up waits for the other migration")
+
+	// No connection of the pool holds an advisory lock, and another
+	// migration of the database takes the lock at once.
+	var n int
+	require.NoError(t, holder.QueryRow(ctx(t), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()`).Scan(&n))
+	require.Zero(t, n, "a lock left behind")
+	short, cancel := context.WithTimeout(ctx(t), 5*time.Second)
+	defer cancel()
+	require.NoError(t, MigratePool(short, pool))
 }
