@@ -80,7 +80,11 @@ func (d *deadlock) describe() string {
 			b.WriteString(", which")
 		}
 		if n.shared && len(n.keys) == 1 && !next.holdsConflicting(n.keys[0], true) {
-			fmt.Fprintf(&b, " waits for %s (shared), queued behind the exclusive wait of %s", n.name, next)
+			if _, held := next.held[n.keys[0]]; held {
+				fmt.Fprintf(&b, " waits for %s (shared), queued behind a writer that waits for %s", n.name, next)
+			} else {
+				fmt.Fprintf(&b, " waits for %s (shared), queued behind the exclusive wait of %s", n.name, next)
+			}
 			continue
 		}
 		fmt.Fprintf(&b, " waits for %s held by %s", n.name, next)
@@ -100,11 +104,19 @@ func (n *waitNode) holdsConflicting(key int64, shared bool) bool {
 // exclusive waits for it (a reader queues behind a waiting writer, in this
 // process's local table and on the server alike). w itself counts when it
 // holds the key it waits for (two Locks of one name in one goroutine).
+//
+// A shared wait of a lock is blocked by the shared holders too: a reader
+// that waits long waits either for an exclusive holder (then the only
+// holder) or behind a writer (in the local table, the server's queue, the
+// queue across members, or holding the writer's intent), and that writer
+// waits for every holder. The writer itself is often not in nodes: a wait
+// that answers for no hold is not published (longWaitParams), and an
+// AcquireTx is never (TestDeadlockReaderBehindIdleWriter).
 func blockers(nodes []*waitNode, w *waitNode, key int64) []*waitNode {
 	var out []*waitNode
 	for _, v := range nodes {
 		switch {
-		case v.holdsConflicting(key, w.shared):
+		case v.holdsConflicting(key, w.shared && len(w.keys) != 1):
 			out = append(out, v)
 		case w.shared && len(w.keys) == 1 && v != w && !v.shared && slices.Contains(v.keys, key):
 			out = append(out, v)
