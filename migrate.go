@@ -33,7 +33,7 @@ import (
 var migrationFiles embed.FS
 
 // schemaVersion is the migration version this code needs (the highest file).
-const schemaVersion = 107
+const schemaVersion = 108
 
 // firstReleaseVersion is the version of the first released migration
 // (v0.1.0, which squashed the pre-release history 1..13). A schema whose
