@@ -26,11 +26,10 @@ func TestDeadlockReaderBehindIdleWriter(t *testing.T) {
 	a, b, c := newCoord(t, p), newCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 }), newCoord(t, p)
 	const long = 8 * time.Second
 	type result struct {
-		who      string
-		ok       bool
-		err      error
-		took     time.Duration
-		closedAt time.Time
+		who  string
+		ok   bool
+		err  error
+		took time.Duration
 	}
 	out := make(chan result, 3)
 	readK := a.GetLock("k")
@@ -45,7 +44,21 @@ func TestDeadlockReaderBehindIdleWriter(t *testing.T) {
 		}
 		out <- result{who: "B writes k", ok: ok, err: err, took: time.Since(began)}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// B's wait holds k's writer intent (a two-int advisory key).
+	key := writeK.Key()
+	intentHi, intentLo := int64(uint32(int32(key>>32)^1431655765)), int64(uint32(key))
+	onK := func(granted bool) int {
+		var n int
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = $1
+			AND ((objsubid = 2 AND classid::bigint = $2 AND objid::bigint = $3)
+			  OR (objsubid = 1 AND classid::bigint = $4 AND objid::bigint = $3))`,
+			granted, intentHi, intentLo, int64(uint32(key>>32))).Scan(&n))
+		return n
+	}
+	// Its first far wait (100 ms) drops the intent as it ends; the second,
+	// with a ticket, holds it for as long as B waits.
+	require.Eventually(t, func() bool { return b.Stats().WaitsBeyondBudget >= 2 && onK(true) >= 2 }, 10*time.Second, time.Millisecond,
+		"B holds k's writer intent (beside A's shared hold of k) in its second far wait")
 
 	holdR := c.GetLock("r")
 	mustAcquire(t, holdR, NoWait)
@@ -59,7 +72,10 @@ func TestDeadlockReaderBehindIdleWriter(t *testing.T) {
 		_ = holdR.Release(context.Background())
 		out <- result{who: "C reads k", ok: ok, err: err, took: time.Since(began)}
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// C's read waits, on the server (for the intent or k) or beyond its
+	// budget.
+	require.Eventually(t, func() bool { return onK(false) > 0 || c.Stats().WaitsBeyondBudget > 0 }, 10*time.Second, time.Millisecond,
+		"C's read waits behind B")
 	select {
 	case r := <-out:
 		t.Fatalf("%s ended before the cycle closed: %v %v", r.who, r.ok, r.err)
@@ -125,7 +141,9 @@ func TestAcquireSharedTxAgainBesideWaitingWriter(t *testing.T) {
 			SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted
 			  AND classid::bigint = ((($1::bigint >> 32)::integer # 1431655765)::bigint & 4294967295)
 			  AND objid::bigint = ($1::bigint & 4294967295)`, key).Scan(&n))
-		return n == 1
+		// Its first far wait (100 ms) drops the intent as it ends; the
+		// second, with a ticket, holds it for as long as it waits.
+		return n == 1 && c.Stats().WaitsBeyondBudget >= 2
 	}, 5*time.Second, 10*time.Millisecond, "the writer waits beyond its budget, holding the intent")
 
 	ok, err = AcquireSharedTx(ctx(t), tx, p, "vol", NoWait)
