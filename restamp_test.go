@@ -93,9 +93,16 @@ func TestRestampLeavesOthersDead(t *testing.T) {
 }
 
 // requireQueuedWaitGranted has waiter wait for the name held, queued (its
-// wait lasts longer than queueAfter), and held released after 300 ms: the
-// wait must be granted then, not time out 5 s later behind a ticket that
-// stands in its way.
+// wait lasts longer than queueAfter), and held released once the waiter's
+// ticket is on the server: the wait must be granted then, not time out 5 s
+// after it began behind a ticket that stands in its way.
+//
+// The release waits for the ticket, looked at, not slept for: it came after
+// a 300 ms sleep, and on a loaded machine the wait had not taken its ticket
+// by then (a registration, a try and a first slice of queueAfter come
+// before). The waiter was then granted ticketless, its enqueue never ran,
+// and TestTicketOfReusedPIDIsDead found the ghost's ticket not deleted
+// (make test, 1 run in 4).
 func requireQueuedWaitGranted(t *testing.T, held, waiter *Lock) {
 	t.Helper()
 	done := make(chan bool, 1)
@@ -107,9 +114,15 @@ func requireQueuedWaitGranted(t *testing.T, held, waiter *Lock) {
 		}
 		done <- ok
 	}()
-	time.Sleep(300 * time.Millisecond)
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.wait_queue WHERE key = $1 AND member_id = $2`,
+			waiter.Key(), waiter.c.MemberID()).Scan(&n))
+		return n == 1
+	}, 5*time.Second, time.Millisecond, "the wait for %q took no ticket", waiter.Name())
+	queued := time.Since(began)
 	require.NoError(t, held.Release(ctx(t)))
-	require.True(t, <-done, "the wait for %q, free after 300 ms, timed out after %v", waiter.Name(), time.Since(began))
+	require.True(t, <-done, "the wait for %q, queued after %v and free then, timed out after %v", waiter.Name(), queued, time.Since(began))
 	require.NoError(t, waiter.Release(ctx(t)))
 }
 
