@@ -141,7 +141,17 @@ func lateTermRace(t *testing.T, bctx context.Context) (a, b *Election, resA, res
 	_, err = testPool.Exec(ctx(t), `SELECT pg_terminate_backend($1)`, pid)
 	require.NoError(t, err)
 	killed = time.Now()
-	within(bRead, "b did not read the previous term")
+	// b's Campaign ending first (its wait failing) is told apart from a
+	// slow read: make test once saw "b did not read the previous term"
+	// on a loaded machine, and could not say which.
+	select {
+	case <-bRead:
+	case err := <-rb:
+		t.Fatalf("b's Campaign ended before it read the previous term: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("b did not read the previous term (b waiting on the server: %d, beyond the budget: %d)",
+			waiters(t, b.lock.key), cb.Stats().WaitsBeyondBudget)
+	}
 
 	// a's term commits, then b's replaces it.
 	_, err = admin.Exec(ctx(t), `ROLLBACK`)
