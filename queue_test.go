@@ -233,9 +233,13 @@ func TestSemaphoreWaitOrder(t *testing.T) {
 		time.Sleep(arrivalGap)
 	}
 	time.Sleep(waitSlice)
-	// One slot frees: the longest waiter takes it; then the other.
+	requireTickets(t, holders[0].queueKey(), 4)
+	// One slot frees: the longest waiter takes it; then the other, once
+	// the first grant is seen (waited for, not slept for: two slots free
+	// together let two waiters race to record their grants).
 	require.NoError(t, holders[0].Release(ctx(t)))
-	time.Sleep(2 * semaphoreRetry)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(order) >= 1 },
+		10*time.Second, time.Millisecond, "no waiter took the freed slot")
 	require.NoError(t, holders[1].Release(ctx(t)))
 	wg.Wait()
 	close(errs)
@@ -243,4 +247,14 @@ func TestSemaphoreWaitOrder(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Equal(t, []int{0, 1, 2, 3}, order, "granted in arrival order")
+}
+
+// requireTickets waits until key has n tickets in pgcoord.wait_queue.
+func requireTickets(t *testing.T, key int64, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var got int
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT count(*) FROM pgcoord.wait_queue WHERE key = $1`, key).Scan(&got))
+		return got == n
+	}, 10*time.Second, 5*time.Millisecond, "the key's %d waits never all had their tickets", n)
 }
