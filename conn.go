@@ -226,10 +226,26 @@ func (b *backend) forceClose(gen uint64) {
 // connection in the background, and the server would free its locks a
 // moment after Stop returned instead of before). Called with sem held, on
 // an open connection; a ping that fails leaves the connection closed.
+//
+// A session last heard more than an interval ago but less than an interval
+// and pingSkip ago was skipped by the beat before (see check), or this beat
+// is late: its ping is given only until two intervals after it was heard.
+// A cut just after that statement is then told within two heartbeats, as
+// promised; with a whole interval it was told up to an interval and a
+// quarter plus the ping's interval after it
+// (TestSkippedPingCutOffToldWithinTwoBeats: 2.2 heartbeats). The ping still
+// gets at least three quarters of an interval. A session heard longer ago
+// was busy at the beat before (or its ping was in flight): its statement
+// was answered after that beat, so a cut came after it, and a whole
+// interval is within the bound.
 func (b *backend) pingConn() error {
 	conn := b.conn
 	raw := conn.PgConn().Conn()
-	_ = raw.SetDeadline(time.Now().Add(b.c.cfg.HeartbeatInterval))
+	bound := b.c.cfg.HeartbeatInterval
+	if late := time.Duration(monoNow()-b.heard.Load()) - bound; late > 0 && late < b.c.pingSkip() {
+		bound -= late
+	}
+	_ = raw.SetDeadline(time.Now().Add(bound))
 	sent := monoNow()
 	err := conn.Ping(context.Background())
 	if !conn.IsClosed() {
