@@ -236,7 +236,7 @@ func (c *Coordinator) startMemberBeat(ctx context.Context, wg *sync.WaitGroup) *
 		defer wg.Done()
 		defer close(b.done)
 		lockCtx, cancel := context.WithTimeout(ctx, c.cfg.HeartbeatInterval)
-		err := c.control.lock(lockCtx)
+		err := c.control.lockFirst(lockCtx)
 		cancel()
 		if err != nil {
 			return

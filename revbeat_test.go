@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -59,4 +60,50 @@ func TestSkippedPingCutOffToldWithinTwoBeats(t *testing.T) {
 	told := time.Since(cut)
 	t.Logf("told %v after the cut (heartbeat %v)", told, hb)
 	require.Less(t, told, 2*hb+200*time.Millisecond, "told later than two heartbeats after the cut")
+}
+
+// A leader whose application reads the election's leader from many
+// goroutines at once (each read a control statement) keeps its term: the
+// control session is alive and answering, and the heartbeat must get its
+// turn on it. It queued behind every statement submitted before it, gave up
+// after an interval, and queued again at the back at the next beat, so with
+// a queue longer than an interval it never ran: IsActive went false and the
+// leader lost its term at the lease.
+func TestControlQueueDoesNotStarveHeartbeat(t *testing.T) {
+	t.Parallel()
+	const hb = 50 * time.Millisecond
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.HeartbeatInterval = hb })
+	e := c.Election("starved")
+	require.NoError(t, e.Campaign(ctx(t), "me"))
+	require.True(t, e.IsLeader())
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 256 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, _ = e.Leader(ctx(t))
+			}
+		}()
+	}
+	inactive := 0
+	deadline := time.Now().Add(3 * c.cfg.SessionTimeout)
+	for time.Now().Before(deadline) && e.IsLeader() {
+		if !c.IsActive() {
+			inactive++
+		}
+		time.Sleep(hb / 2)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("IsActive false at %d looks; leader at the end: %v; heartbeat age %v", inactive, e.IsLeader(), c.Stats().HeartbeatAge)
+	require.True(t, e.IsLeader(), "the leader lost its term to a busy control session")
+	require.Zero(t, inactive, "IsActive false while the control session answered")
 }
