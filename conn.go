@@ -227,24 +227,11 @@ func (b *backend) forceClose(gen uint64) {
 // moment after Stop returned instead of before). Called with sem held, on
 // an open connection; a ping that fails leaves the connection closed.
 //
-// A session last heard more than an interval ago but less than an interval
-// and pingSkip ago was skipped by the beat before (see check), or this beat
-// is late: its ping is given only until two intervals after it was heard.
-// A cut just after that statement is then told within two heartbeats, as
-// promised; with a whole interval it was told up to an interval and a
-// quarter plus the ping's interval after it
-// (TestSkippedPingCutOffToldWithinTwoBeats: 2.2 heartbeats). The ping still
-// gets at least three quarters of an interval. A session heard longer ago
-// was busy at the beat before (or its ping was in flight): its statement
-// was answered after that beat, so a cut came after it, and a whole
-// interval is within the bound.
+// The deadline is pingBound's.
 func (b *backend) pingConn() error {
 	conn := b.conn
 	raw := conn.PgConn().Conn()
-	bound := b.c.cfg.HeartbeatInterval
-	if late := time.Duration(monoNow()-b.heard.Load()) - bound; late > 0 && late < b.c.pingSkip() {
-		bound -= late
-	}
+	bound := pingBound(time.Duration(monoNow()-b.heard.Load()), b.c.cfg.HeartbeatInterval, b.c.pingSkip())
 	_ = raw.SetDeadline(time.Now().Add(bound))
 	sent := monoNow()
 	err := conn.Ping(context.Background())
@@ -255,6 +242,28 @@ func (b *backend) pingConn() error {
 		b.heardAt(sent)
 	}
 	return err
+}
+
+// pingBound is how long a ping sent now may take before the session counts
+// as cut off, the session last heard sinceHeard ago: one interval, except
+// for a session heard more than an interval ago but less than an interval
+// and skip ago. The beat before skipped that session's ping (see check), or
+// this beat is late: its ping is given only until two intervals after the
+// session was heard, so that a cut just after that statement is told
+// within two heartbeats, as promised. With a whole interval it was told up
+// to an interval and a quarter plus the ping's interval after the cut (a
+// review helper measured 2.2 heartbeats, the backend SIGSTOPped just after
+// a statement). The ping still gets at least an interval less skip. A
+// session heard longer ago was busy at the beat before (or its ping was in
+// flight): its statement was answered after that beat, so a cut came after
+// it, and a whole interval is within the bound. (A beat later than skip
+// keeps a whole interval too: shortening its ping further would count a
+// slow answer as a cut.)
+func pingBound(sinceHeard, interval, skip time.Duration) time.Duration {
+	if late := sinceHeard - interval; late > 0 && late < skip {
+		return interval - late
+	}
+	return interval
 }
 
 // prepare runs the one statement that prepares a new connection: which
