@@ -29,6 +29,41 @@ type controlRole struct {
 	// wanted counts goroutines waiting for sem of a control session; the
 	// listener does not start a wait while it is non-zero.
 	wanted atomic.Int32
+	// first counts goroutines waiting for sem ahead of the others (the
+	// heartbeat: see lockFirst); unlock hands sem to one of them over
+	// handoff, without releasing it.
+	first   atomic.Int32
+	handoff chan struct{}
+}
+
+// lockFirst is lock ahead of every goroutine that waits in lock: the
+// member row's update (see startMemberBeat), which waits one interval for
+// the control session and must not queue behind every statement submitted
+// before it. Queued so, an application's burst of control statements
+// longer than an interval (Election.Leader from many goroutines) made every
+// beat give up its place and queue again at the back the next beat: the
+// heartbeat never ran, IsActive went false and a leader lost its term at
+// the lease, while the session answered all along
+// (TestControlQueueDoesNotStarveHeartbeat). Control session only.
+func (s *session) lockFirst(ctx context.Context) error {
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	s.wanted.Add(1)
+	defer s.wanted.Add(-1)
+	s.interrupt()
+	s.first.Add(1)
+	defer s.first.Add(-1)
+	select {
+	case s.sem <- struct{}{}:
+		return nil
+	case <-s.handoff:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // errControlReconnecting is the error of a statement on the control

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,11 +60,6 @@ type session struct {
 	sem chan struct{}
 	// closed is guarded by sem: a closed session never dials again.
 	closed bool
-	// first counts goroutines waiting for sem ahead of the others (the
-	// heartbeat, see lockFirst); unlock hands sem to one of them over
-	// handoff, without releasing it.
-	first   atomic.Int32
-	handoff chan struct{}
 	// holds is guarded by c.mu.
 	holds map[*hold]struct{}
 
@@ -96,27 +90,15 @@ type waitRole struct {
 }
 
 func newSession(c *Coordinator, kind sessionKind) *session {
-	s := &session{backend: backend{c: c, kind: kind}, sem: make(chan struct{}, 1), handoff: make(chan struct{}), holds: map[*hold]struct{}{}}
+	s := &session{backend: backend{c: c, kind: kind}, sem: make(chan struct{}, 1), holds: map[*hold]struct{}{}}
 	if kind == sessionControl {
 		s.notify = c.notifier.notified
+		s.handoff = make(chan struct{})
 	}
 	return s
 }
 
-func (s *session) lock(ctx context.Context) error { return s.lockAs(ctx, false) }
-
-// lockFirst is lock ahead of every goroutine that waits in lock: the
-// member row's update (see startMemberBeat), which waits one interval for
-// the control session and must not queue behind every statement submitted
-// before it. Queued so, an application's burst of control statements
-// longer than an interval (Election.Leader from many goroutines) made every
-// beat give up its place and queue again at the back the next beat: the
-// heartbeat never ran, IsActive went false and a leader lost its term at
-// the lease, while the session answered all along
-// (TestControlQueueDoesNotStarveHeartbeat).
-func (s *session) lockFirst(ctx context.Context) error { return s.lockAs(ctx, true) }
-
-func (s *session) lockAs(ctx context.Context, first bool) error {
+func (s *session) lock(ctx context.Context) error {
 	select {
 	case s.sem <- struct{}{}:
 		return nil
@@ -129,16 +111,8 @@ func (s *session) lockAs(ctx context.Context, first bool) error {
 		defer s.wanted.Add(-1)
 		s.interrupt()
 	}
-	var handoff chan struct{}
-	if first {
-		s.first.Add(1)
-		defer s.first.Add(-1)
-		handoff = s.handoff
-	}
 	select {
 	case s.sem <- struct{}{}:
-		return nil
-	case <-handoff: // (nil, never ready, unless first)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
