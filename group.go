@@ -91,19 +91,53 @@ func (c *Coordinator) groupName(group string) (full string, key int64, err error
 	return full, hash.Key(groupLockPrefix + full), nil
 }
 
+// MaxCapabilitiesLen is the largest capabilities document, JSON-encoded,
+// that JoinGroup and UpdateCapabilities take (ZooKeeper's limit on a node,
+// tooz's first backend). Capabilities travel on the control session, which
+// carries the member's liveness: a document that takes the server longer
+// than the session's statement bound to store closed that session, and with
+// it the member lock, so the member dropped out of every group
+// (TestCapabilitiesServerCannotTakeRefused: 64 MiB). Every watcher of the
+// group also reads every member's capabilities every HeartbeatInterval.
+const MaxCapabilitiesLen = 1 << 20
+
 // capabilitiesJSON encodes capabilities for the database.
 func capabilitiesJSON(capabilities any) (string, error) {
+	var b []byte
 	if raw, ok := capabilities.(json.RawMessage); ok {
 		if !json.Valid(raw) {
 			return "", fmt.Errorf("%w: capabilities are not valid JSON", ErrInvalidCapabilities)
 		}
-		return string(raw), nil
+		b = raw
+	} else {
+		var err error
+		if b, err = json.Marshal(capabilities); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrInvalidCapabilities, err)
+		}
 	}
-	b, err := json.Marshal(capabilities)
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidCapabilities, err)
+	if len(b) > MaxCapabilitiesLen {
+		return "", fmt.Errorf("%w: %d bytes of JSON, more than MaxCapabilitiesLen (%d)", ErrInvalidCapabilities, len(b), MaxCapabilitiesLen)
+	}
+	if jsonHasNUL(b) {
+		return "", fmt.Errorf("%w: a string holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store", ErrInvalidCapabilities)
 	}
 	return string(b), nil
+}
+
+// jsonHasNUL reports whether valid JSON b has the escape \u0000 in a string
+// (jsonb refuses it, SQLSTATE 22P05). Outside strings JSON has no
+// backslash, so each backslash met in order starts an escape.
+func jsonHasNUL(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if bytes.HasPrefix(b[i+1:], []byte("u0000")) {
+			return true
+		}
+		i++ // the escaped character
+	}
+	return false
 }
 
 // groupStmt runs fn on the control session for a group call.
@@ -118,8 +152,9 @@ func (c *Coordinator) groupStmt(ctx context.Context, what string, fn func(ctx co
 }
 
 // JoinGroup makes this member a member of group (creating the group) with
-// capabilities, JSON-encoded (a json.RawMessage is taken as it is). Joining
-// a group again replaces the capabilities. Watchers see Joined (Updated for
+// capabilities, JSON-encoded (a json.RawMessage is taken as it is): at most
+// MaxCapabilitiesLen bytes, with no NUL in a string (ErrInvalidCapabilities,
+// before any I/O). Joining a group again replaces the capabilities. Watchers see Joined (Updated for
 // a second join with new capabilities).
 func (c *Coordinator) JoinGroup(ctx context.Context, group string, capabilities any) error {
 	full, key, err := c.groupName(group)
