@@ -15,7 +15,8 @@ import (
 // control session's bound, which closed the connection and with it the
 // member lock, so the member dropped out of every group (watchers saw a
 // Left it never made) and JoinGroup failed with a bare timeout. A NUL in a
-// string encodes as JSON but jsonb refuses it (SQLSTATE 22P05).
+// string encodes as JSON but jsonb refuses it (SQLSTATE 22P05); and jsonb
+// writes a number's exponent out in digits.
 func TestCapabilitiesServerCannotTakeRefused(t *testing.T) {
 	t.Parallel()
 	p := testPrefix(t)
@@ -46,7 +47,9 @@ func TestCapabilitiesServerCannotTakeRefused(t *testing.T) {
 		assert.ErrorIs(t, c.JoinGroup(ctx(t), "g", caps), ErrInvalidCapabilities, "%#v", caps)
 		assert.ErrorIs(t, c.UpdateCapabilities(ctx(t), "keep", caps), ErrInvalidCapabilities, "%#v", caps)
 	}
+	// 90 bytes that jsonb stores, and every watcher reads, as 1.3 MB.
+	assert.ErrorIs(t, c.JoinGroup(ctx(t), "g", json.RawMessage(`[`+strings.Repeat(`1e131071,`, 9)+`1e131071]`)), ErrInvalidCapabilities)
 	// What looks like one but is not: a backslash, then "u0000".
 	require.NoError(t, c.JoinGroup(ctx(t), "g", json.RawMessage(`{"a": "\\u0000"}`)))
-	require.NoError(t, c.JoinGroup(ctx(t), "g", strings.Repeat("y", 1000)))
+	require.NoError(t, c.JoinGroup(ctx(t), "g", map[string]any{"y": strings.Repeat("y", 1000), "n": []float64{1e21, -2.5e-7, 3}}))
 }

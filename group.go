@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,7 +92,8 @@ func (c *Coordinator) groupName(group string) (full string, key int64, err error
 	return full, hash.Key(groupLockPrefix + full), nil
 }
 
-// MaxCapabilitiesLen is the largest capabilities document, JSON-encoded,
+// MaxCapabilitiesLen is the largest capabilities document, in bytes of JSON
+// (with numbers' exponents written out in digits, as jsonb prints them),
 // that JoinGroup and UpdateCapabilities take (ZooKeeper's limit on a node,
 // tooz's first backend). Capabilities travel on the control session, which
 // carries the member's liveness: a document that takes the server longer
@@ -115,29 +117,51 @@ func capabilitiesJSON(capabilities any) (string, error) {
 			return "", fmt.Errorf("%w: %w", ErrInvalidCapabilities, err)
 		}
 	}
-	if len(b) > MaxCapabilitiesLen {
-		return "", fmt.Errorf("%w: %d bytes of JSON, more than MaxCapabilitiesLen (%d)", ErrInvalidCapabilities, len(b), MaxCapabilitiesLen)
+	size, nul := jsonStored(b)
+	if size > MaxCapabilitiesLen {
+		return "", fmt.Errorf("%w: %d bytes of JSON as stored (numbers written out in full), more than MaxCapabilitiesLen (%d)", ErrInvalidCapabilities, size, MaxCapabilitiesLen)
 	}
-	if jsonHasNUL(b) {
+	if nul {
 		return "", fmt.Errorf("%w: a string holds a NUL character (\\u0000), which PostgreSQL's jsonb cannot store", ErrInvalidCapabilities)
 	}
 	return string(b), nil
 }
 
-// jsonHasNUL reports whether valid JSON b has the escape \u0000 in a string
-// (jsonb refuses it, SQLSTATE 22P05). Outside strings JSON has no
-// backslash, so each backslash met in order starts an escape.
-func jsonHasNUL(b []byte) bool {
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' {
-			continue
+// jsonStored looks at valid JSON b as jsonb will store and print it: about
+// how many bytes it takes (jsonb writes a number's exponent out in digits,
+// so the 8 bytes 1e131071 print as 131,072: every reader of the group would
+// read that), and whether a string holds the escape \u0000, which jsonb
+// refuses (SQLSTATE 22P05).
+func jsonStored(b []byte) (size int, nul bool) {
+	size = len(b)
+	for i := 0; i < len(b); {
+		switch ch := b[i]; {
+		case ch == '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					nul = nul || bytes.HasPrefix(b[i+1:], []byte("u0000"))
+					i++ // the escaped character
+				}
+			}
+			i++
+		case ch == '-' || ch >= '0' && ch <= '9':
+			j := i
+			for j < len(b) && bytes.IndexByte([]byte("+-.0123456789eE"), b[j]) >= 0 {
+				j++
+			}
+			if e := bytes.IndexAny(b[i:j], "eE"); e >= 0 {
+				exp, err := strconv.Atoi(strings.TrimPrefix(string(b[i+e+1:j]), "+"))
+				if err != nil || exp < -MaxCapabilitiesLen || exp > MaxCapabilitiesLen {
+					exp = MaxCapabilitiesLen // out of any range jsonb stores
+				}
+				size += max(exp, -exp)
+			}
+			i = j
+		default:
+			i++
 		}
-		if bytes.HasPrefix(b[i+1:], []byte("u0000")) {
-			return true
-		}
-		i++ // the escaped character
 	}
-	return false
+	return size, nul
 }
 
 // groupStmt runs fn on the control session for a group call.
