@@ -24,8 +24,13 @@ func TestWaitWatchContextIsLazy(t *testing.T) {
 	made := func() int64 { return c.deadlocks.made.Load() }
 
 	w := c.watchWait(context.Background(), goid.Get(), l, nil, false)
+	// began is set by hand: a stall of the test past queueAfter between
+	// watchWait and light must not decide the answer.
+	w.began = monoNow() + int64(time.Hour)
 	require.True(t, w.light(queueAfter), "a fresh wait under a ctx that cannot end")
 	require.False(t, w.light(queueAfter+time.Millisecond), "a slice longer than queueAfter")
+	w.began = monoNow() - int64(queueAfter)
+	require.False(t, w.light(queueAfter), "a wait already past its first queueAfter")
 	require.NoError(t, w.Err())
 	require.Zero(t, made())
 
