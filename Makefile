@@ -113,17 +113,18 @@ verify: $(SQLC) $(STATICCHECK) ## Check formatting, go vet, staticcheck, and tha
 .PHONY: tools
 tools: $(SQLC) $(STATICCHECK) $(MIGRATE) ## Build the pinned tools into $(TOOLS_BIN).
 
+# Each tool builds into a directory of its own and is renamed into place, so
+# that two makes building it at once (two worktrees, a CI clone beside a
+# checkout) do not take each other's binary: one shared build directory
+# made one of them fail with "mv: cannot stat".
 $(SQLC):
 	@mkdir -p $(TOOLS_BIN)
-	GOBIN=$(TOOLS_BIN)/.sqlc-build $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION)
-	mv $(TOOLS_BIN)/.sqlc-build/sqlc $@
+	tmp=$$(mktemp -d $(TOOLS_BIN)/.sqlc-build.XXXXXX) && GOBIN=$$tmp $(GO) install github.com/sqlc-dev/sqlc/cmd/sqlc@$(SQLC_VERSION) && mv $$tmp/sqlc $@ && rmdir $$tmp
 
 $(STATICCHECK):
 	@mkdir -p $(TOOLS_BIN)
-	GOBIN=$(TOOLS_BIN)/.staticcheck-build $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
-	mv $(TOOLS_BIN)/.staticcheck-build/staticcheck $@
+	tmp=$$(mktemp -d $(TOOLS_BIN)/.staticcheck-build.XXXXXX) && GOBIN=$$tmp $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) && mv $$tmp/staticcheck $@ && rmdir $$tmp
 
 $(MIGRATE):
 	@mkdir -p $(TOOLS_BIN)
-	GOBIN=$(TOOLS_BIN)/.migrate-build $(GO) install -tags pgx5 github.com/golang-migrate/migrate/v4/cmd/migrate@$(MIGRATE_VERSION)
-	mv $(TOOLS_BIN)/.migrate-build/migrate $@
+	tmp=$$(mktemp -d $(TOOLS_BIN)/.migrate-build.XXXXXX) && GOBIN=$$tmp $(GO) install -tags pgx5 github.com/golang-migrate/migrate/v4/cmd/migrate@$(MIGRATE_VERSION) && mv $$tmp/migrate $@ && rmdir $$tmp
