@@ -66,8 +66,7 @@ func (c *Coordinator) heartbeatLoop() {
 			// as its error at a later beat.
 			continue
 		}
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Severity == "ERROR" {
+		if serverRefused(err) {
 			// The server answered, with an error (its lock table is full,
 			// say): the session is sound and reconnecting would only free
 			// and retake the member lock. IsActive goes false by itself if
@@ -266,4 +265,22 @@ func (c *Coordinator) startMemberBeat(ctx context.Context, wg *sync.WaitGroup) *
 // session.
 func (c *Coordinator) checkedSessions() []*session {
 	return append(append([]*session(nil), c.lockSs...), c.waits.all()...)
+}
+
+// serverRefused reports whether err is the server's answer of severity
+// ERROR to a statement (the session goes on), as opposed to FATAL or
+// PANIC (the server ends the session) or a broken connection. It reads
+// SeverityUnlocalized, which servers since 9.6 send untranslated: Severity
+// follows lc_messages ("FEHLER" under de_DE), and a translated ERROR taken
+// for a broken session would reconnect, freeing and retaking the member
+// lock, for nothing.
+func serverRefused(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	if pgErr.SeverityUnlocalized != "" {
+		return pgErr.SeverityUnlocalized == "ERROR"
+	}
+	return pgErr.Severity == "ERROR"
 }
