@@ -127,10 +127,15 @@ func (e *Election) Name() string { return e.name }
 // already leads changes its value, as Proclaim does (etcd's Campaign does
 // the same). The wait is a lock wait, in line behind other campaigners;
 // like Acquire it returns an error wrapping ErrDeadlock when it closed a
-// cycle of waits among members and was the youngest of it.
+// cycle of waits among members and was the youngest of it. A value longer
+// than MaxElectionValueLen, with a NUL or not UTF-8 is ErrInvalidValue, and
+// no campaign begins.
 func (e *Election) Campaign(ctx context.Context, value string) error {
 	if e.lock.err != nil {
 		return e.lock.err
+	}
+	if err := checkElectionValue(value); err != nil {
+		return err
 	}
 	if e.current() != nil {
 		return e.Proclaim(ctx, value)
@@ -245,8 +250,12 @@ func (e *Election) Done() <-chan struct{} {
 
 // Proclaim publishes a new value for the current term, without a new
 // election (observers see the change). It returns ErrNotLeader when this
-// Election does not lead.
+// Election does not lead, and ErrInvalidValue for a value Campaign would
+// refuse (the term and its value go on).
 func (e *Election) Proclaim(ctx context.Context, value string) error {
+	if err := checkElectionValue(value); err != nil {
+		return err
+	}
 	t := e.current()
 	if t == nil {
 		return fmt.Errorf("%w: election %q", ErrNotLeader, e.full)

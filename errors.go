@@ -99,6 +99,10 @@ var (
 	// ErrInvalidCapabilities is returned by JoinGroup and
 	// UpdateCapabilities for capabilities that do not encode as JSON.
 	ErrInvalidCapabilities = errors.New("pgcoord: invalid capabilities")
+	// ErrInvalidValue is returned by Campaign and Proclaim, before any
+	// I/O, for a value longer than MaxElectionValueLen, with a NUL byte or
+	// not valid UTF-8.
+	ErrInvalidValue = errors.New("pgcoord: invalid election value")
 
 	// ErrNoTransaction is returned by AcquireTx, AcquireSharedTx,
 	// AcquireFencedTx and FenceTx when tx is nil.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pgcoord/pgcoord"
 )
@@ -38,7 +39,7 @@ shows the leader.
 func cmdElect(a *app, args []string) int {
 	fs := newFlagSet(a, "pgcoord elect NAME [--value V] [--timeout 10s] [--prefix P] [flags] -- CMD [ARGS...]", electDescription)
 	dbURL := dbFlag(fs)
-	value := fs.String("value", "", "value published with the leadership (default: the agent id)")
+	value := fs.String("value", "", "value published with the leadership, UTF-8, at most 1 MiB (default: the agent id)")
 	timeout := fs.Duration("timeout", 0, "campaign at most this long, then exit 3 (default: as long as it takes)")
 	conflictCode := fs.Int("conflict-exit-code", exitBusy, "exit status when not leader within --timeout")
 	prefix := fs.String("prefix", "", "namespace prepended to the election name and the member id")
@@ -75,6 +76,13 @@ func cmdElect(a *app, args []string) int {
 		return a.usageError("--grace must not be negative")
 	case *conflictCode < 0 || *conflictCode > 255:
 		return a.usageError("--conflict-exit-code must be between 0 and 255, got %d", *conflictCode)
+	case !utf8.ValidString(*value):
+		// Checked here, before connecting, as Campaign would refuse it
+		// (ErrInvalidValue) only once the member had started. An argument
+		// cannot hold a NUL.
+		return a.usageError("--value must be UTF-8")
+	case len(*value) > pgcoord.MaxElectionValueLen:
+		return a.usageError("--value is %d bytes, more than %d", len(*value), pgcoord.MaxElectionValueLen)
 	}
 	if *agentID == "" {
 		*agentID = cliAgentID("elect")

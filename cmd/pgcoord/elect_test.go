@@ -104,6 +104,7 @@ func TestElectUsageErrors(t *testing.T) {
 		{"elect", "x", "--"},
 		{"elect", "--timeout", "-1s", "x", "--", "true"},
 		{"elect", "--conflict-exit-code", "256", "x", "--", "true"},
+		{"elect", "--value", "caf\xe9", "x", "--", "true"},
 		{"leader"},
 		{"leader", "a", "b"},
 		{"leader", "a", "-o", "yaml"},
