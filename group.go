@@ -364,19 +364,19 @@ func (c *Coordinator) WatchGroup(ctx context.Context, group string) (<-chan Grou
 		defer close(out)
 		defer unwatch()
 		defer c.notifier.unsubscribe(sub)
-		c.watchLoop(ctx, sub, false, func() bool {
+		c.watchLoop(ctx, sub, false, fmt.Sprintf("watcher of group %q", full), func() (bool, error) {
 			now, err := c.groupMembers(ctx, full)
 			if err != nil {
-				return true // the control session is down: reconcile later
+				return true, err // reconciled at a later read
 			}
 			c.prims.groupRead(group, len(now))
 			for _, ev := range groupDiff(group, last, now) {
 				if !send(ctx, c, out, ev) {
-					return false
+					return false, nil
 				}
 			}
 			last = now
-			return true
+			return true, nil
 		})
 	}()
 	return out, nil

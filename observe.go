@@ -67,16 +67,16 @@ func (e *Election) Observe(ctx context.Context) <-chan Leader {
 		defer c.notifier.unsubscribe(sub)
 		var last Leader
 		first := true
-		c.watchLoop(ctx, sub, true, func() bool {
+		c.watchLoop(ctx, sub, true, fmt.Sprintf("observer of election %q", e.full), func() (bool, error) {
 			cur, err := e.Leader(ctx)
 			if err != nil && !errors.Is(err, ErrNoLeader) {
-				return true // the control session is down: reconcile later
+				return true, err // reconciled at a later read
 			}
 			if !first && sameTerm(cur, last) {
-				return true
+				return true, nil
 			}
 			first, last = false, cur
-			return send(ctx, c, out, cur)
+			return send(ctx, c, out, cur), nil
 		})
 	}()
 	return out

@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"log/slog"
 	"time"
 )
 
@@ -16,13 +17,31 @@ import (
 
 // watchLoop calls look at every wake of sub and every HeartbeatInterval,
 // first at once when now is set, until ctx ends, the coordinator stops or
-// look returns false.
-func (c *Coordinator) watchLoop(ctx context.Context, sub *subscription, now bool, look func() bool) {
+// look returns false. A read look could not make (err) is tried again at
+// the next wake; the first failure of a run is logged as a warning and the
+// read that ends the run at info, so that a watcher that cannot read (a
+// role without SELECT on the view, say) is not silent, and one that
+// failed across a reconnect says so once, not every HeartbeatInterval.
+// what names the watcher in those lines.
+func (c *Coordinator) watchLoop(ctx context.Context, sub *subscription, now bool, what string, look func() (more bool, err error)) {
 	tick := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer tick.Stop()
+	failing := false
 	for {
-		if now && !look() {
-			return
+		if now {
+			more, err := look()
+			switch {
+			case err != nil && !failing && ctx.Err() == nil && c.runCtx.Err() == nil:
+				failing = true
+				c.log.Warn("pgcoord: "+what+": read failed; reading again at the next notification or heartbeat",
+					slog.Any("err", err))
+			case err == nil && failing:
+				failing = false
+				c.log.Info("pgcoord: " + what + ": reading again")
+			}
+			if !more {
+				return
+			}
 		}
 		now = true
 		select {
