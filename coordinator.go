@@ -90,6 +90,8 @@ type Coordinator struct {
 	stats coordStats
 	// prims are the per-name stats of elections, semaphores and groups.
 	prims primStats
+	// joined is what this life of the member joined, for a reconnect.
+	joined joinedGroups
 
 	// cleanups are the CleanupDone channels of connections pgx closes in
 	// the background; guarded by cleanupMu.

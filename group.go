@@ -194,6 +194,7 @@ func (c *Coordinator) JoinGroup(ctx context.Context, group string, capabilities 
 	})
 	if err == nil {
 		c.prims.group(group, true, func(st *groupStat) { st.joined = true })
+		c.joined.set(full, key, caps)
 	}
 	return err
 }
@@ -216,6 +217,7 @@ func (c *Coordinator) LeaveGroup(ctx context.Context, group string) error {
 	if err == nil {
 		// Out of the group, also when it was not in it (ErrNotJoined).
 		c.prims.group(group, false, func(st *groupStat) { st.joined = false })
+		c.joined.forget(full)
 		// No row, when the statement ran again after its connection
 		// broke: the first run's delete may have committed.
 		if n == 0 && !again.after {
@@ -242,8 +244,12 @@ func (c *Coordinator) UpdateCapabilities(ctx context.Context, group string, capa
 		n, err = c.q.UpdateCapabilities(ctx, conn, db.UpdateCapabilitiesParams{GroupName: full, MemberID: c.memberID, Capabilities: []byte(caps), Key: key})
 		return err
 	})
-	if err == nil && n == 0 {
+	switch {
+	case err == nil && n == 0:
+		c.joined.forget(full)
 		err = fmt.Errorf("%w: group %q", ErrNotJoined, full)
+	case err == nil:
+		c.joined.set(full, key, caps)
 	}
 	return err
 }

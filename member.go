@@ -81,6 +81,7 @@ func (c *Coordinator) registerMemberLocked(ctx context.Context, conn *pgx.Conn, 
 		// memberships, wait tickets) goes, before the member row is live
 		// again and readers would count it.
 		c.forgetGroups(ctx, conn)
+		c.joined.reset()
 		c.forgetQueue(ctx, conn)
 	}
 	host, _ := os.Hostname()

@@ -149,6 +149,7 @@ func (c *Coordinator) reconnectOnce() error {
 		s.broken(err)
 		return err
 	}
+	c.rejoinGroups(ctx, s.conn)
 	c.restampQueue(ctx, s.conn)
 	c.lastBeat.Store(time.Now().UnixNano())
 	c.active.Store(true)

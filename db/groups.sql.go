@@ -218,6 +218,45 @@ func (q *Queries) PrefixMembers(ctx context.Context, db DBTX, prefix string) ([]
 	return items, nil
 }
 
+const RejoinGroups = `-- name: RejoinGroups :exec
+WITH want AS (
+    SELECT ($1::text[])[i] AS group_name,
+           ($2::text[])[i] AS capabilities,
+           ($3::bigint[])[i] AS key
+    FROM generate_subscripts($1::text[], 1) AS i
+), back AS (
+    INSERT INTO pgcoord.group_members (group_name, member_id, capabilities)
+    SELECT want.group_name, $4, want.capabilities::jsonb FROM want
+    ON CONFLICT (group_name, member_id) DO NOTHING
+    RETURNING group_name
+)
+SELECT pg_notify('pgcoord_group', want.key::text)
+FROM back JOIN want ON want.group_name = back.group_name
+`
+
+type RejoinGroupsParams struct {
+	GroupNames   []string
+	Capabilities []string
+	Keys         []int64
+	MemberID     string
+}
+
+// After a reconnect: puts back, with the capabilities they had, the
+// memberships this life of the member holds that are gone (a prune deleted
+// them while the member was cut off longer than the retention, its row
+// silent), and notifies watchers of those groups only. Memberships still
+// there are left as they are: no write, no notification. The three arrays
+// go together, element by element.
+func (q *Queries) RejoinGroups(ctx context.Context, db DBTX, arg RejoinGroupsParams) error {
+	_, err := db.Exec(ctx, RejoinGroups,
+		arg.GroupNames,
+		arg.Capabilities,
+		arg.Keys,
+		arg.MemberID,
+	)
+	return err
+}
+
 const UnlistenGroup = `-- name: UnlistenGroup :exec
 UNLISTEN pgcoord_group
 `

@@ -69,3 +69,24 @@ SELECT has_table_privilege('pgcoord.group_members', 'DELETE')::boolean AS may;
 -- AgentID) left are not this life's (tooz's memberships do not outlive
 -- their member either).
 DELETE FROM pgcoord.group_members WHERE member_id = sqlc.arg(member_id);
+
+-- name: RejoinGroups :exec
+-- After a reconnect: puts back, with the capabilities they had, the
+-- memberships this life of the member holds that are gone (a prune deleted
+-- them while the member was cut off longer than the retention, its row
+-- silent), and notifies watchers of those groups only. Memberships still
+-- there are left as they are: no write, no notification. The three arrays
+-- go together, element by element.
+WITH want AS (
+    SELECT (sqlc.arg(group_names)::text[])[i] AS group_name,
+           (sqlc.arg(capabilities)::text[])[i] AS capabilities,
+           (sqlc.arg(keys)::bigint[])[i] AS key
+    FROM generate_subscripts(sqlc.arg(group_names)::text[], 1) AS i
+), back AS (
+    INSERT INTO pgcoord.group_members (group_name, member_id, capabilities)
+    SELECT want.group_name, sqlc.arg(member_id), want.capabilities::jsonb FROM want
+    ON CONFLICT (group_name, member_id) DO NOTHING
+    RETURNING group_name
+)
+SELECT pg_notify('pgcoord_group', want.key::text)
+FROM back JOIN want ON want.group_name = back.group_name;
