@@ -85,4 +85,18 @@ awk '
     printf "allocs per Acquire+Release: sync %s, async %s, 64 goroutines %s (raw pgx try+unlock: %s), handoff %s (raw pgx lock+unlock: %s)\n",
       allocs["AcquireRelease"], allocs["AcquireReleaseAsync"], allocs["AcquireReleaseParallel"], allocs["RawTryUnlock"],
       allocs["Contended"], allocs["RawHandoff"]
+    # The floors themselves move with the load on the machine (the 64-goroutine
+    # raw floor, 16 backends on 2 cores, most of all): printed, so that a
+    # ratio that moved between runs can be told from a floor that did.
+    printf "median ns/op (raw/pgcoord):"
+    for (k = 1; k <= 4; k++) {
+      x = kind[k]; p = floor[x] "|" ours[x]
+      nf = no = 0
+      for (r = 1; r <= nr; r++) {
+        if ((r, p, floor[x]) in ns) f[++nf] = ns[r, p, floor[x]]
+        if ((r, p, ours[x]) in ns) o[++no] = ns[r, p, ours[x]]
+      }
+      printf " %s %d/%d", x, nf ? median(f, nf) : 0, no ? median(o, no) : 0
+    }
+    print ""
   }' "$dir/raw"
