@@ -197,7 +197,10 @@
 // then the unique case-insensitive match) or a method with no arguments; a
 // [key] is a map key or, when all digits, an index. "{{" and "}}" are
 // literal braces. Conversions (!r, !s) and format specs are refused with
-// ErrTemplate, as are unknown names, nil pointers and bad indexes.
+// ErrTemplate, as are unknown names, nil pointers, bad indexes and values
+// that would print a memory address (a pointer inside a struct, slice or
+// map, a channel, a function), which would name a different lock in every
+// process.
 //
 // # Cancellation
 //

@@ -122,3 +122,38 @@ func TestBadLockNames(t *testing.T) {
 	mustAcquire(t, l, NoWait)
 	require.NoError(t, l.Release(ctx(t)))
 }
+
+// A template formats to the same name in every process given the same
+// values. A value fmt.Sprint prints with a memory address in it (here a
+// struct holding a pointer) would give two coordinators locking one
+// volume two different names, and both would hold "it" at once: it is
+// ErrTemplate, before any I/O.
+func TestTemplateNameHasNoAddress(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	a, b := newCoord(t, p), newCoord(t, p)
+	type host struct{ Name string }
+	type vol struct {
+		ID   string
+		Host *host
+	}
+	// Each process builds its own copy of the same volume.
+	la, errA := NewLock("vol-{v}", map[string]any{"v": vol{"v1", &host{"h1"}}}, a)
+	lb, errB := NewLock("vol-{v}", map[string]any{"v": vol{"v1", &host{"h1"}}}, b)
+	if errA == nil && errB == nil {
+		okA, err := la.Acquire(ctx(t), NoWait)
+		require.NoError(t, err)
+		okB, err := lb.Acquire(ctx(t), NoWait)
+		require.NoError(t, err)
+		t.Fatalf("names %q and %q for one volume; both held: %v, %v", la.Name(), lb.Name(), okA, okB)
+	}
+	require.ErrorIs(t, errA, ErrTemplate)
+	require.ErrorIs(t, errB, ErrTemplate)
+	err := Synchronized(ctx(t), "vol-{v}", map[string]any{"v": vol{"v1", &host{"h1"}}},
+		func(context.Context) error { t.Fatal("ran"); return nil }, WithCoordinator(a))
+	require.ErrorIs(t, err, ErrTemplate)
+	// The same value named by its fields works.
+	la, err = NewLock("vol-{v.id}-{v.host.name}", map[string]any{"v": vol{"v1", &host{"h1"}}}, a)
+	require.NoError(t, err)
+	require.Equal(t, "vol-v1-h1", la.Name())
+}

@@ -46,7 +46,12 @@
 // its String method (fmt.Stringer, on the value or on its pointer when
 // addressable), as the string itself for string kinds, in decimal for every
 // integer kind, and with fmt.Sprint otherwise. A nil value at the end is an
-// error, since "<nil>" would make unrelated calls share one lock.
+// error, since "<nil>" would make unrelated calls share one lock; so is a
+// value fmt.Sprint would print with a memory address in it (a non-nil
+// pointer inside a struct, slice, array or map, a channel, a function, an
+// unsafe.Pointer, unless fmt prints it with its own String, Error or Format
+// method), since every process would then format, and lock, a name of its
+// own.
 //
 // Every error from this package wraps ErrTemplate and names the template and
 // the field at fault.

@@ -309,7 +309,9 @@ func writeValue(b *strings.Builder, v reflect.Value, at string) error {
 		}
 		budget := maxPrintNodes
 		if !printable(v, 0, &budget) {
-			return fmt.Errorf("%s (%s) is too large, too deep or cyclic to print", at, v.Type())
+			return fmt.Errorf("%s (%s) cannot make a lock name: it is too large, too deep or cyclic to print, "+
+				"or it holds a pointer, channel or function, which prints as a memory address "+
+				"(name a field, or give the type a String method)", at, v.Type())
 		}
 		b.WriteString(fmt.Sprint(v.Interface()))
 	}
@@ -339,26 +341,41 @@ func stringOf(v reflect.Value, at string) (s string, ok bool, err error) {
 	return sv.String(), true, nil
 }
 
-// printable reports whether fmt.Sprint can print v in bounded time and
-// stack. It follows fmt's own walk: into maps, slices, arrays, structs and
-// interfaces, and through a pointer only at the top (deeper pointers print
-// as addresses).
+// printable reports whether fmt.Sprint prints v in bounded time and stack,
+// and the same way in every process: a lock name must not depend on where
+// a value sits in memory, or two processes (two calls, even) locking one
+// object would take two different locks. It follows fmt's own walk: into
+// maps, slices, arrays, structs and interfaces, through a pointer only at
+// the top; a value fmt prints with its own method (Formatter, error,
+// Stringer: at the top, or met on the way when exported) is the method's
+// business and is not walked. A non-nil pointer met below the top, a
+// channel, a function or an unsafe.Pointer would print as an address:
+// refused.
 func printable(v reflect.Value, depth int, budget *int) bool {
 	*budget--
 	if *budget < 0 || depth > maxPrintDepth {
 		return false
 	}
+	if printsByMethod(v) {
+		return true
+	}
 	switch v.Kind() {
 	case reflect.Interface:
 		return v.IsNil() || printable(v.Elem(), depth+1, budget)
+	case reflect.Chan, reflect.Func, reflect.UnsafePointer:
+		return v.IsNil() // "<nil>"; anything else is an address
 	case reflect.Pointer:
-		if depth > 0 || v.IsNil() {
+		if v.IsNil() {
 			return true
+		}
+		if depth > 0 {
+			return false // fmt prints a pointer below the top as its address
 		}
 		switch v.Elem().Kind() {
 		case reflect.Array, reflect.Slice, reflect.Struct, reflect.Map:
 			return printable(v.Elem(), depth+1, budget)
 		}
+		return false // fmt prints &x only for these; any other as its address
 	case reflect.Struct:
 		for i := range v.NumField() {
 			if !printable(v.Field(i), depth+1, budget) {
@@ -373,7 +390,8 @@ func printable(v reflect.Value, depth int, budget *int) bool {
 		}
 	case reflect.Slice, reflect.Array:
 		switch v.Type().Elem().Kind() {
-		case reflect.Interface, reflect.Pointer, reflect.Struct, reflect.Map, reflect.Slice, reflect.Array:
+		case reflect.Interface, reflect.Pointer, reflect.Struct, reflect.Map, reflect.Slice, reflect.Array,
+			reflect.Chan, reflect.Func, reflect.UnsafePointer:
 		default:
 			return true // scalars: no recursion, however many
 		}
@@ -384,4 +402,18 @@ func printable(v reflect.Value, depth int, budget *int) bool {
 		}
 	}
 	return true
+}
+
+// printsByMethod reports whether fmt.Sprint prints v with a method of its
+// own rather than by its kind: fmt looks for these (Formatter, then error,
+// then Stringer) on every value it can turn into an interface.
+func printsByMethod(v reflect.Value) bool {
+	if !v.IsValid() || !v.CanInterface() || v.Kind() == reflect.Interface {
+		return false
+	}
+	switch v.Interface().(type) {
+	case fmt.Formatter, error, fmt.Stringer:
+		return true
+	}
+	return false
 }

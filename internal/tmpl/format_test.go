@@ -350,3 +350,42 @@ func BenchmarkFormat(b *testing.B) {
 		}
 	}
 }
+
+// A name must come out the same in every process that formats it from the
+// same values: fmt prints a pointer below the top, a channel or a function
+// as its memory address, so a value holding one would give each process
+// (each call, even) a lock of its own, and nothing would exclude anything.
+// Such a value is refused; one fmt prints with its own method is not.
+func TestFormatRefusesAddresses(t *testing.T) {
+	n := 7
+	ch := make(chan int)
+	type withPtr struct {
+		ID  string
+		Ref *int
+	}
+	type withNilPtr struct {
+		ID  string
+		Ref *int
+	}
+	type hidden struct {
+		ID  string
+		ref *int
+	}
+	runFormatCases(t, []formatCase{
+		{name: "pointer in struct", tmpl: "{v}", extra: map[string]any{"v": withPtr{"a", &n}}, err: "memory address"},
+		{name: "pointer in struct behind pointer", tmpl: "{v}", extra: map[string]any{"v": &withPtr{"a", &n}}, err: "memory address"},
+		{name: "unexported pointer field", tmpl: "{v}", extra: map[string]any{"v": hidden{"a", &n}}, err: "memory address"},
+		{name: "pointer in slice", tmpl: "{v}", extra: map[string]any{"v": []*int{&n}}, err: "memory address"},
+		{name: "pointer in array of any", tmpl: "{v}", extra: map[string]any{"v": [1]any{&n}}, err: "memory address"},
+		{name: "pointer in map", tmpl: "{v}", extra: map[string]any{"v": map[string]*int{"a": &n}}, err: "memory address"},
+		{name: "channel", tmpl: "{v}", extra: map[string]any{"v": ch}, err: "memory address"},
+		{name: "channel in slice", tmpl: "{v}", extra: map[string]any{"v": []chan int{ch}}, err: "memory address"},
+		{name: "function", tmpl: "{v}", extra: map[string]any{"v": func() {}}, err: "memory address"},
+		{name: "struct holding volumes", tmpl: "{snaps[0]}", data: testVolume(), err: "memory address"},
+		// Printed the same everywhere: kept.
+		{name: "nil pointer in struct", tmpl: "{v}", extra: map[string]any{"v": withNilPtr{"a", nil}}, want: "{a <nil>}"},
+		{name: "stringer pointer in slice", tmpl: "{v}", extra: map[string]any{"v": []*ptrStringer{{N: 5}}}, want: "[ps5]"},
+		{name: "stringer in struct", tmpl: "{v}", extra: map[string]any{"v": struct{ C Color }{1}}, want: "{green}"},
+		{name: "error in slice", tmpl: "{v}", extra: map[string]any{"v": []error{errBroken}}, want: "[volume is broken]"},
+	})
+}
