@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -89,7 +90,8 @@ type Config struct {
 	// session holding locks is checked: each beat costs one statement on the
 	// control session and a ping on each session holding locks. It also sets
 	// how soon a loss is told (two heartbeats) and SessionTimeout's default.
-	// Default 1s; at least 10ms, else New fails with ErrInvalidConfig.
+	// Default 1s; at least 10ms and at most MaxSessionTimeout/4 (about 6
+	// days), else New fails with ErrInvalidConfig.
 	HeartbeatInterval time.Duration
 	// InitialReconnectBackoff is the first wait before reconnecting a broken
 	// control session; waits double (with jitter) up to MaxReconnectBackoff.
@@ -155,7 +157,9 @@ type Config struct {
 	// hundred milliseconds (measured: 64 goroutines on one lock session,
 	// 50ms heartbeat, a 2-core machine at load 11, lost holds to a 200ms
 	// lease and none to a 1s one). A shorter lease, set explicitly, trades
-	// that margin for a shorter hold by a frozen holder.
+	// that margin for a shorter hold by a frozen holder. At most
+	// MaxSessionTimeout (about 24.8 days, the server's bound), which the
+	// default never exceeds.
 	SessionTimeout time.Duration
 
 	// MaxHeldLocks caps the locks this coordinator holds at once; Acquire
@@ -201,6 +205,13 @@ type Config struct {
 // holds of a healthy session.
 const MinLease = 100 * time.Millisecond
 
+// MaxSessionTimeout is the longest SessionTimeout: the server takes it as
+// idle_session_timeout and tcp_user_timeout, milliseconds in an int32, and
+// refuses more (Start would fail with the server's "invalid value for
+// parameter"). HeartbeatInterval is at most a quarter of it, since
+// SessionTimeout is at least four heartbeats.
+const MaxSessionTimeout = math.MaxInt32 * time.Millisecond
+
 // defaultLeaseFloor is the shortest lease the default SessionTimeout gives.
 const defaultLeaseFloor = time.Second
 
@@ -227,8 +238,11 @@ func applyDefaults(cfg *Config) {
 	cfg.MaxSessions = cmp.Or(cfg.MaxSessions, DefaultMaxSessions)
 	cfg.MaxHeldLocks = cmp.Or(cfg.MaxHeldLocks, DefaultMaxHeldLocks)
 	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
-	if cfg.HeartbeatInterval > 0 {
-		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout, max(5*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+defaultLeaseFloor))
+	if cfg.HeartbeatInterval > 0 && cfg.HeartbeatInterval <= MaxSessionTimeout/4 {
+		// Within MaxSessionTimeout, which still leaves four heartbeats;
+		// a longer heartbeat is refused (and would overflow here).
+		cfg.SessionTimeout = cmp.Or(cfg.SessionTimeout,
+			min(max(5*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+defaultLeaseFloor), MaxSessionTimeout))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -251,6 +265,8 @@ func validateConfig(cfg *Config) error {
 		return bad("HeartbeatInterval", "must be positive, got %v", cfg.HeartbeatInterval)
 	case cfg.HeartbeatInterval < 10*time.Millisecond:
 		return bad("HeartbeatInterval", "must be at least 10ms, got %v", cfg.HeartbeatInterval)
+	case cfg.HeartbeatInterval > MaxSessionTimeout/4:
+		return bad("HeartbeatInterval", "must be at most %v (a quarter of MaxSessionTimeout), got %v", MaxSessionTimeout/4, cfg.HeartbeatInterval)
 	case cfg.InitialReconnectBackoff < 0:
 		return bad("InitialReconnectBackoff", "must be positive, got %v", cfg.InitialReconnectBackoff)
 	case cfg.MaxReconnectBackoff < 0:
@@ -261,6 +277,9 @@ func validateConfig(cfg *Config) error {
 	case cfg.SessionTimeout < 4*cfg.HeartbeatInterval || cfg.SessionTimeout < 2*cfg.HeartbeatInterval+MinLease:
 		return bad("SessionTimeout", "%v leaves a lease (SessionTimeout less two heartbeats) under two heartbeats or under %v: it must be at least %v",
 			cfg.SessionTimeout, MinLease, max(4*cfg.HeartbeatInterval, 2*cfg.HeartbeatInterval+MinLease))
+	case cfg.SessionTimeout > MaxSessionTimeout:
+		return bad("SessionTimeout", "must be at most %v (the server's idle_session_timeout and tcp_user_timeout are milliseconds in an int32), got %v",
+			MaxSessionTimeout, cfg.SessionTimeout)
 	case cfg.MaxSessions < 1+lockSessions:
 		return bad("MaxSessions", "must be at least 2 (the control session and the lock session), got %d", cfg.MaxSessions)
 	case cfg.MaxSessions > maxSessionsLimit:

@@ -35,6 +35,13 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad connection string", Config{ConnString: "postgres://u:pw@%zz/db"}, "ConnString"},
 		{"unknown key=value setting", Config{ConnString: "host=localhost sslmode=sometimes"}, "ConnString"},
 		{"member id not UTF-8", Config{ConnString: testURL, AgentID: "\xff"}, "AgentID"},
+		// The server takes SessionTimeout as milliseconds in an int32.
+		{"session timeout above the server's bound", Config{ConnString: testURL, SessionTimeout: 30 * 24 * time.Hour}, "SessionTimeout"},
+		{"session timeout just above the bound", Config{ConnString: testURL, SessionTimeout: MaxSessionTimeout + time.Millisecond}, "SessionTimeout"},
+		{"heartbeat too long for any session timeout", Config{ConnString: testURL, HeartbeatInterval: 7 * 24 * time.Hour}, "HeartbeatInterval"},
+		// 5 × HeartbeatInterval overflows: the default SessionTimeout came
+		// out at 2^62+1s, a lease of one second for a heartbeat of 73 years.
+		{"heartbeat whose default timeout overflows", Config{ConnString: testURL, HeartbeatInterval: 1 << 61}, "HeartbeatInterval"},
 	} {
 		c, err := New(tc.cfg)
 		require.Nil(t, c, tc.desc)
@@ -201,6 +208,7 @@ func FuzzNewConfig(f *testing.F) {
 		case cfg.HeartbeatInterval < 10*time.Millisecond,
 			cfg.InitialReconnectBackoff <= 0 || cfg.InitialReconnectBackoff > cfg.MaxReconnectBackoff,
 			cfg.SessionTimeout-2*cfg.HeartbeatInterval < max(2*cfg.HeartbeatInterval, MinLease),
+			cfg.SessionTimeout > MaxSessionTimeout,
 			cfg.MaxHeldLocks < 1, cfg.MaxSessions < 2, cfg.MaxSessions > 1024, cfg.waitSessions() < 0,
 			validateName(c.MemberID()) != nil:
 			t.Fatalf("New accepted an unsound config: %+v", cfg)
@@ -228,4 +236,24 @@ func TestSessionBudgetSplit(t *testing.T) {
 		require.Equal(t, tc.waiting, c.cfg.waitSessions(), tc.desc)
 		require.Equal(t, tc.waiting, cap(c.waits.slots), tc.desc)
 	}
+}
+
+// The longest timeouts New accepts are ones the server takes: a coordinator
+// with SessionTimeout at MaxSessionTimeout starts, and a heartbeat long
+// enough that its default SessionTimeout would pass the bound gets the
+// bound instead. Above it New refuses them (TestNewRejectsBadConfig); it
+// used to accept them, and Start failed with the server's untyped "invalid
+// value for parameter idle_session_timeout" (SQLSTATE 22023).
+func TestLongestSessionTimeoutStarts(t *testing.T) {
+	t.Parallel()
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.SessionTimeout = MaxSessionTimeout })
+	l := c.GetLock("long")
+	mustAcquire(t, l, NoWait)
+	require.NoError(t, l.Release(ctx(t)))
+
+	hb := MaxSessionTimeout / 4
+	d, err := New(Config{ConnString: testURL, HeartbeatInterval: hb})
+	require.NoError(t, err)
+	require.Equal(t, MaxSessionTimeout, d.cfg.SessionTimeout)
+	require.Equal(t, 2*hb, d.lease())
 }
