@@ -3,6 +3,7 @@ package pgcoord
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -156,4 +157,52 @@ func TestTemplateNameHasNoAddress(t *testing.T) {
 	la, err = NewLock("vol-{v.id}-{v.host.name}", map[string]any{"v": vol{"v1", &host{"h1"}}}, a)
 	require.NoError(t, err)
 	require.Equal(t, "vol-v1-h1", la.Name())
+}
+
+// Two coordinators of different prefixes register, at the same moment, two
+// different names forged to one key: whatever the interleaving, exactly one
+// name owns the key and the other is refused with ErrKeyCollision; never
+// do both hold it. (A real SHA-256 collision cannot be made: the second
+// Lock's key is overwritten.)
+func TestConcurrentCollidingRegistrations(t *testing.T) {
+	t.Parallel()
+	pa, pb := testPrefix(t), testPrefix(t)
+	a, b := newCoord(t, pa), newCoord(t, pb)
+	for round := range 40 {
+		la := a.GetLock(fmt.Sprintf("x-%d", round))
+		lb := b.GetLock(fmt.Sprintf("y-%d", round))
+		lb.key = la.key
+		start := make(chan struct{})
+		type result struct {
+			ok  bool
+			err error
+		}
+		res := make([]chan result, 2)
+		for i, l := range []*Lock{la, lb} {
+			res[i] = make(chan result, 1)
+			go func() {
+				<-start
+				ok, err := l.Acquire(context.Background(), NoWait)
+				res[i] <- result{ok, err}
+			}()
+		}
+		close(start)
+		ra, rb := <-res[0], <-res[1]
+		var owner string
+		require.NoError(t, testPool.QueryRow(ctx(t), `SELECT name FROM pgcoord.locks WHERE key = $1`, la.key).Scan(&owner))
+		switch owner {
+		case pa + la.Name():
+			require.NoError(t, ra.err, "round %d", round)
+			require.True(t, ra.ok, "round %d", round)
+			require.ErrorIs(t, rb.err, ErrKeyCollision, "round %d", round)
+			require.NoError(t, la.Release(ctx(t)))
+		case pb + lb.Name():
+			require.NoError(t, rb.err, "round %d", round)
+			require.True(t, rb.ok, "round %d", round)
+			require.ErrorIs(t, ra.err, ErrKeyCollision, "round %d", round)
+			require.NoError(t, lb.Release(ctx(t)))
+		default:
+			t.Fatalf("round %d: key owned by %q", round, owner)
+		}
+	}
 }
