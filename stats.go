@@ -141,6 +141,12 @@ func (c *Coordinator) OnWait(fn func(waited time.Duration)) (unregister func()) 
 // cheap enough for every scrape.
 func (c *Coordinator) Stats() Stats {
 	es, ss, gs := c.prims.snapshot(c.running())
+	// The buckets are read before Waited: observeWait counts a wait in
+	// Waited before its bucket, so every wait a bucket read here shows is
+	// in Waited too, and no bucket exceeds Waited (the +Inf bucket), as a
+	// histogram's never may. Read the other way round, a wait that ended
+	// between the two reads showed in a bucket and not in Waited.
+	buckets := c.waitBuckets()
 	return Stats{
 		Held:              c.stats.held.Load(),
 		Acquired:          c.stats.acquired.Load(),
@@ -151,7 +157,7 @@ func (c *Coordinator) Stats() Stats {
 		Reconnects:        c.stats.reconnects.Load(),
 		WaitsBeyondBudget: c.stats.farWaits.Load(),
 		RefusedSessions:   c.stats.refusedSessions.Load(),
-		WaitBuckets:       c.waitBuckets(),
+		WaitBuckets:       buckets,
 		Sessions:          c.openSessions(),
 		HeartbeatAge:      c.heartbeatAge(),
 		Active:            c.IsActive(),
