@@ -196,12 +196,12 @@ func printLeader(w io.Writer, election string, l *leaderRow, asJSON, watching bo
 		return err
 	}
 	if l == nil {
-		_, err := fmt.Fprintf(w, "%s: no leader\n", election)
+		_, err := fmt.Fprintf(w, "%s: no leader\n", cell(election))
 		return err
 	}
 	// since in the tables' format (local zone, milliseconds, offset),
 	// quoted like value since it has spaces.
-	_, err := fmt.Fprintf(w, "%s: %s value=%s token=%s since=%s\n", election, l.MemberID,
+	_, err := fmt.Fprintf(w, "%s: %s value=%s token=%s since=%s\n", cell(election), cell(l.MemberID),
 		strconv.Quote(l.Value), strconv.FormatInt(l.Token, 10), strconv.Quote(fmtTime(l.Since, cliStyle.timeLayout)))
 	return err
 }

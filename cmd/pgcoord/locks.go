@@ -71,7 +71,7 @@ func writeHeldLocks(w io.Writer, rows []db.ListHeldLocksRow, st tableStyle) {
 		// A lock taken outside pgcoord's registry has no name; one whose
 		// session is not a live member's has no member.
 		fmt.Fprintf(tw, "%s%s\t%s%s\t%s\t%s\t%s\t%d\n", st.indent,
-			dash(r.Name), key(strconv.FormatInt(r.Key, 10)), r.Mode, dash(r.MemberID),
+			cell(r.Name), key(strconv.FormatInt(r.Key, 10)), r.Mode, cell(r.MemberID),
 			granted, fmtTime(r.Since, st.timeLayout), r.BackendPid)
 	}
 	_ = tw.Flush()

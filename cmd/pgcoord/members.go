@@ -143,7 +143,7 @@ func writeMembers(w io.Writer, rows []db.ListMembersRow, now time.Time, st table
 			age = fmtAge(now.Sub(r.LastHeartbeat.Time))
 		}
 		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.indent,
-			r.MemberID, dash(r.Hostname), strconv.Itoa(int(r.Pid)),
+			cell(r.MemberID), cell(r.Hostname), strconv.Itoa(int(r.Pid)),
 			fmtTime(r.StartedAt, st.timeLayout), fmtTime(r.LastHeartbeat, st.timeLayout),
 			age, memberState(r))
 	}

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -188,6 +190,21 @@ func fmtAge(d time.Duration) string {
 func dash(s string) string {
 	if s == "" {
 		return "-"
+	}
+	return s
+}
+
+// cell is s as a table prints it: "-" when empty, and quoted with Go's
+// escapes when it holds a character that is not printable (a newline or a
+// tab would split or shift the row: names are the application's, and may
+// hold anything but NUL), starts with a quote, or is "-" itself, so that
+// every row is one line and every cell reads back as one value.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if s == "-" || s[0] == '"' || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
 	}
 	return s
 }
