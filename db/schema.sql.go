@@ -57,6 +57,20 @@ func (q *Queries) MigrationLock(ctx context.Context, db DBTX, key int64) error {
 	return err
 }
 
+const MigrationsTablePresent = `-- name: MigrationsTablePresent :one
+SELECT (to_regclass('pgcoord.schema_migrations') IS NOT NULL)::boolean AS present
+`
+
+// Whether golang-migrate's table is there: it records a version (dirty when
+// that migration failed) even when the first migration failed and left no
+// other table.
+func (q *Queries) MigrationsTablePresent(ctx context.Context, db DBTX) (bool, error) {
+	row := db.QueryRow(ctx, MigrationsTablePresent)
+	var present bool
+	err := row.Scan(&present)
+	return present, err
+}
+
 const MissingSchemaObjects = `-- name: MissingSchemaObjects :many
 SELECT m.missing::text AS missing FROM (
     SELECT 'relation ' || r AS missing, 1 AS kind, i

@@ -12,6 +12,12 @@ SELECT coalesce((SELECT version FROM pgcoord.schema_migrations LIMIT 1), -1)::bi
 SELECT (to_regclass('pgcoord.schema_migrations') IS NOT NULL
         AND to_regclass('pgcoord.members') IS NOT NULL)::boolean AS present;
 
+-- name: MigrationsTablePresent :one
+-- Whether golang-migrate's table is there: it records a version (dirty when
+-- that migration failed) even when the first migration failed and left no
+-- other table.
+SELECT (to_regclass('pgcoord.schema_migrations') IS NOT NULL)::boolean AS present;
+
 -- name: SchemaExists :one
 SELECT (to_regnamespace('pgcoord') IS NOT NULL)::boolean AS exists;
 

@@ -204,8 +204,12 @@ func schemaStatus(ctx context.Context, url string) (schemaState, error) {
 	return st, nil
 }
 
+// readVersion reads the recorded version into st; 0 when golang-migrate's
+// table is absent. Only that table counts: a first migration that failed
+// leaves it, marked dirty, and no table of pgcoord's, and that is a dirty
+// schema, not an absent one.
 func readVersion(ctx context.Context, conn *pgx.Conn, st *schemaState) error {
-	present, err := queries.SchemaPresent(ctx, conn)
+	present, err := queries.MigrationsTablePresent(ctx, conn)
 	if err != nil || !present {
 		if err != nil {
 			return fmt.Errorf("checking for the pgcoord schema: %w", err)

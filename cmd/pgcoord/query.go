@@ -92,19 +92,25 @@ func closeConn(conn *pgx.Conn) {
 // requireSchema makes sure the pgcoord schema is there. The database is
 // left alone, with advice, because migrating is a decision for its owner.
 func requireSchema(ctx context.Context, conn *pgx.Conn) error {
-	present, err := queries.SchemaPresent(ctx, conn)
-	if err != nil {
-		return fmt.Errorf("checking for the pgcoord schema: %w", err)
-	}
-	if !present {
-		return fmt.Errorf("schema pgcoord not found in this database; run 'pgcoord migrate' first")
-	}
 	st := schemaState{Available: pgcoord.MigrationVersions()}
 	if err := readVersion(ctx, conn, &st); err != nil {
 		return err
 	}
 	if st.preRelease() {
 		return fmt.Errorf("%s", st.String())
+	}
+	present, err := queries.SchemaPresent(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("checking for the pgcoord schema: %w", err)
+	}
+	if !present && st.Dirty {
+		// A first migration that failed left only golang-migrate's table,
+		// marked dirty: "not found, run migrate" would send the operator
+		// to a migrate that refuses, without saying why.
+		return fmt.Errorf("%s", st.String())
+	}
+	if !present {
+		return fmt.Errorf("schema pgcoord not found in this database; run 'pgcoord migrate' first")
 	}
 	if st.Version < st.Available[len(st.Available)-1] {
 		return nil // older, but what it has is read as it is
