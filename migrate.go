@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -145,25 +146,83 @@ func migrateTo(ctx context.Context, target migrationTarget, log *slog.Logger) (e
 	if target.beforeUp != nil {
 		target.beforeUp()
 	}
-	done := make(chan error, 1)
-	go func() { done <- m.Up() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		// golang-migrate takes no ctx; stop it between migrations.
-		m.GracefulStop <- true
-		<-done
-		return ctx.Err()
+	err = upStepwise(ctx, m)
+	if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+		return ctxErr
 	}
 	if d := (migrate.ErrDirty{}); errors.As(err, &d) {
 		return dirtyError(d)
 	}
 	if err != nil && !errors.Is(err, migrate.ErrNoChange) {
-		return fmt.Errorf("pgcoord: migrate: %w", err)
+		return fmt.Errorf("pgcoord: migrate: %w", migrationFailure(m, err))
 	}
 	version, dirty, _ := m.Version()
 	log.Debug("pgcoord: schema migrated", slog.Uint64("version", uint64(version)), slog.Bool("dirty", dirty))
 	return nil
+}
+
+// upStepwise applies the pending migrations one Steps(1) at a time until
+// the schema is at schemaVersion, stopping between two when ctx ends
+// (golang-migrate takes no ctx). Not Up: Up reads the migrations after the
+// one it runs ahead of it, each in a goroutine that writes the file into a
+// pipe nobody reads once a migration fails or GracefulStop stops it, and
+// those goroutines (8 for the first migration, with their buffers) stayed
+// for the life of the process (TestFailedMigrationErrorIsShortAndTyped,
+// under goleak). A step reads only the migration it runs.
+// migrate.ErrNoChange when there was nothing to apply.
+func upStepwise(ctx context.Context, m *migrate.Migrate) error {
+	applied := false
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		v, dirty, err := m.Version()
+		if err != nil && !errors.Is(err, migrate.ErrNilVersion) {
+			return err
+		}
+		if err == nil && !dirty && int64(v) >= schemaVersion {
+			break
+		}
+		if err := m.Steps(1); err != nil {
+			// Another process applied the last migration between the
+			// version read above and the step's own, under its lock:
+			// nothing is left ("file does not exist").
+			if v, dirty, verr := m.Version(); errors.Is(err, os.ErrNotExist) && verr == nil && !dirty && int64(v) >= schemaVersion {
+				break
+			}
+			return err
+		}
+		applied = true
+	}
+	if !applied {
+		return migrate.ErrNoChange
+	}
+	return nil
+}
+
+// migrationFailure is err, a migration the server refused, as the
+// server's error and the version that failed. golang-migrate's
+// database.Error prints the whole migration file (25 kB for the first
+// one) and does not unwrap to the *pgconn.PgError
+// (TestFailedMigrationErrorIsShortAndTyped); other errors are returned
+// unchanged.
+func migrationFailure(m *migrate.Migrate, err error) error {
+	var dv database.Error
+	var dp *database.Error
+	if !errors.As(err, &dv) && !errors.As(err, &dp) {
+		return err
+	}
+	pg := pgErrorOf(err)
+	if pg == nil {
+		return err
+	}
+	v, _, verr := m.Version()
+	if verr != nil {
+		return fmt.Errorf("a migration failed: %w", pg)
+	}
+	// golang-migrate marked v dirty before running it; the next Migrate
+	// says what to do (dirtyError).
+	return fmt.Errorf("migration %d failed, and nothing of it stayed (one transaction; its version is marked dirty): %w", v, pg)
 }
 
 // newMigrator returns golang-migrate over the embedded files and table
