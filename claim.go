@@ -46,7 +46,7 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 	waitStart := time.Now()
 	var waited bool
 	defer func() {
-		if waited {
+		if waited && !l.unqueued { // a semaphore counts its own waits
 			c.observeWait(time.Since(waitStart))
 		}
 	}()

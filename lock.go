@@ -76,7 +76,9 @@ type Lock struct {
 	// member's heartbeat (see beatlease.go).
 	leader bool
 	// unqueued: a semaphore's slot, whose waits take no ticket in the
-	// name's queue (the semaphore queues its waits itself).
+	// name's queue (the semaphore queues its waits itself), and whose
+	// tries are not counted in Stats (the Semaphore's Acquire, which may
+	// try every slot many times, counts once; see countAcquire).
 	unqueued bool
 
 	mu        sync.Mutex
@@ -312,10 +314,8 @@ func (l *Lock) acquireMode(ctx context.Context, b Blocking, shared bool) (bool, 
 			h, err = nil, ferr
 		}
 	}
-	if h != nil {
-		l.c.stats.acquired.Add(1)
-	} else if err == nil {
-		l.c.stats.busy.Add(1)
+	if !l.unqueued {
+		l.c.countAcquire(h != nil, err)
 	}
 
 	l.mu.Lock()

@@ -151,3 +151,50 @@ func TestGroupStats(t *testing.T) {
 	require.NoError(t, a.Stop(ctx(t)))
 	require.Empty(t, a.Stats().Groups, "no group is joined after Stop")
 }
+
+// A Semaphore's Acquire counts once in Stats, as a Lock's does: Acquired
+// when it takes a slot, Busy when it gives up, and, when it waited, one
+// wait in Waited and WaitTime. Before, every slot it tried was an
+// acquisition of its own: a NoWait Acquire of a full semaphore of 3 slots
+// counted 3 busy, a Timeout(1s) one 23 busy and 5 waits of 200 ms.
+func TestSemaphoreAcquireCountsOnce(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	a, b := newCoord(t, p), newCoord(t, p)
+	var held []*Semaphore
+	for range 3 {
+		s := a.Semaphore("pool", 3)
+		mustTake(t, s, NoWait)
+		held = append(held, s)
+	}
+	s := b.Semaphore("pool", 3)
+	counts := func() Stats {
+		st := b.Stats()
+		return Stats{Acquired: st.Acquired, Busy: st.Busy, Waited: st.Waited}
+	}
+
+	ok, err := s.Acquire(ctx(t), NoWait)
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Equal(t, Stats{Busy: 1}, counts(), "a NoWait Acquire that found every slot busy")
+
+	ok, err = s.Acquire(ctx(t), Timeout(time.Second))
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Equal(t, Stats{Busy: 2, Waited: 1}, counts(), "a Timeout(1s) Acquire that gave up")
+	require.GreaterOrEqual(t, b.Stats().WaitTime, time.Second, "its wait, whole")
+
+	got := make(chan error, 1)
+	go func() {
+		ok, err := s.Acquire(ctx(t), Wait)
+		if err == nil && !ok {
+			err = ErrNotHeld
+		}
+		got <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // a few rounds of slot tries
+	require.NoError(t, held[0].Release(ctx(t)))
+	require.NoError(t, <-got)
+	require.Equal(t, Stats{Acquired: 1, Busy: 2, Waited: 2}, counts(), "a waiting Acquire that took a slot")
+	require.NoError(t, s.Release(ctx(t)))
+}

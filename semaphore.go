@@ -120,7 +120,7 @@ func (s *Semaphore) slot(i int, lost chan struct{}) *Lock {
 // what that costs), trying every slot again every 200 ms; waits that last
 // longer than 100 ms are served in arrival order across members
 // (docs/waits.md).
-func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error) {
+func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (took bool, err error) {
 	if s.err != nil {
 		return false, s.err
 	}
@@ -160,6 +160,16 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 		_ = prev.Release(ctx) // a lost hold: let its claim go
 		uncount()
 	}
+	// Counted here, once, as a Lock's Acquire is: the slots' own tries
+	// (every slot, every round) are not (see Lock.unqueued).
+	began := time.Now()
+	waited := false
+	defer func() {
+		s.c.countAcquire(took, err)
+		if waited {
+			s.c.observeWait(time.Since(began))
+		}
+	}()
 	if err := s.register(ctx); err != nil {
 		return false, err
 	}
@@ -196,6 +206,7 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (_ bool, err error)
 		if b.mode == blockNoWait {
 			return false, nil
 		}
+		waited = true
 		if q.tk == nil && time.Duration(monoNow()-q.arrived) >= queueAfter {
 			s.c.enqueue(ctx, &q, s.queueKey(), false)
 		}

@@ -91,6 +91,16 @@ type coordStats struct {
 	waitObservers atomic.Pointer[[]*func(time.Duration)]
 }
 
+// countAcquire counts one acquisition's outcome: taken, or given up (busy
+// under NoWait or at its Timeout); an error counts as neither.
+func (c *Coordinator) countAcquire(took bool, err error) {
+	if took {
+		c.stats.acquired.Add(1)
+	} else if err == nil {
+		c.stats.busy.Add(1)
+	}
+}
+
 // observeWait counts one acquisition that waited d.
 func (c *Coordinator) observeWait(d time.Duration) {
 	c.stats.waited.Add(1)
