@@ -57,7 +57,7 @@ func TestDeadlockReaderBehindIdleWriter(t *testing.T) {
 	}
 	// Its first far wait (100 ms) drops the intent as it ends; the second,
 	// with a ticket, holds it for as long as B waits.
-	require.Eventually(t, func() bool { return b.Stats().WaitsBeyondBudget >= 2 && onK(true) >= 2 }, 10*time.Second, time.Millisecond,
+	require.Eventually(t, func() bool { return b.stats.farPhases.Load() >= 2 && onK(true) >= 2 }, 10*time.Second, time.Millisecond,
 		"B holds k's writer intent (beside A's shared hold of k) in its second far wait")
 
 	holdR := c.GetLock("r")
@@ -143,7 +143,7 @@ func TestAcquireSharedTxAgainBesideWaitingWriter(t *testing.T) {
 			  AND objid::bigint = ($1::bigint & 4294967295)`, key).Scan(&n))
 		// Its first far wait (100 ms) drops the intent as it ends; the
 		// second, with a ticket, holds it for as long as it waits.
-		return n == 1 && c.Stats().WaitsBeyondBudget >= 2
+		return n == 1 && c.stats.farPhases.Load() >= 2
 	}, 5*time.Second, 10*time.Millisecond, "the writer waits beyond its budget, holding the intent")
 
 	ok, err = AcquireSharedTx(ctx(t), tx, p, "vol", NoWait)

@@ -39,7 +39,7 @@ const farCheck = 100 * time.Millisecond
 // caller keeps it from one far wait to the next (the first 100 ms, then
 // with a ticket), so that its marker stays in place between them.
 func (c *Coordinator) waitFar(ctx context.Context, h *hold, deadline time.Time, sub *subscription) (ok, moved bool, err error) {
-	c.stats.farWaits.Add(1)
+	c.stats.farPhases.Add(1)
 	// A writer whose try failed holds its intent while it waits here, in
 	// no server queue, so that a stream of readers cannot starve it (see
 	// pgcoord.wait_lock_shared). A handoff that succeeds at its first try costs no

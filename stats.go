@@ -75,14 +75,18 @@ func WaitBucketBounds() []time.Duration { return slices.Clone(waitBounds) }
 
 // coordStats holds the counters behind Stats.
 type coordStats struct {
-	held            atomic.Int64
-	acquired        atomic.Uint64
-	busy            atomic.Uint64
-	waited          atomic.Uint64
-	waitNanos       atomic.Int64
-	lost            atomic.Uint64
-	reconnects      atomic.Uint64
-	farWaits        atomic.Uint64
+	held       atomic.Int64
+	acquired   atomic.Uint64
+	busy       atomic.Uint64
+	waited     atomic.Uint64
+	waitNanos  atomic.Int64
+	lost       atomic.Uint64
+	reconnects atomic.Uint64
+	farWaits   atomic.Uint64
+	// farPhases counts waitFar's calls: a wait beyond the budget makes
+	// one for its first queueAfter and one with its ticket (tests watch
+	// it to know the second has begun; farWaits counts the wait once).
+	farPhases       atomic.Uint64
 	refusedSessions atomic.Uint64
 	// waitBuckets[i] counts waits in (waitBounds[i-1], waitBounds[i]]; the
 	// last one those above every bound.

@@ -89,3 +89,24 @@ func TestStatsBucketsNeverAboveWaited(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitBeyondBudgetCountsOnce: Stats.WaitsBeyondBudget counts waits, as
+// its doc says, not the phases of one: a wait beyond the budget that
+// outlasts its first queueAfter (100 ms) went on with a ticket in a
+// second waitFar, and was counted twice (WaitsBeyondBudget 2, Waited 1).
+func TestWaitBeyondBudgetCountsOnce(t *testing.T) {
+	t.Parallel()
+	p := testPrefix(t)
+	holder := newCoord(t, p).GetLock("far")
+	mustAcquire(t, holder, NoWait)
+	// MaxSessions 2: the control session and the lock session, no wait
+	// session, so every wait is beyond the budget.
+	c := newCoord(t, p, func(cfg *Config) { cfg.MaxSessions = 2 })
+	ok, err := c.GetLock("far").Acquire(ctx(t), Timeout(time.Second))
+	require.NoError(t, err)
+	require.False(t, ok)
+	st := c.Stats()
+	require.Equal(t, uint64(1), st.Waited)
+	require.Equal(t, uint64(1), st.WaitsBeyondBudget, "one wait, in two phases (%d)", c.stats.farPhases.Load())
+	require.GreaterOrEqual(t, c.stats.farPhases.Load(), uint64(2), "the wait went on past its first queueAfter")
+}

@@ -193,7 +193,15 @@ func (c *Coordinator) wait(ctx context.Context, h *hold, deadline time.Time, q *
 	// the queue that follows (see waitFar), and ended when the wait moves
 	// to a wait session or waits for its turn.
 	var far *subscription
+	// farSub is called before every waitFar, so the wait is counted
+	// beyond the budget (Stats.WaitsBeyondBudget) here, once, however
+	// many phases it makes there.
+	counted := false
 	farSub := func() *subscription {
+		if !counted {
+			counted = true
+			c.stats.farWaits.Add(1)
+		}
 		if far == nil {
 			far = c.notifier.subscribe(topicFree, h.key)
 		}
