@@ -112,41 +112,6 @@ func (q *Queries) EndTerm(ctx context.Context, db DBTX, arg EndTermParams) (bool
 	return ok, err
 }
 
-const ListLeaders = `-- name: ListLeaders :many
-SELECT election, member_id, value, token, since, hostname, pid
-FROM pgcoord.leaders
-WHERE election LIKE $1::text
-ORDER BY election
-`
-
-func (q *Queries) ListLeaders(ctx context.Context, db DBTX, pattern string) ([]PgcoordLeader, error) {
-	rows, err := db.Query(ctx, ListLeaders, pattern)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []PgcoordLeader
-	for rows.Next() {
-		var i PgcoordLeader
-		if err := rows.Scan(
-			&i.Election,
-			&i.MemberID,
-			&i.Value,
-			&i.Token,
-			&i.Since,
-			&i.Hostname,
-			&i.Pid,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const ListenLeader = `-- name: ListenLeader :exec
 LISTEN pgcoord_leader
 `

@@ -58,11 +58,6 @@ SELECT pgcoord.end_term(sqlc.arg(election)::text, sqlc.arg(token)::bigint)::bool
 -- name: CurrentLeader :one
 SELECT member_id, value, token, since FROM pgcoord.leaders WHERE election = sqlc.arg(election);
 
--- name: ListLeaders :many
-SELECT election, member_id, value, token, since, hostname, pid
-FROM pgcoord.leaders
-WHERE election LIKE sqlc.arg(pattern)::text
-ORDER BY election;
 
 -- name: ListenLeader :exec
 -- Terms begun, proclaimed or ended notify this channel with the
