@@ -270,7 +270,9 @@
 // hold: each is reported lost. The control session reconnects, with its
 // backoff, to whichever host is the primary now, and takes that server's
 // identity; every other session follows it (one still on another server is
-// closed, its holds lost, and dials again). A session that reaches the new
+// closed, its holds lost, and dials again). It never moves back to an
+// earlier timeline of its cluster: an old primary still running after the
+// failover is refused with ErrWrongServer. A session that reaches the new
 // primary first (a later timeline of the control session's cluster) moves
 // the control session there at once and waits for it, instead of being
 // refused until the heartbeat notices the old primary is gone. A promoted

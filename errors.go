@@ -75,9 +75,11 @@ var (
 	// not hold locks on: a standby in recovery (its advisory locks exclude
 	// nobody on the primary), or a server other than the control
 	// session's (another cluster, or another timeline of it: the other
-	// side of a failover). The session is closed, never used. With a
-	// multi-host connection string, a standby is skipped for the next
-	// host.
+	// side of a failover), or, for the control session, a primary of its
+	// cluster on an earlier timeline than the one it was on (an old
+	// primary still running after a failover). The session is closed,
+	// never used. With a multi-host connection string, a standby is
+	// skipped for the next host.
 	ErrWrongServer = errors.New("pgcoord: session on the wrong server")
 
 	// ErrNotLeader is returned by Election.Resign and Election.Proclaim

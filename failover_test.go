@@ -291,3 +291,57 @@ func TestTokensIncreaseAcrossFailover(t *testing.T) {
 	require.EqualValues(t, 1, write(l.Token()), "the holder's write lands")
 	require.NoError(t, l.Release(ctx(t)))
 }
+
+// After a failover, the control session never moves back to the old
+// primary: here it is started again as a primary on its old timeline
+// (what a node restarted by hand, or one whose Patroni died, looks like)
+// and listed first. A reconnect of the control session reaches it first
+// and is refused (ErrWrongServer) for as long as it runs, so the
+// coordinator stays on the new primary's side: no session on the old one,
+// no token below those it issued there. Once the old primary is gone the
+// reconnect reaches the new one. Before, the reconnect moved the whole
+// coordinator back to timeline 1: its holds on the new primary lost, new
+// acquires granted on the old one with tokens of timeline 1.
+func TestControlNeverBackToOlderTimeline(t *testing.T) {
+	t.Parallel()
+	p := haPair(t)
+	old, standby := p.Primary(), p.Standby()
+	c := haCoord(t, multiHost("&target_session_attrs=read-write", old, standby))
+	caughtUp(t, p)
+	newPrimary, err := p.Failover()
+	require.NoError(t, err)
+	b := c.GetLock("b")
+	require.Eventually(t, func() bool { ok, _ := b.Acquire(ctx(t), NoWait); return ok }, 20*time.Second, 10*time.Millisecond,
+		"no acquire on the new primary")
+	id := *c.identity.Load()
+	require.Equal(t, int32(2), id.timeline)
+	issued := b.Token()
+	require.NoError(t, old.StartServer()) // a primary again, on timeline 1
+
+	var pid int32
+	require.NoError(t, c.control.lock(ctx(t)))
+	pid = c.control.backendPID
+	c.control.unlock()
+	var killed bool
+	require.NoError(t, connect(t, newPrimary.URL()).QueryRow(ctx(t), `SELECT pg_terminate_backend($1)`, pid).Scan(&killed))
+	require.True(t, killed)
+	// The reconnect (backoff 20 ms to 500 ms) tries the old primary first,
+	// again and again.
+	d := c.GetLock("d")
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		require.Equal(t, id, *c.identity.Load(), "the control session moved back to the old primary")
+		if ok, _ := d.Acquire(ctx(t), NoWait); ok {
+			require.Greater(t, d.Token(), issued, "a token below one this coordinator issued")
+			require.NoError(t, d.Release(ctx(t)))
+		}
+	}
+	require.Zero(t, sessionsOn(t, old.URL(), c), "sessions on the old primary")
+
+	require.NoError(t, old.StopImmediate())
+	require.Eventually(t, c.IsActive, 10*time.Second, 10*time.Millisecond)
+	mustAcquire(t, d, NoWait)
+	require.Greater(t, d.Token(), issued)
+	require.Equal(t, id, *c.identity.Load())
+	require.NoError(t, d.Release(ctx(t)))
+	require.NoError(t, b.Release(ctx(t)))
+}

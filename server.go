@@ -76,17 +76,30 @@ func skipStandbys(cc *pgx.ConnConfig) {
 // checkServer refuses a session that reached the wrong server: a standby,
 // or (for any session but the control session, whose server the others
 // follow) a server whose identity differs from the control session's.
+//
+// The control session follows a failover to whichever server it reaches,
+// except back: a primary of its cluster on an earlier timeline than the one
+// it was on is an old primary that kept running or was started again
+// beside the promoted one (no watchdog, a node restarted by hand), listed
+// first in a multi-host string or still behind a DNS name. Moving there
+// would end every hold on the new primary, take locks on a server the rest
+// of the fleet has left, and issue fencing tokens below those this
+// coordinator already issued (TestControlNeverBackToOlderTimeline).
 func (c *Coordinator) checkServer(kind sessionKind, conn *pgx.Conn, f sessionFound) error {
 	addr := conn.PgConn().Conn().RemoteAddr()
 	if f.inRecovery {
 		return fmt.Errorf("%w: %s session reached %s, a standby in recovery: list the primary first, or add target_session_attrs=read-write, and never use a read-replica endpoint",
 			ErrWrongServer, kind, addr)
 	}
-	if kind == sessionControl {
-		return nil
-	}
 	got := f.identity
 	want := c.identity.Load()
+	if kind == sessionControl {
+		if want != nil && got.systemID == want.systemID && got.timeline < want.timeline {
+			return fmt.Errorf("%w: control session reached %s (%v), an old primary: the control session was on %v, a later timeline of that cluster (a primary promoted since); stop or demote the old one",
+				ErrWrongServer, addr, got, *want)
+		}
+		return nil
+	}
 	switch {
 	case want == nil:
 		return fmt.Errorf("%w: %s session reached %s (%v) before the control session connected", ErrWrongServer, kind, addr, got)
