@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -20,7 +21,8 @@ import (
 // .ci/run installs) in front of the test server with the given pool_mode,
 // and returns a connection string through it. It runs as the postgres user
 // when the tests run as root, since PgBouncer refuses to run as root.
-func startPgBouncer(t *testing.T, poolMode string) string {
+// Each of extra is a line added to its [pgbouncer] section.
+func startPgBouncer(t *testing.T, poolMode string, extra ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("pgbouncer")
 	if err != nil {
@@ -55,7 +57,7 @@ default_pool_size = 20
 max_client_conn = 200
 ignore_startup_parameters = extra_float_digits
 logfile = %s
-`, server.Hostname(), server.Port(), port, filepath.Join(dir, "users.txt"), poolMode, filepath.Join(dir, "pgbouncer.log"))
+%s`, server.Hostname(), server.Port(), port, filepath.Join(dir, "users.txt"), poolMode, filepath.Join(dir, "pgbouncer.log"), strings.Join(extra, "\n"))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "pgbouncer.ini"), []byte(ini), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "users.txt"), []byte(fmt.Sprintf("%q \"\"\n", userName)), 0o644))
 
@@ -115,4 +117,67 @@ func TestPgBouncerSessionModeWorks(t *testing.T) {
 	requireBusy(t, direct.GetLock("bounced"))
 	require.NoError(t, l.Release(ctx(t)))
 	mustAcquire(t, direct.GetLock("bounced"), NoWait)
+}
+
+// Statement mode, like transaction mode, hands each statement a server
+// session of its choice: Start refuses it.
+func TestPgBouncerStatementModeRefused(t *testing.T) {
+	t.Parallel()
+	proxied := startPgBouncer(t, "statement")
+	c, err := New(Config{ConnString: proxied, Prefix: testPrefix(t), Logger: quietLogger()})
+	require.NoError(t, err)
+	err = c.Start(ctx(t))
+	require.ErrorIs(t, err, ErrSessionLocksUnsupported)
+	require.False(t, c.IsActive())
+}
+
+// In session mode PgBouncer runs server_reset_query (DISCARD ALL by
+// default, which unlocks every advisory lock) when a client leaves, before
+// it gives the server connection to another: a session of a coordinator
+// that breaks leaves no lock behind. With server_reset_query empty, the
+// server connection goes back to the pool still holding the locks (and the
+// prepared statements) of the client that left, and the next client
+// inherits them. Here the coordinator's own lock session, dialled again,
+// gets that server connection: the lock it was told it lost stays held on
+// the server for as long as that session lives (another coordinator never
+// gets it), and every statement of the session fails with the server's
+// untyped 42P05 (prepared statement already exists).
+//
+// FINDING (revha), not fixed: fails on the current code. A fix would
+// detect a reused server connection as a session connects (any row in
+// pg_prepared_statements, which a fresh backend has none of: PrepareSession
+// runs on the simple protocol), end that backend (its locks belong to a
+// client gone, as DISCARD ALL would have freed them; closing the client
+// connection only puts it back in the pool, where pgcoord's next dial gets
+// it again) and refuse the session with ErrSessionLocksUnsupported naming
+// server_reset_query; see the report.
+func TestPgBouncerWithoutResetLeavesNoLock(t *testing.T) {
+	t.Skip("FINDING (revha): fails on the current code; see the comment")
+	t.Parallel()
+	proxied := startPgBouncer(t, "session", "server_reset_query =")
+	p := testPrefix(t)
+	c := newCoord(t, p, func(cfg *Config) { cfg.ConnString = proxied })
+	direct := newCoord(t, p)
+	x := c.GetLock("x")
+	mustAcquire(t, x, NoWait)
+	c.lockSs[0].forceClose(0)
+	requireClosedWithin(t, x.Lost(), 5*time.Second, "the broken session's hold")
+	// The lock session dials again, through the pool.
+	y := c.GetLock("y")
+	ok, err := y.Acquire(ctx(t), NoWait)
+	if err != nil {
+		require.ErrorIs(t, err, ErrSessionLocksUnsupported, "a typed error, not the server's 42P05")
+	} else {
+		require.True(t, ok)
+		require.NoError(t, y.Release(ctx(t)))
+	}
+	// The lock c lost is not held by anybody for long (SessionTimeout
+	// would free it were the server connection left idle; it is not).
+	other := direct.GetLock("x")
+	require.Eventually(t, func() bool {
+		ok, err := other.Acquire(ctx(t), NoWait)
+		require.NoError(t, err)
+		return ok
+	}, 2*time.Second, 20*time.Millisecond, "the lost lock stays held on the pooled server connection")
+	require.NoError(t, other.Release(ctx(t)))
 }
