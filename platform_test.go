@@ -55,8 +55,9 @@ func fakeCockroach(t *testing.T, announce bool) *fakepg.Server {
 			return fakepg.Result{
 				Columns: []fakepg.Column{{Name: "pid", OID: fakepg.Int4}, {Name: "in_recovery", OID: fakepg.Bool},
 					{Name: "system_id", OID: fakepg.Int8}, {Name: "wal_file", OID: fakepg.Text},
-					{Name: "idle_session_timeout", OID: fakepg.Text}, {Name: "tcp_user_timeout", OID: fakepg.Text}},
-				Rows: [][]string{{pid, "f", "7300000000000000001", "000000010000000000000001", "5000", "5000"}},
+					{Name: "idle_session_timeout", OID: fakepg.Text}, {Name: "tcp_user_timeout", OID: fakepg.Text},
+					{Name: "synchronous_commit", OID: fakepg.Text}},
+				Rows: [][]string{{pid, "f", "7300000000000000001", "000000010000000000000001", "5000", "5000", "on"}},
 			}, nil
 		case strings.Contains(sql, "set_config('lock_timeout'"):
 			// SetLockTimeout, on the control session as it connects

@@ -1,11 +1,15 @@
 package pgcoord
 
 import (
+	"context"
+
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -84,4 +88,55 @@ func TestWaitTokenAboveTimelineFloor(t *testing.T) {
 		require.Greater(t, w.Token(), floor, "shared=%v", shared)
 		require.NoError(t, w.Release(ctx(t)))
 	}
+}
+
+// TestTokensIncreaseAfterCrash: a server that crashes (no failover: the
+// same timeline, so no floor helps) must not hand out again the tokens it
+// gave before, nor forget the fence recorded last, even when it runs with
+// synchronous_commit = off (as pgtemp's servers do, and as servers tuned
+// for throughput may). nextval WAL-logs the sequence 32 values ahead, and
+// a commit under synchronous_commit = off returns before that record is
+// written: a crash then moved the sequence back below tokens already
+// issued, and a fence row's last update could be lost with it, so a write
+// guarded by an older holder's token would land again.
+func TestTokensIncreaseAfterCrash(t *testing.T) {
+	srv := ownServer(t, nil)
+	var setting string
+	admin := connect(t, srv.URL())
+	require.NoError(t, admin.QueryRow(ctx(t), `SHOW synchronous_commit`).Scan(&setting))
+	require.Equal(t, "off", setting, "the server must run without synchronous commit for this test")
+	require.NoError(t, admin.Close(ctx(t)))
+
+	c := newCoord(t, testPrefix(t), func(cfg *Config) { cfg.ConnString = srv.URL(); cfg.Fencing = true })
+	l := c.GetLock("crash")
+	var last int64
+	for range 100 {
+		mustAcquire(t, l, NoWait)
+		last = l.Token()
+		require.NoError(t, l.Release(ctx(t)))
+	}
+	require.NoError(t, srv.StopImmediate())
+	require.NoError(t, srv.StartServer())
+
+	var fenced int64
+	require.Eventually(t, func() bool {
+		conn, err := pgx.Connect(ctx(t), srv.URL())
+		if err != nil {
+			return false
+		}
+		defer conn.Close(context.Background())
+		return conn.QueryRow(ctx(t), `SELECT token FROM pgcoord.fences WHERE key = $1`, l.Key()).Scan(&fenced) == nil
+	}, 20*time.Second, 10*time.Millisecond)
+	assert.Equal(t, last, fenced, "the fence recorded last before the crash")
+
+	var tok int64
+	require.Eventually(t, func() bool {
+		ok, _ := l.Acquire(ctx(t), NoWait)
+		if ok {
+			tok = l.Token()
+			_ = l.Release(ctx(t))
+		}
+		return ok && tok != 0
+	}, 20*time.Second, 10*time.Millisecond)
+	require.Greater(t, tok, last, "the first token after the crash")
 }

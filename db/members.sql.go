@@ -182,7 +182,10 @@ SELECT pg_backend_pid()::integer AS pid,
        (CASE WHEN pg_is_in_recovery() THEN ''
              ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file,
        set_config('idle_session_timeout', $1::text, false)::text AS idle_session_timeout,
-       set_config('tcp_user_timeout', $1::text, false)::text AS tcp_user_timeout
+       set_config('tcp_user_timeout', $1::text, false)::text AS tcp_user_timeout,
+       (CASE WHEN current_setting('synchronous_commit') = 'off'
+             THEN set_config('synchronous_commit', 'local', false)
+             ELSE current_setting('synchronous_commit') END)::text AS synchronous_commit
 FROM pg_control_system() c
 `
 
@@ -193,6 +196,7 @@ type PrepareSessionRow struct {
 	WalFile            string
 	IdleSessionTimeout string
 	TcpUserTimeout     string
+	SynchronousCommit  string
 }
 
 // SessionIdentity and, in the same round trip, the bounds of a session that
@@ -202,6 +206,14 @@ type PrepareSessionRow struct {
 // server keeps sending to a client that stopped acknowledging (a waiter cut
 // off just as its lock was granted would otherwise hold it until TCP gives
 // up, many minutes later).
+// synchronous_commit: a server set to off would answer a commit before its
+// WAL is written, and a crash (same timeline: no token floor helps) would
+// take back what the session's statements did: the fencing sequence's
+// advance (nextval WAL-logs it 32 values ahead, in the transaction that
+// runs it: tokens already handed out would be handed out again) and the
+// fence rows (a stale holder's guarded write would land again). local
+// waits for the local flush only; a stronger setting (on, remote_write,
+// remote_apply) is kept.
 func (q *Queries) PrepareSession(ctx context.Context, db DBTX, timeoutMs string) (PrepareSessionRow, error) {
 	row := db.QueryRow(ctx, PrepareSession, timeoutMs)
 	var i PrepareSessionRow
@@ -212,6 +224,7 @@ func (q *Queries) PrepareSession(ctx context.Context, db DBTX, timeoutMs string)
 		&i.WalFile,
 		&i.IdleSessionTimeout,
 		&i.TcpUserTimeout,
+		&i.SynchronousCommit,
 	)
 	return i, err
 }

@@ -68,13 +68,24 @@ FROM pg_control_system() c;
 -- server keeps sending to a client that stopped acknowledging (a waiter cut
 -- off just as its lock was granted would otherwise hold it until TCP gives
 -- up, many minutes later).
+-- synchronous_commit: a server set to off would answer a commit before its
+-- WAL is written, and a crash (same timeline: no token floor helps) would
+-- take back what the session's statements did: the fencing sequence's
+-- advance (nextval WAL-logs it 32 values ahead, in the transaction that
+-- runs it: tokens already handed out would be handed out again) and the
+-- fence rows (a stale holder's guarded write would land again). local
+-- waits for the local flush only; a stronger setting (on, remote_write,
+-- remote_apply) is kept.
 SELECT pg_backend_pid()::integer AS pid,
        pg_is_in_recovery()::boolean AS in_recovery,
        c.system_identifier::bigint AS system_id,
        (CASE WHEN pg_is_in_recovery() THEN ''
              ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file,
        set_config('idle_session_timeout', sqlc.arg(timeout_ms)::text, false)::text AS idle_session_timeout,
-       set_config('tcp_user_timeout', sqlc.arg(timeout_ms)::text, false)::text AS tcp_user_timeout
+       set_config('tcp_user_timeout', sqlc.arg(timeout_ms)::text, false)::text AS tcp_user_timeout,
+       (CASE WHEN current_setting('synchronous_commit') = 'off'
+             THEN set_config('synchronous_commit', 'local', false)
+             ELSE current_setting('synchronous_commit') END)::text AS synchronous_commit
 FROM pg_control_system() c;
 
 -- name: HoldsMemberLock :one
