@@ -175,7 +175,10 @@ type Config struct {
 	// pgcoord.fences, so that a write in the application's own transaction
 	// on this database can be made conditional on the lock still being the
 	// writer's: guard it with pgcoord.fence_ok(key, token). It costs one
-	// table write per acquire, which is why it is off by default.
+	// table write per acquire, which is why it is off by default. Only the
+	// newest token of a key passes (of overlapping shared holders, the last
+	// one's), and holders that record none (AcquireTx, a coordinator
+	// without Fencing) do not move it: see docs/api.md, Fencing tokens.
 	Fencing bool
 	// Retention is how long the rows of stopped and silent (crashed, cut
 	// off) members, and the registrations of names nobody uses any more,

@@ -128,7 +128,11 @@ func AcquireFencedTx(ctx context.Context, tx pgx.Tx, prefix, name string, b Bloc
 // Coordinator's holder: the Coordinator holds the lock on its own sessions,
 // the application's transaction checks the token. It returns false when the
 // hold was lost and someone else has acquired since (or the token was never
-// recorded). One round trip; errors as AcquireTx.
+// recorded). One round trip; errors as AcquireTx. Under REPEATABLE READ
+// or SERIALIZABLE a stale token whose fence moved after tx's snapshot is
+// refused with the server's serialization failure (SQLSTATE 40001, tx
+// aborted) rather than false, and AcquireFencedTx fails the same way when
+// its key's fence moved after the snapshot.
 func FenceTx(ctx context.Context, tx pgx.Tx, prefix, name string, token int64) (bool, error) {
 	full, key, err := txLockKey(tx, prefix, name)
 	if err != nil {
