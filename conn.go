@@ -281,6 +281,9 @@ func (b *backend) prepare(ctx context.Context, conn *pgx.Conn) (sessionFound, er
 		if err != nil {
 			return sessionFound{}, fmt.Errorf("pgcoord: asking the server who it is: %w", err)
 		}
+		if row.Reused {
+			return sessionFound{}, c.reusedBackend(ctx, conn)
+		}
 		return found(row.Pid, row.InRecovery, row.SystemID, row.WalFile)
 	}
 	ms := strconv.FormatInt(c.cfg.SessionTimeout.Milliseconds(), 10)
@@ -288,7 +291,35 @@ func (b *backend) prepare(ctx context.Context, conn *pgx.Conn) (sessionFound, er
 	if err != nil {
 		return sessionFound{}, fmt.Errorf("pgcoord: asking the server who it is and setting idle_session_timeout and tcp_user_timeout: %w", err)
 	}
+	if row.Reused {
+		return sessionFound{}, c.reusedBackend(ctx, conn)
+	}
 	return found(row.Pid, row.InRecovery, row.SystemID, row.WalFile)
+}
+
+// reusedBackend refuses the server session conn reached, which another
+// client used before (it has prepared statements, or holds advisory locks,
+// as no new session does). A pooler in session mode that does not reset
+// server sessions between clients (PgBouncer with server_reset_query
+// empty) hands on the locks of a client that left, its own session's
+// included: a lock session dialled again got back the server session it
+// had just left, still holding the lock it had been told it lost, and every
+// statement failed with "prepared statement already exists"
+// (TestPgBouncerWithoutResetLeavesNoLock). Once the coordinator runs, Start
+// has ruled out a transaction-pooling proxy, so the server session is this
+// client's alone: it is ended, which frees what it holds as the missing
+// reset would have (closing only the client connection would put it back
+// in the pool for the next dial). During Start, a transaction-pooling proxy
+// looks the same (its server sessions carry other clients' statements and
+// locks) and a server session there is shared: it is refused, not ended.
+func (c *Coordinator) reusedBackend(ctx context.Context, conn *pgx.Conn) error {
+	const used = "the server session was used by another client before (it has prepared statements or holds advisory locks, which a new session never has)"
+	const reset = "a pooler in session mode must reset server sessions between clients (PgBouncer: server_reset_query = DISCARD ALL, its default)"
+	if !c.running() {
+		return fmt.Errorf("%w: %s: either %s, or %s", ErrSessionLocksUnsupported, used, poolerAdvice, reset)
+	}
+	_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(pg_backend_pid())`, pgx.QueryExecModeSimpleProtocol)
+	return fmt.Errorf("%w: %s: %s; the server session was ended, which frees what it held", ErrSessionLocksUnsupported, used, reset)
 }
 
 // canBoundIdle reports whether the server can end idle sessions

@@ -143,16 +143,14 @@ func TestPgBouncerStatementModeRefused(t *testing.T) {
 // gets it), and every statement of the session fails with the server's
 // untyped 42P05 (prepared statement already exists).
 //
-// FINDING (revha), not fixed: fails on the current code. A fix would
-// detect a reused server connection as a session connects (any row in
-// pg_prepared_statements, which a fresh backend has none of: PrepareSession
-// runs on the simple protocol), end that backend (its locks belong to a
-// client gone, as DISCARD ALL would have freed them; closing the client
-// connection only puts it back in the pool, where pgcoord's next dial gets
-// it again) and refuse the session with ErrSessionLocksUnsupported naming
-// server_reset_query; see the report.
+// Now a session that connects finds the server session reused (it has
+// prepared statements or holds advisory locks, which a fresh one never
+// has), ends it (its locks belong to a client gone, as DISCARD ALL would
+// have freed them; closing the client connection only puts it back in the
+// pool, where the next dial gets it again) and is refused with
+// ErrSessionLocksUnsupported naming server_reset_query (see
+// reusedBackend).
 func TestPgBouncerWithoutResetLeavesNoLock(t *testing.T) {
-	t.Skip("FINDING (revha): fails on the current code; see the comment")
 	t.Parallel()
 	proxied := startPgBouncer(t, "session", "server_reset_query =")
 	p := testPrefix(t)

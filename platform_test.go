@@ -56,8 +56,8 @@ func fakeCockroach(t *testing.T, announce bool) *fakepg.Server {
 				Columns: []fakepg.Column{{Name: "pid", OID: fakepg.Int4}, {Name: "in_recovery", OID: fakepg.Bool},
 					{Name: "system_id", OID: fakepg.Int8}, {Name: "wal_file", OID: fakepg.Text},
 					{Name: "idle_session_timeout", OID: fakepg.Text}, {Name: "tcp_user_timeout", OID: fakepg.Text},
-					{Name: "synchronous_commit", OID: fakepg.Text}},
-				Rows: [][]string{{pid, "f", "7300000000000000001", "000000010000000000000001", "5000", "5000", "on"}},
+					{Name: "synchronous_commit", OID: fakepg.Text}, {Name: "reused", OID: fakepg.Bool}},
+				Rows: [][]string{{pid, "f", "7300000000000000001", "000000010000000000000001", "5000", "5000", "on", "f"}},
 			}, nil
 		case strings.Contains(sql, "set_config('lock_timeout'"):
 			// SetLockTimeout, on the control session as it connects
@@ -70,8 +70,8 @@ func fakeCockroach(t *testing.T, announce bool) *fakepg.Server {
 			// SessionIdentity: which backend and which server.
 			return fakepg.Result{
 				Columns: []fakepg.Column{{Name: "pid", OID: fakepg.Int4}, {Name: "in_recovery", OID: fakepg.Bool},
-					{Name: "system_id", OID: fakepg.Int8}, {Name: "wal_file", OID: fakepg.Text}},
-				Rows: [][]string{{pid, "f", "7300000000000000001", "000000010000000000000001"}},
+					{Name: "system_id", OID: fakepg.Int8}, {Name: "wal_file", OID: fakepg.Text}, {Name: "reused", OID: fakepg.Bool}},
+				Rows: [][]string{{pid, "f", "7300000000000000001", "000000010000000000000001", "f"}},
 			}, nil
 		}
 		return fakepg.Result{}, &fakepg.Error{Code: "0A000", Message: "unimplemented: " + sql}

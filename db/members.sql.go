@@ -185,7 +185,9 @@ SELECT pg_backend_pid()::integer AS pid,
        set_config('tcp_user_timeout', $1::text, false)::text AS tcp_user_timeout,
        (CASE WHEN current_setting('synchronous_commit') = 'off'
              THEN set_config('synchronous_commit', 'local', false)
-             ELSE current_setting('synchronous_commit') END)::text AS synchronous_commit
+             ELSE current_setting('synchronous_commit') END)::text AS synchronous_commit,
+       (EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements)
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'))::boolean AS reused
 FROM pg_control_system() c
 `
 
@@ -197,6 +199,7 @@ type PrepareSessionRow struct {
 	IdleSessionTimeout string
 	TcpUserTimeout     string
 	SynchronousCommit  string
+	Reused             bool
 }
 
 // SessionIdentity and, in the same round trip, the bounds of a session that
@@ -225,6 +228,7 @@ func (q *Queries) PrepareSession(ctx context.Context, db DBTX, timeoutMs string)
 		&i.IdleSessionTimeout,
 		&i.TcpUserTimeout,
 		&i.SynchronousCommit,
+		&i.Reused,
 	)
 	return i, err
 }
@@ -284,7 +288,9 @@ SELECT pg_backend_pid()::integer AS pid,
        pg_is_in_recovery()::boolean AS in_recovery,
        c.system_identifier::bigint AS system_id,
        (CASE WHEN pg_is_in_recovery() THEN ''
-             ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file
+             ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file,
+       (EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements)
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'))::boolean AS reused
 FROM pg_control_system() c
 `
 
@@ -293,11 +299,16 @@ type SessionIdentityRow struct {
 	InRecovery bool
 	SystemID   int64
 	WalFile    string
+	Reused     bool
 }
 
 // Run once as each session connects, in its one round trip: its backend pid
 // (the pooler check compares them) and which server it reached. A standby
-// is in recovery. A promoted standby keeps its primary's system identifier
+// is in recovery. reused: the backend has prepared statements or holds
+// advisory locks, which a new session never has (these statements run on
+// the simple protocol): a pooler gave us a server session another client
+// used, without resetting it (see reusedBackend). A promoted standby keeps
+// its primary's system identifier
 // and writes on a new timeline: that of the WAL insert position, whose WAL
 // file name starts with it (8 hex digits, read in Go), and which is the new
 // one as soon as the server takes writes (pg_control_checkpoint() shows it
@@ -310,6 +321,7 @@ func (q *Queries) SessionIdentity(ctx context.Context, db DBTX) (SessionIdentity
 		&i.InRecovery,
 		&i.SystemID,
 		&i.WalFile,
+		&i.Reused,
 	)
 	return i, err
 }

@@ -48,7 +48,11 @@ ORDER BY m.member_id;
 -- name: SessionIdentity :one
 -- Run once as each session connects, in its one round trip: its backend pid
 -- (the pooler check compares them) and which server it reached. A standby
--- is in recovery. A promoted standby keeps its primary's system identifier
+-- is in recovery. reused: the backend has prepared statements or holds
+-- advisory locks, which a new session never has (these statements run on
+-- the simple protocol): a pooler gave us a server session another client
+-- used, without resetting it (see reusedBackend). A promoted standby keeps
+-- its primary's system identifier
 -- and writes on a new timeline: that of the WAL insert position, whose WAL
 -- file name starts with it (8 hex digits, read in Go), and which is the new
 -- one as soon as the server takes writes (pg_control_checkpoint() shows it
@@ -57,7 +61,9 @@ SELECT pg_backend_pid()::integer AS pid,
        pg_is_in_recovery()::boolean AS in_recovery,
        c.system_identifier::bigint AS system_id,
        (CASE WHEN pg_is_in_recovery() THEN ''
-             ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file
+             ELSE pg_walfile_name(pg_current_wal_insert_lsn()) END)::text AS wal_file,
+       (EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements)
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'))::boolean AS reused
 FROM pg_control_system() c;
 
 -- name: PrepareSession :one
@@ -85,7 +91,9 @@ SELECT pg_backend_pid()::integer AS pid,
        set_config('tcp_user_timeout', sqlc.arg(timeout_ms)::text, false)::text AS tcp_user_timeout,
        (CASE WHEN current_setting('synchronous_commit') = 'off'
              THEN set_config('synchronous_commit', 'local', false)
-             ELSE current_setting('synchronous_commit') END)::text AS synchronous_commit
+             ELSE current_setting('synchronous_commit') END)::text AS synchronous_commit,
+       (EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements)
+        OR EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'))::boolean AS reused
 FROM pg_control_system() c;
 
 -- name: HoldsMemberLock :one
