@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pgcoord/pgcoord/internal/hash"
 )
 
 // TestFirstTokensAboveTimelineFloor: on a new server the fencing sequence
@@ -139,4 +141,47 @@ func TestTokensIncreaseAfterCrash(t *testing.T) {
 		return ok && tok != 0
 	}, 20*time.Second, 10*time.Millisecond)
 	require.Greater(t, tok, last, "the first token after the crash")
+}
+
+// TestFencedTxTokensIncreaseAfterCrash is TestTokensIncreaseAfterCrash for
+// AcquireFencedTx, whose token is taken and recorded in the application's
+// own transaction: committed under the server's synchronous_commit = off,
+// a crash took back the sequence's advance and the fence row with it, and
+// the next AcquireFencedTx got a token already handed out.
+func TestFencedTxTokensIncreaseAfterCrash(t *testing.T) {
+	srv := ownServer(t, nil)
+	p := testPrefix(t)
+	// A coordinator migrates the schema; the transactions are the app's.
+	newCoord(t, p, func(cfg *Config) { cfg.ConnString = srv.URL() })
+	conn := connect(t, srv.URL())
+	var setting string
+	require.NoError(t, conn.QueryRow(ctx(t), `SHOW synchronous_commit`).Scan(&setting))
+	require.Equal(t, "off", setting, "the server must run without synchronous commit for this test")
+	fenced := func(conn *pgx.Conn) int64 {
+		tx, err := conn.Begin(ctx(t))
+		require.NoError(t, err)
+		tok, err := AcquireFencedTx(ctx(t), tx, p, "crash", NoWait)
+		require.NoError(t, err)
+		require.Positive(t, tok)
+		require.NoError(t, tx.Commit(ctx(t)))
+		return tok
+	}
+	var last int64
+	for range 100 {
+		last = fenced(conn)
+	}
+	require.NoError(t, srv.StopImmediate())
+	require.NoError(t, srv.StartServer())
+
+	var after *pgx.Conn
+	require.Eventually(t, func() bool {
+		var err error
+		after, err = pgx.Connect(ctx(t), srv.URL())
+		return err == nil
+	}, 20*time.Second, 10*time.Millisecond)
+	defer after.Close(context.Background())
+	var recorded int64
+	require.NoError(t, after.QueryRow(ctx(t), `SELECT token FROM pgcoord.fences WHERE key = $1`, hash.Key(p+"crash")).Scan(&recorded))
+	assert.Equal(t, last, recorded, "the fence recorded last before the crash")
+	require.Greater(t, fenced(after), last, "the first token after the crash")
 }

@@ -96,6 +96,9 @@ func AcquireSharedTx(ctx context.Context, tx pgx.Tx, prefix, name string, b Bloc
 // The record is part of tx: it is undone by a rollback, and other
 // transactions see it (and fence_ok with this token waits for tx) only once
 // tx commits. Writes tx itself makes need no guard: the lock covers them.
+// When synchronous_commit is off, it is set to local for tx alone (SET
+// LOCAL), so that a crash cannot take back the token and the fence row once
+// tx has committed and hand the token out again.
 //
 // Cost: AcquireTx's, plus one sequence value and one row upsert in
 // pgcoord.fences when acquired. It needs the grants of Config.Fencing

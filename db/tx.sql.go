@@ -71,6 +71,9 @@ SELECT coalesce(o.name, '')::text AS collides_with,
        (CASE WHEN o.name IS NOT NULL THEN 0
              WHEN pgcoord.xact_lock($1::bigint, false, $2::integer)
                  THEN pgcoord.xact_fence($1::bigint)
+                      + 0 * length(CASE WHEN current_setting('synchronous_commit') = 'off'
+                                        THEN set_config('synchronous_commit', 'local', true)
+                                        ELSE '' END)
              ELSE 0
         END)::bigint AS token
 FROM (SELECT (SELECT l.name FROM pgcoord.locks l
@@ -90,7 +93,11 @@ type TxLockFencedRow struct {
 
 // AcquireFencedTx: TxLock, exclusive, and once the lock is held a fencing
 // token recorded in pgcoord.fences in the same transaction; 0 when not
-// acquired.
+// acquired. Under synchronous_commit = off the transaction's commit is made
+// to wait for its local WAL flush (SET LOCAL: this transaction only, and
+// only ever stronger), as a Coordinator's sessions do (PrepareSession): a
+// crash would otherwise take back the sequence's advance and the fence
+// row, and hand the token out again.
 func (q *Queries) TxLockFenced(ctx context.Context, db DBTX, arg TxLockFencedParams) (TxLockFencedRow, error) {
 	row := db.QueryRow(ctx, TxLockFenced, arg.Key, arg.TimeoutMs, arg.Name)
 	var i TxLockFencedRow
