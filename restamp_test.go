@@ -83,7 +83,13 @@ func TestRestampLeavesOthersDead(t *testing.T) {
 		pid := ticketPID(t, live)
 		return pid != 0 && pid != oldPID && pid == controlPID(t, c)
 	}, 15*time.Second, 10*time.Millisecond, "c's live ticket was never stamped anew")
-	require.Equal(t, int32(deadPID), ticketPID(t, stale), "a ticket of no wait under way was stamped anew")
+	// Still dead, or deleted: a Prune of another test running beside this
+	// one deletes every dead ticket on the shared server (CI saw 0 here
+	// once). Stamped anew, it would carry c's control backend, which no
+	// Prune deletes.
+	if pid := ticketPID(t, stale); pid != 0 {
+		require.Equal(t, int32(deadPID), pid, "a ticket of no wait under way was stamped anew")
+	}
 
 	requireQueuedWaitGranted(t, k, b.GetLock("k"))
 
