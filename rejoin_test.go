@@ -17,16 +17,22 @@ import (
 // writes nothing.
 func TestReconnectPutsBackPrunedGroups(t *testing.T) {
 	t.Parallel()
+	// A database of its own: the Prune below deletes whatever is dead in
+	// it, which on the shared one would be other tests' rows (tickets they
+	// planted), as theirs would be this test's.
+	dbURL := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), dbURL))
 	p := testPrefix(t)
 	c := newCoord(t, p, func(cfg *Config) {
+		cfg.ConnString = dbURL
 		// The reconnect's first try comes 1-2 s after the cut, so that
 		// the prune below runs while the member is cut off.
 		cfg.InitialReconnectBackoff = 2 * time.Second
 		cfg.MaxReconnectBackoff = 2 * time.Second
 		cfg.Logger = keptLogger(t)
 	})
-	r := newCoord(t, p)
-	conn := connect(t, testURL)
+	r := newCoord(t, p, func(cfg *Config) { cfg.ConnString = dbURL })
+	conn := connect(t, dbURL)
 	full := func(g string) string {
 		f, _, err := c.groupName(g)
 		require.NoError(t, err)
