@@ -53,20 +53,11 @@ func TestReleasedMigrationsUnchanged(t *testing.T) {
 // functions, views and grants (catalogDump).
 func TestUpgradeFromReleasedSchemas(t *testing.T) {
 	t.Parallel()
-	fresh := freshDatabase(t)
-	require.NoError(t, Migrate(ctx(t), fresh))
-	want := catalogDump(t, connect(t, fresh))
+	want := freshCatalog(t)
 	for _, r := range releasedSchemas {
 		t.Run(r.release, func(t *testing.T) {
 			t.Parallel()
-			dbURL := freshDatabase(t)
-			cc, err := pgx.ParseConfig(dbURL)
-			require.NoError(t, err)
-			require.NoError(t, ensureSchema(ctx(t), connTarget(cc, connHooks{})))
-			m, closeM, err := newMigrator(cc)
-			require.NoError(t, err)
-			require.NoError(t, m.Migrate(r.version))
-			closeM()
+			dbURL := databaseAt(t, r.version)
 			conn := connect(t, dbURL)
 			var v int64
 			require.NoError(t, conn.QueryRow(ctx(t), `SELECT version FROM pgcoord.schema_migrations`).Scan(&v))
@@ -140,4 +131,28 @@ func TestPreReleaseSchemaRefused(t *testing.T) {
 			check(c.Start(ctx(t)))
 		})
 	}
+}
+
+// freshCatalog is the catalog (catalogDump) of a database migrated from
+// nothing: what every upgrade must reach.
+func freshCatalog(t *testing.T) string {
+	t.Helper()
+	fresh := freshDatabase(t)
+	require.NoError(t, Migrate(ctx(t), fresh))
+	return catalogDump(t, connect(t, fresh))
+}
+
+// databaseAt returns a new database migrated to version and no further, as
+// a build that shipped that version left it.
+func databaseAt(t *testing.T, version uint) string {
+	t.Helper()
+	dbURL := freshDatabase(t)
+	cc, err := pgx.ParseConfig(dbURL)
+	require.NoError(t, err)
+	require.NoError(t, ensureSchema(ctx(t), connTarget(cc, connHooks{})))
+	m, closeM, err := newMigrator(cc)
+	require.NoError(t, err)
+	defer closeM()
+	require.NoError(t, m.Migrate(version))
+	return dbURL
 }

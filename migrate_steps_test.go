@@ -3,7 +3,6 @@ package pgcoord
 import (
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -12,19 +11,10 @@ import (
 // of a fresh migration (catalogDump).
 func TestUpgradeFromEveryVersion(t *testing.T) {
 	t.Parallel()
-	fresh := freshDatabase(t)
-	require.NoError(t, Migrate(ctx(t), fresh))
-	want := catalogDump(t, connect(t, fresh))
+	want := freshCatalog(t)
 	vs := MigrationVersions()
 	for _, v := range vs[:len(vs)-1] {
-		dbURL := freshDatabase(t)
-		cc, err := pgx.ParseConfig(dbURL)
-		require.NoError(t, err)
-		require.NoError(t, ensureSchema(ctx(t), connTarget(cc, connHooks{})))
-		m, closeM, err := newMigrator(cc)
-		require.NoError(t, err)
-		require.NoError(t, m.Migrate(uint(v)))
-		closeM()
+		dbURL := databaseAt(t, uint(v))
 		require.NoError(t, Migrate(ctx(t), dbURL))
 		require.Equal(t, want, catalogDump(t, connect(t, dbURL)), "upgraded from %d", v)
 	}
