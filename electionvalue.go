@@ -1,10 +1,6 @@
 package pgcoord
 
-import (
-	"fmt"
-	"strings"
-	"unicode/utf8"
-)
+import "fmt"
 
 // MaxElectionValueLen is the largest value, in bytes, that Campaign and
 // Proclaim take. The value travels on the control session, which carries
@@ -23,11 +19,8 @@ func checkElectionValue(value string) error {
 	if len(value) > MaxElectionValueLen {
 		return fmt.Errorf("%w: %d bytes, more than MaxElectionValueLen (%d)", ErrInvalidValue, len(value), MaxElectionValueLen)
 	}
-	if i := strings.IndexByte(value, 0); i >= 0 {
-		return fmt.Errorf("%w: a NUL byte at %d, which PostgreSQL's text cannot store", ErrInvalidValue, i)
-	}
-	if !utf8.ValidString(value) {
-		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidValue)
+	if fault := textFault(value); fault != "" {
+		return fmt.Errorf("%w: %s", ErrInvalidValue, fault)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package pgcoord
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -146,15 +147,25 @@ func validateName(full string) error {
 		return fmt.Errorf("%w: empty name", ErrInvalidName)
 	case len(full) > MaxNameLen:
 		return fmt.Errorf("%w: %d bytes, longer than MaxNameLen (%d)", ErrInvalidName, len(full), MaxNameLen)
-	case !utf8.ValidString(full):
-		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidName)
 	}
-	for i := 0; i < len(full); i++ {
-		if full[i] == 0 {
-			return fmt.Errorf("%w: contains a NUL byte (PostgreSQL text cannot hold it)", ErrInvalidName)
-		}
+	if fault := textFault(full); fault != "" {
+		return fmt.Errorf("%w: %s", ErrInvalidName, fault)
 	}
 	return nil
+}
+
+// textFault says why PostgreSQL's text cannot hold s (bytes that are not
+// UTF-8, a NUL), or "" when it can: lock names and election values are
+// refused for it before any I/O, as the server would refuse them with an
+// untyped error.
+func textFault(s string) string {
+	if !utf8.ValidString(s) {
+		return "not valid UTF-8"
+	}
+	if i := strings.IndexByte(s, 0); i >= 0 {
+		return fmt.Sprintf("a NUL byte at %d (PostgreSQL text cannot hold it)", i)
+	}
+	return ""
 }
 
 // Name returns the formatted name, without the coordinator's Prefix.
