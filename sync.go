@@ -98,8 +98,12 @@ func formatAll(ts []*tmpl.Template, fname string, data any) ([]string, error) {
 // fn's ctx is cancelled with cause ErrLockLost when any of its locks is lost;
 // Synchronized then returns an error wrapping ErrLockLost even when fn
 // returned nil. The locks are released when fn returns or panics (the panic
-// goes on after the release).
+// goes on after the release). A nil fn is a programming error: Synchronized
+// panics before it formats a name or takes a lock.
 func Synchronized(ctx context.Context, name string, data any, fn func(ctx context.Context) error, opts ...SyncOption) error {
+	if fn == nil {
+		panic(errNilFunc("Synchronized"))
+	}
 	o := newSyncOptions(name, opts)
 	ts, err := parseAll(o.names)
 	if err != nil {
@@ -120,8 +124,11 @@ func Synchronized(ctx context.Context, name string, data any, fn func(ctx contex
 // templates, formatted with f_name (fn's short name) and the fields of arg,
 // as Synchronized does. The templates are parsed and checked against the
 // type A here, when the wrapper is built: an unknown field or bad syntax
-// panics now, at start-up, not on the first call.
+// panics now, at start-up, not on the first call; so does a nil fn.
 func Synchronize[A any](name string, fn func(ctx context.Context, arg A) error, opts ...SyncOption) func(ctx context.Context, arg A) error {
+	if fn == nil {
+		panic(errNilFunc("Synchronize"))
+	}
 	o := newSyncOptions(name, opts)
 	ts, err := parseAll(o.names)
 	if err != nil {
@@ -265,4 +272,11 @@ func isClosurePart(p string) bool {
 		}
 	}
 	return true
+}
+
+// errNilFunc is the panic value of Synchronized and Synchronize given a nil
+// function: without it the locks were taken (and the name registered)
+// before the call of nil panicked.
+func errNilFunc(who string) string {
+	return "pgcoord: " + who + " given a nil function"
 }
