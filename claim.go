@@ -60,6 +60,14 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 			c.leaveQueue(q.tk)
 		}
 	}()
+	// A name whose key this process registered for another name is refused
+	// before its claim: that claim would find the other name's claim on
+	// the key and report the name busy (or wait for it), when no wait can
+	// ever give it the key.
+	known, other := c.names.lookup(l.key, l.full)
+	if other != "" {
+		return nil, collision(l, other)
+	}
 	// The hold is made first: its claim in the local table lives in it.
 	h := &hold{lock: l, key: l.key, shared: shared, lost: lost, gid: gid}
 	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline, w, &h.entry)
@@ -81,8 +89,10 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 		}
 	}()
 
-	if err := c.register(ctx, l); err != nil {
-		return nil, c.stoppedOr(err)
+	if !known {
+		if err := c.register(ctx, l); err != nil {
+			return nil, c.stoppedOr(err)
+		}
 	}
 	if b.mode == blockNoWait || ((q == nil || q.tk == nil) && !c.busy.recent(l.key)) {
 		ok, err := c.try(tryCtx, h)
@@ -200,14 +210,12 @@ func (c *Coordinator) lockSession(key int64) *session {
 	return s
 }
 
-// register makes sure l's name owns its key in the registry. It runs on the
+// register makes sure l's name owns its key in the registry, for a name not
+// known to be registered (see nameCache.lookup). It runs on the
 // control session, which holds no named lock, detached from ctx: an insert
 // stalled behind a table lock, or given up by its caller, costs no hold
 // anything.
 func (c *Coordinator) register(ctx context.Context, l *Lock) error {
-	if c.names.known(l.key, l.full) {
-		return nil
-	}
 	var got string
 	args := db.RegisterLockNameParams{Key: l.key, Name: l.full}
 	op := &ctlOp{key: l.key, kind: ctlRegister}
@@ -239,8 +247,13 @@ func (c *Coordinator) register(ctx context.Context, l *Lock) error {
 		return fmt.Errorf("pgcoord: registering lock name %q: %w", l.full, err)
 	}
 	if got != l.full {
-		return fmt.Errorf("%w: %q and %q both hash to key %d", ErrKeyCollision, l.full, got, l.key)
+		return collision(l, got)
 	}
 	c.names.add(l.key, l.full)
 	return nil
+}
+
+// collision is the error of l, whose key is registered to the name other.
+func collision(l *Lock, other string) error {
+	return fmt.Errorf("%w: %q and %q both hash to key %d", ErrKeyCollision, l.full, other, l.key)
 }

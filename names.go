@@ -30,11 +30,23 @@ const nameCacheTTL = 10 * time.Minute
 
 func (n *nameCache) init() { n.names = map[int64]cachedName{} }
 
-func (n *nameCache) known(key int64, name string) bool {
+// lookup reports whether name's registration for key is known and fresh
+// (known), or else the other name this process registered for key within
+// nameCacheTTL (other): the registry then owns key for that name, so name
+// collides with it. Neither: name is to be registered, and the registry
+// decides. A stale entry is no proof of a collision (the other name may
+// have been pruned since), so it counts as neither.
+func (n *nameCache) lookup(key int64, name string) (known bool, other string) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	got, ok := n.names[key]
-	return ok && got.name == name && time.Duration(monoNow()-got.at) < nameCacheTTL
+	n.mu.Unlock()
+	if !ok || time.Duration(monoNow()-got.at) >= nameCacheTTL {
+		return false, ""
+	}
+	if got.name != name {
+		return false, got.name
+	}
+	return true, ""
 }
 
 // forget drops every name: the control session reached another server
