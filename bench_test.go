@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcoord/pgcoord/db"
 )
 
 // Benchmarks compare pgcoord with raw pgx on the same server in the same
@@ -295,6 +297,25 @@ func BenchmarkRawHoldMany(b *testing.B) {
 // on the server, and pg_advisory_unlock; b.N counts the acquisitions of
 // both.
 func BenchmarkRawHandoff(b *testing.B) {
+	benchRawHandoff(b, `SELECT pg_advisory_lock($1)`, `SELECT pg_advisory_unlock($1)`)
+}
+
+// BenchmarkRawHandoffSQL is BenchmarkRawHandoff with pgcoord's own two
+// statements, sent by raw pgx: WaitLock (a one-second wait slice's
+// lock_timeout, the wait, the fencing token) and Unlock (the unlock and the
+// wait-marker check that says whether a wait beyond the budget needs a
+// NOTIFY). It splits the handoff's gap to raw pgx in two:
+// RawHandoff/RawHandoffSQL is what pgcoord's SQL costs the server,
+// RawHandoffSQL/Contended what its client costs beyond raw pgx's (1.00:
+// none). scripts/bench-ratio.sh prints both.
+func BenchmarkRawHandoffSQL(b *testing.B) {
+	benchRawHandoff(b, db.WaitLock, db.Unlock, int32(waitSlice.Milliseconds()))
+}
+
+// benchRawHandoff has two raw pgx connections take turns on one key: lock
+// (which waits on the server) with args and then the key, then unlock with
+// the key.
+func benchRawHandoff(b *testing.B, lock, unlock string, args ...any) {
 	ctx := context.Background()
 	key := int64(-0x5eed)
 	var left atomic.Int64
@@ -309,15 +330,16 @@ func BenchmarkRawHandoff(b *testing.B) {
 		defer conn.Close(ctx)
 		conns[i] = conn
 	}
+	lockArgs := append(args, key)
 	b.ResetTimer()
 	for _, conn := range conns {
 		go func() {
 			for left.Add(-1) >= 0 {
-				if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, key); err != nil {
+				if _, err := conn.Exec(ctx, lock, lockArgs...); err != nil {
 					errs <- err
 					return
 				}
-				if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, key); err != nil {
+				if _, err := conn.Exec(ctx, unlock, key); err != nil {
 					errs <- err
 					return
 				}

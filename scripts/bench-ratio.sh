@@ -15,6 +15,11 @@
 #   async    AcquireReleaseAsync (AsyncRelease)     vs RawTryUnlock         goal >= 1.75
 #   handoff  Contended (two coordinators, Wait)     vs RawHandoff           goal >= 0.85
 #   par64    AcquireReleaseParallel (64 goroutines) vs RawTryUnlockParallel goal >= 2.00
+#
+# The handoff's pair runs a third benchmark, RawHandoffSQL (raw pgx sending
+# pgcoord's own WaitLock and Unlock), which splits the handoff's ratio in
+# two: what pgcoord's SQL costs (RawHandoff/RawHandoffSQL) and what its
+# client costs beyond raw pgx (RawHandoffSQL/Contended; 1.00 is none).
 set -euo pipefail
 # The library alone, with the versions its go.mod gives users (see ROOT_GO in
 # the Makefile): not go.work's, which the nested modules raise.
@@ -31,7 +36,7 @@ go test -c -o "$dir/pgcoord.test" .
 pairs=(
   'RawTryUnlock|AcquireRelease'
   'RawTryUnlock|AcquireReleaseAsync'
-  'RawHandoff|Contended'
+  'RawHandoff|RawHandoffSQL|Contended'
   'RawTryUnlockParallel|AcquireReleaseParallel'
 )
 for r in $(seq "$rounds"); do
@@ -62,6 +67,9 @@ awk '
     ours["async"] = "AcquireReleaseAsync"; floor["async"] = "RawTryUnlock"; goal["async"] = 1.75
     ours["handoff"] = "Contended"; floor["handoff"] = "RawHandoff"; goal["handoff"] = 0.85
     ours["par64"] = "AcquireReleaseParallel"; floor["par64"] = "RawTryUnlockParallel"; goal["par64"] = 2.00
+    # Each kind has its pair as the shell array pairs names it.
+    for (k in ours) pair[k] = floor[k] "|" ours[k]
+    pair["handoff"] = "RawHandoff|RawHandoffSQL|Contended"
   }
   END {
     printf "%-7s", "round"; for (k = 1; k <= 4; k++) printf " %8s", kind[k]; print ""
@@ -70,7 +78,7 @@ awk '
       printf "%-7s", r
       for (k = 1; k <= 4; k++) {
         x = kind[k]
-        p = floor[x] "|" ours[x] # the pair as the shell array pairs names it
+        p = pair[x]
         if (((r, p, ours[x]) in ns) && ((r, p, floor[x]) in ns) && ns[r, p, ours[x]] > 0) {
           v = ns[r, p, floor[x]] / ns[r, p, ours[x]]; all[x, ++cnt[x]] = v; printf " %8.2f", v
         } else printf " %8s", "-"
@@ -90,7 +98,7 @@ awk '
     # ratio that moved between runs can be told from a floor that did.
     printf "median ns/op (raw/pgcoord):"
     for (k = 1; k <= 4; k++) {
-      x = kind[k]; p = floor[x] "|" ours[x]
+      x = kind[k]; p = pair[x]
       nf = no = 0
       for (r = 1; r <= nr; r++) {
         if ((r, p, floor[x]) in ns) f[++nf] = ns[r, p, floor[x]]
@@ -99,4 +107,12 @@ awk '
       printf " %s %d/%d", x, nf ? median(f, nf) : 0, no ? median(o, no) : 0
     }
     print ""
+    # The handoff split: medians of the two ratios of each round.
+    p = pair["handoff"]; n = 0
+    for (r = 1; r <= nr; r++) {
+      if (((r, p, "RawHandoff") in ns) && ((r, p, "RawHandoffSQL") in ns) && ((r, p, "Contended") in ns)) {
+        n++; sq[n] = ns[r, p, "RawHandoff"] / ns[r, p, "RawHandoffSQL"]; cl[n] = ns[r, p, "RawHandoffSQL"] / ns[r, p, "Contended"]
+      }
+    }
+    if (n) printf "handoff split (medians): SQL %.2f (RawHandoff/RawHandoffSQL: raw pgx with the SQL of pgcoord), client %.2f (RawHandoffSQL/Contended)\n", median(sq, n), median(cl, n)
   }' "$dir/raw"
