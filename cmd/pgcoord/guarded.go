@@ -91,6 +91,11 @@ func runGuarded(a *app, tool string, argv, env []string, g guard, grace time.Dur
 		fmt.Fprintf(a.stderr, "pgcoord %s: %v\n", tool, err)
 		return nil, false, exitError
 	}
+	// pgcoord is a subreaper too: should the watchdog be killed on its
+	// own, what the command started is re-parented to pgcoord, not PID 1,
+	// and killTree finds it wherever it moved (best effort, as in the
+	// watchdog).
+	_ = becomeSubreaper()
 	wd := exec.Command(self, append([]string{"__guard", "--tool", tool, "--grace", grace.String(), "--"}, argv...)...)
 	wd.Stdin, wd.Stdout, wd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	wd.Env = append(os.Environ(), env...)
@@ -157,11 +162,15 @@ func runGuarded(a *app, tool string, argv, env []string, g guard, grace time.Dur
 			if !ok {
 				// The watchdog died without a word (someone killed it):
 				// the command's first process died with it (parent-death
-				// signal, Linux); kill its group for the rest.
-				if pgid != 0 {
-					_ = syscall.Kill(-pgid, syscall.SIGKILL)
+				// signal, Linux); kill the rest, every process that left
+				// the group included, before the guard is let go.
+				// Before, only the group was sent SIGKILL, and a process
+				// that had moved to a session of its own (setsid) ran on
+				// without the lock (TestRunWatchdogKilledKillsEscapees).
+				if !killTree(pgid, wd.Process.Pid, 10*time.Second) {
+					fmt.Fprintf(a.stderr, "pgcoord %s: the watchdog process died; some processes of the command were still not gone after 10s\n", tool)
 				}
-				fmt.Fprintf(a.stderr, "pgcoord %s: the watchdog process died; the command's process group was killed\n", tool)
+				fmt.Fprintf(a.stderr, "pgcoord %s: the watchdog process died; the command's processes were killed\n", tool)
 				return nil, lostDuring, exitError
 			}
 			switch e.op {
@@ -200,7 +209,41 @@ heartbeat every quarter --heartbeat while the {what} holds, lease included.
    SIGKILL after --grace, before the {what} is let go.
 Platforms: on Linux the watchdog is a child subreaper (PR_SET_CHILD_SUBREAPER)
 and finds processes that left the group through /proc; the command's first
-process also has a parent-death signal. Other Unix systems: the same, except
+process also has a parent-death signal, and pgcoord, a subreaper too, kills
+the others should the watchdog be killed. Other Unix systems: the same, except
 that only processes still in the command's process group are reached, and
 the deadlines use the wall clock. Details and measured bounds: docs/cli.md.`, "{what}", what)
+}
+
+// killTree kills what is left of the command once its watchdog (pid wd)
+// died: its process group (pgid, 0 if not known), and, on Linux, every
+// descendant of pgcoord but the watchdog, which with pgcoord a subreaper is
+// every process the command started, whatever group or session it moved
+// to. It reaps them and returns true once none is left, false if some
+// still ran after bound (a process in uninterruptible sleep). Outside
+// Linux it sends the group SIGKILL once and returns.
+func killTree(pgid, wd int, bound time.Duration) bool {
+	deadline := time.Now().Add(bound)
+	for {
+		if pgid != 0 {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+		left := false
+		for _, p := range descendants(os.Getpid()) {
+			if p == wd {
+				continue // a zombie until runGuarded's Wait
+			}
+			left = true
+			_ = syscall.Kill(p, syscall.SIGKILL)
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(p, &ws, syscall.WNOHANG, nil) // ours once re-parented
+		}
+		if !left {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
