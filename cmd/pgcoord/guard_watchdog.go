@@ -43,6 +43,13 @@ func cmdGuard(a *app, args []string) int {
 	// (TestRunStoppedWhenPgcoordSuspended.)
 	stopSigs := make(chan os.Signal, 1)
 	signal.Notify(stopSigs, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
+	// Nor must ^\ (SIGQUIT to the same foreground group) kill it: pgcoord
+	// dies of it, and the watchdog, reading EOF, must be there to kill the
+	// command. Before, both died, the parent-death signal killed the
+	// command's first process alone, and what it had started ran on
+	// without the guard (TestRunQuitSignalToGroupKillsCommand). Caught
+	// too, so that the command gets the default action back at exec.
+	signal.Notify(stopSigs, syscall.SIGQUIT)
 	fs := flag.NewFlagSet("__guard", flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	tool := fs.String("tool", "run", "")
