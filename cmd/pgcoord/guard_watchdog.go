@@ -31,25 +31,22 @@ import (
 // It reports the command's start and, once every process is gone, its
 // wait status on fd 4.
 func cmdGuard(a *app, args []string) int {
-	// pgcoord forwards to the command what it must get (on a terminal, ^C
-	// reaches pgcoord and the watchdog alike); the watchdog must outlive
-	// the command, whatever signal the group it shares with pgcoord gets.
+	// pgcoord forwards to the command what it must get; the watchdog must
+	// outlive the command, whatever signal reaches it.
 	a.setForward(func(os.Signal) {})
-	// Job control must not stop the watchdog: ^Z (SIGTSTP to the
-	// terminal's foreground group, pgcoord's and the watchdog's) stopped
-	// both, while the command, in a group of its own, ran on with nobody
-	// left to stop it when the lease ran out. Caught, not ignored: the
-	// command, started after, gets the default actions back at exec.
-	// (TestRunStoppedWhenPgcoordSuspended.)
+	// The watchdog runs in a process group of its own (see runGuarded),
+	// where a terminal's ^Z, ^C and ^\ do not reach it; it still catches
+	// what could stop or kill it, in case it is sent them (a signal to
+	// every process of a session, or the group of an older pgcoord):
+	// stopped, or killed, it left the command, in a group of its own, with
+	// nobody to stop it when the lease ran out
+	// (TestRunStoppedWhenPgcoordSuspended,
+	// TestRunQuitSignalToGroupKillsCommand). SIGTTIN and SIGTTOU come from
+	// the terminal to a background group (see ttyWriter). Caught, not
+	// ignored: the command, started after, gets the default actions back
+	// at exec.
 	stopSigs := make(chan os.Signal, 1)
-	signal.Notify(stopSigs, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU)
-	// Nor must ^\ (SIGQUIT to the same foreground group) kill it: pgcoord
-	// dies of it, and the watchdog, reading EOF, must be there to kill the
-	// command. Before, both died, the parent-death signal killed the
-	// command's first process alone, and what it had started ran on
-	// without the guard (TestRunQuitSignalToGroupKillsCommand). Caught
-	// too, so that the command gets the default action back at exec.
-	signal.Notify(stopSigs, syscall.SIGQUIT)
+	signal.Notify(stopSigs, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGQUIT)
 	fs := flag.NewFlagSet("__guard", flag.ContinueOnError)
 	fs.SetOutput(a.stderr)
 	tool := fs.String("tool", "run", "")
@@ -67,7 +64,7 @@ func cmdGuard(a *app, args []string) int {
 		grace: *grace,
 		ctl:   os.NewFile(3, "pgcoord-guard-ctl"),
 		ev:    os.NewFile(4, "pgcoord-guard-ev"),
-		out:   a.stderr,
+		out:   ttyWriter{w: a.stderr, sigs: stopSigs},
 		ppid:  os.Getppid(),
 	}
 	defer w.ctl.Close()
@@ -335,4 +332,22 @@ func (w *watchdog) reap() {
 // child left (with the subreaper, no descendant) and its group empty.
 func (w *watchdog) treeEmpty() bool {
 	return w.noChildren && errors.Is(syscall.Kill(-w.pgid, 0), syscall.ESRCH)
+}
+
+// ttyWriter writes the watchdog's messages with SIGTTOU ignored. In a
+// process group of its own the watchdog is a background job of pgcoord's
+// terminal, and under stty tostop a write to that terminal would send it
+// SIGTTOU, which it catches: the kernel then restarts the write and sends
+// the signal again, without end. With SIGTTOU ignored the kernel lets the
+// write through. The command, started before any message but a refusal to
+// start it, keeps the default action it got at exec.
+type ttyWriter struct {
+	w    io.Writer
+	sigs chan<- os.Signal
+}
+
+func (t ttyWriter) Write(p []byte) (int, error) {
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Notify(t.sigs, syscall.SIGTTOU)
+	return t.w.Write(p)
 }

@@ -100,6 +100,14 @@ func runGuarded(a *app, tool string, argv, env []string, g guard, grace time.Dur
 	wd.Stdin, wd.Stdout, wd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	wd.Env = append(os.Environ(), env...)
 	wd.ExtraFiles = []*os.File{ctlR, evW} // fds 3 and 4
+	// The watchdog has a process group of its own, as the command does:
+	// what kills pgcoord's group (kill -9 -PGID from a job runner,
+	// timeout -s KILL, ^\ at a terminal) kills pgcoord alone, and the
+	// watchdog, reading EOF, kills the command and all it started. Sharing
+	// pgcoord's group, it died with it, the parent-death signal killed the
+	// command's first process alone, and what that process had started ran
+	// on without the guard (TestRunGroupKilledKillsCommand).
+	wd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = wd.Start()
 	_, _ = ctlR.Close(), evW.Close() // the watchdog's ends
 	if err != nil {
@@ -199,7 +207,8 @@ grandchildren), never runs without the {what}. pgcoord does not start it
 itself: a watchdog process (pgcoord re-executed as a hidden "__guard") starts
 it in its own process group and is its parent. pgcoord sends the watchdog a
 heartbeat every quarter --heartbeat while the {what} holds, lease included.
- - pgcoord killed (kill -9, crash): its end of the pipe closes and the
+ - pgcoord killed (kill -9, crash, or its whole process group killed: the
+   watchdog has a group of its own): its end of the pipe closes and the
    watchdog sends SIGKILL to every process of the command at once.
  - pgcoord frozen (SIGSTOP) or starved: with no heartbeat, the watchdog sends
    SIGTERM 1.25 heartbeats after the last one and SIGKILL at 1.75, before the
