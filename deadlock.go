@@ -113,6 +113,19 @@ func (c *Coordinator) stopDeadlocks() {
 	d.loop.Wait()
 }
 
+// forgetLongWaits deletes this member's rows in pgcoord.long_waits, for
+// Stop: its check loop has ended, so nothing would delete them, and
+// others would read them as live waits with the holds they list (released
+// by Stop) until they go stale, 3 s later: a wait of another member for
+// one of those names then closed a cycle with a member that was gone
+// (TestNoDeadlockFromStoppedMembersRows). Failing costs only that, so it
+// is logged, not returned.
+func (c *Coordinator) forgetLongWaits(ctx context.Context, conn *pgx.Conn) {
+	if err := c.q.ForgetLongWaits(ctx, conn, c.memberID); err != nil {
+		c.log.Warn("pgcoord: deleting the member's long waits", "err", err)
+	}
+}
+
 // deadlockLoop checks while this coordinator has long waits: at once when
 // one becomes long or ends, then every deadlockCheckEvery (deadlockConfirm
 // after a first sighting). It ends after a check that published no wait

@@ -108,6 +108,7 @@ func (c *Coordinator) closeSessions(ctx context.Context, waits []*session) []err
 				return err
 			}
 			c.forgetQueue(ctx, conn)
+			c.forgetLongWaits(ctx, conn)
 			// The control session holds only the member lock, perhaps
 			// more than once (it is reentrant): release every level.
 			return c.q.UnlockAll(ctx, conn)

@@ -150,3 +150,17 @@ func (q *Queries) CheckLongWaits(ctx context.Context, db DBTX, arg CheckLongWait
 	}
 	return items, nil
 }
+
+const ForgetLongWaits = `-- name: ForgetLongWaits :exec
+DELETE FROM pgcoord.long_waits WHERE member_id = $1::text
+`
+
+// Stop: no wait of the member is under way, and its holds are released.
+// Its rows go now rather than be read as live waits, with the holds they
+// list, for up to 3 s, which made a wait of another member for one of
+// those names part of a cycle that no longer was
+// (TestNoDeadlockFromStoppedMembersRows).
+func (q *Queries) ForgetLongWaits(ctx context.Context, db DBTX, memberID string) error {
+	_, err := db.Exec(ctx, ForgetLongWaits, memberID)
+	return err
+}

@@ -66,3 +66,11 @@ UNION ALL
 SELECT l.member_id, l.wait_id, l.goroutine, l.name, l.waits_for, l.shared, l.since, l.held_keys, l.held_shared
 FROM pgcoord.long_waits l
 WHERE l.member_id <> sqlc.arg(member_id)::text AND l.updated_at > now() - interval '3 seconds';
+
+-- name: ForgetLongWaits :exec
+-- Stop: no wait of the member is under way, and its holds are released.
+-- Its rows go now rather than be read as live waits, with the holds they
+-- list, for up to 3 s, which made a wait of another member for one of
+-- those names part of a cycle that no longer was
+-- (TestNoDeadlockFromStoppedMembersRows).
+DELETE FROM pgcoord.long_waits WHERE member_id = sqlc.arg(member_id)::text;
