@@ -70,15 +70,26 @@ func (c *Coordinator) acquire(ctx context.Context, l *Lock, b Blocking, shared b
 	}
 	// The hold is made first: its claim in the local table lives in it.
 	h := &hold{lock: l, key: l.key, shared: shared, lost: lost, gid: gid}
-	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline, w, &h.entry)
+	// A wait that queues behind goroutines of this process for longer than
+	// queueAfter takes its ticket then, while it still waits here, stamped
+	// with its arrival: waits of other members that come after it must not
+	// go first. Taken only once the claim came to it, the ticket was late:
+	// another member's later wait, queued meanwhile, was at the head when
+	// this process's holder released, and was granted first
+	// (TestLocalWaiterKeepsItsPlaceAcrossMembers).
+	var long func()
+	if b.mode != blockNoWait {
+		long = func() {
+			q = &queuePlace{arrived: arrived, off: l.unqueued, ww: w}
+			c.enqueue(ctx, q, l.key, shared)
+		}
+	}
+	entry, waited, err := c.local.claim(ctx, l.key, shared, b.mode == blockNoWait, deadline, w, &h.entry, long)
 	if entry == nil {
 		return nil, c.stoppedOr(err)
 	}
-	if waited && time.Duration(monoNow()-arrived) > queueAfter {
-		// A wait that queued behind goroutines of this process for
-		// longer than queueAfter takes its ticket now, stamped with its
-		// arrival: waits of other members that came after it must not go
-		// first.
+	if waited && q == nil && time.Duration(monoNow()-arrived) > queueAfter {
+		// Granted as its queueAfter ran out, before long ran.
 		q = &queuePlace{arrived: arrived, off: l.unqueued, ww: w}
 		c.enqueue(ctx, q, l.key, shared)
 	}

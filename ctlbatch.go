@@ -47,9 +47,15 @@ type ctlKind uint8
 
 const (
 	ctlRegister ctlKind = iota
+	// A ticket's return before the tickets taken and the heads looked at
+	// in the same batch: a wait of this process that takes its ticket as
+	// another's, granted, goes back (the next in the process's queue for
+	// the key) must not find that one still there, and be put at its
+	// place, before other members' waits that came earlier
+	// (TestSemaphoreMembersWaitsKeepArrivalOrder).
+	ctlLeave
 	ctlEnqueue
 	ctlHead
-	ctlLeave
 )
 
 // ctlOp is one short control statement.

@@ -97,8 +97,11 @@ func (slot *localSlot) grantLocked(shared bool, e *localEntry) *localEntry {
 // deadline passes (nil, nil). A zero deadline means no deadline. waited
 // reports whether it had to wait. ww, the wait's deadlock watch (nil for
 // NoWait), learns its waiter's creator when the claim waits (see
-// noteParent).
-func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, deadline time.Time, ww *waitWatch, e *localEntry) (_ *localEntry, waited bool, err error) {
+// noteParent). long, when not nil, is called once, by the claiming
+// goroutine, when the claim has waited queueAfter: a lock's wait then takes
+// its place in the key's queue across coordinators while it still waits
+// here (see Coordinator.acquire).
+func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, deadline time.Time, ww *waitWatch, e *localEntry, long func()) (_ *localEntry, waited bool, err error) {
 	t.mu.Lock()
 	slot, busy := t.entries[key]
 	if !busy {
@@ -129,7 +132,7 @@ func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, 
 	// A claim that waits queueAfter notes its creator for the deadlock
 	// check (see noteParent); shorter ones, most, cost a timer.
 	var note <-chan time.Time
-	if ww != nil {
+	if ww != nil || long != nil {
 		t := time.NewTimer(queueAfter)
 		defer t.Stop()
 		note = t.C
@@ -139,7 +142,12 @@ func (t *localTable) claim(ctx context.Context, key int64, shared, noWait bool, 
 		case e := <-w.grant:
 			return e, true, nil
 		case <-note:
-			ww.noteParent()
+			if ww != nil {
+				ww.noteParent()
+			}
+			if long != nil {
+				long()
+			}
 			note = nil
 			continue
 		case <-timeout:

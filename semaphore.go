@@ -178,9 +178,10 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (took bool, err err
 	if b.mode == blockTimeout {
 		deadline = time.Now().Add(b.timeout)
 	}
+	var w *waitWatch
 	if b.mode != blockNoWait {
 		// A wait for any of the slots, as the deadlock detector sees it.
-		w := s.c.watchWait(ctx, goid.Get(), nil, s, false)
+		w = s.c.watchWait(ctx, goid.Get(), nil, s, false)
 		ctx = w
 		defer w.end()
 		defer func() { err = w.result(err) }()
@@ -188,8 +189,26 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (took bool, err err
 	// The semaphore's waits queue across members as a lock's do
 	// (queue.go), on a key of the semaphore's own: a wait that has lasted
 	// queueAfter takes a ticket and, until it is at the head, waits off
-	// the server instead of trying slots.
+	// the server instead of trying slots. The queue puts a member at the
+	// place of its earliest ticket, which is right only while the
+	// member's own waits keep their order in the process, as a lock's do
+	// (localTable): so a semaphore's waits of one process claim the queue
+	// key in-process, and only the earliest of them waits beyond its first
+	// round of tries. Without it a member's later waits took the slots
+	// before other members' earlier ones
+	// (TestSemaphoreMembersWaitsKeepArrivalOrder).
+	qkey := s.queueKey()
+	var claim localEntry
+	claimed := false
+	defer func() {
+		if claimed {
+			s.c.local.free(qkey, &claim)
+		}
+	}()
 	q := queuePlace{arrived: monoNow()}
+	// Registered after the claim's free, so run before it: the ticket's
+	// return is on its way before the next waiter of this process takes
+	// its own.
 	defer func() { s.c.leaveQueue(q.tk) }()
 	start := rand.IntN(s.limit) // spread holders over the slots
 	for round := 0; ; round++ {
@@ -207,8 +226,26 @@ func (s *Semaphore) Acquire(ctx context.Context, b Blocking) (took bool, err err
 			return false, nil
 		}
 		waited = true
+		if !claimed {
+			e, _, err := s.c.local.claim(ctx, qkey, false, false, deadline, w, &claim, nil)
+			if e == nil {
+				return false, s.c.stoppedOr(err) // nil: the deadline passed
+			}
+			claimed = true
+			if time.Duration(monoNow()-q.arrived) < queueAfter {
+				continue // every slot is tried again
+			}
+			// It waited its turn in the process: it takes its place in
+			// the queue before it tries, or the slot a waiter of this
+			// process just left free would go to it before the waits of
+			// other members that came earlier.
+			s.c.enqueue(ctx, &q, qkey, false)
+			if q.head {
+				continue
+			}
+		}
 		if q.tk == nil && time.Duration(monoNow()-q.arrived) >= queueAfter {
-			s.c.enqueue(ctx, &q, s.queueKey(), false)
+			s.c.enqueue(ctx, &q, qkey, false)
 		}
 		if !q.head && q.tk != nil {
 			if ok, err := s.c.awaitTurn(ctx, &q, deadline); !ok {
