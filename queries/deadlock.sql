@@ -65,7 +65,19 @@ FROM put p
 UNION ALL
 SELECT l.member_id, l.wait_id, l.goroutine, l.name, l.waits_for, l.shared, l.since, l.held_keys, l.held_shared
 FROM pgcoord.long_waits l
-WHERE l.member_id <> sqlc.arg(member_id)::text AND l.updated_at > now() - interval '3 seconds';
+WHERE l.member_id <> sqlc.arg(member_id)::text AND l.updated_at > now() - interval '3 seconds'
+  -- Only while the member lives: its member lock is held. A member that
+  -- crashed leaves its rows fresh for up to 3 s, its holds gone with its
+  -- sessions; read, a row "holds x, waits for y" made a wait for x that
+  -- holds y a deadlock (TestNoDeadlockFromDeadMembersRows).
+  AND EXISTS (
+      SELECT 1 FROM pgcoord.members m
+      JOIN pg_catalog.pg_locks k
+        ON k.locktype = 'advisory' AND k.objsubid = 2 AND k.granted
+       AND k.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+       AND k.classid::bigint = ((m.member_key >> 32) & 4294967295)
+       AND k.objid::bigint = (m.member_key & 4294967295)
+      WHERE m.member_id = l.member_id);
 
 -- name: ForgetLongWaits :exec
 -- Stop: no wait of the member is under way, and its holds are released.
