@@ -32,6 +32,11 @@ type Coordinator struct {
 
 	// lifeMu serialises Start and Stop.
 	lifeMu sync.Mutex
+	// stopAsked is cancelled when Stop is called, before it waits for
+	// lifeMu: it ends a Start under way, which would otherwise hold lifeMu
+	// (and Stop, whatever its ctx) for as long as Start's own ctx allows.
+	stopAsked context.Context
+	askStop   context.CancelFunc
 	// state is one of stateNew, stateStarted, stateStopped.
 	state atomic.Int32
 	// runCtx is cancelled by Stop: it ends the heartbeat and every wait.
@@ -159,6 +164,7 @@ func New(cfg Config) (*Coordinator, error) {
 	c.notifier.init(c)
 	c.reconnected = make(chan struct{})
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
+	c.stopAsked, c.askStop = context.WithCancel(context.Background())
 	c.beatNow = make(chan struct{}, 1)
 	c.checkNow = make(chan struct{}, 1)
 	c.beatReq = make(chan chan error)
@@ -190,8 +196,13 @@ func (c *Coordinator) MemberID() string { return c.memberID }
 // Start connects, applies the migrations (unless SkipMigrations), registers
 // the member and starts the heartbeat. A second Start is a no-op; Start after
 // Stop returns an error wrapping ErrNotStarted (make a new Coordinator).
-// When ctx ends first, Start returns its error and leaves nothing open.
+// When ctx ends first, Start returns its error and leaves nothing open; so
+// it does when Stop is called meanwhile (its error then wraps
+// ErrNotStarted).
 func (c *Coordinator) Start(ctx context.Context) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.stopAsked, cancel)()
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
 	switch c.state.Load() {
@@ -200,6 +211,11 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 	case stateStopped:
 		return fmt.Errorf("%w: coordinator was stopped; create a new one with New", ErrNotStarted)
 	}
+	defer func() {
+		if err != nil && c.stopAsked.Err() != nil {
+			err = fmt.Errorf("%w: Stop was called during Start: %w", ErrNotStarted, err)
+		}
+	}()
 	defer func() {
 		if err != nil {
 			// No wait session was handed out yet; the pool stays usable
@@ -255,14 +271,16 @@ func (c *Coordinator) Start(ctx context.Context) (err error) {
 
 	c.active.Store(true)
 	c.lastBeat.Store(time.Now().UnixNano())
-	c.state.Store(stateStarted)
+	// Made before the state says started: Heartbeat, from any goroutine,
+	// reads hbDone once it sees the coordinator running.
 	c.hbDone = make(chan struct{})
-	go c.heartbeatLoop()
 	c.pruneDone = make(chan struct{})
-	go c.pruneLoop()
 	c.since.done = make(chan struct{})
-	go c.sinceLoop()
 	c.notifier.done = make(chan struct{})
+	c.state.Store(stateStarted)
+	go c.heartbeatLoop()
+	go c.pruneLoop()
+	go c.sinceLoop()
 	go c.notifier.loop()
 	c.log.Info("pgcoord: member started", slog.Int("max_sessions", c.cfg.MaxSessions))
 	return nil

@@ -20,6 +20,10 @@ import (
 // count as lost: their Lost channels close, since the critical sections they
 // guarded are no longer protected. Stop is idempotent.
 //
+// Called while Start is under way, Stop makes it give up (Start returns an
+// error wrapping ErrNotStarted and leaves nothing open) rather than wait
+// for it to end.
+//
 // ctx bounds the polite part: unlocking, waiting for the backends of broken
 // sessions to exit, marking the member row stopped (when ctx has no
 // deadline, an internal bound of 5s plus two heartbeats applies). Sessions
@@ -27,6 +31,7 @@ import (
 // but when ctx ends first, only once the server has noticed: a lock may
 // then still look held for a moment after Stop returns.
 func (c *Coordinator) Stop(ctx context.Context) error {
+	c.askStop()
 	c.lifeMu.Lock()
 	defer c.lifeMu.Unlock()
 	if c.state.Load() != stateStarted {
