@@ -2,6 +2,7 @@ package pgcoord
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -74,4 +75,18 @@ func TestHeartbeatConcurrentWithStart(t *testing.T) {
 	close(done)
 	<-stopped
 	require.NoError(t, c.Stop(ctx(t)))
+}
+
+// A reconnect backoff of centuries (math.MaxInt64: "never, in practice")
+// is accepted by New; its waits must stay waits, not turn negative in the
+// jitter's overflow, which would make the reconnect try without pause.
+func TestReconnectBackoffHugeBoundsNeverNegative(t *testing.T) {
+	t.Parallel()
+	c, err := New(Config{ConnString: testURL, InitialReconnectBackoff: math.MaxInt64, MaxReconnectBackoff: math.MaxInt64})
+	require.NoError(t, err)
+	bo := c.reconnectBackoff()
+	for i := range 40 {
+		d := bo.NextBackOff()
+		require.GreaterOrEqual(t, d, time.Duration(math.MaxInt64)/2, "wait %d", i)
+	}
 }

@@ -120,12 +120,19 @@ func (c *Coordinator) reconnectBackoff() *cappedBackOff {
 
 // cappedBackOff keeps jittered waits at or under MaxInterval:
 // ExponentialBackOff caps the interval before jitter, so alone it waits up
-// to 1.5 × MaxInterval, more than the user's MaxReconnectBackoff.
+// to 1.5 × MaxInterval, more than the user's MaxReconnectBackoff. Above
+// about 195 years, 1.5 × the interval overflows in ExponentialBackOff's
+// float-to-Duration conversion and comes out negative (on amd64): a wait of
+// nothing, a reconnect without backoff. Such a wait is taken as the cap.
 type cappedBackOff struct{ *backoff.ExponentialBackOff }
 
-// NextBackOff returns the next wait, never above MaxInterval.
+// NextBackOff returns the next wait, never above MaxInterval nor negative.
 func (b *cappedBackOff) NextBackOff() time.Duration {
-	return min(b.ExponentialBackOff.NextBackOff(), b.MaxInterval)
+	d := b.ExponentialBackOff.NextBackOff()
+	if d < 0 || d > b.MaxInterval {
+		return b.MaxInterval
+	}
+	return d
 }
 
 func (c *Coordinator) reconnectOnce() error {
