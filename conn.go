@@ -57,6 +57,10 @@ type backend struct {
 	// cannot have started counting the session idle before then, so a lease
 	// measured from it ends before idle_session_timeout can fire.
 	heard atomic.Int64
+	// stmtSent is when the statement doLocked is running was sent
+	// (monoNow), guarded by sem: a grant it reads is good only while that
+	// send is within the lease (see addHold).
+	stmtSent int64
 	// pinging is set while a heartbeat's ping of this connection is in
 	// flight, so a slow ping is never joined by another.
 	pinging atomic.Bool

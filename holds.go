@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -58,8 +59,13 @@ type hold struct {
 // server lock cannot outlive Stop), and on a connection whose lease was
 // found run out (errLeaseExpired): its holds were reported lost and its
 // socket is being closed, so a hold added now would be reported held while
-// the server frees it. The caller then drops the connection itself (see
-// session.dropConn), which frees the lock this statement took.
+// the server frees it. It refuses too when the statement that took the lock
+// was sent longer than the lease ago (the process frozen between the
+// server's reply and its read): the server may have ended the idle session
+// meanwhile and given the lock to another member, and a session without
+// holds had no expiry to record that (TestStaleTryGrantNotHeld). The caller
+// then drops the connection itself (see session.dropConn), which frees the
+// lock this statement took.
 func (c *Coordinator) addHold(s *session, h *hold) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -71,13 +77,14 @@ func (c *Coordinator) addHold(s *session, h *hold) error {
 		(*hook)(s)
 		c.mu.Lock()
 	}
-	if s.expiredGen == s.gen.Load() {
+	now := monoNow()
+	if s.expiredGen == s.gen.Load() || time.Duration(now-s.stmtSent) > c.lease() {
 		return errLeaseExpired
 	}
 	h.sess, h.pid = s, s.backendPID
 	s.holds[h] = struct{}{}
 	c.stats.held.Add(1)
-	h.grantedAt = monoNow() // for held_locks.since (see sinceLoop)
+	h.grantedAt = now // for held_locks.since (see sinceLoop)
 	return nil
 }
 

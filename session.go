@@ -229,6 +229,7 @@ func (s *session) doLockedTries(ctx context.Context, tries int, fn func(ctx cont
 		}
 		conn := s.conn
 		sent := monoNow()
+		s.stmtSent = sent
 		err := fn(ctx, conn)
 		if raw != nil && !conn.IsClosed() {
 			_ = raw.SetDeadline(time.Time{})

@@ -346,6 +346,13 @@ func (c *Coordinator) waitOn(ctx context.Context, s *session, h *hold, deadline 
 			}
 			h.token = tok
 			err = c.addHold(s, h)
+			if err != nil {
+				// Refused, the grant is no hold: doLocked's rerun of this
+				// wait on a new connection may end its slice unserved, and
+				// a token left here would make waitOn report it granted
+				// (TestStaleWaitGrantNotHeld).
+				h.token = 0
+			}
 			if errors.Is(err, errLeaseExpired) {
 				s.dropConn(conn) // see runOne; doLocked waits again
 			}
