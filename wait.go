@@ -158,18 +158,28 @@ func (p *waitPool) interruptLight() {
 	}
 }
 
-// stop ends the pool's life and returns every wait session, for Stop.
+// stop ends the pool's life and returns every wait session, for Stop. The
+// snapshot is taken under the lock that sets stopped: a put between the
+// two, seeing stopped, drops its session from used without closing it (the
+// snapshot's, it trusts, does), and a snapshot taken after it missed that
+// session, whose connection outlived Stop (found by reading; the window is
+// a few instructions wide).
 func (p *waitPool) stop() []*session {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.stopped = true
-	p.mu.Unlock()
-	return p.all()
+	return p.allLocked()
 }
 
 // all returns every wait session, idle or in use.
 func (p *waitPool) all() []*session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.allLocked()
+}
+
+// allLocked is all, called with mu held.
+func (p *waitPool) allLocked() []*session {
 	out := append([]*session(nil), p.idle...)
 	for s := range p.used {
 		out = append(out, s)
