@@ -36,18 +36,7 @@ func TestStaleTryGrantNotHeld(t *testing.T) {
 			return
 		}
 		// Frozen past SessionTimeout: the server ends the idle session.
-		pid := s.backendPID
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			var n int
-			_ = testPool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n)
-			if n == 0 {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		ok, err := theirs.Acquire(context.Background(), NoWait)
-		took.Store(ok && err == nil)
+		took.Store(frozenUntilTaken(s.backendPID, theirs))
 	}
 	testHookAddHold.Store(&hook)
 	defer testHookAddHold.Store(nil)
@@ -84,18 +73,7 @@ func TestStaleWaitGrantNotHeld(t *testing.T) {
 		if hs.kind != sessionWait || !fired.CompareAndSwap(false, true) {
 			return
 		}
-		pid := hs.backendPID
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			var n int
-			_ = testPool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n)
-			if n == 0 {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		ok, err := theirs.Acquire(context.Background(), NoWait)
-		took.Store(ok && err == nil)
+		took.Store(frozenUntilTaken(hs.backendPID, theirs))
 	}
 	testHookAddHold.Store(&hook)
 	defer testHookAddHold.Store(nil)
@@ -112,4 +90,22 @@ func TestStaleWaitGrantNotHeld(t *testing.T) {
 	require.True(t, took.Load(), "the other member did not get the lock once the server ended the session")
 	require.False(t, ok, "Acquire reported the lock held while another member holds it (token %d, theirs %d)", l.Token(), theirs.Token())
 	require.NoError(t, theirs.Release(ctx(t)))
+}
+
+// frozenUntilTaken is a process frozen between a grant and its record, as
+// testHookAddHold runs it: it returns once the server has ended backend
+// pid (idle past SessionTimeout; at most 10 s) and another member, through
+// theirs, has tried the lock, reporting whether that member took it.
+func frozenUntilTaken(pid int32, theirs *Lock) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		_ = testPool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n)
+		if n == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ok, err := theirs.Acquire(context.Background(), NoWait)
+	return ok && err == nil
 }
